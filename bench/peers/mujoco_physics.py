@@ -63,7 +63,7 @@ def import_mujoco():
     return mujoco
 
 
-def seconds(text):
+def parse_seconds(text):
     """A timestep as a decimal or a fraction: '0.005' or '1/240'."""
     try:
         return float(fractions.Fraction(text.strip()))
@@ -79,7 +79,7 @@ def parse_args(argv):
         f"3 mujoco not installed (pip install -r {REQUIREMENTS}).",
     )
     p.add_argument("--scene", required=True, help="path to the MJCF scene.xml")
-    p.add_argument("--dt", type=seconds, required=True, help="physics timestep in seconds, e.g. 0.005 or 1/240")
+    p.add_argument("--dt", type=parse_seconds, required=True, help="physics timestep in seconds, e.g. 0.005 or 1/240")
     p.add_argument("--steps", type=int, default=20000, help="number of timed steps (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=1000, help="untimed steps before timing (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")

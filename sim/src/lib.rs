@@ -1,1 +1,20 @@
-//! placeholder
+//! The rapier3d simulation: URDF arms as multibodies with position servos,
+//! tasks with their rewards and success tests, scripted experts, a software
+//! camera, domain randomisation, snapshots, and a vectorised environment.
+//!
+//! The physics step is `ArmWorld::step_physics`; one control tick is
+//! `substeps` of it.
+
+pub mod arm_model;
+pub mod kinematics;
+pub mod pendulum;
+pub mod robot_config;
+pub mod world;
+
+pub use arm_model::{ArmModel, ArmOptions, ModelError};
+pub use world::{ArmWorld, CubeConfig, PhysicsConfig};
+
+/// The SO-101 arm that ships with Cerebellum.
+pub fn so101_urdf() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/so101/so101_new_calib.urdf")
+}

@@ -1,0 +1,751 @@
+//! An arm loaded from a URDF: its physics template (rapier3d-urdf), its
+//! kinematic chain, its actuated joints with their actuators, and the
+//! triangle meshes the software camera renders.
+//!
+//! Loading is where bad input arrives, so every failure names the file and
+//! the element: a missing file, malformed XML, a mesh that does not exist or
+//! does not load (rapier3d-urdf would silently skip it), an ambiguous end
+//! effector.
+
+use crate::kinematics::{Chain, ChainJoint, ChainJointKind, JointDrive, urdf_origin};
+use crate::robot_config::{ActuatorParams, RobotConfig};
+use rapier3d::geometry::{MeshConverter, SharedShape};
+use rapier3d::math::{Pose, Vector};
+use rapier3d::prelude::{ColliderBuilder, RigidBodyBuilder};
+use rapier3d_urdf::urdf_rs::{self, Geometry, JointType};
+use rapier3d_urdf::{UrdfLoaderOptions, UrdfRobot};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read URDF {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("malformed URDF {path}: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("URDF {urdf}: link `{link}` {element} names mesh `{mesh}`, which {problem}")]
+    Mesh {
+        urdf: PathBuf,
+        link: String,
+        element: String,
+        mesh: String,
+        problem: String,
+    },
+    #[error(
+        "URDF {urdf}: the end effector is ambiguous; pass --ee-link with one of the leaf links: {}",
+        candidates.join(", ")
+    )]
+    AmbiguousEndEffector {
+        urdf: PathBuf,
+        candidates: Vec<String>,
+    },
+    #[error("URDF {urdf}: no link named `{name}`; links are: {}", links.join(", "))]
+    UnknownLink {
+        urdf: PathBuf,
+        name: String,
+        links: Vec<String>,
+    },
+    #[error("URDF {urdf}: {message}")]
+    Structure { urdf: PathBuf, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How a commanded joint moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JointMotion {
+    Revolute,
+    Prismatic,
+}
+
+/// A joint the policy commands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActuatedJoint {
+    pub name: String,
+    pub motion: JointMotion,
+    /// rad or m; continuous joints get ±2π.
+    pub lower: f32,
+    pub upper: f32,
+    /// URDF effort limit (N·m or N).
+    pub effort: f32,
+    pub actuator: ActuatorParams,
+}
+
+/// A joint that follows a leader: `q = multiplier · q_leader + offset`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MimicJoint {
+    pub name: String,
+    pub motion: JointMotion,
+    pub leader: usize,
+    pub multiplier: f32,
+    pub offset: f32,
+}
+
+/// One triangle mesh (or primitive) the camera draws, in its link's frame.
+#[derive(Clone)]
+pub struct VisualShape {
+    pub shape: SharedShape,
+    pub local_pose: Pose,
+    pub rgb: [f32; 3],
+}
+
+/// Options for loading an arm.
+#[derive(Clone, Debug, Default)]
+pub struct ArmOptions {
+    /// The end-effector link; overrides the robot config.
+    pub ee_link: Option<String>,
+    /// A robot config to use instead of the one beside the URDF.
+    pub config: Option<PathBuf>,
+}
+
+/// An arm, loaded once and shared by every world built from it.
+pub struct ArmModel {
+    pub name: String,
+    pub urdf_path: PathBuf,
+    pub config: RobotConfig,
+    pub joints: Vec<ActuatedJoint>,
+    pub mimics: Vec<MimicJoint>,
+    pub ee_link: String,
+    /// Root → end effector, driven by `joints` coordinates.
+    pub chain: Chain,
+    /// Home pose, one value per actuated joint.
+    pub home: Vec<f32>,
+    /// rapier3d-urdf's bodies, colliders and joints, cloned into each world.
+    pub(crate) template: UrdfRobot,
+    /// URDF joint name → index in `template.joints`.
+    pub(crate) template_joint: HashMap<String, usize>,
+    /// Visual shapes per `template.links` index.
+    pub(crate) visuals: Vec<Vec<VisualShape>>,
+    /// Names of `template.links`, by index.
+    pub(crate) link_names: Vec<String>,
+}
+
+impl std::fmt::Debug for ArmModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmModel")
+            .field("name", &self.name)
+            .field("urdf_path", &self.urdf_path)
+            .field("joints", &self.joints)
+            .field("ee_link", &self.ee_link)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Below this mass (kg), a link with no geometry is a named frame, not a body.
+const FRAME_LINK_MASS: f64 = 1e-6;
+
+impl ArmModel {
+    pub fn load(urdf: &Path, options: &ArmOptions) -> Result<Arc<Self>, ModelError> {
+        let urdf_path = urdf.to_path_buf();
+        let text = std::fs::read_to_string(urdf).map_err(|e| ModelError::Read {
+            path: urdf_path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut robot = urdf_rs::read_from_string(&text).map_err(|e| ModelError::Malformed {
+            path: urdf_path.clone(),
+            message: e.to_string(),
+        })?;
+        let config = match options.config.clone().or_else(|| RobotConfig::beside(urdf)) {
+            Some(path) => RobotConfig::from_file(&path).map_err(ModelError::Config)?,
+            None => RobotConfig::default(),
+        };
+        let urdf_dir = urdf
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        resolve_meshes(&mut robot, &urdf_path, &urdf_dir)?;
+        demote_frame_links(&mut robot);
+
+        let tree = Tree::new(&robot, &urdf_path)?;
+        let (joints, mimics, drive_of) = actuated_joints(&robot, &config, &urdf_path)?;
+        let ee_link = choose_end_effector(&robot, &tree, options, &config, &urdf_path)?;
+        let chain = tree.chain_to(&robot, &ee_link, &drive_of, joints.len());
+        let home = home_pose(&joints, &config)?;
+
+        let physics = UrdfLoaderOptions {
+            make_roots_fixed: true,
+            mesh_converter: Some(MeshConverter::ConvexHull),
+            collider_blueprint: ColliderBuilder::default().density(0.0).friction(1.0),
+            rigid_body_blueprint: RigidBodyBuilder::dynamic(),
+            ..Default::default()
+        };
+        let mut template = UrdfRobot::from_robot(&robot, physics, Path::new("/"));
+        let link_names: Vec<String> = template
+            .links
+            .iter()
+            .map(|l| robot.links[l.urdf_link_index].name.clone())
+            .collect();
+        check_colliders(&robot, &template, &link_names, &urdf_path)?;
+        apply_collision_overrides(&mut template, &link_names, &config)?;
+        let template_joint = template
+            .joints
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (robot.joints[j.urdf_joint_index].name.clone(), i))
+            .collect();
+        let visuals = load_visuals(&robot, &link_names, &urdf_path)?;
+
+        Ok(Arc::new(Self {
+            name: robot.name.clone(),
+            urdf_path,
+            config,
+            joints,
+            mimics,
+            ee_link,
+            chain,
+            home,
+            template,
+            template_joint,
+            visuals,
+            link_names,
+        }))
+    }
+
+    pub fn joint_names(&self) -> Vec<&str> {
+        self.joints.iter().map(|j| j.name.as_str()).collect()
+    }
+
+    pub fn lower(&self) -> Vec<f64> {
+        self.joints.iter().map(|j| j.lower as f64).collect()
+    }
+
+    pub fn upper(&self) -> Vec<f64> {
+        self.joints.iter().map(|j| j.upper as f64).collect()
+    }
+
+    /// Which actuated coordinates move the end effector (the gripper jaw and
+    /// joints on other branches do not).
+    pub fn moves_end_effector(&self) -> Vec<bool> {
+        let mut movable = vec![false; self.joints.len()];
+        for joint in &self.chain.joints {
+            if let Some(drive) = &joint.drive {
+                movable[drive.index] = true;
+            }
+        }
+        movable
+    }
+
+    /// End-effector position in the world for joint positions `q`.
+    pub fn ee_position(&self, q: &[f32]) -> [f32; 3] {
+        let q: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+        let p = self.chain.forward(&q).translation.vector;
+        [p.x as f32, p.y as f32, p.z as f32]
+    }
+
+    /// Index of the actuated joint called `name`.
+    pub fn joint_index(&self, name: &str) -> Option<usize> {
+        self.joints.iter().position(|j| j.name == name)
+    }
+}
+
+/// Makes every mesh path absolute and checks the file exists: relative paths
+/// are relative to the URDF, `package://NAME/rest` is looked up in the
+/// folders above the URDF (and in `ROS_PACKAGE_PATH`), `file://` is stripped.
+fn resolve_meshes(
+    robot: &mut urdf_rs::Robot,
+    urdf: &Path,
+    urdf_dir: &Path,
+) -> Result<(), ModelError> {
+    for link in &mut robot.links {
+        let link_name = link.name.clone();
+        let visuals = link
+            .visual
+            .iter_mut()
+            .enumerate()
+            .map(|(i, v)| (format!("<visual> #{}", i + 1), &mut v.geometry));
+        let collisions = link
+            .collision
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (format!("<collision> #{}", i + 1), &mut c.geometry));
+        for (element, geometry) in visuals.chain(collisions) {
+            if let Geometry::Mesh { filename, .. } = geometry {
+                let resolved =
+                    resolve_mesh_uri(filename, urdf_dir).ok_or_else(|| ModelError::Mesh {
+                        urdf: urdf.to_path_buf(),
+                        link: link_name.clone(),
+                        element: element.clone(),
+                        mesh: filename.clone(),
+                        problem: "does not exist".into(),
+                    })?;
+                *filename = resolved.to_string_lossy().into_owned();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_mesh_uri(uri: &str, urdf_dir: &Path) -> Option<PathBuf> {
+    if let Some(rest) = uri.strip_prefix("package://") {
+        let (package, relative) = rest.split_once('/')?;
+        let mut roots: Vec<PathBuf> = urdf_dir.ancestors().map(Path::to_path_buf).collect();
+        if let Some(paths) = std::env::var_os("ROS_PACKAGE_PATH") {
+            roots.extend(std::env::split_paths(&paths));
+        }
+        return roots.iter().find_map(|root| {
+            let candidates = [
+                (root.file_name()? == package).then(|| root.join(relative)),
+                Some(root.join(package).join(relative)),
+            ];
+            candidates.into_iter().flatten().find(|p| p.is_file())
+        });
+    }
+    let path = uri.strip_prefix("file://").unwrap_or(uri);
+    let path = urdf_dir.join(path);
+    path.is_file().then_some(path)
+}
+
+/// Zeroes the inertia of massless links without geometry (tool frames, TCPs)
+/// so that rapier3d-urdf merges them into their parent instead of creating a
+/// massless rigid body; the kinematic chain keeps them as frames.
+fn demote_frame_links(robot: &mut urdf_rs::Robot) {
+    for link in &mut robot.links {
+        if link.visual.is_empty()
+            && link.collision.is_empty()
+            && link.inertial.mass.value < FRAME_LINK_MASS
+        {
+            link.inertial = urdf_rs::Inertial::default();
+        }
+    }
+}
+
+/// The URDF's link tree.
+struct Tree {
+    /// Child link name → index of the joint that attaches it.
+    parent_joint: HashMap<String, usize>,
+    children: HashMap<String, Vec<usize>>,
+    root: String,
+}
+
+impl Tree {
+    fn new(robot: &urdf_rs::Robot, urdf: &Path) -> Result<Self, ModelError> {
+        let structure = |message: String| ModelError::Structure {
+            urdf: urdf.to_path_buf(),
+            message,
+        };
+        let link_names: std::collections::HashSet<&str> =
+            robot.links.iter().map(|l| l.name.as_str()).collect();
+        let mut parent_joint = HashMap::new();
+        let mut children: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, joint) in robot.joints.iter().enumerate() {
+            for link in [&joint.parent.link, &joint.child.link] {
+                if !link_names.contains(link.as_str()) {
+                    return Err(structure(format!(
+                        "joint `{}` names link `{link}`, which is not defined",
+                        joint.name
+                    )));
+                }
+            }
+            if parent_joint.insert(joint.child.link.clone(), i).is_some() {
+                return Err(structure(format!(
+                    "link `{}` is the child of two joints",
+                    joint.child.link
+                )));
+            }
+            children
+                .entry(joint.parent.link.clone())
+                .or_default()
+                .push(i);
+        }
+        let roots: Vec<&str> = robot
+            .links
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|l| !parent_joint.contains_key(*l))
+            .collect();
+        match roots.as_slice() {
+            [root] => Ok(Self {
+                parent_joint,
+                children,
+                root: (*root).to_owned(),
+            }),
+            [] => Err(structure("the joints form a cycle: no root link".into())),
+            many => Err(structure(format!(
+                "expected one root link, found {}: {}",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
+    fn leaves(&self, robot: &urdf_rs::Robot) -> Vec<String> {
+        robot
+            .links
+            .iter()
+            .map(|l| l.name.clone())
+            .filter(|l| !self.children.contains_key(l))
+            .collect()
+    }
+
+    fn chain_to(
+        &self,
+        robot: &urdf_rs::Robot,
+        ee_link: &str,
+        drive_of: &HashMap<String, JointDrive>,
+        num_coordinates: usize,
+    ) -> Chain {
+        let mut joints = Vec::new();
+        let mut link = ee_link.to_owned();
+        while let Some(&index) = self.parent_joint.get(&link) {
+            let joint = &robot.joints[index];
+            let kind = match joint.joint_type {
+                JointType::Revolute | JointType::Continuous => ChainJointKind::Revolute,
+                JointType::Prismatic => ChainJointKind::Prismatic,
+                _ => ChainJointKind::Fixed,
+            };
+            let axis = nalgebra::Vector3::from(joint.axis.xyz.0);
+            joints.push(ChainJoint {
+                name: joint.name.clone(),
+                origin: urdf_origin(joint.origin.xyz.0, joint.origin.rpy.0),
+                axis: axis.try_normalize(1e-12).unwrap_or(nalgebra::Vector3::x()),
+                kind,
+                drive: drive_of.get(&joint.name).copied(),
+            });
+            link = joint.parent.link.clone();
+        }
+        joints.reverse();
+        Chain {
+            base: nalgebra::Isometry3::identity(),
+            joints,
+            num_coordinates,
+        }
+    }
+}
+
+type Drives = HashMap<String, JointDrive>;
+
+/// Actuated joints in depth-first order, mimic joints, and each moving
+/// joint's drive.
+fn actuated_joints(
+    robot: &urdf_rs::Robot,
+    config: &RobotConfig,
+    urdf: &Path,
+) -> Result<(Vec<ActuatedJoint>, Vec<MimicJoint>, Drives), ModelError> {
+    let tree = Tree::new(robot, urdf)?;
+    let mut order = Vec::new();
+    let mut stack = vec![tree.root.clone()];
+    while let Some(link) = stack.pop() {
+        if let Some(children) = tree.children.get(&link) {
+            for &joint in children.iter().rev() {
+                stack.push(robot.joints[joint].child.link.clone());
+            }
+            order.extend(children.iter().copied());
+        }
+    }
+    let mut joints = Vec::new();
+    let mut drives = Drives::new();
+    let mut mimic_sources = Vec::new();
+    for &index in &order {
+        let joint = &robot.joints[index];
+        let motion = match joint.joint_type {
+            JointType::Revolute | JointType::Continuous => JointMotion::Revolute,
+            JointType::Prismatic => JointMotion::Prismatic,
+            JointType::Fixed => continue,
+            ref other => {
+                return Err(ModelError::Structure {
+                    urdf: urdf.to_path_buf(),
+                    message: format!(
+                        "joint `{}` is {other:?}; only revolute, continuous, prismatic and fixed joints can be driven",
+                        joint.name
+                    ),
+                });
+            }
+        };
+        if let Some(mimic) = &joint.mimic {
+            mimic_sources.push((joint, mimic, motion));
+            continue;
+        }
+        let (lower, upper) = if joint.joint_type == JointType::Continuous
+            || joint.limit.lower >= joint.limit.upper
+        {
+            (-std::f64::consts::TAU, std::f64::consts::TAU)
+        } else {
+            (joint.limit.lower, joint.limit.upper)
+        };
+        drives.insert(
+            joint.name.clone(),
+            JointDrive {
+                index: joints.len(),
+                multiplier: 1.0,
+                offset: 0.0,
+            },
+        );
+        joints.push(ActuatedJoint {
+            name: joint.name.clone(),
+            motion,
+            lower: lower as f32,
+            upper: upper as f32,
+            effort: joint.limit.effort as f32,
+            actuator: config.actuator_for(&joint.name, joint.limit.effort as f32),
+        });
+    }
+    let mut mimics = Vec::new();
+    for (joint, mimic, motion) in mimic_sources {
+        let leader = drives
+            .get(&mimic.joint)
+            .ok_or_else(|| ModelError::Structure {
+                urdf: urdf.to_path_buf(),
+                message: format!(
+                    "joint `{}` mimics `{}`, which is not an actuated joint",
+                    joint.name, mimic.joint
+                ),
+            })?
+            .index;
+        let multiplier = mimic.multiplier.unwrap_or(1.0);
+        let offset = mimic.offset.unwrap_or(0.0);
+        drives.insert(
+            joint.name.clone(),
+            JointDrive {
+                index: leader,
+                multiplier,
+                offset,
+            },
+        );
+        mimics.push(MimicJoint {
+            name: joint.name.clone(),
+            motion,
+            leader,
+            multiplier: multiplier as f32,
+            offset: offset as f32,
+        });
+    }
+    if joints.is_empty() {
+        return Err(ModelError::Structure {
+            urdf: urdf.to_path_buf(),
+            message: "no actuated joints".into(),
+        });
+    }
+    for name in config.actuators.keys() {
+        if !joints.iter().any(|j| &j.name == name) {
+            return Err(ModelError::Config(format!(
+                "robot config names actuator `{name}`, which is not an actuated joint of {}",
+                urdf.display()
+            )));
+        }
+    }
+    Ok((joints, mimics, drives))
+}
+
+fn choose_end_effector(
+    robot: &urdf_rs::Robot,
+    tree: &Tree,
+    options: &ArmOptions,
+    config: &RobotConfig,
+    urdf: &Path,
+) -> Result<String, ModelError> {
+    if let Some(name) = options.ee_link.as_ref().or(config.ee_link.as_ref()) {
+        if robot.links.iter().any(|l| &l.name == name) {
+            return Ok(name.clone());
+        }
+        return Err(ModelError::UnknownLink {
+            urdf: urdf.to_path_buf(),
+            name: name.clone(),
+            links: robot.links.iter().map(|l| l.name.clone()).collect(),
+        });
+    }
+    let leaves = tree.leaves(robot);
+    match leaves.as_slice() {
+        [only] => Ok(only.clone()),
+        _ => Err(ModelError::AmbiguousEndEffector {
+            urdf: urdf.to_path_buf(),
+            candidates: leaves,
+        }),
+    }
+}
+
+fn home_pose(joints: &[ActuatedJoint], config: &RobotConfig) -> Result<Vec<f32>, ModelError> {
+    for name in config.home.keys() {
+        if !joints.iter().any(|j| &j.name == name) {
+            return Err(ModelError::Config(format!(
+                "home pose names `{name}`, which is not an actuated joint"
+            )));
+        }
+    }
+    Ok(joints
+        .iter()
+        .map(|j| match config.home.get(&j.name) {
+            Some(&q) => q.clamp(j.lower, j.upper),
+            None if j.lower <= 0.0 && 0.0 <= j.upper => 0.0,
+            None => 0.5 * (j.lower + j.upper),
+        })
+        .collect())
+}
+
+/// rapier3d-urdf skips a mesh that fails to load; a link that should have a
+/// collider and has none is an error here.
+fn check_colliders(
+    robot: &urdf_rs::Robot,
+    template: &UrdfRobot,
+    link_names: &[String],
+    urdf: &Path,
+) -> Result<(), ModelError> {
+    for (link, name) in template.links.iter().zip(link_names) {
+        let source = &robot.links[link.urdf_link_index];
+        let meshes = source
+            .collision
+            .iter()
+            .filter(|c| matches!(c.geometry, Geometry::Mesh { .. }))
+            .count();
+        let primitives = source.collision.len() - meshes;
+        if meshes > 0 && link.colliders.len() < primitives + meshes {
+            let mesh = source
+                .collision
+                .iter()
+                .find_map(|c| match &c.geometry {
+                    Geometry::Mesh { filename, .. } => Some(filename.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            return Err(ModelError::Mesh {
+                urdf: urdf.to_path_buf(),
+                link: name.clone(),
+                element: "<collision>".into(),
+                mesh,
+                problem: "could not be loaded as a mesh (unsupported format or corrupt file)"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the colliders of the configured links with box pads.
+fn apply_collision_overrides(
+    template: &mut UrdfRobot,
+    link_names: &[String],
+    config: &RobotConfig,
+) -> Result<(), ModelError> {
+    let index_of = |name: &str| {
+        link_names.iter().position(|l| l == name).ok_or_else(|| {
+            ModelError::Config(format!(
+                "robot config names link `{name}`, which is not a body of the URDF"
+            ))
+        })
+    };
+    for name in &config.replace_collision {
+        template.links[index_of(name)?].colliders.clear();
+    }
+    for pad in &config.pads {
+        let link = index_of(&pad.link)?;
+        let [hx, hy, hz] = pad.half_extents;
+        let [cx, cy, cz] = pad.center;
+        let collider = ColliderBuilder::cuboid(hx, hy, hz)
+            .translation(Vector::new(cx, cy, cz))
+            .density(0.0)
+            .friction(1.0)
+            .build();
+        template.links[link]
+            .colliders
+            .push(rapier3d_urdf::UrdfCollider {
+                collider,
+                visual: None,
+            });
+    }
+    Ok(())
+}
+
+fn material_rgb(robot: &urdf_rs::Robot, material: Option<&urdf_rs::Material>) -> [f32; 3] {
+    let named = |name: &str| robot.materials.iter().find(|m| m.name == name);
+    material
+        .and_then(|m| m.color.clone().or_else(|| named(&m.name)?.color.clone()))
+        .map(|c| [c.rgba.0[0] as f32, c.rgba.0[1] as f32, c.rgba.0[2] as f32])
+        .unwrap_or([0.6, 0.6, 0.6])
+}
+
+/// Triangle meshes of every `<visual>`, for the camera; a mesh file shared by
+/// several links is read once.
+fn load_visuals(
+    robot: &urdf_rs::Robot,
+    link_names: &[String],
+    urdf: &Path,
+) -> Result<Vec<Vec<VisualShape>>, ModelError> {
+    let mut cache: BTreeMap<(String, [u32; 3]), Vec<(SharedShape, Pose)>> = BTreeMap::new();
+    let by_name: HashMap<&str, &urdf_rs::Link> =
+        robot.links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut visuals = Vec::with_capacity(link_names.len());
+    for name in link_names {
+        let link = by_name[name.as_str()];
+        let mut shapes = Vec::new();
+        for (i, visual) in link.visual.iter().enumerate() {
+            let origin = urdf_origin(visual.origin.xyz.0, visual.origin.rpy.0);
+            let origin = pose_from_isometry(&origin);
+            let rgb = material_rgb(robot, visual.material.as_ref());
+            let loaded: Vec<(SharedShape, Pose)> = match &visual.geometry {
+                Geometry::Mesh { filename, scale } => {
+                    let scale = scale.map(|s| s.0).unwrap_or([1.0; 3]);
+                    let key = (filename.clone(), scale.map(|s| (s as f32).to_bits()));
+                    if let Some(shapes) = cache.get(&key) {
+                        shapes.clone()
+                    } else {
+                        let mesh_error = |problem: String| ModelError::Mesh {
+                            urdf: urdf.to_path_buf(),
+                            link: name.clone(),
+                            element: format!("<visual> #{}", i + 1),
+                            mesh: filename.clone(),
+                            problem,
+                        };
+                        let scale = Vector::new(scale[0] as f32, scale[1] as f32, scale[2] as f32);
+                        let parts = rapier3d_meshloader::load_from_path(
+                            filename,
+                            &MeshConverter::TriMesh,
+                            scale,
+                        )
+                        .map_err(|e| mesh_error(format!("could not be loaded: {e}")))?;
+                        let parts: Vec<(SharedShape, Pose)> = parts
+                            .into_iter()
+                            .filter_map(Result::ok)
+                            .map(|p| (p.shape, p.pose))
+                            .collect();
+                        if parts.is_empty() {
+                            return Err(mesh_error("holds no triangles".into()));
+                        }
+                        cache.insert(key, parts.clone());
+                        parts
+                    }
+                }
+                Geometry::Box { size } => vec![(
+                    SharedShape::cuboid(
+                        size.0[0] as f32 / 2.0,
+                        size.0[1] as f32 / 2.0,
+                        size.0[2] as f32 / 2.0,
+                    ),
+                    Pose::IDENTITY,
+                )],
+                Geometry::Sphere { radius } => {
+                    vec![(SharedShape::ball(*radius as f32), Pose::IDENTITY)]
+                }
+                Geometry::Cylinder { radius, length } | Geometry::Capsule { radius, length } => {
+                    // URDF cylinders run along z; parry's along y.
+                    let to_z = Pose::from_rotation(rapier3d::math::Rotation::from_rotation_x(
+                        std::f32::consts::FRAC_PI_2,
+                    ));
+                    let shape = if matches!(visual.geometry, Geometry::Cylinder { .. }) {
+                        SharedShape::cylinder(*length as f32 / 2.0, *radius as f32)
+                    } else {
+                        SharedShape::capsule_y(*length as f32 / 2.0, *radius as f32)
+                    };
+                    vec![(shape, to_z)]
+                }
+            };
+            shapes.extend(loaded.into_iter().map(|(shape, pose)| VisualShape {
+                shape,
+                local_pose: origin * pose,
+                rgb,
+            }));
+        }
+        visuals.push(shapes);
+    }
+    Ok(visuals)
+}
+
+pub(crate) fn pose_from_isometry(iso: &nalgebra::Isometry3<f64>) -> Pose {
+    let t = iso.translation.vector;
+    let q = iso.rotation.quaternion();
+    Pose::from_parts(
+        Vector::new(t.x as f32, t.y as f32, t.z as f32),
+        rapier3d::math::Rotation::from_xyzw(q.i as f32, q.j as f32, q.k as f32, q.w as f32)
+            .normalize(),
+    )
+}

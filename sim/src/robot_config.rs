@@ -1,0 +1,117 @@
+//! Per-robot settings that a URDF does not carry: actuator gains, the
+//! end-effector frame, the gripper, and collision pads for the fingers.
+//!
+//! Read from `<urdf stem>.toml` beside the URDF (or a path given on the
+//! command line). An arm without one gets defaults derived from its URDF.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A position servo on one joint, in MuJoCo's terms so that a MuJoCo model
+/// and ours step the same controller: force = stiffness·(target − q) −
+/// damping·q̇, clamped to ±max_force; plus passive joint damping, dry
+/// friction (`frictionloss`) and armature (reflected rotor inertia).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActuatorParams {
+    /// N·m/rad (N/m for prismatic joints).
+    pub stiffness: f32,
+    /// N·m·s/rad.
+    pub damping: f32,
+    /// N·m.
+    pub max_force: f32,
+    /// Passive viscous damping, N·m·s/rad.
+    #[serde(default)]
+    pub joint_damping: f32,
+    /// Dry friction, N·m.
+    #[serde(default)]
+    pub friction: f32,
+    /// kg·m².
+    #[serde(default)]
+    pub armature: f32,
+}
+
+impl ActuatorParams {
+    /// Defaults for an arm without an actuator file: the URDF effort limit as
+    /// the force limit, full force at 0.05 rad of error, and damping for a
+    /// 20 ms time constant.
+    pub fn from_effort(effort: f32) -> Self {
+        let max_force = if effort > 0.0 { effort } else { 10.0 };
+        let stiffness = max_force / 0.05;
+        Self {
+            stiffness,
+            damping: stiffness * 0.02,
+            max_force,
+            joint_damping: 0.01 * max_force,
+            friction: 0.0,
+            armature: 0.01,
+        }
+    }
+}
+
+/// A box collider added to a link, e.g. a finger pad where the convex hull
+/// of the jaw mesh would fill the grasp gap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollisionPad {
+    pub link: String,
+    /// Box centre in the link frame (m).
+    pub center: [f32; 3],
+    /// Half extents along the link frame's axes (m).
+    pub half_extents: [f32; 3],
+}
+
+/// How the scripted expert opens and closes the gripper.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GripperConfig {
+    pub joint: String,
+    pub open: f32,
+    pub closed: f32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotConfig {
+    /// The link whose frame is the end effector (required when the URDF has
+    /// several leaf links).
+    pub ee_link: Option<String>,
+    /// Joint positions of the start pose; joints not named start at the
+    /// middle of their range (0 when the range contains 0).
+    #[serde(default)]
+    pub home: BTreeMap<String, f32>,
+    pub gripper: Option<GripperConfig>,
+    /// Links whose mesh colliders are replaced by `pads` (the jaws).
+    #[serde(default)]
+    pub replace_collision: Vec<String>,
+    #[serde(default)]
+    pub pads: Vec<CollisionPad>,
+    /// Applies to every actuated joint not named in `actuators`.
+    pub default_actuator: Option<ActuatorParams>,
+    #[serde(default)]
+    pub actuators: BTreeMap<String, ActuatorParams>,
+}
+
+impl RobotConfig {
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read robot config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("robot config {}: {e}", path.display()))
+    }
+
+    /// The file that configures the URDF at `urdf`, if there is one: its
+    /// name with `.toml` in place of `.urdf`.
+    pub fn beside(urdf: &Path) -> Option<std::path::PathBuf> {
+        let path = urdf.with_extension("toml");
+        path.is_file().then_some(path)
+    }
+
+    pub fn actuator_for(&self, joint: &str, effort: f32) -> ActuatorParams {
+        self.actuators
+            .get(joint)
+            .copied()
+            .or(self.default_actuator)
+            .unwrap_or_else(|| ActuatorParams::from_effort(effort))
+    }
+}

@@ -1,0 +1,407 @@
+//! The rapier world of one arm: a table, the arm as a multibody with
+//! position-controlled motors, and optionally a cube.
+//!
+//! Plain data sets plus one `step_physics` stage, in rapier's style. The
+//! whole world is `Clone`, which is what a snapshot is: cloning copies every
+//! body, contact and solver warm-start, so a restored world steps
+//! bit-identically.
+
+use crate::arm_model::{ArmModel, JointMotion, VisualShape};
+use rapier3d::math::{Pose, Vector};
+use rapier3d::prelude::*;
+use rapier3d_urdf::UrdfMultibodyOptions;
+use std::sync::Arc;
+
+/// Physics settings of a world.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhysicsConfig {
+    /// Physics step (s).
+    pub dt: f32,
+    /// Physics steps per control tick; the control rate is 1 / (dt · substeps).
+    pub substeps: u32,
+    pub solver_iterations: usize,
+    pub gravity: [f32; 3],
+}
+
+impl Default for PhysicsConfig {
+    fn default() -> Self {
+        Self {
+            dt: 1.0 / 200.0,
+            substeps: 4,
+            solver_iterations: 4,
+            gravity: [0.0, 0.0, -9.81],
+        }
+    }
+}
+
+impl PhysicsConfig {
+    pub fn control_rate_hz(&self) -> f64 {
+        1.0 / (self.dt as f64 * self.substeps as f64)
+    }
+}
+
+/// The cube of the `lift` task.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CubeConfig {
+    /// Edge length (m).
+    pub size: f32,
+    /// kg.
+    pub mass: f32,
+    pub friction: f32,
+}
+
+impl Default for CubeConfig {
+    fn default() -> Self {
+        Self {
+            size: 0.03,
+            mass: 0.03,
+            friction: 1.0,
+        }
+    }
+}
+
+/// Where one actuated joint lives in the multibody.
+#[derive(Clone, Copy, Debug)]
+struct JointSlot {
+    handle: MultibodyJointHandle,
+    /// Index of the coordinate in the joint's 6-D spatial layout.
+    axis: usize,
+    motion: JointMotion,
+}
+
+#[derive(Clone)]
+pub struct ArmWorld {
+    pub model: Arc<ArmModel>,
+    pub physics: PhysicsConfig,
+    integration: IntegrationParameters,
+    gravity: Vector,
+    islands: IslandManager,
+    broad_phase: BroadPhaseBvh,
+    narrow_phase: NarrowPhase,
+    pub(crate) bodies: RigidBodySet,
+    pub(crate) colliders: ColliderSet,
+    impulse_joints: ImpulseJointSet,
+    multibody_joints: MultibodyJointSet,
+    soft_bodies: SoftBodySet,
+    ccd: CCDSolver,
+    slots: Vec<JointSlot>,
+    /// Body of each `model.template.links` entry.
+    pub(crate) link_bodies: Vec<RigidBodyHandle>,
+    pub cube: Option<(RigidBodyHandle, CubeConfig)>,
+    /// Height of the table's top surface (m).
+    pub table_height: f32,
+    targets: Vec<f32>,
+}
+
+impl ArmWorld {
+    /// A fresh world with the arm at `q` (one value per actuated joint) and,
+    /// if given, a cube resting on the table at (x, y) with yaw.
+    pub fn new(
+        model: Arc<ArmModel>,
+        physics: &PhysicsConfig,
+        q: &[f32],
+        cube: Option<(CubeConfig, [f32; 2], f32)>,
+    ) -> Self {
+        let mut bodies = RigidBodySet::new();
+        let mut colliders = ColliderSet::new();
+        let mut multibody_joints = MultibodyJointSet::new();
+        let handles = model.template.clone().insert_using_multibody_joints(
+            &mut bodies,
+            &mut colliders,
+            &mut multibody_joints,
+            UrdfMultibodyOptions::DISABLE_SELF_CONTACTS,
+        );
+        let link_bodies: Vec<_> = handles.links.iter().map(|l| l.body).collect();
+        let slots = model
+            .joints
+            .iter()
+            .map(|joint| {
+                let index = model.template_joint[&joint.name];
+                let handle = handles.joints[index]
+                    .joint
+                    .expect("every moving URDF joint becomes a multibody joint");
+                JointSlot {
+                    handle,
+                    axis: spatial_axis(joint.motion),
+                    motion: joint.motion,
+                }
+            })
+            .collect();
+
+        // The table's top sits just below the lowest point of the root
+        // link, so the fixed base never fights it.
+        let table_height = handles.links[0]
+            .colliders
+            .iter()
+            .filter_map(|c| colliders.get(c.handle))
+            .map(|c| c.compute_aabb().mins.z)
+            .fold(f32::INFINITY, f32::min);
+        let table_height = if table_height.is_finite() {
+            table_height - 0.001
+        } else {
+            0.0
+        };
+        let table = bodies.insert(RigidBodyBuilder::fixed().translation(Vector::new(
+            0.0,
+            0.0,
+            table_height - 0.05,
+        )));
+        colliders.insert_with_parent(
+            ColliderBuilder::cuboid(2.0, 2.0, 0.05).friction(1.0),
+            table,
+            &mut bodies,
+        );
+
+        let mut integration = IntegrationParameters {
+            dt: physics.dt,
+            ..Default::default()
+        };
+        integration.num_solver_iterations = physics.solver_iterations;
+        let [gx, gy, gz] = physics.gravity;
+        let mut world = Self {
+            model,
+            physics: physics.clone(),
+            integration,
+            gravity: Vector::new(gx, gy, gz),
+            islands: IslandManager::new(),
+            broad_phase: BroadPhaseBvh::new(),
+            narrow_phase: NarrowPhase::new(),
+            bodies,
+            colliders,
+            impulse_joints: ImpulseJointSet::new(),
+            multibody_joints,
+            soft_bodies: SoftBodySet::default(),
+            ccd: CCDSolver::new(),
+            slots,
+            link_bodies,
+            cube: None,
+            table_height,
+            targets: q.to_vec(),
+        };
+        world.configure_actuators();
+        let joint_handles: Vec<_> = handles.joints.iter().map(|j| j.joint).collect();
+        world.couple_mimic_joints(&joint_handles);
+        world.set_joint_positions(q);
+        if let Some((config, [x, y], yaw)) = cube {
+            world.add_cube(config, x, y, yaw);
+        }
+        world.set_joint_targets(q);
+        world
+    }
+
+    fn add_cube(&mut self, config: CubeConfig, x: f32, y: f32, yaw: f32) {
+        let half = config.size / 2.0;
+        let body = self.bodies.insert(
+            RigidBodyBuilder::dynamic()
+                .translation(Vector::new(x, y, self.table_height + half))
+                .rotation(Vector::new(0.0, 0.0, yaw))
+                .can_sleep(false),
+        );
+        let volume = config.size.powi(3);
+        self.colliders.insert_with_parent(
+            ColliderBuilder::cuboid(half, half, half)
+                .density(config.mass / volume)
+                .friction(config.friction),
+            body,
+            &mut self.bodies,
+        );
+        self.cube = Some((body, config));
+    }
+
+    /// Motors, passive damping, friction, armature, and mimic couplings.
+    fn configure_actuators(&mut self) {
+        for (joint, slot) in self.model.joints.iter().zip(&self.slots) {
+            let axis = joint_axis(slot.motion);
+            let params = joint.actuator;
+            let (multibody, link_id) = self
+                .multibody_joints
+                .get_mut(slot.handle)
+                .expect("joint handle from this world");
+            let link = multibody.link_mut(link_id).expect("link of this joint");
+            let assembly = link.assembly_id();
+            link.joint
+                .data
+                .set_motor_model(axis, MotorModel::ForceBased)
+                .set_motor_position(axis, 0.0, params.stiffness, params.damping)
+                .set_motor_max_force(axis, params.max_force);
+            multibody.damping_mut()[assembly] = params.joint_damping;
+            multibody.frictions_mut()[assembly] = params.friction;
+            multibody.armature_mut()[assembly] = params.armature;
+        }
+    }
+
+    /// Mimic joints follow their leader through a holonomic coupling
+    /// `q_follower = multiplier · q_leader + offset`.
+    fn couple_mimic_joints(&mut self, handles: &[Option<MultibodyJointHandle>]) {
+        for mimic in &self.model.mimics {
+            let follower = handles[self.model.template_joint[&mimic.name]]
+                .expect("every moving URDF joint becomes a multibody joint");
+            let leader = self.slots[mimic.leader];
+            let (_, leader_link) = self.multibody_joints.get(leader.handle).unwrap();
+            let (multibody, follower_link) = self.multibody_joints.get_mut(follower).unwrap();
+            multibody.add_dof_coupling(MultibodyDofCoupling {
+                link1: leader_link,
+                dof1: 0,
+                axis1: leader.axis,
+                link2: follower_link,
+                dof2: 0,
+                axis2: spatial_axis(mimic.motion),
+                coeff: mimic.multiplier,
+                offset: mimic.offset,
+            });
+        }
+    }
+
+    /// Teleports the arm to `q` at rest (used at reset only).
+    pub fn set_joint_positions(&mut self, q: &[f32]) {
+        let current = self.joint_positions();
+        let Some(first) = self.slots.first() else {
+            return;
+        };
+        let (multibody, _) = self.multibody_joints.get_mut(first.handle).unwrap();
+        let mut displacement = vec![0.0; multibody.ndofs()];
+        for (slot, (target, now)) in self.slots.iter().zip(q.iter().zip(&current)) {
+            let (multibody, link_id) = self.multibody_joints.get(slot.handle).unwrap();
+            let assembly = multibody.link(link_id).unwrap().assembly_id();
+            displacement[assembly] = target - now;
+        }
+        let (multibody, _) = self.multibody_joints.get_mut(first.handle).unwrap();
+        multibody.apply_displacements(&displacement);
+        multibody.generalized_velocity_mut().fill(0.0);
+        multibody.forward_kinematics(&self.bodies, true);
+        multibody.update_rigid_bodies(&mut self.bodies, true);
+    }
+
+    /// Position targets for the motors, held until the next call.
+    pub fn set_joint_targets(&mut self, targets: &[f32]) {
+        for ((joint, slot), &target) in self.model.joints.iter().zip(&self.slots).zip(targets) {
+            let axis = joint_axis(slot.motion);
+            let params = joint.actuator;
+            let (multibody, link_id) = self.multibody_joints.get_mut(slot.handle).unwrap();
+            multibody
+                .link_mut(link_id)
+                .unwrap()
+                .joint
+                .data
+                .set_motor_position(axis, target, params.stiffness, params.damping);
+        }
+        self.targets.clear();
+        self.targets.extend_from_slice(targets);
+    }
+
+    pub fn joint_targets(&self) -> &[f32] {
+        &self.targets
+    }
+
+    pub fn joint_positions(&self) -> Vec<f32> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let (multibody, link_id) = self.multibody_joints.get(slot.handle).unwrap();
+                multibody.link(link_id).unwrap().joint.coords()[slot.axis]
+            })
+            .collect()
+    }
+
+    pub fn joint_velocities(&self) -> Vec<f32> {
+        self.slots
+            .iter()
+            .map(|slot| {
+                let (multibody, link_id) = self.multibody_joints.get(slot.handle).unwrap();
+                let link = multibody.link(link_id).unwrap();
+                multibody.joint_velocity(link)[0]
+            })
+            .collect()
+    }
+
+    /// The physics step: one rapier pipeline step of `dt`.
+    pub fn step_physics(&mut self, pipeline: &mut PhysicsPipeline) {
+        pipeline.step(
+            self.gravity,
+            &self.integration,
+            &mut self.islands,
+            &mut self.broad_phase,
+            &mut self.narrow_phase,
+            &mut self.bodies,
+            &mut self.colliders,
+            &mut self.impulse_joints,
+            &mut self.multibody_joints,
+            &mut self.soft_bodies,
+            &mut self.ccd,
+            &(),
+            &(),
+        );
+    }
+
+    /// One control tick: `substeps` physics steps with the current targets.
+    pub fn step_tick(&mut self, pipeline: &mut PhysicsPipeline) {
+        for _ in 0..self.physics.substeps {
+            self.step_physics(pipeline);
+        }
+    }
+
+    /// End-effector position from the measured joint positions.
+    pub fn ee_position(&self) -> [f32; 3] {
+        self.model.ee_position(&self.joint_positions())
+    }
+
+    pub fn cube_pose(&self) -> Option<Pose> {
+        self.cube.map(|(body, _)| *self.bodies[body].position())
+    }
+
+    /// Every visual shape with its world pose, for the camera.
+    pub fn visual_shapes(&self) -> impl Iterator<Item = (Pose, &VisualShape)> {
+        self.link_bodies
+            .iter()
+            .zip(&self.model.visuals)
+            .flat_map(move |(&body, shapes)| {
+                let pose = *self.bodies[body].position();
+                shapes.iter().map(move |s| (pose * s.local_pose, s))
+            })
+    }
+
+    /// A hash of every body's pose and velocity bits, for determinism tests.
+    pub fn state_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (_, body) in self.bodies.iter() {
+            let pose = body.position();
+            let values = [
+                pose.translation.x,
+                pose.translation.y,
+                pose.translation.z,
+                pose.rotation.x,
+                pose.rotation.y,
+                pose.rotation.z,
+                pose.rotation.w,
+                body.linvel().x,
+                body.linvel().y,
+                body.linvel().z,
+                body.angvel().x,
+                body.angvel().y,
+                body.angvel().z,
+            ];
+            for v in values {
+                v.to_bits().hash(&mut hasher);
+            }
+        }
+        hasher.finish()
+    }
+}
+
+/// Index of a joint's coordinate in rapier's 6-D spatial layout.
+fn spatial_axis(motion: JointMotion) -> usize {
+    match motion {
+        JointMotion::Revolute => 3,
+        JointMotion::Prismatic => 0,
+    }
+}
+
+fn joint_axis(motion: JointMotion) -> JointAxis {
+    match motion {
+        JointMotion::Revolute => JointAxis::AngX,
+        JointMotion::Prismatic => JointAxis::LinX,
+    }
+}
