@@ -6,12 +6,22 @@
 //! `substeps` of it.
 
 pub mod arm_model;
+pub mod camera;
+pub mod env;
+pub mod expert;
 pub mod kinematics;
 pub mod pendulum;
+pub mod randomization;
 pub mod robot_config;
+pub mod tasks;
 pub mod world;
 
 pub use arm_model::{ArmModel, ArmOptions, ModelError};
+pub use camera::{Camera, CameraConfig};
+pub use env::{ArmEnv, ArmState, EnvConfig, PendulumEnv, SimEnv, SimSnapshot};
+pub use expert::ScriptedExpert;
+pub use randomization::Randomization;
+pub use tasks::TaskKind;
 pub use world::{ArmWorld, CubeConfig, PhysicsConfig};
 
 /// The SO-101 arm that ships with Cerebellum.

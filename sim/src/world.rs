@@ -7,6 +7,8 @@
 //! bit-identically.
 
 use crate::arm_model::{ArmModel, JointMotion, VisualShape};
+use crate::randomization::DynamicsSample;
+use crate::robot_config::ActuatorParams;
 use rapier3d::math::{Pose, Vector};
 use rapier3d::prelude::*;
 use rapier3d_urdf::UrdfMultibodyOptions;
@@ -87,6 +89,8 @@ pub struct ArmWorld {
     soft_bodies: SoftBodySet,
     ccd: CCDSolver,
     slots: Vec<JointSlot>,
+    /// Per-joint servo parameters (the model's, possibly randomised).
+    actuators: Vec<ActuatorParams>,
     /// Body of each `model.template.links` entry.
     pub(crate) link_bodies: Vec<RigidBodyHandle>,
     pub cube: Option<(RigidBodyHandle, CubeConfig)>,
@@ -154,6 +158,7 @@ impl ArmWorld {
             &mut bodies,
         );
 
+        let model_actuators = model.joints.iter().map(|j| j.actuator).collect();
         let mut integration = IntegrationParameters {
             dt: physics.dt,
             ..Default::default()
@@ -175,6 +180,7 @@ impl ArmWorld {
             soft_bodies: SoftBodySet::default(),
             ccd: CCDSolver::new(),
             slots,
+            actuators: model_actuators,
             link_bodies,
             cube: None,
             table_height,
@@ -212,9 +218,8 @@ impl ArmWorld {
 
     /// Motors, passive damping, friction, armature, and mimic couplings.
     fn configure_actuators(&mut self) {
-        for (joint, slot) in self.model.joints.iter().zip(&self.slots) {
+        for (&params, slot) in self.actuators.iter().zip(&self.slots) {
             let axis = joint_axis(slot.motion);
-            let params = joint.actuator;
             let (multibody, link_id) = self
                 .multibody_joints
                 .get_mut(slot.handle)
@@ -254,6 +259,39 @@ impl ArmWorld {
         }
     }
 
+    /// Applies one episode's randomised dynamics: link masses, servo gains,
+    /// joint damping and friction. The cube's draws are applied by `new`.
+    pub fn apply_dynamics(&mut self, sample: &DynamicsSample) {
+        for (&body, &scale) in self.link_bodies.iter().zip(&sample.link_mass_scale) {
+            let body = &mut self.bodies[body];
+            let props = body.mass_properties().local_mprops;
+            let scaled = MassProperties::new(
+                props.local_com,
+                props.mass() * scale,
+                props.principal_inertia() * scale,
+            );
+            let scaled = MassProperties {
+                principal_inertia_local_frame: props.principal_inertia_local_frame,
+                ..scaled
+            };
+            body.set_additional_mass_properties(scaled, false);
+        }
+        let model_params = self.model.joints.iter().map(|j| j.actuator);
+        for (i, base) in model_params.enumerate() {
+            let gain = sample.motor_gain_scale[i];
+            self.actuators[i] = ActuatorParams {
+                stiffness: base.stiffness * gain,
+                damping: base.damping * gain,
+                joint_damping: base.joint_damping * sample.joint_damping_scale[i],
+                friction: base.friction * sample.joint_friction_scale[i],
+                ..base
+            };
+        }
+        self.configure_actuators();
+        let targets = self.targets.clone();
+        self.set_joint_targets(&targets);
+    }
+
     /// Teleports the arm to `q` at rest (used at reset only).
     pub fn set_joint_positions(&mut self, q: &[f32]) {
         let current = self.joint_positions();
@@ -276,9 +314,8 @@ impl ArmWorld {
 
     /// Position targets for the motors, held until the next call.
     pub fn set_joint_targets(&mut self, targets: &[f32]) {
-        for ((joint, slot), &target) in self.model.joints.iter().zip(&self.slots).zip(targets) {
+        for ((&params, slot), &target) in self.actuators.iter().zip(&self.slots).zip(targets) {
             let axis = joint_axis(slot.motion);
-            let params = joint.actuator;
             let (multibody, link_id) = self.multibody_joints.get_mut(slot.handle).unwrap();
             multibody
                 .link_mut(link_id)

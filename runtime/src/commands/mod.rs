@@ -1,0 +1,121 @@
+//! The command-line interface. Every subcommand has `--help` that teaches
+//! and `--json`, which prints one JSON object as the last line of stdout.
+
+mod sim;
+
+use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cerebellum",
+    version,
+    about = "Learn robot policies on the robot's own board.",
+    long_about = "Cerebellum runs a real-time control loop with learned policies against a \
+rapier3d simulation or a real robot, and fine-tunes the policy on the same board.\n\n\
+Start with `cerebellum sim --task reach --expert` to watch the scripted expert \
+solve the default simulation."
+)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Sim(sim::SimArgs),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Sim(args) => sim::run(args),
+        }
+    }
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Which simulated robot and task to run; shared by every command that
+/// builds a simulation.
+#[derive(Args, Debug, Clone)]
+pub struct SimRobotArgs {
+    /// The task: reach (move the gripper to a target), lift (pick up a
+    /// cube), or pendulum (Pendulum-v1 swing-up, analytic, for comparing
+    /// learners with other RL libraries).
+    #[arg(long, default_value = "reach", value_parser = parse_task)]
+    pub task: TaskKind,
+    /// Load this URDF arm instead of the bundled SO-101. Mesh paths may be
+    /// relative to the URDF or package:// URIs; STL and OBJ meshes load.
+    #[arg(long, value_name = "PATH")]
+    pub urdf: Option<PathBuf>,
+    /// The end-effector link, needed when the URDF has several leaf links.
+    #[arg(long, value_name = "NAME")]
+    pub ee_link: Option<String>,
+    /// Robot config (actuator gains, end effector, gripper) instead of the
+    /// `<urdf stem>.toml` beside the URDF.
+    #[arg(long, value_name = "FILE")]
+    pub robot_config: Option<PathBuf>,
+    /// Environment config (TOML): physics rate and substeps, cube,
+    /// domain randomisation, camera. Command-line flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub env_config: Option<PathBuf>,
+}
+
+fn parse_task(s: &str) -> Result<TaskKind, String> {
+    s.parse()
+}
+
+impl SimRobotArgs {
+    pub fn env_config(&self) -> anyhow::Result<EnvConfig> {
+        let mut config = match &self.env_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<EnvConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => EnvConfig::default(),
+        };
+        config.task = self.task;
+        Ok(config)
+    }
+
+    /// The arm, for arm tasks.
+    pub fn load_arm(&self) -> anyhow::Result<Option<Arc<ArmModel>>> {
+        if self.task == TaskKind::Pendulum {
+            return Ok(None);
+        }
+        let urdf = self.urdf.clone().unwrap_or_else(cerebellum_sim::so101_urdf);
+        let options = ArmOptions {
+            ee_link: self.ee_link.clone(),
+            config: self.robot_config.clone(),
+        };
+        Ok(Some(ArmModel::load(&urdf, &options)?))
+    }
+}
+
+/// Prints `value` as the one JSON line that ends stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("JSON values serialise")
+    );
+}

@@ -1,0 +1,129 @@
+//! Running whole episodes of a simulated robot under a controller, through
+//! the same observe → act → apply stages the control loop will run.
+
+use cerebellum_core::{Action, Observation, ResetRequest, Robot, RobotError, RobotSpec};
+use cerebellum_sim::{ArmModel, EnvConfig, ScriptedExpert, SimEnv, TaskKind};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Something that turns an observation into a command, one tick at a time.
+pub trait Controller {
+    fn begin_episode(&mut self, seed: u64);
+    fn act(&mut self, observation: &Observation, spec: &RobotSpec) -> Action;
+}
+
+impl Controller for ScriptedExpert {
+    fn begin_episode(&mut self, _seed: u64) {
+        self.reset();
+    }
+
+    fn act(&mut self, observation: &Observation, spec: &RobotSpec) -> Action {
+        ScriptedExpert::act(self, observation, &spec.observation)
+    }
+}
+
+/// Uniformly random commands within the action limits: the baseline that
+/// shows what a task looks like without skill.
+pub struct RandomController {
+    rng: ChaCha8Rng,
+}
+
+impl RandomController {
+    pub fn new() -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(0),
+        }
+    }
+}
+
+impl Default for RandomController {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Controller for RandomController {
+    fn begin_episode(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
+    }
+
+    fn act(&mut self, _observation: &Observation, spec: &RobotSpec) -> Action {
+        let (lower, upper) = spec.action.limits();
+        let values = lower
+            .iter()
+            .zip(&upper)
+            .map(|(&lo, &hi)| lo + self.rng.random::<f32>() * (hi - lo))
+            .collect();
+        Action::new(values)
+    }
+}
+
+/// What one episode gave.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpisodeSummary {
+    pub seed: u64,
+    pub episode_return: f64,
+    pub success: bool,
+    pub steps: u32,
+}
+
+/// Runs one episode from `seed` until it terminates or is truncated.
+pub fn run_episode(
+    env: &mut SimEnv,
+    controller: &mut dyn Controller,
+    seed: u64,
+) -> Result<EpisodeSummary, RobotError> {
+    let mut observation = env.reset(&ResetRequest { seed })?;
+    controller.begin_episode(seed);
+    let mut episode_return = 0.0;
+    let mut success = false;
+    let mut steps = 0;
+    loop {
+        let command = controller.act(&observation, env.spec());
+        let outcome = env.apply(&command)?;
+        steps += 1;
+        episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
+        success = outcome.success.unwrap_or(false);
+        if outcome.done() {
+            break;
+        }
+        observation = env.observe()?;
+    }
+    Ok(EpisodeSummary {
+        seed,
+        episode_return,
+        success,
+        steps,
+    })
+}
+
+/// The controller `cerebellum sim` runs: the scripted expert when asked
+/// and there is one for the task, otherwise random commands.
+pub fn make_controller(
+    expert: bool,
+    config: &EnvConfig,
+    model: Option<&Arc<ArmModel>>,
+) -> Result<Box<dyn Controller>, String> {
+    if !expert {
+        return Ok(Box::new(RandomController::new()));
+    }
+    match (config.task, model) {
+        (TaskKind::Pendulum, _) => Ok(Box::new(cerebellum_sim::expert::PendulumExpert)),
+        (task, Some(model)) => Ok(Box::new(ScriptedExpert::new(
+            model.clone(),
+            task,
+            config.physics.control_rate_hz(),
+        )?)),
+        (task, None) => Err(format!("task `{task}` needs an arm")),
+    }
+}
+
+impl Controller for cerebellum_sim::expert::PendulumExpert {
+    fn begin_episode(&mut self, _seed: u64) {}
+
+    fn act(&mut self, observation: &Observation, _spec: &RobotSpec) -> Action {
+        cerebellum_sim::expert::PendulumExpert::act(self, observation)
+    }
+}

@@ -1,0 +1,346 @@
+//! The software camera: a CPU ray caster that renders an `ArmWorld` to an
+//! RGB image.
+//!
+//! One ray per pixel is cast against the arm's visual triangle meshes (posed
+//! from the physics bodies), the cube, and the table top (an analytic plane
+//! with a checker pattern, so depth is visible). Each shape's world AABB is
+//! computed once per frame and rays are rejected by a slab test before the
+//! exact parry ray cast. Shading is Lambert with one fixed directional light
+//! plus ambient; there is no randomness and no threading, so the same world
+//! renders to bit-identical bytes.
+
+use crate::world::ArmWorld;
+use cerebellum_core::Image;
+use rapier3d::math::{Pose, Rotation, Vector};
+use rapier3d::parry::query::Ray;
+use rapier3d::parry::shape::{Cuboid, Shape};
+use std::path::Path;
+
+/// Where a camera sits and what it sees.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Name carried by every image (`Image::camera`).
+    pub name: String,
+    /// Pixels.
+    pub width: u32,
+    pub height: u32,
+    /// Vertical field of view (degrees), strictly between 1 and 179.
+    pub fov_y_degrees: f32,
+    /// Camera position in the world (m; the world is Z-up).
+    pub eye: [f32; 3],
+    /// The point at the centre of the image.
+    pub look_at: [f32; 3],
+    /// Which way is up in the image; must not be parallel to the view.
+    pub up: [f32; 3],
+}
+
+impl Default for CameraConfig {
+    /// A front-right view of an arm at the origin reaching along +x, with
+    /// the workspace in front of it.
+    fn default() -> Self {
+        Self {
+            name: "front".into(),
+            width: 64,
+            height: 64,
+            fov_y_degrees: 45.0,
+            eye: [0.75, -0.45, 0.45],
+            look_at: [0.2, 0.0, 0.08],
+            up: [0.0, 0.0, 1.0],
+        }
+    }
+}
+
+/// Largest accepted width or height.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// Rays stop here (m).
+const FAR: f32 = 100.0;
+/// Half extent of the table top in x and y (m), as in `ArmWorld::new`.
+const TABLE_HALF_EXTENT: f32 = 2.0;
+/// Edge of one table checker square (m).
+const CHECKER: f32 = 0.1;
+const TABLE_LIGHT: [f32; 3] = [0.62, 0.58, 0.52];
+const TABLE_DARK: [f32; 3] = [0.50, 0.46, 0.41];
+/// The cube's colour: a red no URDF material here uses.
+pub const CUBE_RGB: [f32; 3] = [0.85, 0.08, 0.08];
+const SKY_HORIZON: [f32; 3] = [0.80, 0.86, 0.93];
+const SKY_ZENITH: [f32; 3] = [0.45, 0.62, 0.86];
+/// Direction towards the light (normalised at use).
+const LIGHT: [f32; 3] = [0.3, -0.5, 1.0];
+const AMBIENT: f32 = 0.35;
+const DIFFUSE: f32 = 0.65;
+
+/// A pinhole camera, validated and with its view basis precomputed.
+#[derive(Clone, Debug)]
+pub struct Camera {
+    config: CameraConfig,
+    eye: Vector,
+    forward: Vector,
+    right: Vector,
+    up: Vector,
+    /// tan(fov_y / 2).
+    tan_half_fov: f32,
+    /// width / height.
+    aspect: f32,
+}
+
+/// One shape of the frame, with its world AABB.
+struct Item<'a> {
+    pose: Pose,
+    shape: &'a dyn Shape,
+    rgb: [f32; 3],
+    mins: Vector,
+    maxs: Vector,
+}
+
+impl Camera {
+    /// Checks the config: a positive size of at most `MAX_IMAGE_SIDE`, a
+    /// field of view in (1°, 179°), finite vectors, an eye away from the
+    /// look-at point and an up vector not parallel to the view.
+    pub fn new(config: CameraConfig) -> Result<Self, String> {
+        let name = &config.name;
+        if config.width == 0 || config.height == 0 {
+            return Err(format!(
+                "camera `{name}`: width and height must be positive, got {}x{}",
+                config.width, config.height
+            ));
+        }
+        if config.width > MAX_IMAGE_SIDE || config.height > MAX_IMAGE_SIDE {
+            return Err(format!(
+                "camera `{name}`: width and height must be at most {MAX_IMAGE_SIDE}, got {}x{}",
+                config.width, config.height
+            ));
+        }
+        let fov = config.fov_y_degrees;
+        if !(fov.is_finite() && fov > 1.0 && fov < 179.0) {
+            return Err(format!(
+                "camera `{name}`: fov_y_degrees must be between 1 and 179 (exclusive), got {fov}"
+            ));
+        }
+        for (field, v) in [
+            ("eye", config.eye),
+            ("look_at", config.look_at),
+            ("up", config.up),
+        ] {
+            if v.iter().any(|c| !c.is_finite()) {
+                return Err(format!(
+                    "camera `{name}`: {field} must be finite, got {v:?}"
+                ));
+            }
+        }
+        let eye = Vector::from(config.eye);
+        let view = Vector::from(config.look_at) - eye;
+        if view.length() < 1e-6 {
+            return Err(format!(
+                "camera `{name}`: eye and look_at must differ, both are {:?}",
+                config.eye
+            ));
+        }
+        let forward = view.normalize();
+        let up_hint = Vector::from(config.up);
+        let side = forward.cross(up_hint);
+        if up_hint.length() < 1e-6 || side.length() < 1e-6 * up_hint.length() {
+            return Err(format!(
+                "camera `{name}`: up {:?} must be non-zero and not parallel to the view from {:?} to {:?}",
+                config.up, config.eye, config.look_at
+            ));
+        }
+        let right = side.normalize();
+        let up = right.cross(forward);
+        Ok(Self {
+            tan_half_fov: (fov.to_radians() / 2.0).tan(),
+            aspect: config.width as f32 / config.height as f32,
+            config,
+            eye,
+            forward,
+            right,
+            up,
+        })
+    }
+
+    pub fn config(&self) -> &CameraConfig {
+        &self.config
+    }
+
+    /// The same camera moved by `translation` (m) and turned about its eye
+    /// by `rotation_rad`, a rotation vector (axis × angle) in the world
+    /// frame; the look-at point and the up vector turn with it. The returned
+    /// camera's config describes the jittered pose. A jitter that would give
+    /// an invalid camera (non-finite values) leaves the pose unchanged.
+    pub fn with_pose_jitter(&self, translation: [f32; 3], rotation_rad: [f32; 3]) -> Camera {
+        let rotation = Rotation::from_scaled_axis(Vector::from(rotation_rad));
+        let eye = Vector::from(self.config.eye) + Vector::from(translation);
+        let look_at = eye + rotation * (Vector::from(self.config.look_at) - self.eye);
+        let up = rotation * Vector::from(self.config.up);
+        let config = CameraConfig {
+            eye: eye.into(),
+            look_at: look_at.into(),
+            up: up.into(),
+            ..self.config.clone()
+        };
+        Camera::new(config).unwrap_or_else(|_| self.clone())
+    }
+
+    /// Renders `world` to a fresh `height × width × 3` RGB image.
+    pub fn render(&self, world: &ArmWorld) -> Image {
+        let mut image = Image {
+            camera: String::new(),
+            height: 0,
+            width: 0,
+            channels: 3,
+            data: Vec::new(),
+        };
+        self.render_into(world, &mut image);
+        image
+    }
+
+    /// Renders `world` into `image`, reusing its buffer.
+    pub fn render_into(&self, world: &ArmWorld, image: &mut Image) {
+        let (width, height) = (self.config.width, self.config.height);
+        image.camera.clone_from(&self.config.name);
+        image.width = width;
+        image.height = height;
+        image.channels = 3;
+        image.data.clear();
+        image.data.resize(width as usize * height as usize * 3, 0);
+
+        let cube = world
+            .cube
+            .map(|(_, config)| Cuboid::new(Vector::splat(config.size / 2.0)));
+        let mut items: Vec<Item> = world
+            .visual_shapes()
+            .map(|(pose, visual)| item(pose, &*visual.shape, visual.rgb))
+            .collect();
+        if let (Some(shape), Some(pose)) = (&cube, world.cube_pose()) {
+            items.push(item(pose, shape, CUBE_RGB));
+        }
+        let light = Vector::from(LIGHT).normalize();
+
+        let (w, h) = (width as f32, height as f32);
+        for (row, line) in image.data.chunks_exact_mut(width as usize * 3).enumerate() {
+            let v = (1.0 - 2.0 * (row as f32 + 0.5) / h) * self.tan_half_fov;
+            let vertical = self.forward + self.up * v;
+            for (col, pixel) in line.chunks_exact_mut(3).enumerate() {
+                let u = (2.0 * (col as f32 + 0.5) / w - 1.0) * self.tan_half_fov * self.aspect;
+                let dir = (vertical + self.right * u).normalize();
+                let rgb = shade(self.eye, dir, world.table_height, &items, light);
+                for (byte, c) in pixel.iter_mut().zip(rgb) {
+                    *byte = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+                }
+            }
+        }
+    }
+}
+
+fn item(pose: Pose, shape: &dyn Shape, rgb: [f32; 3]) -> Item<'_> {
+    let aabb = shape.compute_aabb(&pose);
+    Item {
+        pose,
+        shape,
+        rgb,
+        mins: aabb.mins,
+        maxs: aabb.maxs,
+    }
+}
+
+/// The colour seen along one ray.
+fn shade(eye: Vector, dir: Vector, table_height: f32, items: &[Item], light: Vector) -> [f32; 3] {
+    let mut best = FAR;
+    let mut hit: Option<(Vector, [f32; 3])> = None;
+
+    // The table top: a plane at `table_height`, bounded like its collider.
+    if dir.z != 0.0 {
+        let t = (table_height - eye.z) / dir.z;
+        if t > 0.0 && t < best {
+            let p = eye + dir * t;
+            if p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT {
+                let square = (p.x / CHECKER).floor() as i64 + (p.y / CHECKER).floor() as i64;
+                let rgb = if square.rem_euclid(2) == 0 {
+                    TABLE_LIGHT
+                } else {
+                    TABLE_DARK
+                };
+                best = t;
+                hit = Some((Vector::Z, rgb));
+            }
+        }
+    }
+
+    let ray = Ray::new(eye, dir);
+    let inv_dir = dir.recip();
+    for item in items {
+        if !slab_hit(eye, inv_dir, item.mins, item.maxs, best) {
+            continue;
+        }
+        if let Some(intersection) = item
+            .shape
+            .cast_ray_and_get_normal(&item.pose, &ray, best, false)
+            && intersection.time_of_impact < best
+        {
+            best = intersection.time_of_impact;
+            hit = Some((intersection.normal, item.rgb));
+        }
+    }
+
+    match hit {
+        Some((normal, rgb)) => {
+            // Light both sides of a surface: face the normal to the viewer.
+            let normal = if normal.dot(dir) > 0.0 {
+                -normal
+            } else {
+                normal
+            };
+            let intensity = AMBIENT + DIFFUSE * normal.dot(light).max(0.0);
+            rgb.map(|c| c * intensity)
+        }
+        None => {
+            let s = dir.z.clamp(0.0, 1.0);
+            std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
+        }
+    }
+}
+
+/// Whether the ray `eye + t · dir`, 0 ≤ t < `max_t`, meets the box.
+#[inline]
+fn slab_hit(eye: Vector, inv_dir: Vector, mins: Vector, maxs: Vector, max_t: f32) -> bool {
+    let t1 = (mins - eye) * inv_dir;
+    let t2 = (maxs - eye) * inv_dir;
+    let near = t1.min(t2).max_element().max(0.0);
+    let far = t1.max(t2).min_element().min(max_t);
+    near <= far
+}
+
+/// Writes `image` as an 8-bit PNG (grey, grey-alpha, RGB or RGBA by channel
+/// count). A malformed image or a failed write is an error, never a panic.
+pub fn save_png(image: &Image, path: &Path) -> std::io::Result<()> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let color = match image.channels {
+        1 => png::ColorType::Grayscale,
+        2 => png::ColorType::GrayscaleAlpha,
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        n => return Err(invalid(format!("cannot write a {n}-channel image as PNG"))),
+    };
+    let expected = image.width as u64 * image.height as u64 * image.channels as u64;
+    if image.width == 0 || image.height == 0 || image.data.len() as u64 != expected {
+        return Err(invalid(format!(
+            "image `{}` is {}x{}x{} but holds {} bytes",
+            image.camera,
+            image.height,
+            image.width,
+            image.channels,
+            image.data.len()
+        )));
+    }
+    // Encode in memory so that every write error, flushing included, is
+    // reported by `fs::write`.
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&image.data)?;
+    writer.finish()?;
+    std::fs::write(path, bytes)
+}

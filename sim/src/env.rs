@@ -1,0 +1,586 @@
+//! Simulated robots behind the `Robot` trait: an arm task in rapier, or the
+//! analytic pendulum. One tick is `apply` (check the command, step the
+//! physics `substeps` times, score the tick) followed by `observe`.
+//!
+//! Everything random comes from one ChaCha generator seeded at reset, and
+//! the whole state is `Clone`, so `snapshot`/`restore` give bit-identical
+//! continuations and the same seed gives the same trajectory.
+
+use crate::arm_model::ArmModel;
+use crate::camera::{Camera, CameraConfig};
+use crate::pendulum::Pendulum;
+use crate::randomization::{DynamicsSample, Randomization};
+use crate::tasks::{self, TaskKind};
+use crate::world::{ArmWorld, CubeConfig, PhysicsConfig};
+use cerebellum_core::{
+    Action, ActionSpec, FieldSpec, Observation, ObservationSpec, ResetRequest, RewardComponents,
+    Robot, RobotError, RobotSpec, StepOutcome, Unit,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rapier3d::prelude::PhysicsPipeline;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Everything that defines a simulated robot and its task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvConfig {
+    pub task: TaskKind,
+    pub robot_id: String,
+    pub physics: PhysicsConfig,
+    pub cube: CubeConfig,
+    pub randomization: Randomization,
+    /// Adds a camera image to every observation.
+    pub camera: Option<CameraConfig>,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        Self {
+            task: TaskKind::Reach,
+            robot_id: "sim0".into(),
+            physics: PhysicsConfig::default(),
+            cube: CubeConfig::default(),
+            randomization: Randomization::default(),
+            camera: None,
+        }
+    }
+}
+
+/// Margin on the observed joint positions beyond the joint limits (rad or
+/// m): a servo pushed against a limit overshoots it a little.
+const JOINT_POSITION_MARGIN: f32 = 0.2;
+const MAX_JOINT_SPEED: f32 = 100.0;
+const WORKSPACE_BOUND: f32 = 5.0;
+
+/// The mutable state of an arm episode; cloning it is a snapshot.
+#[derive(Clone)]
+pub struct ArmState {
+    pub world: ArmWorld,
+    rng: ChaCha8Rng,
+    step: u32,
+    target: [f32; 3],
+    cube_start_height: f32,
+    held_ticks: u32,
+    dynamics: DynamicsSample,
+    /// Commands waiting out the action latency.
+    pending: VecDeque<Vec<f32>>,
+    observation: Observation,
+}
+
+pub struct ArmEnv {
+    model: Arc<ArmModel>,
+    config: EnvConfig,
+    spec: RobotSpec,
+    camera: Option<Camera>,
+    pipeline: PhysicsPipeline,
+    horizon: u32,
+    state: ArmState,
+}
+
+impl ArmEnv {
+    pub fn new(model: Arc<ArmModel>, config: EnvConfig) -> Result<Self, String> {
+        if config.task == TaskKind::Pendulum {
+            return Err("the pendulum is not an arm task".into());
+        }
+        config.randomization.validate()?;
+        let physics = &config.physics;
+        if !(physics.dt > 0.0 && physics.dt.is_finite()) || physics.substeps == 0 {
+            return Err(format!(
+                "physics.dt = {} and physics.substeps = {} must be positive",
+                physics.dt, physics.substeps
+            ));
+        }
+        let camera = config.camera.clone().map(Camera::new).transpose()?;
+        let spec = arm_spec(&model, &config);
+        let horizon_s = match config.task {
+            TaskKind::Lift => tasks::LIFT_HORIZON_S,
+            _ => tasks::REACH_HORIZON_S,
+        };
+        let horizon = (horizon_s * physics.control_rate_hz()).round() as u32;
+        let state = Self::initial_state(&model, &config, camera.as_ref(), &spec, 0);
+        Ok(Self {
+            model,
+            config,
+            spec,
+            camera,
+            pipeline: PhysicsPipeline::new(),
+            horizon,
+            state,
+        })
+    }
+
+    fn initial_state(
+        model: &Arc<ArmModel>,
+        config: &EnvConfig,
+        camera: Option<&Camera>,
+        spec: &RobotSpec,
+        seed: u64,
+    ) -> ArmState {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dynamics =
+            config
+                .randomization
+                .sample(&mut rng, model.visuals.len(), model.joints.len());
+        let cube = (config.task == TaskKind::Lift).then(|| {
+            let (xy, yaw) = tasks::sample_cube_position(&mut rng, (0.15, 0.26));
+            let cube = CubeConfig {
+                size: config.cube.size * dynamics.cube_size_scale,
+                mass: config.cube.mass * dynamics.cube_mass_scale,
+                friction: config.cube.friction * dynamics.cube_friction_scale,
+            };
+            (cube, xy, yaw)
+        });
+        let mut world = ArmWorld::new(model.clone(), &config.physics, &model.home, cube);
+        world.apply_dynamics(&dynamics);
+        let target = match config.task {
+            TaskKind::Reach => {
+                tasks::sample_reach_target(model, &model.home, world.table_height, &mut rng)
+            }
+            _ => [0.0; 3],
+        };
+        let cube_start_height = world.cube_pose().map_or(0.0, |p| p.translation.z);
+        let mut state = ArmState {
+            world,
+            rng,
+            step: 0,
+            target,
+            cube_start_height,
+            held_ticks: 0,
+            dynamics,
+            pending: VecDeque::new(),
+            observation: Observation {
+                state: Vec::new(),
+                images: Vec::new(),
+                instruction: None,
+                timestamp: 0.0,
+            },
+        };
+        state.observation = measure(&mut state, config, camera, spec);
+        state
+    }
+
+    pub fn model(&self) -> &Arc<ArmModel> {
+        &self.model
+    }
+
+    pub fn config(&self) -> &EnvConfig {
+        &self.config
+    }
+
+    pub fn world(&self) -> &ArmWorld {
+        &self.state.world
+    }
+
+    /// The reach target (zero for other tasks).
+    pub fn target(&self) -> [f32; 3] {
+        self.state.target
+    }
+
+    pub fn step_count(&self) -> u32 {
+        self.state.step
+    }
+
+    pub fn horizon(&self) -> u32 {
+        self.horizon
+    }
+
+    pub fn snapshot(&self) -> ArmState {
+        self.state.clone()
+    }
+
+    pub fn restore(&mut self, snapshot: &ArmState) {
+        self.state = snapshot.clone();
+    }
+
+    /// Renders the configured camera (or the default one) now.
+    pub fn render(&self) -> cerebellum_core::Image {
+        match &self.camera {
+            Some(camera) => camera.render(&self.state.world),
+            None => Camera::new(CameraConfig::default())
+                .expect("the default camera is valid")
+                .render(&self.state.world),
+        }
+    }
+
+    fn score(&mut self) -> StepOutcome {
+        let state = &mut self.state;
+        let ee = state.world.ee_position();
+        let last_tick = state.step >= self.horizon;
+        match self.config.task {
+            TaskKind::Reach => {
+                let distance = tasks::distance(&ee, &state.target);
+                let success = distance < tasks::REACH_SUCCESS_RADIUS;
+                let mut rewards = RewardComponents::new().with(RewardComponents::TASK, -distance);
+                if last_tick {
+                    rewards.set(RewardComponents::SUCCESS, success as u8 as f32);
+                }
+                StepOutcome {
+                    rewards,
+                    terminated: false,
+                    truncated: last_tick,
+                    success: Some(success),
+                }
+            }
+            TaskKind::Lift => {
+                let cube = state
+                    .world
+                    .cube_pose()
+                    .expect("lift has a cube")
+                    .translation;
+                let cube = [cube.x, cube.y, cube.z];
+                let gain = cube[2] - state.cube_start_height;
+                let high = gain >= tasks::LIFT_HEIGHT;
+                state.held_ticks = if high { state.held_ticks + 1 } else { 0 };
+                let hold_ticks =
+                    (tasks::LIFT_HOLD_S * self.config.physics.control_rate_hz()).round() as u32;
+                let success = state.held_ticks >= hold_ticks;
+                let reward = -tasks::distance(&ee, &cube)
+                    + (gain / tasks::LIFT_HEIGHT).clamp(0.0, 1.0)
+                    + high as u8 as f32;
+                let mut rewards = RewardComponents::new().with(RewardComponents::TASK, reward);
+                if success || last_tick {
+                    rewards.set(RewardComponents::SUCCESS, success as u8 as f32);
+                }
+                StepOutcome {
+                    rewards,
+                    terminated: success,
+                    truncated: last_tick && !success,
+                    success: Some(success),
+                }
+            }
+            TaskKind::Pendulum => unreachable!("checked in ArmEnv::new"),
+        }
+    }
+}
+
+fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
+    let names = model.joint_names();
+    let limits: Vec<(f32, f32)> = model.joints.iter().map(|j| (j.lower, j.upper)).collect();
+    let padded: Vec<(f32, f32)> = limits
+        .iter()
+        .map(|(lo, hi)| (lo - JOINT_POSITION_MARGIN, hi + JOINT_POSITION_MARGIN))
+        .collect();
+    let xyz = ["x", "y", "z"];
+    let bound = [(-WORKSPACE_BOUND, WORKSPACE_BOUND); 3];
+    let mut fields = vec![
+        FieldSpec::new("joint_position", Unit::Radian, &names, &padded),
+        FieldSpec::new(
+            "joint_velocity",
+            Unit::RadianPerSecond,
+            &names,
+            &vec![(-MAX_JOINT_SPEED, MAX_JOINT_SPEED); names.len()],
+        ),
+        FieldSpec::new("ee_position", Unit::Meter, &xyz, &bound),
+    ];
+    match config.task {
+        TaskKind::Reach => fields.push(FieldSpec::new("target", Unit::Meter, &xyz, &bound)),
+        _ => {
+            fields.push(FieldSpec::new("cube_position", Unit::Meter, &xyz, &bound));
+            fields.push(FieldSpec::new(
+                "cube_orientation",
+                Unit::Normalized,
+                &["qx", "qy", "qz", "qw"],
+                &[(-1.0, 1.0); 4],
+            ));
+        }
+    }
+    let cameras = config
+        .camera
+        .iter()
+        .map(|c| cerebellum_core::CameraSpec {
+            name: c.name.clone(),
+            height: c.height,
+            width: c.width,
+            channels: 3,
+        })
+        .collect();
+    RobotSpec {
+        name: model.name.clone(),
+        observation: ObservationSpec {
+            fields,
+            cameras,
+            instruction: true,
+        },
+        action: ActionSpec {
+            fields: vec![FieldSpec::new(
+                "joint_target",
+                Unit::Radian,
+                &names,
+                &limits,
+            )],
+        },
+        control_rate_hz: config.physics.control_rate_hz(),
+    }
+}
+
+/// Reads the sensors: joint state with the configured noise, end-effector
+/// and task fields, and the camera.
+fn measure(
+    state: &mut ArmState,
+    config: &EnvConfig,
+    camera: Option<&Camera>,
+    spec: &RobotSpec,
+) -> Observation {
+    let world = &state.world;
+    let mut values = Vec::with_capacity(spec.observation.state_len());
+    let noise = |rng: &mut ChaCha8Rng, std: f32| {
+        let draw: f32 = Normal::new(0.0, 1.0).unwrap().sample(rng);
+        draw * std
+    };
+    let random = &config.randomization;
+    let positions = world.joint_positions();
+    for q in &positions {
+        values.push(q + noise(&mut state.rng, random.joint_position_noise));
+    }
+    for v in world.joint_velocities() {
+        values.push(v + noise(&mut state.rng, random.joint_velocity_noise));
+    }
+    values.extend(world.model.ee_position(&positions));
+    match config.task {
+        TaskKind::Reach => values.extend(state.target),
+        _ => {
+            let pose = world.cube_pose().expect("lift has a cube");
+            values.extend(pose.translation.to_array());
+            values.extend(pose.rotation.to_array());
+        }
+    }
+    // Keep a hard collision from turning into an out-of-spec observation.
+    let (lower, upper): (Vec<f32>, Vec<f32>) = spec
+        .observation
+        .fields
+        .iter()
+        .flat_map(|f| f.lower.iter().copied().zip(f.upper.iter().copied()))
+        .unzip();
+    for ((v, lo), hi) in values.iter_mut().zip(lower).zip(upper) {
+        *v = v.clamp(lo, hi);
+    }
+    let images = match camera {
+        Some(camera) => {
+            let d = &state.dynamics;
+            vec![
+                camera
+                    .with_pose_jitter(d.camera_translation, d.camera_rotation)
+                    .render(world),
+            ]
+        }
+        None => Vec::new(),
+    };
+    Observation {
+        state: values,
+        images,
+        instruction: Some(config.task.instruction().to_owned()),
+        timestamp: state.step as f64 / config.physics.control_rate_hz(),
+    }
+}
+
+impl Robot for ArmEnv {
+    fn spec(&self) -> &RobotSpec {
+        &self.spec
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        self.state = Self::initial_state(
+            &self.model,
+            &self.config,
+            self.camera.as_ref(),
+            &self.spec,
+            request.seed,
+        );
+        Ok(self.state.observation.clone())
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        Ok(self.state.observation.clone())
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.spec.action.check(command)?;
+        let state = &mut self.state;
+        state.pending.push_back(command.values.clone());
+        if state.pending.len() > state.dynamics.action_latency_ticks as usize {
+            let due = state.pending.pop_front().expect("queue is not empty");
+            state.world.set_joint_targets(&due);
+        }
+        state.world.step_tick(&mut self.pipeline);
+        state.step += 1;
+        let outcome = self.score();
+        self.state.observation = measure(
+            &mut self.state,
+            &self.config,
+            self.camera.as_ref(),
+            &self.spec,
+        );
+        Ok(outcome)
+    }
+}
+
+/// Pendulum-v1 behind the `Robot` trait: observation (cos θ, sin θ, θ̇),
+/// action a torque in [−2, 2] N·m, 20 Hz.
+#[derive(Clone)]
+pub struct PendulumEnv {
+    spec: RobotSpec,
+    pendulum: Pendulum,
+}
+
+impl Default for PendulumEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PendulumEnv {
+    pub fn new() -> Self {
+        let spec = RobotSpec {
+            name: "pendulum-v1".into(),
+            observation: ObservationSpec {
+                fields: vec![
+                    FieldSpec::new(
+                        "angle",
+                        Unit::Normalized,
+                        &["cos", "sin"],
+                        &[(-1.0, 1.0); 2],
+                    ),
+                    FieldSpec::new(
+                        "angular_velocity",
+                        Unit::RadianPerSecond,
+                        &["theta_dot"],
+                        &[(-Pendulum::MAX_SPEED as f32, Pendulum::MAX_SPEED as f32)],
+                    ),
+                ],
+                cameras: Vec::new(),
+                instruction: false,
+            },
+            action: ActionSpec {
+                fields: vec![FieldSpec::new(
+                    "torque",
+                    Unit::NewtonMeter,
+                    &["tau"],
+                    &[(-Pendulum::MAX_TORQUE as f32, Pendulum::MAX_TORQUE as f32)],
+                )],
+            },
+            control_rate_hz: 1.0 / Pendulum::DT,
+        };
+        Self {
+            spec,
+            pendulum: Pendulum::new(),
+        }
+    }
+
+    pub fn pendulum(&self) -> &Pendulum {
+        &self.pendulum
+    }
+
+    fn observation(&self) -> Observation {
+        Observation {
+            state: self.pendulum.observation().to_vec(),
+            images: Vec::new(),
+            instruction: None,
+            timestamp: self.pendulum.step_count() as f64 * Pendulum::DT,
+        }
+    }
+}
+
+impl Robot for PendulumEnv {
+    fn spec(&self) -> &RobotSpec {
+        &self.spec
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(request.seed);
+        self.pendulum.reset(&mut rng);
+        Ok(self.observation())
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        Ok(self.observation())
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.spec.action.check(command)?;
+        let step = self.pendulum.step(command.values[0] as f64);
+        Ok(StepOutcome {
+            rewards: RewardComponents::new().with(RewardComponents::TASK, step.reward as f32),
+            terminated: false,
+            truncated: step.truncated,
+            success: None,
+        })
+    }
+}
+
+/// Any simulated robot.
+pub enum SimEnv {
+    Arm(Box<ArmEnv>),
+    Pendulum(PendulumEnv),
+}
+
+/// A snapshot of any simulated robot.
+#[derive(Clone)]
+pub enum SimSnapshot {
+    Arm(Box<ArmState>),
+    Pendulum(Pendulum),
+}
+
+impl SimEnv {
+    /// A simulated robot for `config.task`; arm tasks need the arm model.
+    pub fn new(config: EnvConfig, model: Option<Arc<ArmModel>>) -> Result<Self, String> {
+        match (config.task, model) {
+            (TaskKind::Pendulum, _) => Ok(SimEnv::Pendulum(PendulumEnv::new())),
+            (_, Some(model)) => Ok(SimEnv::Arm(Box::new(ArmEnv::new(model, config)?))),
+            (task, None) => Err(format!("task `{task}` needs an arm")),
+        }
+    }
+
+    pub fn snapshot(&self) -> SimSnapshot {
+        match self {
+            SimEnv::Arm(env) => SimSnapshot::Arm(Box::new(env.snapshot())),
+            SimEnv::Pendulum(env) => SimSnapshot::Pendulum(env.pendulum.clone()),
+        }
+    }
+
+    pub fn restore(&mut self, snapshot: &SimSnapshot) {
+        match (self, snapshot) {
+            (SimEnv::Arm(env), SimSnapshot::Arm(state)) => env.restore(state),
+            (SimEnv::Pendulum(env), SimSnapshot::Pendulum(p)) => env.pendulum = p.clone(),
+            _ => panic!("snapshot of another kind of robot"),
+        }
+    }
+
+    pub fn as_arm(&self) -> Option<&ArmEnv> {
+        match self {
+            SimEnv::Arm(env) => Some(env),
+            SimEnv::Pendulum(_) => None,
+        }
+    }
+
+    fn robot(&mut self) -> &mut dyn Robot {
+        match self {
+            SimEnv::Arm(env) => env.as_mut(),
+            SimEnv::Pendulum(env) => env,
+        }
+    }
+}
+
+impl Robot for SimEnv {
+    fn spec(&self) -> &RobotSpec {
+        match self {
+            SimEnv::Arm(env) => env.spec(),
+            SimEnv::Pendulum(env) => env.spec(),
+        }
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        self.robot().reset(request)
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        self.robot().observe()
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.robot().apply(command)
+    }
+}

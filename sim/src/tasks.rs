@@ -1,0 +1,126 @@
+//! Tasks on an arm: each a reset distribution, a reward and a success test.
+//!
+//! - `reach`: bring the end-effector frame to a target drawn from forward
+//!   kinematics of uniformly sampled joint angles, above the table and at
+//!   least 10 cm from the start; success is being within 2 cm at the last
+//!   tick of a 2 s episode. Reward per tick: −distance (m).
+//! - `lift`: grasp the cube and raise it at least 5 cm, held for 1 s.
+//!   Reward per tick: −distance from the end effector to the cube, plus the
+//!   cube's height gain normalised by the 5 cm goal (capped at 1), plus 1
+//!   for every tick the cube is held high.
+
+use crate::arm_model::ArmModel;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Reach,
+    Lift,
+    Pendulum,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 3] = [TaskKind::Reach, TaskKind::Lift, TaskKind::Pendulum];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Reach => "reach",
+            TaskKind::Lift => "lift",
+            TaskKind::Pendulum => "pendulum",
+        }
+    }
+
+    /// The instruction a language-conditioned policy receives.
+    pub fn instruction(self) -> &'static str {
+        match self {
+            TaskKind::Reach => "move the gripper to the target",
+            TaskKind::Lift => "pick up the cube and hold it up",
+            TaskKind::Pendulum => "swing the pendulum up and balance it",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|t| t.name()).collect();
+                format!("unknown task `{s}`; known tasks: {}", known.join(", "))
+            })
+    }
+}
+
+/// Reach targets must be this far above the table (m).
+pub const REACH_MIN_HEIGHT: f32 = 0.05;
+/// …and this far from the start position of the end effector (m).
+pub const REACH_MIN_DISTANCE: f32 = 0.10;
+pub const REACH_SUCCESS_RADIUS: f32 = 0.02;
+pub const REACH_HORIZON_S: f64 = 2.0;
+
+pub const LIFT_HEIGHT: f32 = 0.05;
+pub const LIFT_HOLD_S: f64 = 1.0;
+pub const LIFT_HORIZON_S: f64 = 5.0;
+
+/// Draws a reach target: forward kinematics of joint angles drawn uniformly
+/// within the limits of the joints that move the end effector, kept if it
+/// is above the table and far enough from the start.
+pub fn sample_reach_target<R: Rng + ?Sized>(
+    model: &ArmModel,
+    start: &[f32],
+    table_height: f32,
+    rng: &mut R,
+) -> [f32; 3] {
+    let start_ee = model.ee_position(start);
+    let movable = model.moves_end_effector();
+    for _ in 0..10_000 {
+        let q: Vec<f32> = model
+            .joints
+            .iter()
+            .zip(&movable)
+            .zip(start)
+            .map(|((joint, &moves), &home)| {
+                let u: f32 = rng.random();
+                if moves {
+                    joint.lower + u * (joint.upper - joint.lower)
+                } else {
+                    home
+                }
+            })
+            .collect();
+        let target = model.ee_position(&q);
+        if target[2] >= table_height + REACH_MIN_HEIGHT
+            && distance(&target, &start_ee) >= REACH_MIN_DISTANCE
+        {
+            return target;
+        }
+    }
+    panic!(
+        "{}: no reachable target {REACH_MIN_HEIGHT} m above the table in 10000 draws",
+        model.name
+    );
+}
+
+/// Where the lift cube may start: in front of the arm, within the given
+/// radii of the base, at most 60° to either side.
+pub fn sample_cube_position<R: Rng + ?Sized>(rng: &mut R, radii: (f32, f32)) -> ([f32; 2], f32) {
+    let radius = radii.0 + rng.random::<f32>() * (radii.1 - radii.0);
+    let bearing = (rng.random::<f32>() * 2.0 - 1.0) * 60f32.to_radians();
+    let yaw = (rng.random::<f32>() * 2.0 - 1.0) * std::f32::consts::FRAC_PI_4;
+    ([radius * bearing.cos(), radius * bearing.sin()], yaw)
+}
+
+pub fn distance(a: &[f32; 3], b: &[f32; 3]) -> f32 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}

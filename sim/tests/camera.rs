@@ -1,0 +1,339 @@
+use cerebellum_core::Image;
+use cerebellum_sim::camera::{Camera, CameraConfig, save_png};
+use cerebellum_sim::*;
+use std::path::Path;
+use std::sync::Arc;
+
+fn so101() -> Arc<ArmModel> {
+    ArmModel::load(&so101_urdf(), &ArmOptions::default()).expect("SO-101 loads")
+}
+
+fn world_with_cube(model: &Arc<ArmModel>, cube_xy: [f32; 2]) -> ArmWorld {
+    ArmWorld::new(
+        model.clone(),
+        &PhysicsConfig::default(),
+        &[0.0; 6],
+        Some((CubeConfig::default(), cube_xy, 0.0)),
+    )
+}
+
+fn pixels(image: &Image) -> impl Iterator<Item = [u8; 3]> + '_ {
+    image.data.chunks_exact(3).map(|p| [p[0], p[1], p[2]])
+}
+
+/// The 3D-printed parts: URDF colour (1, 0.82, 0.12), shaded.
+fn is_yellow([r, g, b]: [u8; 3]) -> bool {
+    let (r, g, b) = (r as f32, g as f32, b as f32);
+    r > 60.0 && (g / r - 0.82).abs() < 0.05 && b / r < 0.2
+}
+
+/// The motors: URDF colour (0.1, 0.1, 0.1), shaded.
+fn is_dark_grey([r, g, b]: [u8; 3]) -> bool {
+    r < 40 && r == g && g == b
+}
+
+fn is_red([r, g, b]: [u8; 3]) -> bool {
+    r > 60 && (g as f32) < 0.2 * r as f32 && (b as f32) < 0.2 * r as f32
+}
+
+fn is_sky([r, _, b]: [u8; 3]) -> bool {
+    b > 200 && b as u32 > r as u32 + 20
+}
+
+/// Warm grey-brown checker squares.
+fn is_table([r, g, b]: [u8; 3]) -> bool {
+    let (r, g, b) = (r as f32, g as f32, b as f32);
+    r > 50.0 && (g / r - 0.935).abs() < 0.03 && (b / r - 0.835).abs() < 0.03
+}
+
+fn count(image: &Image, test: fn([u8; 3]) -> bool) -> usize {
+    pixels(image).filter(|&p| test(p)).count()
+}
+
+#[test]
+fn camera_default_view_shows_arm_table_and_sky() {
+    let model = so101();
+    let world = world_with_cube(&model, [0.2, 0.1]);
+    let camera = Camera::new(CameraConfig::default()).unwrap();
+    let image = camera.render(&world);
+    assert_eq!(image.camera, "front");
+    assert_eq!((image.height, image.width, image.channels), (64, 64, 3));
+    assert_eq!(image.data.len(), 64 * 64 * 3);
+
+    let total = 64 * 64;
+    let yellow = count(&image, is_yellow);
+    let dark = count(&image, is_dark_grey);
+    let table = count(&image, is_table);
+    let sky = count(&image, is_sky);
+    let red = count(&image, is_red);
+    println!("yellow {yellow} motors {dark} table {table} sky {sky} cube {red} of {total}");
+    assert!(yellow > total / 50, "too few arm pixels: {yellow}");
+    assert!(dark > 10, "too few motor pixels: {dark}");
+    assert!(table > total / 4, "too few table pixels: {table}");
+    assert!(sky > total / 50, "too few sky pixels: {sky}");
+    assert!(red > 4, "too few cube pixels: {red}");
+
+    let dir = std::env::temp_dir();
+    save_png(&image, &dir.join("camera_default.png")).unwrap();
+    let big = Camera::new(CameraConfig {
+        width: 128,
+        height: 128,
+        ..CameraConfig::default()
+    })
+    .unwrap();
+    let big_image = big.render(&world);
+    assert_eq!(big_image.data.len(), 128 * 128 * 3);
+    save_png(&big_image, &dir.join("camera_default_128.png")).unwrap();
+}
+
+#[test]
+fn camera_non_square_image_has_the_configured_size() {
+    let world = world_with_cube(&so101(), [0.2, 0.1]);
+    let camera = Camera::new(CameraConfig {
+        name: "wide".into(),
+        width: 96,
+        height: 48,
+        ..CameraConfig::default()
+    })
+    .unwrap();
+    let image = camera.render(&world);
+    assert_eq!(image.camera, "wide");
+    assert_eq!((image.height, image.width, image.channels), (48, 96, 3));
+    assert_eq!(image.data.len(), 48 * 96 * 3);
+    assert!(count(&image, is_yellow) > 0);
+}
+
+#[test]
+fn camera_is_deterministic_and_sees_the_arm_move() {
+    let model = so101();
+    let camera = Camera::new(CameraConfig::default()).unwrap();
+    let mut world = world_with_cube(&model, [0.2, 0.1]);
+    let first = camera.render(&world);
+    assert_eq!(first, camera.render(&world), "same world, same bytes");
+    let other_world = world_with_cube(&model, [0.2, 0.1]);
+    assert_eq!(
+        first,
+        camera.render(&other_world),
+        "equal worlds, same bytes"
+    );
+    let cloned = world.clone();
+    assert_eq!(first, camera.render(&cloned));
+
+    world.set_joint_positions(&[0.8, -0.6, 0.7, 0.5, 0.3, 0.4]);
+    let moved = camera.render(&world);
+    let changed = first
+        .data
+        .chunks_exact(3)
+        .zip(moved.data.chunks_exact(3))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(changed > 100, "only {changed} pixels changed");
+    assert_eq!(moved, camera.render(&world));
+
+    // render_into reuses a buffer and gives the same bytes.
+    let mut reused = first.clone();
+    camera.render_into(&world, &mut reused);
+    assert_eq!(reused, moved);
+}
+
+#[test]
+fn camera_sees_the_cube_only_when_it_is_in_view() {
+    let model = so101();
+    let camera = Camera::new(CameraConfig::default()).unwrap();
+    let in_view = camera.render(&world_with_cube(&model, [0.25, -0.1]));
+    let red = count(&in_view, is_red);
+    assert!(red > 4, "cube in view: {red} red pixels");
+
+    let far_away = camera.render(&world_with_cube(&model, [5.0, 0.0]));
+    assert_eq!(count(&far_away, is_red), 0);
+    let without = ArmWorld::new(model, &PhysicsConfig::default(), &[0.0; 6], None);
+    assert_eq!(count(&camera.render(&without), is_red), 0);
+}
+
+#[test]
+fn camera_rejects_invalid_configs_with_a_message() {
+    let base = CameraConfig::default();
+    let cases = [
+        (
+            CameraConfig {
+                width: 0,
+                ..base.clone()
+            },
+            "width",
+        ),
+        (
+            CameraConfig {
+                height: 0,
+                ..base.clone()
+            },
+            "height",
+        ),
+        (
+            CameraConfig {
+                width: 100_000,
+                ..base.clone()
+            },
+            "at most",
+        ),
+        (
+            CameraConfig {
+                fov_y_degrees: 0.5,
+                ..base.clone()
+            },
+            "fov_y_degrees",
+        ),
+        (
+            CameraConfig {
+                fov_y_degrees: 180.0,
+                ..base.clone()
+            },
+            "fov_y_degrees",
+        ),
+        (
+            CameraConfig {
+                fov_y_degrees: f32::NAN,
+                ..base.clone()
+            },
+            "fov_y_degrees",
+        ),
+        (
+            CameraConfig {
+                look_at: base.eye,
+                ..base.clone()
+            },
+            "eye and look_at",
+        ),
+        (
+            CameraConfig {
+                eye: [f32::INFINITY, 0.0, 0.0],
+                ..base.clone()
+            },
+            "eye must be finite",
+        ),
+        (
+            CameraConfig {
+                look_at: [0.0, f32::NAN, 0.0],
+                ..base.clone()
+            },
+            "look_at must be finite",
+        ),
+        (
+            CameraConfig {
+                eye: [0.0, 0.0, 1.0],
+                look_at: [0.0, 0.0, 0.0],
+                ..base.clone()
+            },
+            "parallel",
+        ),
+        (
+            CameraConfig {
+                up: [0.0, 0.0, 0.0],
+                ..base.clone()
+            },
+            "up",
+        ),
+    ];
+    for (config, needle) in cases {
+        let error = Camera::new(config.clone()).expect_err(&format!("{config:?} accepted"));
+        assert!(
+            error.contains(needle),
+            "{error:?} does not mention {needle}"
+        );
+        assert!(
+            error.contains("front"),
+            "{error:?} does not name the camera"
+        );
+    }
+}
+
+#[test]
+fn camera_config_reads_from_toml_with_defaults_and_rejects_unknown_fields() {
+    let config: CameraConfig = toml::from_str("name = \"wrist\"\nwidth = 32\n").unwrap();
+    assert_eq!(config.name, "wrist");
+    assert_eq!(config.width, 32);
+    assert_eq!(config.height, CameraConfig::default().height);
+    assert_eq!(config.up, [0.0, 0.0, 1.0]);
+    assert!(toml::from_str::<CameraConfig>("widht = 32\n").is_err());
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(serde_json::from_str::<CameraConfig>(&json).unwrap(), config);
+}
+
+#[test]
+fn camera_pose_jitter_moves_the_view() {
+    let world = world_with_cube(&so101(), [0.2, 0.1]);
+    let camera = Camera::new(CameraConfig::default()).unwrap();
+    let same = camera.with_pose_jitter([0.0; 3], [0.0; 3]);
+    assert_eq!(same.config(), camera.config());
+    assert_eq!(same.render(&world), camera.render(&world));
+
+    let jittered = camera.with_pose_jitter([0.02, -0.01, 0.01], [0.0, 0.0, 0.05]);
+    let eye = jittered.config().eye;
+    let base = camera.config().eye;
+    assert!((eye[0] - base[0] - 0.02).abs() < 1e-6);
+    assert_ne!(jittered.render(&world), camera.render(&world));
+    // The look direction turned by 0.05 rad about z.
+    let d0 = sub(camera.config().look_at, base);
+    let d1 = sub(jittered.config().look_at, eye);
+    let angle = (d0[0] * d1[1] - d0[1] * d1[0]).atan2(d0[0] * d1[0] + d0[1] * d1[1]);
+    assert!((angle - 0.05).abs() < 1e-4, "{angle}");
+
+    let unchanged = camera.with_pose_jitter([f32::NAN, 0.0, 0.0], [0.0; 3]);
+    assert_eq!(unchanged.config(), camera.config());
+}
+
+fn sub(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+#[test]
+fn camera_save_png_reports_errors_as_values() {
+    let image = Image {
+        camera: "bad".into(),
+        height: 2,
+        width: 2,
+        channels: 3,
+        data: vec![0; 11],
+    };
+    let dir = std::env::temp_dir();
+    assert!(save_png(&image, &dir.join("camera_bad.png")).is_err());
+    let good = Image {
+        data: vec![7; 12],
+        ..image
+    };
+    assert!(save_png(&good, Path::new("/nonexistent-dir/x/camera.png")).is_err());
+    let path = dir.join(format!("camera_roundtrip_{}.png", std::process::id()));
+    save_png(&good, &path).unwrap();
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buffer).unwrap();
+    assert_eq!((info.width, info.height), (2, 2));
+    assert_eq!(&buffer[..info.buffer_size()], &good.data[..]);
+    let _ = std::fs::remove_file(path);
+}
+
+/// Prints render speed; run with `--nocapture` to see it.
+#[test]
+fn camera_render_speed() {
+    let world = world_with_cube(&so101(), [0.2, 0.1]);
+    for side in [64, 128] {
+        let camera = Camera::new(CameraConfig {
+            width: side,
+            height: side,
+            ..CameraConfig::default()
+        })
+        .unwrap();
+        let mut image = camera.render(&world);
+        let frames = 200;
+        let start = std::time::Instant::now();
+        for _ in 0..frames {
+            camera.render_into(&world, &mut image);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "camera {side}x{side}: {:.0} frames/s ({:.3} ms/frame)",
+            frames as f64 / seconds,
+            1e3 * seconds / frames as f64
+        );
+    }
+}
