@@ -2,11 +2,10 @@
 //! the same observe → act → apply stages the control loop will run.
 
 use cerebellum_core::{Action, Observation, ResetRequest, Robot, RobotError, RobotSpec};
-use cerebellum_sim::{ArmModel, EnvConfig, ScriptedExpert, SimEnv, TaskKind};
+use cerebellum_sim::{ScriptedExpert, SimEnv};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::sync::Arc;
 
 /// Something that turns an observation into a command, one tick at a time.
 pub trait Controller {
@@ -78,19 +77,17 @@ pub fn run_episode(
     let mut observation = env.reset(&ResetRequest { seed })?;
     controller.begin_episode(seed);
     let mut episode_return = 0.0;
-    let mut success = false;
     let mut steps = 0;
-    loop {
+    let success = loop {
         let command = controller.act(&observation, env.spec());
         let outcome = env.apply(&command)?;
         steps += 1;
         episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
-        success = outcome.success.unwrap_or(false);
         if outcome.done() {
-            break;
+            break outcome.success.unwrap_or(false);
         }
         observation = env.observe()?;
-    }
+    };
     Ok(EpisodeSummary {
         seed,
         episode_return,
@@ -101,22 +98,18 @@ pub fn run_episode(
 
 /// The controller `cerebellum sim` runs: the scripted expert when asked
 /// and there is one for the task, otherwise random commands.
-pub fn make_controller(
-    expert: bool,
-    config: &EnvConfig,
-    model: Option<&Arc<ArmModel>>,
-) -> Result<Box<dyn Controller>, String> {
+pub fn make_controller(expert: bool, env: &SimEnv) -> Result<Box<dyn Controller>, String> {
     if !expert {
         return Ok(Box::new(RandomController::new()));
     }
-    match (config.task, model) {
-        (TaskKind::Pendulum, _) => Ok(Box::new(cerebellum_sim::expert::PendulumExpert)),
-        (task, Some(model)) => Ok(Box::new(ScriptedExpert::new(
-            model.clone(),
-            task,
-            config.physics.control_rate_hz(),
+    match env {
+        SimEnv::Pendulum(_) => Ok(Box::new(cerebellum_sim::expert::PendulumExpert)),
+        SimEnv::Arm(arm) => Ok(Box::new(ScriptedExpert::new(
+            arm.model().clone(),
+            arm.config().task,
+            arm.config().physics.control_rate_hz(),
+            arm.world().table_height,
         )?)),
-        (task, None) => Err(format!("task `{task}` needs an arm")),
     }
 }
 

@@ -234,6 +234,17 @@ impl ArmModel {
         [p.x as f32, p.y as f32, p.z as f32]
     }
 
+    /// Height of the lowest joint frame or end effector for joint positions
+    /// `q` (m): below the table top means the pose is not physically reachable.
+    pub fn lowest_point(&self, q: &[f32]) -> f32 {
+        let q: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+        self.chain
+            .frame_positions(&q)
+            .iter()
+            .map(|p| p.z as f32)
+            .fold(f32::INFINITY, f32::min)
+    }
+
     /// Index of the actuated joint called `name`.
     pub fn joint_index(&self, name: &str) -> Option<usize> {
         self.joints.iter().position(|j| j.name == name)

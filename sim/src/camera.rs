@@ -44,8 +44,8 @@ impl Default for CameraConfig {
             width: 64,
             height: 64,
             fov_y_degrees: 45.0,
-            eye: [0.75, -0.45, 0.45],
-            look_at: [0.2, 0.0, 0.08],
+            eye: [0.62, -0.42, 0.36],
+            look_at: [0.2, 0.0, 0.1],
             up: [0.0, 0.0, 1.0],
         }
     }
@@ -67,7 +67,12 @@ pub const CUBE_RGB: [f32; 3] = [0.85, 0.08, 0.08];
 const SKY_HORIZON: [f32; 3] = [0.80, 0.86, 0.93];
 const SKY_ZENITH: [f32; 3] = [0.45, 0.62, 0.86];
 /// Direction towards the light (normalised at use).
-const LIGHT: [f32; 3] = [0.3, -0.5, 1.0];
+const LIGHT: [f32; 3] = [-0.4, -0.15, 1.0];
+/// How far a shadow ray starts off its surface (m), against self-shadowing
+/// from rounding.
+const SHADOW_BIAS: f32 = 1e-4;
+/// How far shadow rays look for an occluder (m).
+const SHADOW_REACH: f32 = 10.0;
 const AMBIENT: f32 = 0.35;
 const DIFFUSE: f32 = 0.65;
 
@@ -170,8 +175,11 @@ impl Camera {
     /// an invalid camera (non-finite values) leaves the pose unchanged.
     pub fn with_pose_jitter(&self, translation: [f32; 3], rotation_rad: [f32; 3]) -> Camera {
         let rotation = Rotation::from_scaled_axis(Vector::from(rotation_rad));
-        let eye = Vector::from(self.config.eye) + Vector::from(translation);
-        let look_at = eye + rotation * (Vector::from(self.config.look_at) - self.eye);
+        let translation = Vector::from(translation);
+        let view = Vector::from(self.config.look_at) - self.eye;
+        // Written so that a zero jitter reproduces the config exactly.
+        let eye = self.eye + translation;
+        let look_at = Vector::from(self.config.look_at) + translation + (rotation * view - view);
         let up = rotation * Vector::from(self.config.up);
         let config = CameraConfig {
             eye: eye.into(),
@@ -215,22 +223,84 @@ impl Camera {
         if let (Some(shape), Some(pose)) = (&cube, world.cube_pose()) {
             items.push(item(pose, shape, CUBE_RGB));
         }
+        // Screen-space bounds of each shape: a pixel's ray can only meet the
+        // shapes whose projected AABB covers it.
+        let bounds: Vec<PixelRect> = items
+            .iter()
+            .map(|item| self.pixel_rect(item.mins, item.maxs))
+            .collect();
         let light = Vector::from(LIGHT).normalize();
 
         let (w, h) = (width as f32, height as f32);
+        let mut in_row: Vec<usize> = Vec::with_capacity(items.len());
         for (row, line) in image.data.chunks_exact_mut(width as usize * 3).enumerate() {
+            let row = row as i32;
+            in_row.clear();
+            in_row.extend((0..items.len()).filter(|&i| bounds[i].rows.contains(&row)));
             let v = (1.0 - 2.0 * (row as f32 + 0.5) / h) * self.tan_half_fov;
             let vertical = self.forward + self.up * v;
             for (col, pixel) in line.chunks_exact_mut(3).enumerate() {
+                let col = col as i32;
                 let u = (2.0 * (col as f32 + 0.5) / w - 1.0) * self.tan_half_fov * self.aspect;
                 let dir = (vertical + self.right * u).normalize();
-                let rgb = shade(self.eye, dir, world.table_height, &items, light);
+                let candidates = in_row
+                    .iter()
+                    .filter(|&&i| bounds[i].cols.contains(&col))
+                    .map(|&i| &items[i]);
+                let rgb = shade(self.eye, dir, world.table_height, candidates, &items, light);
                 for (byte, c) in pixel.iter_mut().zip(rgb) {
                     *byte = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
                 }
             }
         }
     }
+
+    /// The pixels (with a one-pixel margin) whose rays may meet the box;
+    /// every pixel when the box reaches behind the eye.
+    fn pixel_rect(&self, mins: Vector, maxs: Vector) -> PixelRect {
+        let (w, h) = (self.config.width as f32, self.config.height as f32);
+        let everything = PixelRect {
+            rows: 0..=self.config.height as i32 - 1,
+            cols: 0..=self.config.width as i32 - 1,
+        };
+        let (mut c0, mut c1, mut r0, mut r1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+        for k in 0..8 {
+            let corner = Vector::new(
+                if k & 1 == 0 { mins.x } else { maxs.x },
+                if k & 2 == 0 { mins.y } else { maxs.y },
+                if k & 4 == 0 { mins.z } else { maxs.z },
+            );
+            let rel = corner - self.eye;
+            let depth = rel.dot(self.forward);
+            if depth <= 1e-4 {
+                return everything;
+            }
+            let x = rel.dot(self.right) / (depth * self.tan_half_fov * self.aspect);
+            let y = rel.dot(self.up) / (depth * self.tan_half_fov);
+            let col = (x + 1.0) / 2.0 * w - 0.5;
+            let row = (1.0 - y) / 2.0 * h - 0.5;
+            c0 = c0.min(col);
+            c1 = c1.max(col);
+            r0 = r0.min(row);
+            r1 = r1.max(row);
+        }
+        if !(c0.is_finite() && c1.is_finite() && r0.is_finite() && r1.is_finite()) {
+            return everything;
+        }
+        // Clamped in f32 first so the casts cannot overflow.
+        let lo = |v: f32, n: f32| (v.floor() - 1.0).clamp(-1.0, n) as i32;
+        let hi = |v: f32, n: f32| (v.ceil() + 1.0).clamp(-1.0, n) as i32;
+        PixelRect {
+            rows: lo(r0, h)..=hi(r1, h),
+            cols: lo(c0, w)..=hi(c1, w),
+        }
+    }
+}
+
+/// Inclusive pixel ranges.
+struct PixelRect {
+    rows: std::ops::RangeInclusive<i32>,
+    cols: std::ops::RangeInclusive<i32>,
 }
 
 fn item(pose: Pose, shape: &dyn Shape, rgb: [f32; 3]) -> Item<'_> {
@@ -244,8 +314,16 @@ fn item(pose: Pose, shape: &dyn Shape, rgb: [f32; 3]) -> Item<'_> {
     }
 }
 
-/// The colour seen along one ray.
-fn shade(eye: Vector, dir: Vector, table_height: f32, items: &[Item], light: Vector) -> [f32; 3] {
+/// The colour seen along one ray, which can only meet the table and
+/// `candidates`; every one of `items` may shadow.
+fn shade<'a>(
+    eye: Vector,
+    dir: Vector,
+    table_height: f32,
+    candidates: impl Iterator<Item = &'a Item<'a>>,
+    items: &[Item],
+    light: Vector,
+) -> [f32; 3] {
     let mut best = FAR;
     let mut hit: Option<(Vector, [f32; 3])> = None;
 
@@ -269,7 +347,7 @@ fn shade(eye: Vector, dir: Vector, table_height: f32, items: &[Item], light: Vec
 
     let ray = Ray::new(eye, dir);
     let inv_dir = dir.recip();
-    for item in items {
+    for item in candidates {
         if !slab_hit(eye, inv_dir, item.mins, item.maxs, best) {
             continue;
         }
@@ -291,7 +369,16 @@ fn shade(eye: Vector, dir: Vector, table_height: f32, items: &[Item], light: Vec
             } else {
                 normal
             };
-            let intensity = AMBIENT + DIFFUSE * normal.dot(light).max(0.0);
+            let lambert = normal.dot(light);
+            let lit = lambert > 0.0 && {
+                let surface = eye + dir * best + normal * SHADOW_BIAS;
+                !in_shadow(surface, light, items)
+            };
+            let intensity = if lit {
+                AMBIENT + DIFFUSE * lambert
+            } else {
+                AMBIENT
+            };
             rgb.map(|c| c * intensity)
         }
         None => {
@@ -299,6 +386,17 @@ fn shade(eye: Vector, dir: Vector, table_height: f32, items: &[Item], light: Vec
             std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
         }
     }
+}
+
+/// Whether any shape blocks the light from `point` (the table casts none:
+/// it is below everything).
+fn in_shadow(point: Vector, light: Vector, items: &[Item]) -> bool {
+    let ray = Ray::new(point, light);
+    let inv_dir = light.recip();
+    items.iter().any(|item| {
+        slab_hit(point, inv_dir, item.mins, item.maxs, SHADOW_REACH)
+            && item.shape.intersects_ray(&item.pose, &ray, SHADOW_REACH)
+    })
 }
 
 /// Whether the ray `eye + t · dir`, 0 ≤ t < `max_t`, meets the box.

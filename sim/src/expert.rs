@@ -14,6 +14,16 @@ use std::sync::Arc;
 const LIMIT_MARGIN: f64 = 0.02;
 /// Joint speed of the expert's commanded trajectory (rad/s).
 const EXPERT_SPEED: f32 = 3.0;
+/// Points checked along a joint-space path for table clearance.
+const PATH_CHECKS: usize = 20;
+/// How far above the table the end effector must stay on a direct path (m).
+const PATH_CLEARANCE: f32 = 0.02;
+/// A detour passes this far above the higher of start and target (m).
+const APPROACH_HEIGHT: f32 = 0.05;
+/// IK restarts from spread-out seeds after the one from the measured pose.
+const IK_RESTARTS: usize = 8;
+/// Spacing of the joint waypoints along a Cartesian detour (m).
+const CARTESIAN_STEP: f32 = 0.02;
 
 /// Stages of the lift expert, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +40,22 @@ pub struct ScriptedExpert {
     control_period: f32,
     command: Option<Vec<f32>>,
     goal: Option<Vec<f32>>,
+    waypoints: Vec<Vec<f32>>,
+    table_height: f32,
     goal_for: Option<[f32; 3]>,
     lift_phase: LiftPhase,
     phase_ticks: u32,
 }
 
 impl ScriptedExpert {
-    pub fn new(model: Arc<ArmModel>, task: TaskKind, control_rate_hz: f64) -> Result<Self, String> {
+    /// `table_height` is the height of the table top (m), which the
+    /// planned end-effector path keeps clear of.
+    pub fn new(
+        model: Arc<ArmModel>,
+        task: TaskKind,
+        control_rate_hz: f64,
+        table_height: f32,
+    ) -> Result<Self, String> {
         if task == TaskKind::Pendulum {
             return Err("there is no scripted expert for the pendulum".into());
         }
@@ -52,6 +71,8 @@ impl ScriptedExpert {
             control_period: (1.0 / control_rate_hz) as f32,
             command: None,
             goal: None,
+            waypoints: Vec::new(),
+            table_height,
             goal_for: None,
             lift_phase: LiftPhase::Approach,
             phase_ticks: 0,
@@ -62,6 +83,7 @@ impl ScriptedExpert {
     pub fn reset(&mut self) {
         self.command = None;
         self.goal = None;
+        self.waypoints.clear();
         self.goal_for = None;
         self.lift_phase = LiftPhase::Approach;
         self.phase_ticks = 0;
@@ -93,55 +115,138 @@ impl ScriptedExpert {
         Action::new(command.clone())
     }
 
-    /// Joint goal putting the end effector at `target`; solved once per
-    /// target, from the measured pose, keeping non-chain joints where they are.
+    /// Joint goal putting the end effector at `target`; planned once per
+    /// target, from the measured pose, keeping non-chain joints where they
+    /// are. When the straight joint-space path would drag the end effector
+    /// through the table, the plan goes through a point above the target.
     fn ik_goal(&mut self, q: &[f32], target: [f32; 3]) -> Vec<f32> {
-        if self.goal_for == Some(target)
-            && let Some(goal) = &self.goal
-        {
-            return goal.clone();
+        if self.goal_for != Some(target) {
+            let table = self.table_height;
+            let candidates = self.solve_all(q, target, IK_RESTARTS + 1);
+            // Prefer a solution with a direct clear path, then one with a
+            // staged path, then the first one with a Cartesian detour.
+            let direct = candidates.iter().find(|g| self.path_clears(q, g, table));
+            let staged = || {
+                candidates
+                    .iter()
+                    .find_map(|g| Some((self.staged_via(q, g, table)?, g.clone())))
+            };
+            self.waypoints = if let Some(goal) = direct {
+                vec![goal.clone()]
+            } else if let Some((via, goal)) = staged() {
+                vec![via, goal]
+            } else {
+                // Up, across and down in Cartesian space, densely, so the
+                // end effector stays on that path between waypoints.
+                let start = self.model.ee_position(q);
+                let safe = start[2].max(target[2]) + APPROACH_HEIGHT;
+                let corners = [
+                    [start[0], start[1], safe],
+                    [target[0], target[1], safe],
+                    target,
+                ];
+                self.cartesian_path(q, start, &corners)
+            };
+            self.goal_for = Some(target);
         }
-        let goal = self.solve(q, target);
-        self.goal = Some(goal.clone());
-        self.goal_for = Some(target);
-        goal
+        // Advance to the next waypoint once the command has reached this one.
+        if self.waypoints.len() > 1
+            && let Some(command) = &self.command
+            && command
+                .iter()
+                .zip(&self.waypoints[0])
+                .all(|(c, w)| (c - w).abs() < 1e-3)
+        {
+            self.waypoints.remove(0);
+        }
+        self.waypoints[0].clone()
     }
 
+    /// A via pose that moves some joints to their goal first and the rest
+    /// after, with both straight stretches clear of the table; subsets with
+    /// fewer joints are tried first.
+    fn staged_via(&self, q: &[f32], goal: &[f32], table: f32) -> Option<Vec<f32>> {
+        let movable: Vec<usize> = (0..q.len()).filter(|&i| q[i] != goal[i]).collect();
+        if movable.len() > 12 {
+            return None;
+        }
+        let mut subsets: Vec<u32> = (1..(1u32 << movable.len()) - 1).collect();
+        subsets.sort_by_key(|m| (m.count_ones(), *m));
+        subsets.into_iter().find_map(|mask| {
+            let mut via = q.to_vec();
+            for (bit, &joint) in movable.iter().enumerate() {
+                if mask & (1 << bit) != 0 {
+                    via[joint] = goal[joint];
+                }
+            }
+            (self.path_clears(q, &via, table) && self.path_clears(&via, goal, table)).then_some(via)
+        })
+    }
+
+    /// Joint waypoints every `CARTESIAN_STEP` metres along the polyline from
+    /// `start` through `corners`, each solved from the one before.
+    fn cartesian_path(&self, q: &[f32], start: [f32; 3], corners: &[[f32; 3]]) -> Vec<Vec<f32>> {
+        let mut path = Vec::new();
+        let mut previous_point = start;
+        let mut previous_q = q.to_vec();
+        for &corner in corners {
+            let length = crate::tasks::distance(&previous_point, &corner);
+            let pieces = (length / CARTESIAN_STEP).ceil().max(1.0) as usize;
+            for k in 1..=pieces {
+                let t = k as f32 / pieces as f32;
+                let point =
+                    [0, 1, 2].map(|i| previous_point[i] + t * (corner[i] - previous_point[i]));
+                previous_q = self.solve(&previous_q, point);
+                path.push(previous_q.clone());
+            }
+            previous_point = corner;
+        }
+        path
+    }
+
+    /// Whether the arm's joints and end effector stay above the table along the straight
+    /// joint-space path from `from` to `to`.
+    fn path_clears(&self, from: &[f32], to: &[f32], table: f32) -> bool {
+        (1..=PATH_CHECKS).all(|k| {
+            let t = k as f32 / PATH_CHECKS as f32;
+            let q: Vec<f32> = from.iter().zip(to).map(|(a, b)| a + t * (b - a)).collect();
+            self.model.lowest_point(&q) >= table + PATH_CLEARANCE
+        })
+    }
+
+    /// The IK solution from the measured pose, or the best of the restarts.
     fn solve(&self, q: &[f32], target: [f32; 3]) -> Vec<f32> {
+        self.solve_all(q, target, 1).swap_remove(0)
+    }
+
+    /// Up to `wanted` converged IK solutions: from the measured pose first,
+    /// then from deterministic restarts spread across the joint ranges (a
+    /// different branch of the arm may be the one that clears the table).
+    /// Never empty: without a converged solution, the closest attempt.
+    fn solve_all(&self, q: &[f32], target: [f32; 3], wanted: usize) -> Vec<Vec<f32>> {
         let model = &self.model;
         let lower: Vec<f64> = model.lower().iter().map(|l| l + LIMIT_MARGIN).collect();
         let upper: Vec<f64> = model.upper().iter().map(|u| u - LIMIT_MARGIN).collect();
         let movable = model.moves_end_effector();
         let target = Vector3::new(target[0] as f64, target[1] as f64, target[2] as f64);
         let start: Vec<f64> = q.iter().map(|&v| v as f64).collect();
-        // From the measured pose first; then from deterministic restarts
-        // spread across the joint ranges, in case the first lands in a
-        // local minimum at a joint limit.
-        let mut best = model.chain.solve_position(
-            target,
-            &start,
-            &lower,
-            &upper,
-            &movable,
-            &IkOptions::default(),
-        );
-        for restart in 1..=8 {
-            if best.converged {
-                break;
-            }
-            let fraction = restart as f64 / 9.0;
-            let seed: Vec<f64> = start
-                .iter()
-                .zip(lower.iter().zip(&upper))
-                .zip(&movable)
-                .map(|((&s, (&lo, &hi)), &moves)| {
-                    if moves {
-                        lo + (hi - lo) * ((fraction * (1.0 + 0.37 * s.abs())) % 1.0)
-                    } else {
-                        s
-                    }
-                })
-                .collect();
+        let mut solutions = Vec::new();
+        let mut closest: Option<crate::kinematics::IkSolution> = None;
+        for restart in 0..=IK_RESTARTS {
+            let seed: Vec<f64> = if restart == 0 {
+                start.clone()
+            } else {
+                (0..start.len())
+                    .map(|j| {
+                        if !movable[j] {
+                            return start[j];
+                        }
+                        // Golden-ratio sequence per joint: well spread, fixed.
+                        let u = (restart as f64 * 0.618_033_988_75 * (j + 1) as f64 + 0.5) % 1.0;
+                        lower[j] + (upper[j] - lower[j]) * u
+                    })
+                    .collect()
+            };
             let attempt = model.chain.solve_position(
                 target,
                 &seed,
@@ -150,11 +255,20 @@ impl ScriptedExpert {
                 &movable,
                 &IkOptions::default(),
             );
-            if attempt.error < best.error {
-                best = attempt;
+            if attempt.converged {
+                solutions.push(attempt.q.iter().map(|&v| v as f32).collect());
+                if solutions.len() >= wanted {
+                    break;
+                }
+            } else if closest.as_ref().is_none_or(|c| attempt.error < c.error) {
+                closest = Some(attempt);
             }
         }
-        best.q.iter().map(|&v| v as f32).collect()
+        if solutions.is_empty() {
+            let closest = closest.expect("at least one attempt");
+            solutions.push(closest.q.iter().map(|&v| v as f32).collect());
+        }
+        solutions
     }
 
     fn lift_goal(&mut self, q: &[f32], cube: [f32; 3]) -> Vec<f32> {

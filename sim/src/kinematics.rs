@@ -109,6 +109,20 @@ impl Chain {
         })
     }
 
+    /// World positions of every joint frame along the chain, then the end
+    /// effector: a cheap outline of where the arm's links are.
+    pub fn frame_positions(&self, q: &[f64]) -> Vec<Vector3<f64>> {
+        let mut positions = Vec::with_capacity(self.joints.len() + 1);
+        let mut pose = self.base;
+        for joint in &self.joints {
+            pose *= joint.origin;
+            positions.push(pose.translation.vector);
+            pose *= Self::joint_motion(joint, q);
+        }
+        positions.push(pose.translation.vector);
+        positions
+    }
+
     /// End-effector position and its Jacobian ∂p/∂q (3 × num_coordinates).
     /// A revolute joint contributes axis × (p − joint origin), a prismatic one
     /// its axis, each scaled by its mimic multiplier.

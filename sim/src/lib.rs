@@ -14,6 +14,7 @@ pub mod pendulum;
 pub mod randomization;
 pub mod robot_config;
 pub mod tasks;
+pub mod vec_env;
 pub mod world;
 
 pub use arm_model::{ArmModel, ArmOptions, ModelError};
@@ -22,6 +23,7 @@ pub use env::{ArmEnv, ArmState, EnvConfig, PendulumEnv, SimEnv, SimSnapshot};
 pub use expert::ScriptedExpert;
 pub use randomization::Randomization;
 pub use tasks::TaskKind;
+pub use vec_env::{VecEnv, VecStep};
 pub use world::{ArmWorld, CubeConfig, PhysicsConfig};
 
 /// The SO-101 arm that ships with Cerebellum.

@@ -66,6 +66,8 @@ impl FromStr for TaskKind {
 pub const REACH_MIN_HEIGHT: f32 = 0.05;
 /// …and this far from the start position of the end effector (m).
 pub const REACH_MIN_DISTANCE: f32 = 0.10;
+/// Every joint of the arm must be this far above the table at the sampled pose (m).
+pub const REACH_ARM_CLEARANCE: f32 = 0.03;
 pub const REACH_SUCCESS_RADIUS: f32 = 0.02;
 pub const REACH_HORIZON_S: f64 = 2.0;
 
@@ -75,7 +77,8 @@ pub const LIFT_HORIZON_S: f64 = 5.0;
 
 /// Draws a reach target: forward kinematics of joint angles drawn uniformly
 /// within the limits of the joints that move the end effector, kept if it
-/// is above the table and far enough from the start.
+/// is above the table (with every joint of the arm above it too) and far
+/// enough from the start.
 pub fn sample_reach_target<R: Rng + ?Sized>(
     model: &ArmModel,
     start: &[f32],
@@ -100,7 +103,10 @@ pub fn sample_reach_target<R: Rng + ?Sized>(
             })
             .collect();
         let target = model.ee_position(&q);
+        // The whole arm, not only its tip, must be above the table for the
+        // pose to be reachable.
         if target[2] >= table_height + REACH_MIN_HEIGHT
+            && model.lowest_point(&q) >= table_height + REACH_ARM_CLEARANCE
             && distance(&target, &start_ee) >= REACH_MIN_DISTANCE
         {
             return target;

@@ -312,7 +312,8 @@ fn camera_save_png_reports_errors_as_values() {
     let _ = std::fs::remove_file(path);
 }
 
-/// Prints render speed; run with `--nocapture` to see it.
+/// Prints render speed (200 frames, and the fastest of 10 batches of 20,
+/// which is robust to a busy machine); run with `--nocapture` to see it.
 #[test]
 fn camera_render_speed() {
     let world = world_with_cube(&so101(), [0.2, 0.1]);
@@ -324,16 +325,44 @@ fn camera_render_speed() {
         })
         .unwrap();
         let mut image = camera.render(&world);
-        let frames = 200;
-        let start = std::time::Instant::now();
-        for _ in 0..frames {
-            camera.render_into(&world, &mut image);
+        let mut total = 0.0;
+        let mut fastest = f64::INFINITY;
+        for _ in 0..10 {
+            let start = std::time::Instant::now();
+            for _ in 0..20 {
+                camera.render_into(&world, &mut image);
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            total += seconds;
+            fastest = fastest.min(seconds / 20.0);
         }
-        let seconds = start.elapsed().as_secs_f64();
         println!(
-            "camera {side}x{side}: {:.0} frames/s ({:.3} ms/frame)",
-            frames as f64 / seconds,
-            1e3 * seconds / frames as f64
+            "camera {side}x{side}: {:.0} frames/s over 200 frames, {:.0} frames/s in the fastest batch",
+            200.0 / total,
+            1.0 / fastest
         );
     }
+}
+
+#[test]
+fn zzscratch_view() {
+    let Ok(spec) = std::env::var("CAMSCRATCH") else {
+        return;
+    };
+    let v: Vec<f32> = spec.split(',').map(|x| x.parse().unwrap()).collect();
+    let model = so101();
+    let mut world = world_with_cube(&model, [v[7], v[8]]);
+    if v.len() > 9 {
+        world.set_joint_positions(&v[9..15]);
+    }
+    let camera = Camera::new(CameraConfig {
+        width: 128,
+        height: 128,
+        eye: [v[0], v[1], v[2]],
+        look_at: [v[3], v[4], v[5]],
+        fov_y_degrees: v[6],
+        ..CameraConfig::default()
+    })
+    .unwrap();
+    save_png(&camera.render(&world), Path::new("/tmp/scratch.png")).unwrap();
 }

@@ -48,9 +48,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     let config = args.robot.env_config()?;
     let model = args.robot.load_arm()?;
-    let mut env = SimEnv::new(config.clone(), model.clone()).map_err(anyhow::Error::msg)?;
-    let mut controller =
-        make_controller(args.expert, &config, model.as_ref()).map_err(anyhow::Error::msg)?;
+    let mut env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
+    let mut controller = make_controller(args.expert, &env).map_err(anyhow::Error::msg)?;
 
     let started = Instant::now();
     let mut summaries: Vec<EpisodeSummary> = Vec::new();
