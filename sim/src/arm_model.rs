@@ -11,7 +11,9 @@ use crate::kinematics::{Chain, ChainJoint, ChainJointKind, JointDrive, urdf_orig
 use crate::robot_config::{ActuatorParams, RobotConfig};
 use rapier3d::geometry::{MeshConverter, SharedShape};
 use rapier3d::math::{Pose, Vector};
-use rapier3d::prelude::{ColliderBuilder, RigidBodyBuilder};
+use rapier3d::prelude::{
+    ColliderBuilder, Group, InteractionGroups, InteractionTestMode, RigidBodyBuilder,
+};
 use rapier3d_urdf::urdf_rs::{self, Geometry, JointType};
 use rapier3d_urdf::{UrdfLoaderOptions, UrdfRobot};
 use std::collections::{BTreeMap, HashMap};
@@ -167,8 +169,12 @@ impl ArmModel {
         let physics = UrdfLoaderOptions {
             make_roots_fixed: true,
             mesh_converter: Some(MeshConverter::ConvexHull),
-            collider_blueprint: ColliderBuilder::default().density(0.0).friction(1.0),
-            rigid_body_blueprint: RigidBodyBuilder::dynamic(),
+            collider_blueprint: ColliderBuilder::default()
+                .density(0.0)
+                .friction(1.0)
+                .collision_groups(robot_collision_groups()),
+            // A sleeping arm would ignore new servo targets.
+            rigid_body_blueprint: RigidBodyBuilder::dynamic().can_sleep(false),
             ..Default::default()
         };
         let mut template = UrdfRobot::from_robot(&robot, physics, Path::new("/"));
@@ -644,6 +650,7 @@ fn apply_collision_overrides(
         let [cx, cy, cz] = pad.center;
         let collider = ColliderBuilder::cuboid(hx, hy, hz)
             .translation(Vector::new(cx, cy, cz))
+            .collision_groups(robot_collision_groups())
             .density(0.0)
             .friction(1.0)
             .build();
@@ -749,6 +756,17 @@ fn load_visuals(
         visuals.push(shapes);
     }
     Ok(visuals)
+}
+
+/// The arm's links overlap where they meet; filtering arm–arm pairs in the
+/// broad phase (rather than discarding their contacts afterwards) keeps the
+/// narrow phase from computing them every step.
+fn robot_collision_groups() -> InteractionGroups {
+    InteractionGroups::new(
+        Group::GROUP_1,
+        Group::ALL.difference(Group::GROUP_1),
+        InteractionTestMode::And,
+    )
 }
 
 pub(crate) fn pose_from_isometry(iso: &nalgebra::Isometry3<f64>) -> Pose {

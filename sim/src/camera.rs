@@ -223,6 +223,11 @@ impl Camera {
         if let (Some(shape), Some(pose)) = (&cube, world.cube_pose()) {
             items.push(item(pose, shape, CUBE_RGB));
         }
+        // Nearest first, so that far shapes are mostly rejected by their box
+        // once a near hit is found.
+        let eye = self.eye;
+        let distance = |item: &Item| eye.clamp(item.mins, item.maxs).distance_squared(eye);
+        items.sort_by(|a, b| distance(a).total_cmp(&distance(b)));
         // Screen-space bounds of each shape: a pixel's ray can only meet the
         // shapes whose projected AABB covers it.
         let bounds: Vec<PixelRect> = items

@@ -225,11 +225,21 @@ impl ScriptedExpert {
     /// Never empty: without a converged solution, the closest attempt.
     fn solve_all(&self, q: &[f32], target: [f32; 3], wanted: usize) -> Vec<Vec<f32>> {
         let model = &self.model;
-        let lower: Vec<f64> = model.lower().iter().map(|l| l + LIMIT_MARGIN).collect();
-        let upper: Vec<f64> = model.upper().iter().map(|u| u - LIMIT_MARGIN).collect();
+        // A short range (a finger's few centimetres) keeps most of itself.
+        let margin = |lo: f64, hi: f64| LIMIT_MARGIN.min(0.25 * (hi - lo));
+        let (lower, upper): (Vec<f64>, Vec<f64>) = model
+            .lower()
+            .into_iter()
+            .zip(model.upper())
+            .map(|(lo, hi)| (lo + margin(lo, hi), hi - margin(lo, hi)))
+            .unzip();
         let movable = model.moves_end_effector();
         let target = Vector3::new(target[0] as f64, target[1] as f64, target[2] as f64);
-        let start: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+        let start: Vec<f64> = q
+            .iter()
+            .zip(lower.iter().zip(&upper))
+            .map(|(&v, (&lo, &hi))| (v as f64).clamp(lo, hi))
+            .collect();
         let mut solutions = Vec::new();
         let mut closest: Option<crate::kinematics::IkSolution> = None;
         for restart in 0..=IK_RESTARTS {

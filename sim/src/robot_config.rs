@@ -34,11 +34,12 @@ pub struct ActuatorParams {
 
 impl ActuatorParams {
     /// Defaults for an arm without an actuator file: the URDF effort limit as
-    /// the force limit, full force at 0.05 rad of error, and damping for a
+    /// the force limit, full force at 0.01 rad of error (stiff enough that
+    /// gravity sags a heavy arm by millimetres), and damping for a
     /// 20 ms time constant.
     pub fn from_effort(effort: f32) -> Self {
         let max_force = if effort > 0.0 { effort } else { 10.0 };
-        let stiffness = max_force / 0.05;
+        let stiffness = max_force / 0.01;
         Self {
             stiffness,
             damping: stiffness * 0.02,

@@ -71,3 +71,88 @@ fn motors_track_a_reachable_target() {
         );
     }
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/arms/test_arm7/urdf")
+        .join(name)
+}
+
+#[test]
+fn a_seven_dof_arm_with_mimic_gripper_and_mixed_meshes_loads() {
+    let model = ArmModel::load(&fixture("test_arm7.urdf"), &ArmOptions::default()).unwrap();
+    assert_eq!(
+        model.joint_names(),
+        [
+            "joint1",
+            "joint2",
+            "joint3",
+            "joint4",
+            "joint5",
+            "joint6",
+            "joint7",
+            "finger_left_joint"
+        ]
+    );
+    assert_eq!(model.mimics.len(), 1);
+    assert_eq!(model.ee_link, "tool_frame");
+    // Hand-computed by tests/reference/make_test_arm.py.
+    let at_zero = model.ee_position(&[0.0; 8]);
+    assert!(
+        (at_zero[2] - 1.2).abs() < 1e-4 && at_zero[0].abs() < 1e-4,
+        "{at_zero:?}"
+    );
+    let q = [0.3, -0.5, 0.4, 1.2, -0.7, 0.9, 0.5, 0.02];
+    let p = model.ee_position(&q);
+    let expected = [0.201709, 0.168954, 0.932737];
+    for k in 0..3 {
+        assert!((p[k] - expected[k]).abs() < 1e-4, "{p:?}");
+    }
+    // No actuator file: defaults come from the URDF effort limits.
+    assert_eq!(model.joints[0].actuator.max_force, 300.0);
+    // The mimic finger follows the leader in the physics.
+    let mut world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, None);
+    let mut target = model.home.clone();
+    target[7] = 0.03;
+    world.set_joint_targets(&target);
+    let mut pipeline = PhysicsPipeline::new();
+    for _ in 0..50 {
+        world.step_tick(&mut pipeline);
+    }
+    assert!((world.joint_positions()[7] - 0.03).abs() < 0.005);
+}
+
+#[test]
+fn broken_urdfs_give_errors_naming_the_file_and_element() {
+    let dir = std::env::temp_dir().join(format!("cerebellum-urdf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.urdf");
+    let err = ArmModel::load(&missing, &ArmOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("missing.urdf"), "{err}");
+
+    let malformed = dir.join("malformed.urdf");
+    std::fs::write(&malformed, "<robot name='x'><link name='a'></robot>").unwrap();
+    let err = ArmModel::load(&malformed, &ArmOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("malformed.urdf"), "{err}");
+
+    let no_mesh = dir.join("no_mesh.urdf");
+    std::fs::write(
+        &no_mesh,
+        r#"<robot name="x">
+  <link name="base"/>
+  <link name="arm"><visual><geometry><mesh filename="meshes/gone.stl"/></geometry></visual></link>
+  <joint name="j" type="revolute"><parent link="base"/><child link="arm"/>
+    <axis xyz="0 0 1"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint>
+</robot>"#,
+    )
+    .unwrap();
+    let err = ArmModel::load(&no_mesh, &ArmOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no_mesh.urdf") && err.contains("`arm`") && err.contains("gone.stl"),
+        "{err}"
+    );
+    assert!(err.contains("<visual>"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

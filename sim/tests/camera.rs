@@ -366,3 +366,22 @@ fn zzscratch_view() {
     .unwrap();
     save_png(&camera.render(&world), Path::new("/tmp/scratch.png")).unwrap();
 }
+
+#[test]
+fn zzscratch_bench() {
+    let Ok(side) = std::env::var("CAMBENCH") else {
+        return;
+    };
+    let side: u32 = side.parse().unwrap();
+    let world = world_with_cube(&so101(), [0.2, 0.1]);
+    let camera = Camera::new(CameraConfig {
+        width: side,
+        height: side,
+        ..CameraConfig::default()
+    })
+    .unwrap();
+    let mut image = camera.render(&world);
+    for _ in 0..10 {
+        camera.render_into(&world, &mut image);
+    }
+}

@@ -1,6 +1,8 @@
 //! The command-line interface. Every subcommand has `--help` that teaches
 //! and `--json`, which prints one JSON object as the last line of stdout.
 
+mod bench;
+mod bench_physics;
 mod sim;
 
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
@@ -29,12 +31,14 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Sim(sim::SimArgs),
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Sim(args) => sim::run(args),
+            Command::Bench(args) => bench::run(args),
         }
     }
 }
