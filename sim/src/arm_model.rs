@@ -119,8 +119,9 @@ pub struct ArmModel {
     pub(crate) template_joint: HashMap<String, usize>,
     /// Visual shapes per `template.links` index.
     pub(crate) visuals: Vec<Vec<VisualShape>>,
-    /// Names of `template.links`, by index.
-    pub(crate) link_names: Vec<String>,
+    /// Names of the rigid bodies the URDF became (links merged into their
+    /// parent as frames are not among them), by body index.
+    pub link_names: Vec<String>,
 }
 
 impl std::fmt::Debug for ArmModel {

@@ -39,7 +39,6 @@ pub struct ScriptedExpert {
     task: TaskKind,
     control_period: f32,
     command: Option<Vec<f32>>,
-    goal: Option<Vec<f32>>,
     waypoints: Vec<Vec<f32>>,
     table_height: f32,
     goal_for: Option<[f32; 3]>,
@@ -70,7 +69,6 @@ impl ScriptedExpert {
             task,
             control_period: (1.0 / control_rate_hz) as f32,
             command: None,
-            goal: None,
             waypoints: Vec::new(),
             table_height,
             goal_for: None,
@@ -82,7 +80,6 @@ impl ScriptedExpert {
     /// Forgets the current episode.
     pub fn reset(&mut self) {
         self.command = None;
-        self.goal = None;
         self.waypoints.clear();
         self.goal_for = None;
         self.lift_phase = LiftPhase::Approach;
@@ -308,7 +305,7 @@ impl ScriptedExpert {
         } else {
             let goal = self.solve(q, target);
             self.goal_for = Some(cube);
-            self.goal = Some(goal.clone());
+            self.waypoints = vec![goal.clone()];
             goal
         };
         goal[gripper_index] = if open { gripper.open } else { gripper.closed };
