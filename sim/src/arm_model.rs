@@ -673,6 +673,9 @@ fn material_rgb(robot: &urdf_rs::Robot, material: Option<&urdf_rs::Material>) ->
         .unwrap_or([0.6, 0.6, 0.6])
 }
 
+/// A mesh file and its scale (as bits, so the key is `Ord`).
+type MeshKey = (String, [u32; 3]);
+
 /// Triangle meshes of every `<visual>`, for the camera; a mesh file shared by
 /// several links is read once.
 fn load_visuals(
@@ -680,7 +683,7 @@ fn load_visuals(
     link_names: &[String],
     urdf: &Path,
 ) -> Result<Vec<Vec<VisualShape>>, ModelError> {
-    let mut cache: BTreeMap<(String, [u32; 3]), Vec<(SharedShape, Pose)>> = BTreeMap::new();
+    let mut cache: BTreeMap<MeshKey, Vec<(SharedShape, Pose)>> = BTreeMap::new();
     let by_name: HashMap<&str, &urdf_rs::Link> =
         robot.links.iter().map(|l| (l.name.as_str(), l)).collect();
     let mut visuals = Vec::with_capacity(link_names.len());
