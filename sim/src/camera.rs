@@ -3,11 +3,16 @@
 //!
 //! One ray per pixel is cast against the arm's visual triangle meshes (posed
 //! from the physics bodies), the cube, and the table top (an analytic plane
-//! with a checker pattern, so depth is visible). Each shape's world AABB is
-//! computed once per frame and rays are rejected by a slab test before the
-//! exact parry ray cast. Shading is Lambert with one fixed directional light
-//! plus ambient; there is no randomness and no threading, so the same world
-//! renders to bit-identical bytes.
+//! with a checker pattern, so depth is visible). Per frame, each shape's
+//! world AABB is computed once and projected to a pixel rectangle; a pixel
+//! only tries the shapes whose rectangle covers it, nearest box first, and
+//! rejects each by a slab test before the exact parry ray cast. Shading is
+//! Lambert with one fixed directional light plus ambient, with hard shadows
+//! (one shadow ray per lit surface point); there is no randomness and no
+//! threading, so the same world renders to bit-identical bytes.
+//!
+//! Rendering takes `&ArmWorld` and `&Camera` only, so several worlds may be
+//! rendered on several threads at once.
 
 use crate::world::ArmWorld;
 use cerebellum_core::Image;
