@@ -14,6 +14,13 @@ fn cerebellum(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The generated 7-DoF arm with no robot config beside it, so its end
+/// effector is ambiguous unless named.
+const ARM7_WITHOUT_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../sim/tests/fixtures/arms/test_arm7/urdf/test_arm7_no_config.urdf"
+);
+
 fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
 }
@@ -92,10 +99,7 @@ fn bad_input_gets_a_clear_error() {
     assert!(!ok);
     assert!(stderr.contains("/nonexistent/arm.urdf"), "{stderr}");
 
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../sim/tests/fixtures/arms/test_arm7/urdf/test_arm7_no_config.urdf"
-    );
+    let fixture = ARM7_WITHOUT_CONFIG;
     let (ok, _, stderr) = cerebellum(&["sim", "--urdf", fixture]);
     assert!(!ok);
     assert!(
@@ -106,10 +110,7 @@ fn bad_input_gets_a_clear_error() {
 
 #[test]
 fn another_urdf_arm_runs_reach_unchanged() {
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../sim/tests/fixtures/arms/test_arm7/urdf/test_arm7_no_config.urdf"
-    );
+    let fixture = ARM7_WITHOUT_CONFIG;
     let (ok, stdout, stderr) = cerebellum(&[
         "sim",
         "--task",

@@ -162,7 +162,7 @@ impl ArmModel {
         demote_frame_links(&mut robot);
 
         let tree = Tree::new(&robot, &urdf_path)?;
-        let (joints, mimics, drive_of) = actuated_joints(&robot, &config, &urdf_path)?;
+        let (joints, mimics, drive_of) = actuated_joints(&robot, &tree, &config, &urdf_path)?;
         let ee_link = choose_end_effector(&robot, &tree, options, &config, &urdf_path)?;
         let chain = tree.chain_to(&robot, &ee_link, &drive_of, joints.len());
         let home = home_pose(&joints, &config)?;
@@ -438,10 +438,10 @@ type Drives = HashMap<String, JointDrive>;
 /// joint's drive.
 fn actuated_joints(
     robot: &urdf_rs::Robot,
+    tree: &Tree,
     config: &RobotConfig,
     urdf: &Path,
 ) -> Result<(Vec<ActuatedJoint>, Vec<MimicJoint>, Drives), ModelError> {
-    let tree = Tree::new(robot, urdf)?;
     let mut order = Vec::new();
     let mut stack = vec![tree.root.clone()];
     while let Some(link) = stack.pop() {

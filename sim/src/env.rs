@@ -18,7 +18,7 @@ use cerebellum_core::{
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, StandardNormal};
 use rapier3d::prelude::PhysicsPipeline;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -328,7 +328,7 @@ fn measure(
     let world = &state.world;
     let mut values = Vec::with_capacity(spec.observation.state_len());
     let noise = |rng: &mut ChaCha8Rng, std: f32| {
-        let draw: f32 = Normal::new(0.0, 1.0).unwrap().sample(rng);
+        let draw: f32 = StandardNormal.sample(rng);
         draw * std
     };
     let random = &config.randomization;
@@ -349,13 +349,12 @@ fn measure(
         }
     }
     // Keep a hard collision from turning into an out-of-spec observation.
-    let (lower, upper): (Vec<f32>, Vec<f32>) = spec
+    let limits = spec
         .observation
         .fields
         .iter()
-        .flat_map(|f| f.lower.iter().copied().zip(f.upper.iter().copied()))
-        .unzip();
-    for ((v, lo), hi) in values.iter_mut().zip(lower).zip(upper) {
+        .flat_map(|f| f.lower.iter().zip(&f.upper));
+    for (v, (&lo, &hi)) in values.iter_mut().zip(limits) {
         *v = v.clamp(lo, hi);
     }
     let images = match camera {

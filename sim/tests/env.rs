@@ -231,13 +231,12 @@ fn pendulum_follows_its_equations_through_the_robot_trait() {
     .unwrap();
     let observation = env.reset(&ResetRequest { seed: 1 }).unwrap();
     let mut reference = pendulum::Pendulum::new();
-    let (cos, sin) = (observation.state[0] as f64, observation.state[1] as f64);
-    let _ = (cos, sin);
     let SimSnapshot::Pendulum(state) = env.snapshot() else {
         panic!("a pendulum snapshot")
     };
     let (theta, theta_dot) = state.state();
     reference.reset_to(theta, theta_dot);
+    assert_eq!(observation.state, reference.observation().to_vec());
     let mut steps = 0;
     loop {
         let torque = (steps as f32 * 0.3).sin() * 2.0;

@@ -148,7 +148,6 @@ pub fn run(args: PhysicsBenchArgs) -> anyhow::Result<()> {
         vec_results
             .push(json!({"envs": n, "env_steps_per_second": rate, "ratio_to_n1": rate / baseline}));
     }
-    let _ = world.cube;
 
     if args.json {
         print_json(&json!({

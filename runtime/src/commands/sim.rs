@@ -51,16 +51,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
     let mut controller = make_controller(args.expert, &env).map_err(anyhow::Error::msg)?;
 
+    if let Some(path) = &args.save_frame {
+        save_start_frame(&mut env, args.seed, path)?;
+    }
     let started = Instant::now();
     let mut summaries: Vec<EpisodeSummary> = Vec::new();
     for i in 0..args.episodes {
         let seed = args.seed + i as u64;
         let summary = run_episode(&mut env, controller.as_mut(), seed)?;
-        if i == 0
-            && let Some(path) = &args.save_frame
-        {
-            save_start_frame(&mut env, seed, path)?;
-        }
         if !args.json {
             println!(
                 "episode {i:>3}  seed {seed:>4}  return {:>10.3}  steps {:>4}  {}",
@@ -119,13 +117,11 @@ fn env_robot_name(env: &SimEnv) -> String {
 
 fn save_start_frame(env: &mut SimEnv, seed: u64, path: &std::path::Path) -> anyhow::Result<()> {
     use cerebellum_core::{ResetRequest, Robot};
-    let Some(arm) = env.as_arm() else {
+    if env.as_arm().is_none() {
         anyhow::bail!("--save-frame needs an arm task: the pendulum has no camera");
-    };
-    let _ = arm;
+    }
     env.reset(&ResetRequest { seed })?;
-    let arm = env.as_arm().expect("checked above");
-    let image = arm.render();
+    let image = env.as_arm().expect("checked above").render();
     cerebellum_sim::camera::save_png(&image, path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
