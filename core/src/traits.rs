@@ -58,9 +58,15 @@ pub enum Sampling {
 /// A policy's answer for one observation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyOutput {
+    /// What to send: within the action spec's limits.
     pub chunk: ActionChunk,
-    /// log π(chunk | observation), summed over the chunk; `None` for policies
-    /// without a tractable likelihood (scripted experts, some imitation models).
+    /// The draw `log_prob` refers to, in the same units, before it was
+    /// clipped to the limits; `None` when it equals `chunk`. Learners train
+    /// on this one (recorded as `Transition::policy_action`).
+    pub sampled: Option<ActionChunk>,
+    /// log π(sampled | observation), summed over the chunk; `None` for
+    /// policies without a tractable likelihood (scripted experts, some
+    /// imitation models).
     pub log_prob: Option<f32>,
 }
 

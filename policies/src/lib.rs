@@ -1,1 +1,19 @@
-//! placeholder
+//! Policies: a Gaussian MLP policy and value function on a fused,
+//! hand-differentiated MLP path (fast at control-policy sizes), running
+//! observation statistics, Adam, and checkpoints that carry their contract.
+//!
+//! candle is the tensor library for the large models (vision-language
+//! policies, reward models) and the gradient reference for the fused path.
+
+pub mod checkpoint;
+pub mod device;
+pub mod gaussian;
+pub mod mlp;
+pub mod normalizer;
+pub mod optim;
+
+pub use checkpoint::{CheckpointError, Contract, TrainingProvenance};
+pub use gaussian::{ActionMode, Draw, GaussianConfig, GaussianMlpPolicy};
+pub use mlp::{Mlp, MlpTape};
+pub use normalizer::Normalizer;
+pub use optim::Adam;

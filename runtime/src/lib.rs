@@ -1,5 +1,8 @@
-//! The `cerebellum` runtime: rollouts through the tick stages, and the
+//! The `cerebellum` runtime: the tick stages, rollouts and learners, and the
 //! command-line interface.
 
 pub mod commands;
 pub mod episodes;
+pub mod learn;
+pub mod report;
+pub mod tick;

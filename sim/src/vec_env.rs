@@ -79,6 +79,33 @@ impl VecEnv {
         .collect()
     }
 
+    /// Starts groups of `group` copies from one state each: the first copy
+    /// of group k is reset with `seeds[k]`, and its snapshot (world and
+    /// generators) is restored into the others, so the group's rollouts
+    /// differ only by the policy's own noise (group-relative learners).
+    pub fn reset_groups(
+        &mut self,
+        group: usize,
+        seeds: &[u64],
+    ) -> Result<Vec<Observation>, RobotError> {
+        assert!(
+            group > 0 && self.slots.len() == group * seeds.len(),
+            "copies = group × seeds"
+        );
+        let mut observations = Vec::with_capacity(self.slots.len());
+        for (slots, &seed) in self.slots.chunks_mut(group).zip(seeds) {
+            let (first, rest) = slots.split_first_mut().expect("group is not empty");
+            let observation = first.env.reset(&ResetRequest { seed })?;
+            let snapshot = first.env.snapshot();
+            observations.push(observation);
+            for slot in rest {
+                slot.env.restore(&snapshot);
+                observations.push(slot.env.observe()?);
+            }
+        }
+        Ok(observations)
+    }
+
     /// Applies one command per copy; copies whose episode ends are reset to
     /// their next episode.
     pub fn step(&mut self, commands: &[Action]) -> Result<Vec<VecStep>, RobotError> {

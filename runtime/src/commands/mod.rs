@@ -3,7 +3,9 @@
 
 mod bench;
 mod bench_physics;
+mod eval;
 mod sim;
+mod train;
 
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +32,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    Train(train::TrainArgs),
+    Eval(eval::EvalArgs),
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
 }
@@ -37,6 +41,8 @@ pub enum Command {
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            Command::Train(args) => train::run(args),
+            Command::Eval(args) => eval::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Bench(args) => bench::run(args),
         }

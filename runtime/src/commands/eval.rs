@@ -1,0 +1,146 @@
+//! `cerebellum eval`: run a trained policy deterministically on held-out
+//! starts and report its return and success rate.
+
+use super::print_json;
+use super::train::load_world;
+use crate::learn::TrainConfig;
+use crate::learn::eval;
+use crate::learn::trainer::make_envs;
+use cerebellum_core::Robot;
+use cerebellum_policies::checkpoint;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Evaluate a checkpoint on held-out starts with the deterministic policy.
+///
+/// The checkpoint's contract (observation and action specs, units, limits,
+/// control rate) is checked against the simulated robot first; a mismatch
+/// is refused with the field that differs. The robot and task are the ones
+/// the policy was trained on unless overridden. Example:
+///
+///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100 --json
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct EvalArgs {
+    /// The run directory holding checkpoint.safetensors and contract.json.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    /// Seed of the held-out starts (the training seed gives the starts
+    /// `cerebellum train` evaluated on).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated robots run side by side (results do not depend on it).
+    #[arg(long, default_value_t = 8)]
+    pub envs: usize,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Evaluate on this URDF arm instead of the one trained on.
+    #[arg(long, value_name = "PATH")]
+    pub urdf: Option<PathBuf>,
+    /// Environment config (TOML), e.g. another control rate, which the
+    /// contract check will refuse.
+    #[arg(long, value_name = "FILE")]
+    pub env_config: Option<PathBuf>,
+    /// Save one episode as a strip of camera frames (PNG), arm tasks only.
+    #[arg(long, value_name = "PATH.png")]
+    pub frame_strip: Option<PathBuf>,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let contract = checkpoint::load_contract(&args.checkpoint)?;
+    let mut config: TrainConfig = serde_json::from_value(contract.provenance.config.clone())
+        .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
+    if args.urdf.is_some() {
+        config.robot.urdf = args.urdf.clone();
+    }
+    if args.env_config.is_some() {
+        config.robot.env_config = args.env_config.clone();
+    }
+    let (env_config, model) = load_world(&config)?;
+    let envs = make_envs(
+        &env_config,
+        model.clone(),
+        args.envs.clamp(1, args.episodes.max(1)),
+    )?;
+    let (mut policy, contract) = checkpoint::load(&args.checkpoint, Some(envs[0].spec()))?;
+    if let Some(path) = &args.frame_strip {
+        let env = make_envs(&env_config, model, 1)?.remove(0);
+        save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
+    }
+    let seed = args.seed.unwrap_or(config.seed);
+    let report = eval::evaluate(&mut policy, envs, args.episodes, seed, args.threads)?;
+    println!(
+        "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy version {})",
+        report.episodes,
+        config.task,
+        100.0 * report.success_rate,
+        report.mean_return,
+        contract.policy_version
+    );
+    if args.json {
+        print_json(&json!({
+            "command": "eval",
+            "task": config.task,
+            "checkpoint": args.checkpoint,
+            "policy_version": contract.policy_version,
+            "seed": seed,
+            "episodes": report.episodes,
+            "success_rate": report.success_rate,
+            "mean_return": report.mean_return,
+            "episode_returns": report.episode_returns,
+            "episode_successes": report.episode_successes,
+        }));
+    }
+    Ok(())
+}
+
+/// One held-out episode, every tenth tick side by side.
+fn save_frame_strip(
+    policy: &mut cerebellum_policies::GaussianMlpPolicy,
+    mut env: cerebellum_sim::SimEnv,
+    seed: u64,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use cerebellum_core::{Image, ResetRequest, Sampling};
+    anyhow::ensure!(env.as_arm().is_some(), "--frame-strip needs an arm task");
+    let mut observation = env.reset(&ResetRequest {
+        seed: seed ^ eval::HELD_OUT,
+    })?;
+    let mut frames: Vec<Image> = Vec::new();
+    let spec = env.spec().clone();
+    for tick in 0.. {
+        if tick % 10 == 0 {
+            frames.push(env.as_arm().expect("arm").render());
+        }
+        let output = crate::tick::infer(policy, &spec, &[observation], Sampling::Deterministic)?;
+        let outcome = env.apply(crate::tick::command(&output[0]))?;
+        if outcome.done() {
+            frames.push(env.as_arm().expect("arm").render());
+            break;
+        }
+        observation = env.observe()?;
+    }
+    let (h, w) = (frames[0].height as usize, frames[0].width as usize);
+    let mut data = vec![0u8; h * w * 3 * frames.len()];
+    for (k, frame) in frames.iter().enumerate() {
+        for row in 0..h {
+            let dst = (row * w * frames.len() + k * w) * 3;
+            data[dst..dst + w * 3].copy_from_slice(&frame.data[row * w * 3..][..w * 3]);
+        }
+    }
+    let strip = Image {
+        camera: frames[0].camera.clone(),
+        height: h as u32,
+        width: (w * frames.len()) as u32,
+        channels: 3,
+        data,
+    };
+    cerebellum_sim::camera::save_png(&strip, path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}

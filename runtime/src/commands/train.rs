@@ -1,0 +1,337 @@
+//! `cerebellum train`: the main job. Trains a policy in the simulation,
+//! writes the run directory, and evaluates the result on held-out starts.
+
+use super::print_json;
+use crate::learn::eval::{self, EvalReport};
+use crate::learn::trainer::{TrainerState, make_envs};
+use crate::learn::{Algo, TrainConfig, Trainer};
+use crate::report::{self, RunFiles};
+use cerebellum_core::Robot;
+use cerebellum_policies::checkpoint::{self, TrainingProvenance};
+use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Train a policy with PPO (or GRPO) in the simulation.
+///
+/// With no arguments: PPO teaches the SO-101 arm to reach targets, then the
+/// policy is evaluated on 100 held-out targets. The run directory (--out)
+/// gets:
+///   config.toml          everything needed to repeat the run
+///   metrics.csv          learning figures per iteration (same seed → same file)
+///   timing.csv           wall-clock figures per iteration
+///   learning_curve.png   return and success rate against env steps
+///   checkpoint.safetensors + contract.json   the policy and its contract
+///   trainer_state.json   optimiser and counters, for --resume
+///
+/// Settings come from the task's defaults, then --config FILE.toml, then the
+/// flags. Examples:
+///
+///   cerebellum train
+///   cerebellum train --task pendulum --seed 1 --out runs/pendulum1
+///   cerebellum train --algo grpo --group 8 --steps 100000
+///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct TrainArgs {
+    /// reach, lift or pendulum (default: the config file's, else reach).
+    #[arg(long, value_parser = parse_task)]
+    pub task: Option<TaskKind>,
+    /// TOML file with any subset of the settings (`config.toml` of an
+    /// earlier run is one); unknown keys are errors.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated robots stepped as one batch.
+    #[arg(long, value_name = "N")]
+    pub envs: Option<usize>,
+    /// Simulation threads (results do not depend on it).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Total environment steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// ppo (GAE and a critic) or grpo (group-relative, no critic).
+    #[arg(long, value_parser = parse_algo)]
+    pub algo: Option<Algo>,
+    /// Rollouts per group for grpo, all from one simulator snapshot.
+    #[arg(long, value_name = "G")]
+    pub group: Option<usize>,
+    /// Held-out evaluation episodes at the end (0 skips it).
+    #[arg(long, value_name = "N")]
+    pub eval_episodes: Option<usize>,
+    /// The run directory [default: runs/<task>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint and trainer state,
+    /// with its config.toml (--steps may raise the total).
+    #[arg(long)]
+    pub resume: bool,
+    /// Train on this URDF arm instead of the bundled SO-101.
+    #[arg(long, value_name = "PATH")]
+    pub urdf: Option<PathBuf>,
+    #[arg(long, value_name = "NAME")]
+    pub ee_link: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub robot_config: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub env_config: Option<PathBuf>,
+    /// Print one JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Include wall-clock figures in the JSON (they differ between runs).
+    #[arg(long)]
+    pub timings: bool,
+}
+
+fn parse_task(s: &str) -> Result<TaskKind, String> {
+    s.parse()
+}
+
+fn parse_algo(s: &str) -> Result<Algo, String> {
+    match s {
+        "ppo" => Ok(Algo::Ppo),
+        "grpo" => Ok(Algo::Grpo),
+        other => Err(format!("unknown algorithm `{other}`; known: ppo, grpo")),
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
+    let saved = args.out.as_ref().map(|d| d.join("config.toml"));
+    let text = match (&args.config, args.resume, &saved) {
+        (Some(path), _, _) => Some(read(path)?),
+        (None, true, Some(saved)) => Some(read(saved)?),
+        (None, true, None) => anyhow::bail!("--resume needs --out DIR (the run to continue)"),
+        (None, false, _) => None,
+    };
+    let mut config =
+        TrainConfig::from_toml(args.task, text.as_deref()).map_err(anyhow::Error::msg)?;
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = args.$field.clone() {
+                config.$field = v;
+            }
+        };
+    }
+    set!(seed);
+    set!(envs);
+    set!(threads);
+    set!(algo);
+    set!(group);
+    set!(eval_episodes);
+    if let Some(steps) = args.steps {
+        config.total_steps = steps;
+    }
+    let robot = &mut config.robot;
+    if args.urdf.is_some() {
+        robot.urdf = args.urdf.clone();
+    }
+    if args.ee_link.is_some() {
+        robot.ee_link = args.ee_link.clone();
+    }
+    if args.robot_config.is_some() {
+        robot.robot_config = args.robot_config.clone();
+    }
+    if args.env_config.is_some() {
+        robot.env_config = args.env_config.clone();
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)));
+    Ok((config, out))
+}
+
+/// The environment and arm a config names.
+pub fn load_world(config: &TrainConfig) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
+    let task = config.task_kind();
+    let mut env = match &config.robot.env_config {
+        Some(path) => toml::from_str::<EnvConfig>(&read(path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => EnvConfig::default(),
+    };
+    env.task = task;
+    if task == TaskKind::Pendulum {
+        return Ok((env, None));
+    }
+    let urdf = config
+        .robot
+        .urdf
+        .clone()
+        .unwrap_or_else(cerebellum_sim::so101_urdf);
+    let options = ArmOptions {
+        ee_link: config.robot.ee_link.clone(),
+        config: config.robot.robot_config.clone(),
+    };
+    Ok((env, Some(ArmModel::load(&urdf, &options)?)))
+}
+
+fn source_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let (config, out) = resolve_config(&args)?;
+    let (env_config, model) = load_world(&config)?;
+    let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
+    let state_path = out.join("trainer_state.json");
+    if args.resume {
+        let (policy, _) = checkpoint::load(
+            &out,
+            Some(
+                trainer
+                    .collector
+                    .vec_env
+                    .envs()
+                    .next()
+                    .expect("copies")
+                    .spec(),
+            ),
+        )?;
+        let state: TrainerState = serde_json::from_str(&read(&state_path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
+        trainer.policy = policy;
+        trainer.policy.normalizer.frozen = false;
+        trainer.state = state;
+        tracing::info!(iteration = trainer.state.iteration, "resumed");
+    }
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    std::fs::write(out.join("config.toml"), config.to_toml())?;
+    let mut files = RunFiles::open(&out, args.resume)?;
+
+    let total = config.total_steps.max(trainer.steps_per_iteration());
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.state.env_steps);
+    let started = Instant::now();
+    let mut last_return = None;
+    let mut last_success = None;
+    while !trainer.done() {
+        let report = trainer.iterate()?;
+        files.write(&report, trainer.steps_per_iteration())?;
+        if report.update.rolled_back {
+            bar.println(format!(
+                "iteration {}: non-finite loss, update rolled back to the last good weights",
+                report.iteration
+            ));
+        }
+        last_return = report.mean_return.or(last_return);
+        last_success = report.success_rate.or(last_success);
+        let seconds = report.collect_seconds + report.update_seconds;
+        bar.set_position(report.env_steps);
+        bar.set_message(format!(
+            "return {:>8.2}  success {:>5.1}%  {:>6.0} steps/s",
+            last_return.unwrap_or(f64::NAN),
+            100.0 * last_success.unwrap_or(0.0),
+            trainer.steps_per_iteration() as f64 / seconds.max(1e-9)
+        ));
+        tracing::debug!(?report, "iteration");
+        if report.iteration % 20 == 0 || trainer.done() {
+            save(&trainer, &out, &state_path)?;
+        }
+    }
+    bar.finish_and_clear();
+    let train_seconds = started.elapsed().as_secs_f64();
+    save(&trainer, &out, &state_path)?;
+    let curve = report::read_curve(&out.join("metrics.csv"))?;
+    if !curve.is_empty() {
+        report::plot_learning_curve(
+            &curve,
+            &format!("{} · {:?} · seed {}", config.task, config.algo, config.seed),
+            &out.join("learning_curve.png"),
+        )?;
+    }
+
+    let evaluation: Option<EvalReport> = if config.eval_episodes > 0 {
+        let envs = make_envs(&env_config, model, config.envs.min(config.eval_episodes))?;
+        trainer.policy.normalizer.frozen = true;
+        Some(eval::evaluate(
+            &mut trainer.policy,
+            envs,
+            config.eval_episodes,
+            config.seed,
+            config.threads,
+        )?)
+    } else {
+        None
+    };
+    println!(
+        "trained {} for {} env steps ({} updates) in {:.0} s → {}",
+        config.task,
+        trainer.state.env_steps,
+        trainer.state.iteration,
+        train_seconds,
+        out.display()
+    );
+    if let Some(e) = &evaluation {
+        println!(
+            "held-out evaluation: {} episodes, success rate {:.1}%, mean return {:.3}",
+            e.episodes,
+            100.0 * e.success_rate,
+            e.mean_return
+        );
+    }
+    if args.json {
+        let mut report = json!({
+            "command": "train",
+            "task": config.task,
+            "algo": config.algo,
+            "seed": config.seed,
+            "env_steps": trainer.state.env_steps,
+            "updates": trainer.state.iteration,
+            "final_train_return": last_return,
+            "final_train_success_rate": last_success,
+            "out": out,
+            "success_rate": evaluation.as_ref().map(|e| e.success_rate),
+            "mean_return": evaluation.as_ref().map(|e| e.mean_return),
+            "eval_episodes": evaluation.as_ref().map(|e| e.episodes),
+        });
+        if args.timings {
+            report["timings"] = json!({
+                "train_seconds": train_seconds,
+                "env_steps_per_second": trainer.state.env_steps as f64 / train_seconds,
+            });
+        }
+        print_json(&report);
+    }
+    Ok(())
+}
+
+fn save(trainer: &Trainer, out: &Path, state_path: &Path) -> anyhow::Result<()> {
+    let provenance = TrainingProvenance {
+        config: serde_json::to_value(&trainer.config)?,
+        seed: trainer.config.seed,
+        env_steps: trainer.state.env_steps,
+        updates: trainer.state.iteration,
+        source_commit: source_commit(),
+    };
+    checkpoint::save(out, &trainer.policy, provenance)?;
+    std::fs::write(state_path, serde_json::to_vec(&trainer.state)?)?;
+    Ok(())
+}

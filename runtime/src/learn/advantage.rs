@@ -1,0 +1,172 @@
+//! Advantage estimators: pure functions from a batch of rewards (and what
+//! each needs) to advantages. Formulas and sources: ALGORITHMS.md §1.
+
+/// Generalised advantage estimation (Schulman et al. 2016, "High-Dimensional
+/// Continuous Control Using Generalized Advantage Estimation"):
+///
+///   δ_t = r_t + γ · V(s_{t+1}) · (1 − terminated_t) − V(s_t)
+///   A_t = δ_t + γλ · (1 − ended_t) · A_{t+1}
+///
+/// All slices are time-major, `steps × envs` (index `t · envs + e`).
+/// `next_values[t]` is V of the state that followed step t: the next
+/// observation, or the *final* observation of an episode that was truncated
+/// by its time limit, so that truncation bootstraps from V(s_T) while
+/// termination (`terminated`) does not. `ended` (terminated or truncated)
+/// stops the recursion at the episode boundary. Returns (advantages,
+/// returns = advantages + values).
+#[allow(clippy::too_many_arguments)]
+pub fn gae(
+    envs: usize,
+    rewards: &[f32],
+    values: &[f32],
+    next_values: &[f32],
+    terminated: &[bool],
+    ended: &[bool],
+    gamma: f32,
+    lambda: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = rewards.len();
+    assert!(envs > 0 && n % envs == 0, "rewards must be steps × envs");
+    for len in [
+        values.len(),
+        next_values.len(),
+        terminated.len(),
+        ended.len(),
+    ] {
+        assert_eq!(len, n, "every input is steps × envs");
+    }
+    let mut advantages = vec![0.0f32; n];
+    let mut running = vec![0.0f32; envs];
+    for i in (0..n).rev() {
+        let e = i % envs;
+        let bootstrap = if terminated[i] {
+            0.0
+        } else {
+            gamma * next_values[i]
+        };
+        let delta = rewards[i] + bootstrap - values[i];
+        let carry = if ended[i] {
+            0.0
+        } else {
+            gamma * lambda * running[e]
+        };
+        running[e] = delta + carry;
+        advantages[i] = running[e];
+    }
+    let returns = advantages.iter().zip(values).map(|(a, v)| a + v).collect();
+    (advantages, returns)
+}
+
+/// GRPO group normalisation (Shao et al. 2024, "DeepSeekMath"):
+/// A_i = (r_i − mean_g r) / (std_g r + ε), over consecutive groups of
+/// `group` returns (population std, as the reference implementations).
+pub fn group_normalized(returns: &[f32], group: usize, epsilon: f32) -> Vec<f32> {
+    assert!(group > 0 && returns.len() % group == 0, "whole groups");
+    returns
+        .chunks_exact(group)
+        .flat_map(|g| {
+            let mean = g.iter().sum::<f32>() / group as f32;
+            let std = (g.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / group as f32).sqrt();
+            g.iter().map(move |r| (r - mean) / (std + epsilon))
+        })
+        .collect()
+}
+
+/// REINFORCE leave-one-out baseline (Kool et al. 2019; Ahmadian et al. 2024):
+/// A_i = r_i − mean_{j≠i} r_j.
+pub fn leave_one_out(returns: &[f32], group: usize) -> Vec<f32> {
+    assert!(
+        group > 1 && returns.len() % group == 0,
+        "whole groups of at least two"
+    );
+    returns
+        .chunks_exact(group)
+        .flat_map(|g| {
+            let sum: f32 = g.iter().sum();
+            g.iter().map(move |r| r - (sum - r) / (group - 1) as f32)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn gae_by_hand_one_env() {
+        // γ = 0.5, λ = 0.5; three steps, no episode end.
+        // δ0 = 1 + 0.5·2 − 1 = 1;  δ1 = 0 + 0.5·3 − 2 = −0.5;  δ2 = 2 + 0.5·4 − 3 = 1
+        // A2 = 1; A1 = −0.5 + 0.25·1 = −0.25; A0 = 1 + 0.25·(−0.25) = 0.9375
+        let (adv, ret) = gae(
+            1,
+            &[1.0, 0.0, 2.0],
+            &[1.0, 2.0, 3.0],
+            &[2.0, 3.0, 4.0],
+            &[false; 3],
+            &[false; 3],
+            0.5,
+            0.5,
+        );
+        close(&adv, &[0.9375, -0.25, 1.0]);
+        close(&ret, &[1.9375, 1.75, 4.0]);
+    }
+
+    #[test]
+    fn termination_does_not_bootstrap_and_truncation_does() {
+        // Step 0 ends the episode. Terminated: δ0 = 1 − 1 = 0.
+        // Truncated with V(s_T) = 10: δ0 = 1 + 0.5·10 − 1 = 5. Neither carries A1.
+        let run = |terminated: bool| {
+            gae(
+                1,
+                &[1.0, 1.0],
+                &[1.0, 1.0],
+                &[10.0, 2.0],
+                &[terminated, false],
+                &[true, false],
+                0.5,
+                0.9,
+            )
+            .0
+        };
+        close(&run(true), &[0.0, 1.0]);
+        close(&run(false), &[5.0, 1.0]);
+    }
+
+    #[test]
+    fn gae_keeps_envs_apart() {
+        // Two envs interleaved time-major; env 1 is env 0 shifted by one.
+        let (adv, _) = gae(
+            2,
+            &[1.0, 0.0, 0.0, 1.0],
+            &[0.0; 4],
+            &[0.0; 4],
+            &[false; 4],
+            &[false; 4],
+            0.9,
+            1.0,
+        );
+        close(&adv, &[1.0, 0.9, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn group_normalisation_by_hand() {
+        // Group (1, 3): mean 2, std 1 → (−1, 1). Group (5, 5): std 0 → 0.
+        close(
+            &group_normalized(&[1.0, 3.0, 5.0, 5.0], 2, 0.0 + 1e-6),
+            &[-1.0, 1.0, 0.0, 0.0],
+        );
+    }
+
+    #[test]
+    fn leave_one_out_by_hand() {
+        // (1, 2, 6): 1 − 4 = −3, 2 − 3.5 = −1.5, 6 − 1.5 = 4.5
+        close(&leave_one_out(&[1.0, 2.0, 6.0], 3), &[-3.0, -1.5, 4.5]);
+    }
+}

@@ -1,0 +1,263 @@
+//! The training configuration: defaults per task, overlaid by a TOML file,
+//! overlaid by command-line flags. Unknown keys and out-of-range values are
+//! errors that name the key.
+
+use crate::learn::ppo::PpoConfig;
+use cerebellum_policies::{ActionMode, GaussianConfig};
+use cerebellum_sim::TaskKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algo {
+    /// PPO with GAE and a learned value function.
+    Ppo,
+    /// Group-relative advantages over `group` rollouts from one snapshot,
+    /// with the PPO clipped loss and no critic.
+    Grpo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBaseline {
+    /// (r − mean) / (std + ε)
+    Normalized,
+    /// r − mean of the others (RLOO)
+    LeaveOneOut,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub task: String,
+    pub seed: u64,
+    pub algo: Algo,
+    /// Simulated robots stepped as one batch.
+    pub envs: usize,
+    /// Worker threads for the simulation; results do not depend on it.
+    pub threads: usize,
+    /// Environment steps in total (all copies together).
+    pub total_steps: u64,
+    /// Ticks per copy between updates (PPO).
+    pub rollout_steps: usize,
+    pub gamma: f32,
+    pub gae_lambda: f32,
+    /// Rollouts per group (GRPO); `envs` must be a multiple of it.
+    pub group: usize,
+    pub group_baseline: GroupBaseline,
+    /// Weight of each reward component in the scalar the learner optimises.
+    pub reward_weights: BTreeMap<String, f32>,
+    /// Held-out episodes for the final deterministic evaluation.
+    pub eval_episodes: usize,
+    pub policy: GaussianConfig,
+    pub ppo: PpoConfig,
+    pub robot: RobotSource,
+}
+
+/// Which simulated arm to train on (the bundled SO-101 when empty).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobotSource {
+    pub urdf: Option<PathBuf>,
+    pub ee_link: Option<String>,
+    pub robot_config: Option<PathBuf>,
+    pub env_config: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// Settings that work for each task.
+    pub fn for_task(task: TaskKind) -> Self {
+        let mut reward_weights = BTreeMap::new();
+        reward_weights.insert("task".to_owned(), 1.0);
+        let base = Self {
+            task: task.name().to_owned(),
+            seed: 0,
+            algo: Algo::Ppo,
+            envs: 16,
+            threads: 2,
+            total_steps: 200_000,
+            rollout_steps: 64,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            group: 8,
+            group_baseline: GroupBaseline::Normalized,
+            reward_weights,
+            eval_episodes: 100,
+            policy: GaussianConfig::default(),
+            ppo: PpoConfig::default(),
+            robot: RobotSource::default(),
+        };
+        match task {
+            TaskKind::Pendulum => Self {
+                envs: 4,
+                threads: 1,
+                total_steps: 100_000,
+                rollout_steps: 1024,
+                gamma: 0.9,
+                gae_lambda: 0.95,
+                eval_episodes: 10,
+                ppo: PpoConfig {
+                    learning_rate: 1e-3,
+                    ..PpoConfig::default()
+                },
+                ..base
+            },
+            TaskKind::Reach => Self {
+                policy: GaussianConfig {
+                    hidden: vec![64, 64],
+                    init_log_std: -0.5,
+                    action_mode: ActionMode::Delta { max_step: 0.1 },
+                },
+                ppo: PpoConfig {
+                    learning_rate: 1e-3,
+                    epochs: 5,
+                    minibatch_size: 256,
+                    ..PpoConfig::default()
+                },
+                ..base
+            },
+            TaskKind::Lift => Self {
+                total_steps: 1_000_000,
+                policy: GaussianConfig {
+                    hidden: vec![128, 128],
+                    init_log_std: -0.5,
+                    action_mode: ActionMode::Delta { max_step: 0.1 },
+                },
+                ..base
+            },
+        }
+    }
+
+    /// Task defaults, then the file's keys on top. An unknown key anywhere
+    /// is an error naming it.
+    pub fn from_toml(task: Option<TaskKind>, text: Option<&str>) -> Result<Self, String> {
+        let file: toml::Table = match text {
+            Some(t) => t
+                .parse()
+                .map_err(|e| format!("config is not valid TOML: {e}"))?,
+            None => toml::Table::new(),
+        };
+        let task = match (task, file.get("task")) {
+            (Some(t), _) => t,
+            (None, Some(toml::Value::String(name))) => name.parse::<TaskKind>()?,
+            (None, Some(other)) => return Err(format!("`task` must be a string, got {other}")),
+            (None, None) => TaskKind::Reach,
+        };
+        let mut merged = toml::Table::try_from(Self::for_task(task)).expect("defaults serialise");
+        merge(&mut merged, file);
+        merged.insert("task".into(), task.name().into());
+        let config: Self = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("config: {}", e.message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn task_kind(&self) -> TaskKind {
+        self.task.parse().expect("validated")
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |key: &str, why: &str| Err(format!("config key `{key}`: {why}"));
+        if self.task.parse::<TaskKind>().is_err() {
+            return fail("task", &self.task.parse::<TaskKind>().unwrap_err());
+        }
+        if self.envs == 0 {
+            return fail("envs", "must be at least 1");
+        }
+        if self.threads == 0 {
+            return fail("threads", "must be at least 1");
+        }
+        if self.rollout_steps == 0 {
+            return fail("rollout_steps", "must be at least 1");
+        }
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            return fail("gamma", "must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.gae_lambda) {
+            return fail("gae_lambda", "must be in [0, 1]");
+        }
+        if self.algo == Algo::Grpo && (self.group < 2 || self.envs % self.group != 0) {
+            return fail("group", "must be at least 2 and divide `envs`");
+        }
+        if self.reward_weights.values().any(|w| !w.is_finite()) {
+            return fail("reward_weights", "weights must be finite");
+        }
+        let p = &self.ppo;
+        if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
+            return fail("ppo.learning_rate", "must be positive");
+        }
+        if p.epochs == 0 || p.minibatch_size == 0 {
+            return fail("ppo.epochs / ppo.minibatch_size", "must be at least 1");
+        }
+        if !(p.clip > 0.0 && p.clip < 1.0) {
+            return fail("ppo.clip", "must be in (0, 1)");
+        }
+        if !(p.max_grad_norm > 0.0) {
+            return fail("ppo.max_grad_norm", "must be positive");
+        }
+        if !self.policy.init_log_std.is_finite() || self.policy.init_log_std.abs() > 5.0 {
+            return fail("policy.init_log_std", "must be within ±5");
+        }
+        if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
+            return fail("policy.hidden", "needs at least one positive layer size");
+        }
+        Ok(())
+    }
+
+    /// The whole configuration as TOML (written to `config.toml`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+}
+
+/// Overlays `top` onto `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) if key != "reward_weights" => {
+                merge(b, t)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        for task in [TaskKind::Reach, TaskKind::Pendulum, TaskKind::Lift] {
+            let config = TrainConfig::for_task(task);
+            let again = TrainConfig::from_toml(None, Some(&config.to_toml())).unwrap();
+            assert_eq!(config, again);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = TrainConfig::from_toml(None, Some("envz = 3")).unwrap_err();
+        assert!(err.contains("envz"), "{err}");
+        let err = TrainConfig::from_toml(None, Some("[ppo]\nlearning_rat = 1.0")).unwrap_err();
+        assert!(err.contains("learning_rat"), "{err}");
+        let err = TrainConfig::from_toml(None, Some("gamma = 1.5")).unwrap_err();
+        assert!(err.contains("gamma"), "{err}");
+        let err = TrainConfig::from_toml(None, Some("task = \"fly\"")).unwrap_err();
+        assert!(err.contains("reach"), "lists the known tasks: {err}");
+    }
+
+    #[test]
+    fn file_keys_override_task_defaults() {
+        let c =
+            TrainConfig::from_toml(None, Some("task = \"pendulum\"\n[ppo]\nepochs = 3")).unwrap();
+        assert_eq!(c.ppo.epochs, 3);
+        assert_eq!(c.ppo.learning_rate, 1e-3, "the pendulum default survives");
+        assert_eq!(c.gamma, 0.9);
+    }
+}

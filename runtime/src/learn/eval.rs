@@ -1,0 +1,57 @@
+//! Deterministic evaluation on held-out starts, through the same tick
+//! stages as training.
+
+use super::rollout::Collector;
+use cerebellum_core::Policy;
+use cerebellum_sim::{SimEnv, VecEnv};
+use serde::Serialize;
+
+/// Held-out starts use a base seed training never uses.
+pub const HELD_OUT: u64 = 0xE7A1_0000_0000_0000;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalReport {
+    pub episodes: usize,
+    pub success_rate: f64,
+    pub mean_return: f64,
+    /// In (copy, episode) order, so independent of the thread count.
+    pub episode_returns: Vec<f64>,
+    pub episode_successes: Vec<bool>,
+}
+
+/// Runs `episodes` episodes of the deterministic policy spread over the
+/// given copies, starting from seeds derived from `seed ^ HELD_OUT`.
+pub fn evaluate(
+    policy: &mut dyn Policy,
+    envs: Vec<SimEnv>,
+    episodes: usize,
+    seed: u64,
+    threads: usize,
+) -> anyhow::Result<EvalReport> {
+    anyhow::ensure!(episodes > 0, "evaluation needs at least one episode");
+    let copies = envs.len().min(episodes);
+    let envs: Vec<SimEnv> = envs.into_iter().take(copies).collect();
+    let robot_id = cerebellum_core::Robot::spec(&envs[0]).name.clone();
+    let mut collector = Collector::new(VecEnv::new(envs, seed ^ HELD_OUT, threads), robot_id)?;
+    let quota: Vec<usize> = (0..copies)
+        .map(|c| episodes / copies + usize::from(c < episodes % copies))
+        .collect();
+    let mut results: Vec<Vec<(f64, bool)>> = vec![Vec::new(); copies];
+    while results.iter().zip(&quota).any(|(r, &q)| r.len() < q) {
+        let rollout = collector.collect(policy, 1, None)?;
+        for f in rollout.finished {
+            if results[f.copy].len() < quota[f.copy] {
+                results[f.copy].push((f.episode_return, f.success));
+            }
+        }
+    }
+    let flat: Vec<(f64, bool)> = results.into_iter().flatten().collect();
+    let n = flat.len() as f64;
+    Ok(EvalReport {
+        episodes: flat.len(),
+        success_rate: flat.iter().filter(|r| r.1).count() as f64 / n,
+        mean_return: flat.iter().map(|r| r.0).sum::<f64>() / n,
+        episode_returns: flat.iter().map(|r| r.0).collect(),
+        episode_successes: flat.iter().map(|r| r.1).collect(),
+    })
+}

@@ -1,0 +1,12 @@
+//! Learning on the board: rollouts through the tick stages, advantage
+//! estimators, the PPO loss, the training loop and evaluation.
+
+pub mod advantage;
+pub mod config;
+pub mod eval;
+pub mod ppo;
+pub mod rollout;
+pub mod trainer;
+
+pub use config::{Algo, TrainConfig};
+pub use trainer::{IterationReport, Trainer};

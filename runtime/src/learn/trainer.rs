@@ -1,0 +1,386 @@
+//! The training loop: collect a batch through the tick stages, turn rewards
+//! into advantages with the configured estimator, update with the PPO loss.
+//! PPO uses GAE and a critic; GRPO uses group-relative advantages over
+//! rollouts that start from one snapshot and no critic. Both share the
+//! rollout code and the loss.
+
+use super::advantage;
+use super::config::{Algo, GroupBaseline, TrainConfig};
+use super::ppo::{self, Batch, UpdateStats};
+use super::rollout::{Collector, Rollout};
+use cerebellum_core::{Observation, Robot, Transition};
+use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use cerebellum_sim::vec_env::episode_seed;
+use cerebellum_sim::{ArmModel, EnvConfig, SimEnv, VecEnv};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one iteration did; the learning figures go to `metrics.csv`, the
+/// timings to `timing.csv`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IterationReport {
+    pub iteration: u64,
+    pub env_steps: u64,
+    pub episodes: usize,
+    pub mean_return: Option<f64>,
+    pub success_rate: Option<f64>,
+    pub update: UpdateStats,
+    /// Transitions refused because an observation or reward was not finite.
+    pub rejected: usize,
+    pub collect_seconds: f64,
+    pub update_seconds: f64,
+}
+
+/// What `--resume` needs beyond the checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub iteration: u64,
+    pub env_steps: u64,
+    pub tick: u64,
+    pub adam: Adam,
+    pub shuffle_rng: ChaCha8Rng,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub policy: GaussianMlpPolicy,
+    pub collector: Collector,
+    pub state: TrainerState,
+    horizon: usize,
+}
+
+/// The simulated robots a run trains on.
+pub fn make_envs(
+    env_config: &EnvConfig,
+    model: Option<Arc<ArmModel>>,
+    count: usize,
+) -> anyhow::Result<Vec<SimEnv>> {
+    (0..count)
+        .map(|_| SimEnv::new(env_config.clone(), model.clone()).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+impl Trainer {
+    pub fn new(
+        config: TrainConfig,
+        env_config: &EnvConfig,
+        model: Option<Arc<ArmModel>>,
+    ) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let envs = make_envs(env_config, model, config.envs)?;
+        let spec = envs[0].spec().clone();
+        let horizon = match &envs[0] {
+            SimEnv::Arm(arm) => arm.horizon() as usize,
+            SimEnv::Pendulum(_) => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
+        };
+        let policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)?;
+        let adam = Adam::new(
+            config.ppo.learning_rate,
+            &[
+                policy.actor.params().len(),
+                policy.log_std.len(),
+                policy.critic.params().len(),
+            ],
+        );
+        let collector = Collector::new(
+            VecEnv::new(envs, config.seed, config.threads),
+            spec.name.clone(),
+        )?;
+        Ok(Self {
+            state: TrainerState {
+                iteration: 0,
+                env_steps: 0,
+                tick: 0,
+                adam,
+                shuffle_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_4FF1E),
+            },
+            config,
+            policy,
+            collector,
+            horizon,
+        })
+    }
+
+    /// Env steps one iteration collects.
+    pub fn steps_per_iteration(&self) -> u64 {
+        let per_copy = match self.config.algo {
+            Algo::Ppo => self.config.rollout_steps,
+            Algo::Grpo => self.horizon,
+        };
+        (per_copy * self.config.envs) as u64
+    }
+
+    pub fn total_iterations(&self) -> u64 {
+        self.config
+            .total_steps
+            .div_ceil(self.steps_per_iteration())
+            .max(1)
+    }
+
+    pub fn done(&self) -> bool {
+        self.state.iteration >= self.total_iterations()
+    }
+
+    /// One collect-and-update iteration.
+    pub fn iterate(&mut self) -> anyhow::Result<IterationReport> {
+        let started = Instant::now();
+        let rollout = match self.config.algo {
+            Algo::Ppo => {
+                let steps = self.config.rollout_steps;
+                let r = self.collector.collect(
+                    &mut self.policy,
+                    steps,
+                    Some((self.config.seed, self.state.tick)),
+                )?;
+                self.state.tick += steps as u64;
+                r
+            }
+            Algo::Grpo => {
+                let groups = self.config.envs / self.config.group;
+                let seeds: Vec<u64> = (0..groups)
+                    .map(|k| episode_seed(self.config.seed ^ 0x6_2090, k, self.state.iteration))
+                    .collect();
+                self.collector.reset_groups(self.config.group, &seeds)?;
+                let r = self.collector.collect(
+                    &mut self.policy,
+                    self.horizon,
+                    Some((self.config.seed, self.state.tick)),
+                )?;
+                self.state.tick += self.horizon as u64;
+                r
+            }
+        };
+        let collect_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let (batch, rejected, episodes) = match self.config.algo {
+            Algo::Ppo => {
+                let (batch, rejected) = self.ppo_batch(&rollout);
+                (batch, rejected, finished_stats(&rollout))
+            }
+            Algo::Grpo => self.group_batch(&rollout),
+        };
+        let mut ppo_config = self.config.ppo.clone();
+        if self.config.algo == Algo::Grpo {
+            ppo_config.value_coef = 0.0;
+        }
+        let frac = if ppo_config.anneal_lr {
+            1.0 - self.state.iteration as f64 / self.total_iterations() as f64
+        } else {
+            1.0
+        };
+        let update = if batch.is_empty() {
+            UpdateStats::default()
+        } else {
+            ppo::update(
+                &mut self.policy,
+                &mut self.state.adam,
+                &batch,
+                &ppo_config,
+                ppo_config.learning_rate * frac,
+                &mut self.state.shuffle_rng,
+            )
+        };
+        if !update.rolled_back && update.minibatch_steps > 0 {
+            let version = cerebellum_core::Policy::version(&self.policy) + 1;
+            self.policy.set_version(version);
+        }
+        // The statistics move only between updates, so every rollout and
+        // the update after it see one normalisation.
+        let states: Vec<f32> = rollout
+            .transitions
+            .iter()
+            .flat_map(|t| t.observation.state.iter().copied())
+            .collect();
+        self.policy.normalizer.update(&states);
+        self.state.iteration += 1;
+        self.state.env_steps += rollout.transitions.len() as u64;
+        Ok(IterationReport {
+            iteration: self.state.iteration,
+            env_steps: self.state.env_steps,
+            episodes: episodes.0,
+            mean_return: episodes.1,
+            success_rate: episodes.2,
+            update,
+            rejected,
+            collect_seconds,
+            update_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn reward(&self, t: &Transition) -> f32 {
+        self.config
+            .reward_weights
+            .iter()
+            .map(|(name, w)| w * t.rewards.get(name).unwrap_or(0.0))
+            .sum()
+    }
+
+    fn normalized(&self, observations: &[&Observation]) -> Vec<f32> {
+        let size = self.policy.obs_size();
+        let mut out = vec![0.0; observations.len() * size];
+        for (o, row) in observations.iter().zip(out.chunks_exact_mut(size)) {
+            self.policy.normalizer.normalize_into(&o.state, row);
+        }
+        out
+    }
+
+    /// GAE over the rollout. Rows whose observation or reward is not finite
+    /// are left out and cut the advantage recursion on both sides.
+    fn ppo_batch(&mut self, rollout: &Rollout) -> (Batch, usize) {
+        let n = rollout.transitions.len();
+        let envs = rollout.envs;
+        let observations: Vec<&Observation> =
+            rollout.transitions.iter().map(|t| &t.observation).collect();
+        let next: Vec<&Observation> = rollout.next_observations.iter().collect();
+        let normalized = self.normalized(&observations);
+        let values = self.policy.values(&normalized);
+        let mut next_values = self.policy.values(&self.normalized(&next));
+        let mut rewards: Vec<f32> = rollout.transitions.iter().map(|t| self.reward(t)).collect();
+        let mut terminated: Vec<bool> = rollout.transitions.iter().map(|t| t.terminated).collect();
+        let mut ended: Vec<bool> = rollout
+            .transitions
+            .iter()
+            .map(|t| t.terminated || t.truncated)
+            .collect();
+        let valid: Vec<bool> = (0..n)
+            .map(|i| {
+                rewards[i].is_finite()
+                    && observations[i].state.iter().all(|v| v.is_finite())
+                    && next[i].state.iter().all(|v| v.is_finite())
+            })
+            .collect();
+        for i in (0..n).filter(|&i| !valid[i]) {
+            (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
+            if i >= envs {
+                ended[i - envs] = true;
+                terminated[i - envs] = false;
+                next_values[i - envs] = values[i - envs];
+            }
+        }
+        let (advantages, returns) = advantage::gae(
+            envs,
+            &rewards,
+            &values,
+            &next_values,
+            &terminated,
+            &ended,
+            self.config.gamma,
+            self.config.gae_lambda,
+        );
+        let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
+        (
+            self.batch_rows(rollout, &normalized, &keep, &advantages, &returns, &values),
+            n - keep.len(),
+        )
+    }
+
+    /// One advantage per rollout from its group, given to each of its steps.
+    /// Each copy contributes its first episode (the one that started from
+    /// the group's snapshot).
+    fn group_batch(
+        &mut self,
+        rollout: &Rollout,
+    ) -> (Batch, usize, (usize, Option<f64>, Option<f64>)) {
+        let envs = rollout.envs;
+        let mut returns = vec![0.0f32; envs];
+        let mut true_returns = vec![0.0f64; envs];
+        let mut successes = vec![false; envs];
+        let mut open = vec![true; envs];
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); envs];
+        let mut rejected = 0;
+        for (i, t) in rollout.transitions.iter().enumerate() {
+            let e = i % envs;
+            if !open[e] {
+                continue;
+            }
+            let r = self.reward(t);
+            if r.is_finite() && t.observation.state.iter().all(|v| v.is_finite()) {
+                returns[e] += r;
+                rows[e].push(i);
+            } else {
+                rejected += 1;
+            }
+            true_returns[e] += t.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
+            if t.terminated || t.truncated {
+                open[e] = false;
+                successes[e] = t
+                    .rewards
+                    .get(cerebellum_core::RewardComponents::SUCCESS)
+                    .unwrap_or(0.0)
+                    > 0.5;
+            }
+        }
+        let group = self.config.group;
+        let per_rollout = match self.config.group_baseline {
+            GroupBaseline::Normalized => advantage::group_normalized(&returns, group, 1e-6),
+            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
+        };
+        let n = rollout.transitions.len();
+        let mut advantages = vec![0.0f32; n];
+        let mut keep = Vec::new();
+        for (e, rows) in rows.iter().enumerate() {
+            for &i in rows {
+                advantages[i] = per_rollout[e];
+                keep.push(i);
+            }
+        }
+        keep.sort_unstable();
+        let observations: Vec<&Observation> =
+            rollout.transitions.iter().map(|t| &t.observation).collect();
+        let normalized = self.normalized(&observations);
+        let zeros = vec![0.0f32; n];
+        let batch = self.batch_rows(rollout, &normalized, &keep, &advantages, &zeros, &zeros);
+        let mean_return = true_returns.iter().sum::<f64>() / envs as f64;
+        let success = successes.iter().filter(|&&s| s).count() as f64 / envs as f64;
+        (batch, rejected, (envs, Some(mean_return), Some(success)))
+    }
+
+    fn batch_rows(
+        &self,
+        rollout: &Rollout,
+        normalized: &[f32],
+        keep: &[usize],
+        advantages: &[f32],
+        returns: &[f32],
+        values: &[f32],
+    ) -> Batch {
+        let size = self.policy.obs_size();
+        let mut batch = Batch::default();
+        for &i in keep {
+            let t = &rollout.transitions[i];
+            batch
+                .observations
+                .extend_from_slice(&normalized[i * size..][..size]);
+            batch.raw_actions.extend(
+                self.policy
+                    .to_raw(&t.observation.state, &t.policy_action.values),
+            );
+            batch
+                .old_log_probs
+                .push(t.behaviour_log_prob.unwrap_or(0.0));
+            batch.advantages.push(advantages[i]);
+            batch.returns.push(returns[i]);
+            batch.old_values.push(values[i]);
+        }
+        batch
+    }
+}
+
+/// (episodes, mean return, success rate) of the episodes that ended.
+fn finished_stats(rollout: &Rollout) -> (usize, Option<f64>, Option<f64>) {
+    let n = rollout.finished.len();
+    if n == 0 {
+        return (0, None, None);
+    }
+    let mean = rollout
+        .finished
+        .iter()
+        .map(|f| f.episode_return)
+        .sum::<f64>()
+        / n as f64;
+    let success = rollout.finished.iter().filter(|f| f.success).count() as f64 / n as f64;
+    (n, Some(mean), Some(success))
+}

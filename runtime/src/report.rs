@@ -1,0 +1,152 @@
+//! What a training run leaves on disk besides the checkpoint:
+//! `metrics.csv` (learning figures only, identical for one seed on one
+//! machine), `timing.csv` (wall-clock figures) and `learning_curve.png`.
+
+use crate::learn::IterationReport;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return,success_rate,policy_loss,value_loss,entropy,approx_kl,clip_fraction,grad_norm,rolled_back,rejected";
+pub const TIMING_HEADER: &str =
+    "iteration,env_steps,collect_seconds,update_seconds,steps_per_second";
+
+pub struct RunFiles {
+    metrics: BufWriter<File>,
+    timing: BufWriter<File>,
+}
+
+fn open(path: &Path, header: &str, append: bool) -> anyhow::Result<BufWriter<File>> {
+    let exists = path.exists();
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    if !(append && exists) {
+        writeln!(w, "{header}")?;
+    }
+    Ok(w)
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_default()
+}
+
+impl RunFiles {
+    /// `append` continues the files of a resumed run.
+    pub fn open(dir: &Path, append: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            metrics: open(&dir.join("metrics.csv"), METRICS_HEADER, append)?,
+            timing: open(&dir.join("timing.csv"), TIMING_HEADER, append)?,
+        })
+    }
+
+    pub fn write(&mut self, r: &IterationReport, steps_this_iteration: u64) -> anyhow::Result<()> {
+        let u = &r.update;
+        writeln!(
+            self.metrics,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.iteration,
+            r.env_steps,
+            r.episodes,
+            opt(r.mean_return),
+            opt(r.success_rate),
+            u.policy_loss,
+            u.value_loss,
+            u.entropy,
+            u.approx_kl,
+            u.clip_fraction,
+            u.grad_norm,
+            u.rolled_back as u8,
+            r.rejected
+        )?;
+        let seconds = r.collect_seconds + r.update_seconds;
+        writeln!(
+            self.timing,
+            "{},{},{:.4},{:.4},{:.1}",
+            r.iteration,
+            r.env_steps,
+            r.collect_seconds,
+            r.update_seconds,
+            steps_this_iteration as f64 / seconds.max(1e-9)
+        )?;
+        self.metrics.flush()?;
+        self.timing.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads (env_steps, mean_return, success_rate) back from `metrics.csv`,
+/// skipping iterations in which no episode ended.
+pub fn read_curve(path: &Path) -> anyhow::Result<Vec<(f64, f64, f64)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            Some((
+                cols.get(1)?.parse().ok()?,
+                cols.get(3)?.parse().ok()?,
+                cols.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect())
+}
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Return and success rate against env steps, one panel each.
+pub fn plot_learning_curve(
+    curve: &[(f64, f64, f64)],
+    title: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    anyhow::ensure!(!curve.is_empty(), "no finished episodes to plot");
+    // The font ships inside the binary: no system fonts, no downloads.
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let root = BitMapBackend::new(path, (900, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let (top, bottom) = root.split_vertically(300);
+    let max_steps = curve.last().map(|c| c.0).unwrap_or(1.0).max(1.0);
+    let (lo, hi) = curve.iter().fold((f64::MAX, f64::MIN), |(lo, hi), c| {
+        (lo.min(c.1), hi.max(c.1))
+    });
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(&top)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_steps, (lo - pad)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("env steps")
+        .y_desc("episode return")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        curve.iter().map(|c| (c.0, c.1)),
+        BLUE.stroke_width(2),
+    ))?;
+    let mut chart = ChartBuilder::on(&bottom)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_steps, 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("env steps")
+        .y_desc("success rate")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        curve.iter().map(|c| (c.0, c.2)),
+        RED.stroke_width(2),
+    ))?;
+    root.present()?;
+    Ok(())
+}
