@@ -186,7 +186,7 @@ def bench_ort(layers, x_np, args):
     feeds = {"obs": x_np}
     out = sess.run(None, feeds)[0]
     samples = time_calls(lambda: sess.run(None, feeds), args.warmup, args.iters)
-    return summarise(samples), out, f"onnxruntime {ort.__version__}, onnx {onnx.__version__}"
+    return summarise(samples), out, f"{ort.__version__} (onnx {onnx.__version__})"
 
 
 def main(argv=None):

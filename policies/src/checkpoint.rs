@@ -303,6 +303,7 @@ fn compare_fields(
     }
     for (t, r) in trained.iter().zip(robot) {
         let field = format!("{kind} field `{}`", t.name);
+        let element_name = |e: &str| format!("{kind} field `{}[{e}]`", t.name);
         if t.elements != r.elements {
             return Err(CheckpointError::Mismatch(format!(
                 "{field}: the policy expects elements {:?}, the robot has {:?}",
@@ -319,8 +320,8 @@ fn compare_fields(
             let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + a.abs());
             if !close(t.lower[i], r.lower[i]) || !close(t.upper[i], r.upper[i]) {
                 return Err(CheckpointError::Mismatch(format!(
-                    "{field}[{element}]: the policy was trained with limits [{}, {}] {}, the robot has [{}, {}] {}",
-                    t.lower[i], t.upper[i], t.unit, r.lower[i], r.upper[i], r.unit
+                    "{}: the policy was trained with limits [{}, {}] {}, the robot has [{}, {}] {}",
+                    element_name(element), t.lower[i], t.upper[i], t.unit, r.lower[i], r.upper[i], r.unit
                 )));
             }
         }

@@ -277,7 +277,13 @@ fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
         FieldSpec::new("ee_position", Unit::Meter, &xyz, &bound),
     ];
     match config.task {
-        TaskKind::Reach => fields.push(FieldSpec::new("target", Unit::Meter, &xyz, &bound)),
+        TaskKind::Reach => {
+            fields.push(FieldSpec::new("target", Unit::Meter, &xyz, &bound));
+            // What a learner needs most, given directly rather than left
+            // for the network to find as a difference of two inputs.
+            let offset = [(-2.0 * WORKSPACE_BOUND, 2.0 * WORKSPACE_BOUND); 3];
+            fields.push(FieldSpec::new("target_offset", Unit::Meter, &xyz, &offset));
+        }
         _ => {
             fields.push(FieldSpec::new("cube_position", Unit::Meter, &xyz, &bound));
             fields.push(FieldSpec::new(
@@ -339,9 +345,13 @@ fn measure(
     for v in world.joint_velocities() {
         values.push(v + noise(&mut state.rng, random.joint_velocity_noise));
     }
-    values.extend(world.model.ee_position(&positions));
+    let ee = world.model.ee_position(&positions);
+    values.extend(ee);
     match config.task {
-        TaskKind::Reach => values.extend(state.target),
+        TaskKind::Reach => {
+            values.extend(state.target);
+            values.extend((0..3).map(|k| state.target[k] - ee[k]));
+        }
         _ => {
             let pose = world.cube_pose().expect("lift has a cube");
             values.extend(pose.translation.to_array());

@@ -16,10 +16,47 @@ pub enum BenchKind {
     /// stepping the same arm, the camera's frames per second, and the
     /// vectorised environment's steps per second for N = 1, 8, 64.
     Physics(super::bench_physics::PhysicsBenchArgs),
+    /// Pendulum-v1 learning speed against Stable-Baselines3 and a
+    /// CleanRL-style PPO, one PPO update against PyTorch, and batch-1
+    /// policy latency against PyTorch and ONNX Runtime.
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         BenchKind::Physics(args) => super::bench_physics::run(args),
+        BenchKind::Train(args) => super::bench_train::run(args),
     }
+}
+
+/// Runs the peer script `bench/peers/<script>` and returns the JSON object
+/// on the last line of its stdout; an error says why it was not measured
+/// (exit code 3 means a dependency is missing: the error says how to
+/// install it).
+pub(super) fn run_peer(
+    python: &str,
+    script: &str,
+    args: &[String],
+    requirements: &str,
+) -> Result<serde_json::Value, String> {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers");
+    let output = std::process::Command::new(python)
+        .arg(peers.join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start {python}: {e}"))?;
+    if output.status.code() == Some(3) {
+        return Err(format!(
+            "{script} is not installed: pip install -r bench/peers/{requirements}"
+        ));
+    }
+    if !output.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("unreadable output of {script} `{last}`: {e}"))
 }

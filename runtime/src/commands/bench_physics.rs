@@ -13,7 +13,6 @@ use clap::Args;
 use rapier3d::prelude::PhysicsPipeline;
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 /// Measure rapier against MuJoCo on the SO-101, the camera, and the
@@ -168,32 +167,17 @@ pub fn run(args: PhysicsBenchArgs) -> anyhow::Result<()> {
 
 /// Runs the MuJoCo peer; an error says why it could not be measured.
 fn run_mujoco(args: &PhysicsBenchArgs, dt: f32) -> Result<serde_json::Value, String> {
-    let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peers");
-    let script = peers.join("mujoco_physics.py");
     let scene = args.mjcf.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/robots/so101/scene.xml")
     });
-    let output = Command::new(&args.python)
-        .arg(&script)
-        .args(["--scene", &scene.to_string_lossy()])
-        .args(["--dt", &dt.to_string()])
-        .args(["--steps", &args.steps.to_string()])
-        .arg("--json")
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", args.python))?;
-    if output.status.code() == Some(3) {
-        return Err(
-            "the MuJoCo peer is not installed: pip install -r bench/peers/requirements-mujoco.txt"
-                .into(),
-        );
-    }
-    if !output.status.success() {
-        return Err(format!(
-            "the MuJoCo peer failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).map_err(|e| format!("unreadable peer output `{last}`: {e}"))
+    let peer_args = [
+        "--scene".to_owned(),
+        scene.to_string_lossy().into_owned(),
+        "--dt".into(),
+        dt.to_string(),
+        "--steps".into(),
+        args.steps.to_string(),
+        "--json".into(),
+    ];
+    super::bench::run_peer(&args.python, "mujoco_physics.py", &peer_args, "requirements-mujoco.txt")
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_physics;
+mod bench_train;
 mod eval;
 mod sim;
 mod train;

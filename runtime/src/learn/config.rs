@@ -49,6 +49,8 @@ pub struct TrainConfig {
     pub group_baseline: GroupBaseline,
     /// Weight of each reward component in the scalar the learner optimises.
     pub reward_weights: BTreeMap<String, f32>,
+    /// Scale rewards by the running std of the discounted return (PPO).
+    pub normalize_rewards: bool,
     /// Held-out episodes for the final deterministic evaluation.
     pub eval_episodes: usize,
     pub policy: GaussianConfig,
@@ -84,6 +86,7 @@ impl TrainConfig {
             group: 8,
             group_baseline: GroupBaseline::Normalized,
             reward_weights,
+            normalize_rewards: true,
             eval_episodes: 100,
             policy: GaussianConfig::default(),
             ppo: PpoConfig::default(),
@@ -111,9 +114,9 @@ impl TrainConfig {
                     action_mode: ActionMode::Delta { max_step: 0.1 },
                 },
                 ppo: PpoConfig {
-                    learning_rate: 1e-3,
-                    epochs: 5,
-                    minibatch_size: 256,
+                    learning_rate: 5e-4,
+                    epochs: 10,
+                    minibatch_size: 128,
                     ..PpoConfig::default()
                 },
                 ..base

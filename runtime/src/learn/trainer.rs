@@ -42,6 +42,43 @@ pub struct TrainerState {
     pub tick: u64,
     pub adam: Adam,
     pub shuffle_rng: ChaCha8Rng,
+    pub reward_scale: RewardScale,
+}
+
+/// Divides rewards by the running standard deviation of the discounted
+/// return, as gymnasium's `NormalizeReward` (used by CleanRL's PPO): it keeps
+/// value targets near unit scale whatever the task's reward units, so the
+/// critic's gradient does not swamp the actor's under the shared norm clip.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RewardScale {
+    returns: Vec<f64>,
+    count: f64,
+    mean: f64,
+    var: f64,
+}
+
+impl RewardScale {
+    /// Scales time-major `rewards` (`envs` per tick) in place; `ended`
+    /// restarts the discounted return of that copy.
+    pub fn apply(&mut self, envs: usize, rewards: &mut [f32], ended: &[bool], gamma: f32) {
+        self.returns.resize(envs, 0.0);
+        if self.count == 0.0 {
+            // gymnasium's RunningMeanStd prior: unit variance, tiny weight.
+            (self.count, self.var) = (1e-4, 1.0);
+        }
+        for (i, r) in rewards.iter_mut().enumerate() {
+            let e = i % envs;
+            self.returns[e] = self.returns[e] * gamma as f64 + *r as f64;
+            self.count += 1.0;
+            let delta = self.returns[e] - self.mean;
+            self.mean += delta / self.count;
+            self.var += (delta * (self.returns[e] - self.mean) - self.var) / self.count;
+            *r = (*r as f64 / (self.var + 1e-8).sqrt()) as f32;
+            if ended[i] {
+                self.returns[e] = 0.0;
+            }
+        }
+    }
 }
 
 pub struct Trainer {
@@ -96,6 +133,7 @@ impl Trainer {
                 tick: 0,
                 adam,
                 shuffle_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_4FF1E),
+                reward_scale: RewardScale::default(),
             },
             config,
             policy,
@@ -252,6 +290,14 @@ impl Trainer {
                     && next[i].state.iter().all(|v| v.is_finite())
             })
             .collect();
+        if self.config.normalize_rewards {
+            for (r, ok) in rewards.iter_mut().zip(&valid) {
+                if !ok {
+                    *r = 0.0;
+                }
+            }
+            self.state.reward_scale.apply(envs, &mut rewards, &ended, self.config.gamma);
+        }
         for i in (0..n).filter(|&i| !valid[i]) {
             (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
             if i >= envs {

@@ -1,0 +1,147 @@
+//! Checkpoints: save → load gives identical actions; a contract that does
+//! not fit the robot, and a truncated or corrupt file, are errors that say
+//! what is wrong.
+
+use cerebellum_core::{
+    ActionSpec, FieldSpec, Observation, ObservationSpec, Policy, RobotSpec, Sampling, Unit,
+};
+use cerebellum_policies::checkpoint::{self, CheckpointError, TrainingProvenance};
+use cerebellum_policies::{ActionMode, GaussianConfig, GaussianMlpPolicy};
+use std::path::PathBuf;
+
+fn spec() -> RobotSpec {
+    let joints = ["shoulder", "elbow"];
+    RobotSpec {
+        name: "two_link".into(),
+        observation: ObservationSpec {
+            fields: vec![
+                FieldSpec::new("joint_position", Unit::Radian, &joints, &[(-2.0, 2.0); 2]),
+                FieldSpec::new("target", Unit::Meter, &["x", "y"], &[(-1.0, 1.0); 2]),
+            ],
+            cameras: vec![],
+            instruction: false,
+        },
+        action: ActionSpec {
+            fields: vec![FieldSpec::new("joint_target", Unit::Radian, &joints, &[(-1.5, 1.5); 2])],
+        },
+        control_rate_hz: 50.0,
+    }
+}
+
+fn observations() -> Vec<Observation> {
+    (0..5)
+        .map(|i| Observation {
+            state: vec![0.1 * i as f32, -0.3, 0.5, -0.2 * i as f32],
+            images: vec![],
+            instruction: None,
+            timestamp: 0.0,
+        })
+        .collect()
+}
+
+fn trained_policy() -> GaussianMlpPolicy {
+    let config = GaussianConfig {
+        hidden: vec![16, 16],
+        init_log_std: -0.7,
+        action_mode: ActionMode::Delta { max_step: 0.2 },
+    };
+    let mut policy = GaussianMlpPolicy::new(&spec(), config, 11).unwrap();
+    // Make the weights and statistics non-trivial, as after training.
+    for (k, p) in policy.actor.params_mut().iter_mut().enumerate() {
+        *p += 0.01 * ((k * 7919) % 13) as f32 - 0.06;
+    }
+    let states: Vec<f32> = observations().iter().flat_map(|o| o.state.clone()).collect();
+    policy.normalizer.update(&states);
+    policy.set_version(42);
+    policy
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cerebellum-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn save_then_load_gives_identical_actions() {
+    let mut policy = trained_policy();
+    let dir = temp_dir("roundtrip");
+    checkpoint::save(&dir, &policy, TrainingProvenance { seed: 3, ..Default::default() }).unwrap();
+    let (mut loaded, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
+    assert_eq!(contract.policy_version, 42);
+    assert_eq!(contract.provenance.seed, 3);
+    assert!(contract.normalizer.frozen, "the saved statistics are frozen");
+    assert_eq!(loaded.version(), 42);
+    for sampling in [Sampling::Deterministic, Sampling::Stochastic { seed: 9 }] {
+        let a = policy.act(&observations(), sampling).unwrap();
+        let b = loaded.act(&observations(), sampling).unwrap();
+        assert_eq!(a, b);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_robot_that_differs_is_refused_naming_the_field() {
+    let policy = trained_policy();
+    let dir = temp_dir("mismatch");
+    checkpoint::save(&dir, &policy, TrainingProvenance::default()).unwrap();
+    let expect = |robot: RobotSpec, needle: &str| {
+        let err = checkpoint::load(&dir, Some(&robot)).err().expect("refused").to_string();
+        assert!(err.contains(needle), "`{err}` should mention `{needle}`");
+    };
+    let mut renamed = spec();
+    renamed.action.fields[0].elements[1] = "wrist".into();
+    expect(renamed, "wrist");
+    let mut rate = spec();
+    rate.control_rate_hz = 30.0;
+    expect(rate, "30 Hz");
+    let mut limits = spec();
+    limits.observation.fields[1].upper[0] = 2.0;
+    expect(limits, "target[x]");
+    let mut unit = spec();
+    unit.observation.fields[1].unit = Unit::Radian;
+    expect(unit, "target");
+    let mut fields = spec();
+    fields.observation.fields.pop();
+    expect(fields, "observation fields");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn truncated_or_corrupt_files_are_errors_not_panics() {
+    let policy = trained_policy();
+    let dir = temp_dir("corrupt");
+    checkpoint::save(&dir, &policy, TrainingProvenance::default()).unwrap();
+    let weights = dir.join(checkpoint::WEIGHTS_FILE);
+    let good = std::fs::read(&weights).unwrap();
+
+    for cut in [0, 7, good.len() / 2, good.len() - 1] {
+        std::fs::write(&weights, &good[..cut]).unwrap();
+        match checkpoint::load(&dir, Some(&spec())) {
+            Err(CheckpointError::Weights { .. }) => {}
+            other => panic!("truncated at {cut}: {:?}", other.map(|_| ())),
+        }
+    }
+    // A NaN where a weight was.
+    let mut nan = good.clone();
+    let at = nan.len() - 4;
+    nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, &nan).unwrap();
+    let err = checkpoint::load(&dir, Some(&spec())).err().unwrap().to_string();
+    assert!(err.contains("NaN"), "{err}");
+    std::fs::write(&weights, &good).unwrap();
+
+    let contract = dir.join(checkpoint::CONTRACT_FILE);
+    let text = std::fs::read_to_string(&contract).unwrap();
+    std::fs::write(&contract, &text[..text.len() / 3]).unwrap();
+    assert!(matches!(
+        checkpoint::load(&dir, Some(&spec())),
+        Err(CheckpointError::Contract { .. })
+    ));
+    std::fs::write(&contract, text.replace("\"policy_kind\"", "\"policy_kinds\"")).unwrap();
+    let err = checkpoint::load(&dir, Some(&spec())).err().unwrap().to_string();
+    assert!(err.contains("policy_kinds"), "{err}");
+    std::fs::remove_file(&contract).unwrap();
+    assert!(matches!(checkpoint::load(&dir, None), Err(CheckpointError::Io { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}
