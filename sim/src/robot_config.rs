@@ -88,6 +88,10 @@ pub struct RobotConfig {
     pub replace_collision: Vec<String>,
     #[serde(default)]
     pub pads: Vec<CollisionPad>,
+    /// How far (m) a mesh's collision hull may shrink when it is simplified
+    /// to fewer vertices (default 0.5 mm, see `hull.rs`); 0 keeps the exact
+    /// convex hulls, which cost rapier far more per step.
+    pub hull_tolerance: Option<f32>,
     /// Applies to every actuated joint not named in `actuators`.
     pub default_actuator: Option<ActuatorParams>,
     #[serde(default)]
