@@ -7,6 +7,7 @@
 //! does not load (rapier3d-urdf would silently skip it), an ambiguous end
 //! effector.
 
+use crate::hull;
 use crate::kinematics::{Chain, ChainJoint, ChainJointKind, JointDrive, urdf_origin};
 use crate::robot_config::{ActuatorParams, RobotConfig};
 use rapier3d::geometry::{MeshConverter, SharedShape};
@@ -185,6 +186,7 @@ impl ArmModel {
             .map(|l| robot.links[l.urdf_link_index].name.clone())
             .collect();
         check_colliders(&robot, &template, &link_names, &urdf_path)?;
+        simplify_hulls(&mut template, &config);
         apply_collision_overrides(&mut template, &link_names, &config)?;
         let template_joint = template
             .joints
@@ -629,6 +631,25 @@ fn check_colliders(
     Ok(())
 }
 
+/// Replaces every mesh's exact convex hull by one with fewer vertices (see
+/// `hull.rs`); the colliders carry no mass, so only contact geometry changes.
+fn simplify_hulls(template: &mut UrdfRobot, config: &RobotConfig) {
+    let tolerance = config.hull_tolerance.unwrap_or(hull::DEFAULT_TOLERANCE);
+    for link in &mut template.links {
+        for urdf_collider in &mut link.colliders {
+            let collider = &mut urdf_collider.collider;
+            let simplified = collider
+                .shape()
+                .as_convex_polyhedron()
+                .and_then(|hull| hull::simplify(hull.points(), tolerance))
+                .and_then(|points| SharedShape::convex_hull(&points));
+            if let Some(shape) = simplified {
+                collider.set_shape(shape);
+            }
+        }
+    }
+}
+
 /// Replaces the colliders of the configured links with box pads.
 fn apply_collision_overrides(
     template: &mut UrdfRobot,
@@ -781,4 +802,47 @@ pub(crate) fn pose_from_isometry(iso: &nalgebra::Isometry3<f64>) -> Pose {
         rapier3d::math::Rotation::from_xyzw(q.i as f32, q.j as f32, q.k as f32, q.w as f32)
             .normalize(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collision_hulls(model: &ArmModel) -> Vec<Vec<Vector>> {
+        let links = model.template.links.iter();
+        links
+            .flat_map(|link| &link.colliders)
+            .filter_map(|c| Some(c.collider.shape().as_convex_polyhedron()?.points().to_vec()))
+            .collect()
+    }
+
+    /// The SO-101's simplified hulls are small and lie within the tolerance
+    /// of the exact ones.
+    #[test]
+    fn collision_hulls_are_simplified_within_tolerance() {
+        let urdf = crate::so101_urdf();
+        let simplified = collision_hulls(&ArmModel::load(&urdf, &ArmOptions::default()).unwrap());
+        let config = std::env::temp_dir().join(format!("exact-hulls-{}.toml", std::process::id()));
+        let text = std::fs::read_to_string(urdf.with_extension("toml")).unwrap();
+        std::fs::write(&config, format!("hull_tolerance = 0.0\n{text}")).unwrap();
+        let options = ArmOptions {
+            config: Some(config.clone()),
+            ..ArmOptions::default()
+        };
+        let exact = collision_hulls(&ArmModel::load(&urdf, &options).unwrap());
+        std::fs::remove_file(&config).unwrap();
+
+        assert_eq!(simplified.len(), exact.len());
+        let exact_total: usize = exact.iter().map(Vec::len).sum();
+        let simplified_total: usize = simplified.iter().map(Vec::len).sum();
+        assert!(
+            exact_total > 20 * simplified_total,
+            "{exact_total} vs {simplified_total}"
+        );
+        for (simple, exact) in simplified.iter().zip(&exact) {
+            assert!(simple.len() <= 200, "{} vertices", simple.len());
+            let error = hull::max_distance_outside(exact, simple);
+            assert!(error <= hull::DEFAULT_TOLERANCE + 1e-5, "{error} m");
+        }
+    }
 }

@@ -3,10 +3,10 @@
 //! observation), so they can also play the teleoperator over the wire.
 
 use crate::arm_model::ArmModel;
-use crate::kinematics::IkOptions;
+use crate::kinematics::{AxisGoal, IkOptions, IkSolution};
 use crate::tasks::TaskKind;
 use cerebellum_core::{Action, Observation, ObservationSpec};
-use nalgebra::Vector3;
+use nalgebra::{Quaternion, UnitQuaternion, Vector3};
 use std::sync::Arc;
 
 /// Keeps IK goals this far inside the joint limits (rad), so the servo is
@@ -24,14 +24,46 @@ const APPROACH_HEIGHT: f32 = 0.05;
 const IK_RESTARTS: usize = 8;
 /// Spacing of the joint waypoints along a Cartesian detour (m).
 const CARTESIAN_STEP: f32 = 0.02;
+/// Joint speed while the gripper is near or holding the cube (rad/s).
+const CAREFUL_SPEED: f32 = 1.5;
+/// Measured joints within this of the last waypoint count as arrived (rad).
+const SETTLED: f32 = 0.02;
+/// A lift phase that waits for the arm to arrive gives up after this (s).
+const PHASE_TIMEOUT_S: f32 = 1.5;
+/// Time the jaws get to close on the cube (s).
+const GRASP_S: f32 = 0.5;
+/// The pose above the grasp is this far back along the approach axis (m).
+const GRASP_HOVER: f32 = 0.05;
+/// How far the grasped cube is raised (m), more than the task's 5 cm.
+const RAISE_HEIGHT: f32 = 0.08;
+/// Leans of the fingers from straight down tried in turn (degrees), for
+/// cubes too near or too far for a vertical grasp.
+const GRASP_LEANS: [f64; 9] = [0.0, 15.0, -15.0, 30.0, -30.0, 45.0, -45.0, 60.0, -60.0];
 
 /// Stages of the lift expert, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LiftPhase {
+    /// To the pose above the grasp, gripper open.
     Approach,
+    /// Along the approach axis onto the cube.
     Descend,
+    /// Closing the jaws in place.
     Grasp,
+    /// Straight up, then holding there.
     Raise,
+}
+
+/// A grasp of the cube planned from one observation of it.
+#[derive(Clone, Debug)]
+struct GraspPlan {
+    /// The gripper's orientation, kept through the whole pick.
+    axes: [AxisGoal; 2],
+    /// End-effector positions at the grasp and above it (m).
+    grasp: Vector3<f64>,
+    above: Vector3<f64>,
+    /// Joint positions at the grasp and above it.
+    q_grasp: Vec<f32>,
+    q_above: Vec<f32>,
 }
 
 pub struct ScriptedExpert {
@@ -42,8 +74,14 @@ pub struct ScriptedExpert {
     waypoints: Vec<Vec<f32>>,
     table_height: f32,
     goal_for: Option<[f32; 3]>,
+    /// The gripper joint, which moves on its own; every other joint moves
+    /// in step so that the arm follows straight joint-space segments.
+    gripper_index: Option<usize>,
     lift_phase: LiftPhase,
     phase_ticks: u32,
+    grasp: Option<GraspPlan>,
+    /// Where the cube was when the episode began.
+    cube_start: Option<Vector3<f64>>,
 }
 
 impl ScriptedExpert {
@@ -58,7 +96,17 @@ impl ScriptedExpert {
         if task == TaskKind::Pendulum {
             return Err("there is no scripted expert for the pendulum".into());
         }
-        if task == TaskKind::Lift && model.config.gripper.is_none() {
+        let gripper_index = match &model.config.gripper {
+            Some(gripper) => Some(model.joint_index(&gripper.joint).ok_or_else(|| {
+                format!(
+                    "the robot config of {} names gripper joint `{}`, which is not an actuated joint",
+                    model.urdf_path.display(),
+                    gripper.joint
+                )
+            })?),
+            None => None,
+        };
+        if task == TaskKind::Lift && gripper_index.is_none() {
             return Err(format!(
                 "the lift expert needs a [gripper] table in the robot config of {}",
                 model.urdf_path.display()
@@ -72,8 +120,11 @@ impl ScriptedExpert {
             waypoints: Vec::new(),
             table_height,
             goal_for: None,
+            gripper_index,
             lift_phase: LiftPhase::Approach,
             phase_ticks: 0,
+            grasp: None,
+            cube_start: None,
         })
     }
 
@@ -84,6 +135,8 @@ impl ScriptedExpert {
         self.goal_for = None;
         self.lift_phase = LiftPhase::Approach;
         self.phase_ticks = 0;
+        self.grasp = None;
+        self.cube_start = None;
     }
 
     pub fn act(&mut self, observation: &Observation, spec: &ObservationSpec) -> Action {
@@ -92,22 +145,46 @@ impl ScriptedExpert {
                 .unwrap_or_else(|| panic!("the observation has no `{name}` field"))
         };
         let q = field("joint_position").to_vec();
-        let goal = match self.task {
+        let (goal, speed) = match self.task {
             TaskKind::Reach => {
                 let target: [f32; 3] = field("target").try_into().expect("3-D target");
-                self.ik_goal(&q, target)
+                (self.ik_goal(&q, target), EXPERT_SPEED)
             }
             TaskKind::Lift => {
                 let cube: [f32; 3] = field("cube_position").try_into().expect("3-D cube");
-                self.lift_goal(&q, cube)
+                let rotation: [f32; 4] = field("cube_orientation")
+                    .try_into()
+                    .expect("cube quaternion");
+                self.lift_goal(&q, cube, rotation)
             }
             TaskKind::Pendulum => unreachable!("checked in new"),
         };
-        // Move the command toward the goal at a bounded joint speed.
+        // Move the command toward the goal at a bounded joint speed, the
+        // arm's joints in step (so the path is the straight joint-space
+        // segment the planner checked), the gripper on its own.
         let command = self.command.get_or_insert_with(|| q.clone());
-        let step = EXPERT_SPEED * self.control_period;
-        for ((c, g), joint) in command.iter_mut().zip(&goal).zip(&self.model.joints) {
-            *c = (*c + (g - *c).clamp(-step, step)).clamp(joint.lower, joint.upper);
+        let step = speed * self.control_period;
+        let is_arm = |i: usize| Some(i) != self.gripper_index;
+        let largest = command
+            .iter()
+            .zip(&goal)
+            .enumerate()
+            .filter(|&(i, _)| is_arm(i))
+            .map(|(_, (c, g))| (g - c).abs())
+            .fold(0.0, f32::max);
+        let scale = if largest > step { step / largest } else { 1.0 };
+        for (i, ((c, g), joint)) in command
+            .iter_mut()
+            .zip(&goal)
+            .zip(&self.model.joints)
+            .enumerate()
+        {
+            let delta = if is_arm(i) {
+                scale * (g - *c)
+            } else {
+                (g - *c).clamp(-step, step)
+            };
+            *c = (*c + delta).clamp(joint.lower, joint.upper);
         }
         Action::new(command.clone())
     }
@@ -146,17 +223,38 @@ impl ScriptedExpert {
             };
             self.goal_for = Some(target);
         }
-        // Advance to the next waypoint once the command has reached this one.
-        if self.waypoints.len() > 1
-            && let Some(command) = &self.command
-            && command
-                .iter()
-                .zip(&self.waypoints[0])
-                .all(|(c, w)| (c - w).abs() < 1e-3)
-        {
+        self.next_waypoint()
+    }
+
+    /// The waypoint to head for: the next one once the command has reached
+    /// the current one (the gripper aside, which moves on its own).
+    fn next_waypoint(&mut self) -> Vec<f32> {
+        if self.waypoints.len() > 1 && self.command_at(&self.waypoints[0]) {
             self.waypoints.remove(0);
         }
         self.waypoints[0].clone()
+    }
+
+    /// Whether the arm's command has reached `pose`.
+    fn command_at(&self, pose: &[f32]) -> bool {
+        self.command.as_ref().is_some_and(|command| {
+            command
+                .iter()
+                .zip(pose)
+                .enumerate()
+                .all(|(i, (c, w))| Some(i) == self.gripper_index || (c - w).abs() < 1e-3)
+        })
+    }
+
+    /// Whether the last waypoint is commanded and the measured arm has
+    /// caught up with it.
+    fn arrived(&self, q: &[f32]) -> bool {
+        self.waypoints.len() == 1
+            && self.command_at(&self.waypoints[0])
+            && q.iter()
+                .zip(&self.waypoints[0])
+                .enumerate()
+                .all(|(i, (m, w))| Some(i) == self.gripper_index || (m - w).abs() < SETTLED)
     }
 
     /// A via pose that moves some joints to their goal first and the rest
@@ -221,105 +319,315 @@ impl ScriptedExpert {
     /// different branch of the arm may be the one that clears the table).
     /// Never empty: without a converged solution, the closest attempt.
     fn solve_all(&self, q: &[f32], target: [f32; 3], wanted: usize) -> Vec<Vec<f32>> {
-        let model = &self.model;
-        // A short range (a finger's few centimetres) keeps most of itself.
-        let margin = |lo: f64, hi: f64| LIMIT_MARGIN.min(0.25 * (hi - lo));
-        let (lower, upper): (Vec<f64>, Vec<f64>) = model
-            .lower()
-            .into_iter()
-            .zip(model.upper())
-            .map(|(lo, hi)| (lo + margin(lo, hi), hi - margin(lo, hi)))
-            .unzip();
-        let movable = model.moves_end_effector();
         let target = Vector3::new(target[0] as f64, target[1] as f64, target[2] as f64);
-        let start: Vec<f64> = q
-            .iter()
-            .zip(lower.iter().zip(&upper))
-            .map(|(&v, (&lo, &hi))| (v as f64).clamp(lo, hi))
-            .collect();
-        let mut solutions = Vec::new();
-        let mut closest: Option<crate::kinematics::IkSolution> = None;
-        for restart in 0..=IK_RESTARTS {
-            let seed: Vec<f64> = if restart == 0 {
-                start.clone()
-            } else {
-                (0..start.len())
-                    .map(|j| {
-                        if !movable[j] {
-                            return start[j];
-                        }
-                        // Golden-ratio sequence per joint: well spread, fixed.
-                        let u = (restart as f64 * 0.618_033_988_75 * (j + 1) as f64 + 0.5) % 1.0;
-                        lower[j] + (upper[j] - lower[j]) * u
-                    })
-                    .collect()
-            };
-            let attempt = model.chain.solve_position(
-                target,
-                &seed,
-                &lower,
-                &upper,
-                &movable,
-                &IkOptions::default(),
-            );
-            if attempt.converged {
-                solutions.push(attempt.q.iter().map(|&v| v as f32).collect());
-                if solutions.len() >= wanted {
-                    break;
-                }
-            } else if closest.as_ref().is_none_or(|c| attempt.error < c.error) {
-                closest = Some(attempt);
-            }
-        }
+        let (mut solutions, closest) = self.ik_attempts(q, target, &[], wanted);
         if solutions.is_empty() {
-            let closest = closest.expect("at least one attempt");
-            solutions.push(closest.q.iter().map(|&v| v as f32).collect());
+            solutions.push(to_f32(&closest.q));
         }
         solutions
     }
 
-    fn lift_goal(&mut self, q: &[f32], cube: [f32; 3]) -> Vec<f32> {
+    /// The joint limits the IK keeps within, `LIMIT_MARGIN` inside the
+    /// URDF's.
+    fn ik_limits(&self) -> (Vec<f64>, Vec<f64>) {
+        // A short range (a finger's few centimetres) keeps most of itself.
+        let margin = |lo: f64, hi: f64| LIMIT_MARGIN.min(0.25 * (hi - lo));
+        self.model
+            .lower()
+            .into_iter()
+            .zip(self.model.upper())
+            .map(|(lo, hi)| (lo + margin(lo, hi), hi - margin(lo, hi)))
+            .unzip()
+    }
+
+    /// One IK solve for `target` and `axes` from `seed`.
+    fn ik(&self, seed: &[f32], target: Vector3<f64>, axes: &[AxisGoal]) -> IkSolution {
+        let (lower, upper) = self.ik_limits();
+        let seed: Vec<f64> = seed
+            .iter()
+            .zip(lower.iter().zip(&upper))
+            .map(|(&v, (&lo, &hi))| (v as f64).clamp(lo, hi))
+            .collect();
+        self.model.chain.solve_pose(
+            target,
+            axes,
+            &seed,
+            &lower,
+            &upper,
+            &self.model.moves_end_effector(),
+            &IkOptions::default(),
+        )
+    }
+
+    /// Converged IK solutions (up to `wanted`) from the measured pose and
+    /// from restarts spread across the joint ranges, and the closest attempt.
+    fn ik_attempts(
+        &self,
+        q: &[f32],
+        target: Vector3<f64>,
+        axes: &[AxisGoal],
+        wanted: usize,
+    ) -> (Vec<Vec<f32>>, IkSolution) {
+        let (lower, upper) = self.ik_limits();
+        let movable = self.model.moves_end_effector();
+        let mut solutions = Vec::new();
+        let mut closest: Option<IkSolution> = None;
+        let weight = IkOptions::default().orientation_weight;
+        let score = |s: &IkSolution| s.error + weight * s.angle_error;
+        for restart in 0..=IK_RESTARTS {
+            let seed: Vec<f32> = if restart == 0 {
+                q.to_vec()
+            } else {
+                (0..q.len())
+                    .map(|j| {
+                        if !movable[j] {
+                            return q[j];
+                        }
+                        // Golden-ratio sequence per joint: well spread, fixed.
+                        let u = (restart as f64 * 0.618_033_988_75 * (j + 1) as f64 + 0.5) % 1.0;
+                        (lower[j] + (upper[j] - lower[j]) * u) as f32
+                    })
+                    .collect()
+            };
+            let attempt = self.ik(&seed, target, axes);
+            if attempt.converged {
+                solutions.push(to_f32(&attempt.q));
+            }
+            if closest.as_ref().is_none_or(|c| score(&attempt) < score(c)) {
+                closest = Some(attempt);
+            }
+            if solutions.len() >= wanted {
+                break;
+            }
+        }
+        (solutions, closest.expect("at least one attempt"))
+    }
+
+    /// The lift expert's goal and joint speed for this tick: a top-down
+    /// grasp planned from the observed cube, approached from above with the
+    /// gripper open, closed in place, raised straight up and held. If the
+    /// cube did not come up with the gripper, it plans again.
+    fn lift_goal(&mut self, q: &[f32], cube: [f32; 3], rotation: [f32; 4]) -> (Vec<f32>, f32) {
         let gripper = self.model.config.gripper.clone().expect("checked in new");
-        let gripper_index = self
-            .model
-            .joint_index(&gripper.joint)
-            .expect("the gripper joint is actuated");
+        let gripper_index = self.gripper_index.expect("checked in new");
+        let cube = Vector3::new(cube[0] as f64, cube[1] as f64, cube[2] as f64);
+        let rotation = UnitQuaternion::from_quaternion(Quaternion::new(
+            rotation[3] as f64,
+            rotation[0] as f64,
+            rotation[1] as f64,
+            rotation[2] as f64,
+        ));
+        let start = *self.cube_start.get_or_insert(cube);
+        let period = self.control_period;
+        let seconds = |s: f32| (s / period).round() as u32;
         self.phase_ticks += 1;
-        let ticks_per_second = 1.0 / self.control_period;
-        let (offset, open, duration_s) = match self.lift_phase {
-            LiftPhase::Approach => (0.06, true, 1.0),
-            LiftPhase::Descend => (0.0, true, 0.8),
-            LiftPhase::Grasp => (0.0, false, 0.5),
-            LiftPhase::Raise => (0.12, false, f32::INFINITY),
-        };
-        let hover = match self.lift_phase {
-            // Hold the grasp height fixed while closing and raise relative
-            // to where the cube was grasped.
-            LiftPhase::Grasp | LiftPhase::Raise => self.goal_for.unwrap_or(cube),
-            _ => cube,
-        };
-        let target = [hover[0], hover[1], hover[2] + offset];
-        let mut goal = if self.lift_phase == LiftPhase::Raise || self.lift_phase == LiftPhase::Grasp
-        {
-            self.ik_goal(q, target)
-        } else {
-            let goal = self.solve(q, target);
-            self.goal_for = Some(cube);
-            self.waypoints = vec![goal.clone()];
-            goal
+        match self.lift_phase {
+            LiftPhase::Approach => {
+                // Plan on entry, and again now and then while no plan works.
+                if self.phase_ticks == 1
+                    || (self.grasp.is_none() && self.phase_ticks.is_multiple_of(10))
+                {
+                    self.plan_approach(q, cube, rotation);
+                }
+                if let Some(plan) = &self.grasp
+                    && (self.arrived(q) || self.phase_ticks > seconds(PHASE_TIMEOUT_S))
+                {
+                    self.waypoints =
+                        self.cartesian_pose_path(&plan.q_above, plan.above, plan.grasp, &plan.axes);
+                    self.enter(LiftPhase::Descend);
+                }
+            }
+            LiftPhase::Descend => {
+                if self.arrived(q) || self.phase_ticks > seconds(PHASE_TIMEOUT_S) {
+                    self.enter(LiftPhase::Grasp);
+                }
+            }
+            LiftPhase::Grasp => {
+                if self.phase_ticks > seconds(GRASP_S) {
+                    let plan = self.grasp.as_ref().expect("planned before descending");
+                    let top = plan.grasp + Vector3::z() * RAISE_HEIGHT as f64;
+                    let from = self.command.clone().unwrap_or_else(|| plan.q_grasp.clone());
+                    self.waypoints = self.cartesian_pose_path(&from, plan.grasp, top, &plan.axes);
+                    self.enter(LiftPhase::Raise);
+                }
+            }
+            LiftPhase::Raise => {
+                let lifted = cube.z - start.z >= 0.5 * crate::tasks::LIFT_HEIGHT as f64;
+                if (self.arrived(q) || self.phase_ticks > seconds(PHASE_TIMEOUT_S)) && !lifted {
+                    // The cube stayed behind: open and try again from here.
+                    self.enter(LiftPhase::Approach);
+                    self.phase_ticks = 1;
+                    self.plan_approach(q, cube, rotation);
+                }
+            }
+        }
+        let mut goal = self.next_waypoint();
+        let (open, speed) = match self.lift_phase {
+            LiftPhase::Approach => (true, EXPERT_SPEED),
+            LiftPhase::Descend => (true, CAREFUL_SPEED),
+            LiftPhase::Grasp => (false, CAREFUL_SPEED),
+            LiftPhase::Raise => (false, CAREFUL_SPEED),
         };
         goal[gripper_index] = if open { gripper.open } else { gripper.closed };
-        if self.phase_ticks as f32 >= duration_s * ticks_per_second {
-            self.phase_ticks = 0;
-            self.lift_phase = match self.lift_phase {
-                LiftPhase::Approach => LiftPhase::Descend,
-                LiftPhase::Descend => LiftPhase::Grasp,
-                LiftPhase::Grasp => LiftPhase::Raise,
-                LiftPhase::Raise => LiftPhase::Raise,
-            };
-        }
-        goal
+        (goal, speed)
     }
+
+    /// Plans a grasp of the cube where it is now and the way to the pose
+    /// above it; without a grasp, the arm stays where it is.
+    fn plan_approach(&mut self, q: &[f32], cube: Vector3<f64>, rotation: UnitQuaternion<f64>) {
+        self.grasp = self.plan_grasp(q, cube, rotation);
+        self.waypoints = match &self.grasp {
+            Some(plan) => self.joint_path(q, &plan.q_above),
+            None => vec![q.to_vec()],
+        };
+    }
+
+    fn enter(&mut self, phase: LiftPhase) {
+        self.lift_phase = phase;
+        self.phase_ticks = 0;
+    }
+
+    /// Waypoints from `q` to `goal` in joint space: straight when that keeps
+    /// the arm above the table, else staged one group of joints at a time.
+    fn joint_path(&self, q: &[f32], goal: &[f32]) -> Vec<Vec<f32>> {
+        let table = self.table_height;
+        if self.path_clears(q, goal, table) {
+            vec![goal.to_vec()]
+        } else if let Some(via) = self.staged_via(q, goal, table) {
+            vec![via, goal.to_vec()]
+        } else {
+            vec![goal.to_vec()]
+        }
+    }
+
+    /// Joint waypoints every `CARTESIAN_STEP` metres along the straight line
+    /// from `from` to `to` with the orientation `axes`, each solved from the
+    /// one before so the arm stays on one branch.
+    fn cartesian_pose_path(
+        &self,
+        q: &[f32],
+        from: Vector3<f64>,
+        to: Vector3<f64>,
+        axes: &[AxisGoal],
+    ) -> Vec<Vec<f32>> {
+        let pieces = ((to - from).norm() / CARTESIAN_STEP as f64).ceil().max(1.0) as usize;
+        let mut previous = q.to_vec();
+        (1..=pieces)
+            .map(|k| {
+                let point = from + (to - from) * (k as f64 / pieces as f64);
+                previous = to_f32(&self.ik(&previous, point, axes).q);
+                previous.clone()
+            })
+            .collect()
+    }
+
+    /// A grasp of the cube with the jaws closing across a pair of its side
+    /// faces and the fingers pointing down, or leaning as little as the arm
+    /// needs; among those, the one whose pose above the cube is nearest to
+    /// `q` in joint space.
+    fn plan_grasp(
+        &self,
+        q: &[f32],
+        cube: Vector3<f64>,
+        rotation: UnitQuaternion<f64>,
+    ) -> Option<GraspPlan> {
+        let gripper = self.model.config.gripper.as_ref()?;
+        let vector = |v: [f32; 3]| Vector3::new(v[0] as f64, v[1] as f64, v[2] as f64);
+        let approach_local = vector(gripper.approach_axis).try_normalize(1e-9)?;
+        let closing_local = vector(gripper.closing_axis);
+        let closing_local = (closing_local - approach_local * closing_local.dot(&approach_local))
+            .try_normalize(1e-9)?;
+        let offset = vector(gripper.grasp_offset);
+        let q64: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+        // Lean the fingers in the vertical plane through the arm's base and
+        // the cube, where a serial arm's wrist can lean them.
+        let base = self.model.chain.frame_positions(&q64)[0];
+        let radial = Vector3::new(cube.x - base.x, cube.y - base.y, 0.0)
+            .try_normalize(1e-9)
+            .unwrap_or_else(Vector3::x);
+        let lean_axis = nalgebra::Unit::new_normalize(Vector3::z().cross(&radial));
+        // The side faces, whichever face the cube rests on.
+        let faces: Vec<Vector3<f64>> = [Vector3::x(), Vector3::y(), Vector3::z()]
+            .iter()
+            .flat_map(|axis| [rotation * axis, -(rotation * axis)])
+            .filter_map(|normal| {
+                let horizontal = Vector3::new(normal.x, normal.y, 0.0);
+                (horizontal.norm() > 0.5).then(|| horizontal.normalize())
+            })
+            .collect();
+        let movable = self.model.moves_end_effector();
+        let distance = |a: &[f32], b: &[f32]| -> f32 {
+            a.iter()
+                .zip(b)
+                .zip(&movable)
+                .filter(|&(_, &m)| m)
+                .map(|((x, y), _)| (x - y).abs())
+                .sum()
+        };
+        for lean in GRASP_LEANS {
+            let approach =
+                UnitQuaternion::from_axis_angle(&lean_axis, lean.to_radians()) * -Vector3::z();
+            let mut best: Option<(f32, GraspPlan)> = None;
+            for face in &faces {
+                let Some(closing) = (face - approach * face.dot(&approach)).try_normalize(1e-6)
+                else {
+                    continue;
+                };
+                let world =
+                    nalgebra::Matrix3::from_columns(&[approach, closing, approach.cross(&closing)]);
+                let local = nalgebra::Matrix3::from_columns(&[
+                    approach_local,
+                    closing_local,
+                    approach_local.cross(&closing_local),
+                ]);
+                let orientation = world * local.transpose();
+                let grasp = cube - orientation * offset;
+                let above = grasp - approach * GRASP_HOVER as f64;
+                let axes = [
+                    AxisGoal {
+                        local: approach_local,
+                        world: approach,
+                    },
+                    AxisGoal {
+                        local: closing_local,
+                        world: closing,
+                    },
+                ];
+                let (solutions, _) = self.ik_attempts(q, grasp, &axes, IK_RESTARTS + 1);
+                for q_grasp in solutions {
+                    let attempt = self.ik(&q_grasp, above, &axes);
+                    if !attempt.converged {
+                        continue;
+                    }
+                    let q_above = to_f32(&attempt.q);
+                    if self.model.lowest_point(&q_above) < self.table_height + PATH_CLEARANCE {
+                        continue;
+                    }
+                    let cost = distance(q, &q_above);
+                    if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                        best = Some((
+                            cost,
+                            GraspPlan {
+                                axes,
+                                grasp,
+                                above,
+                                q_grasp,
+                                q_above,
+                            },
+                        ));
+                    }
+                }
+            }
+            if let Some((_, plan)) = best {
+                return Some(plan);
+            }
+        }
+        None
+    }
+}
+
+fn to_f32(q: &[f64]) -> Vec<f32> {
+    q.iter().map(|&v| v as f32).collect()
 }
 
 /// Swing-up and balance for Pendulum-v1: energy pumping far from upright

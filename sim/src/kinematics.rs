@@ -58,6 +58,10 @@ pub struct IkOptions {
     pub damping: f64,
     /// Largest change of one coordinate per iteration (rad or m).
     pub max_step: f64,
+    /// Converged when every orientation goal is within this angle (rad).
+    pub angle_tolerance: f64,
+    /// Metres of position error one radian of orientation error weighs as.
+    pub orientation_weight: f64,
 }
 
 impl Default for IkOptions {
@@ -67,6 +71,8 @@ impl Default for IkOptions {
             tolerance: 1e-4,
             damping: 0.01,
             max_step: 0.2,
+            angle_tolerance: 1e-3,
+            orientation_weight: 0.1,
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct IkSolution {
     pub q: Vec<f64>,
     /// Remaining distance between the end effector and the target (m).
     pub error: f64,
+    /// Largest remaining angle between an orientation goal's axis and its
+    /// direction (rad); 0 without orientation goals.
+    pub angle_error: f64,
     pub converged: bool,
 }
 
@@ -123,10 +132,12 @@ impl Chain {
         positions
     }
 
-    /// End-effector position and its Jacobian ∂p/∂q (3 × num_coordinates).
-    /// A revolute joint contributes axis × (p − joint origin), a prismatic one
-    /// its axis, each scaled by its mimic multiplier.
-    pub fn position_jacobian(&self, q: &[f64]) -> (Vector3<f64>, DMatrix<f64>) {
+    /// End-effector pose and its geometric Jacobian (6 × num_coordinates):
+    /// rows 0–2 the linear velocity of the end effector, rows 3–5 the
+    /// angular velocity. A revolute joint contributes (axis × (p − joint
+    /// origin), axis), a prismatic one (axis, 0), each scaled by its mimic
+    /// multiplier.
+    pub fn jacobian(&self, q: &[f64]) -> (Isometry3<f64>, DMatrix<f64>) {
         let mut frames = Vec::with_capacity(self.joints.len());
         let mut pose = self.base;
         for joint in &self.joints {
@@ -135,20 +146,27 @@ impl Chain {
             pose = joint_frame * Self::joint_motion(joint, q);
         }
         let tip = pose.translation.vector;
-        let mut jacobian = DMatrix::zeros(3, self.num_coordinates);
+        let mut jacobian = DMatrix::zeros(6, self.num_coordinates);
         for (joint, frame) in self.joints.iter().zip(&frames) {
             let Some(drive) = &joint.drive else { continue };
             let axis = frame.rotation * joint.axis;
-            let column = match joint.kind {
-                ChainJointKind::Revolute => axis.cross(&(tip - frame.translation.vector)),
-                ChainJointKind::Prismatic => axis,
+            let (linear, angular) = match joint.kind {
+                ChainJointKind::Revolute => (axis.cross(&(tip - frame.translation.vector)), axis),
+                ChainJointKind::Prismatic => (axis, Vector3::zeros()),
                 ChainJointKind::Fixed => continue,
             };
             for row in 0..3 {
-                jacobian[(row, drive.index)] += drive.multiplier * column[row];
+                jacobian[(row, drive.index)] += drive.multiplier * linear[row];
+                jacobian[(row + 3, drive.index)] += drive.multiplier * angular[row];
             }
         }
-        (tip, jacobian)
+        (pose, jacobian)
+    }
+
+    /// End-effector position and its Jacobian ∂p/∂q (3 × num_coordinates).
+    pub fn position_jacobian(&self, q: &[f64]) -> (Vector3<f64>, DMatrix<f64>) {
+        let (pose, jacobian) = self.jacobian(q);
+        (pose.translation.vector, jacobian.rows(0, 3).into_owned())
     }
 
     /// Joint coordinates that put the end effector at `target`, starting from
@@ -164,16 +182,57 @@ impl Chain {
         movable: &[bool],
         options: &IkOptions,
     ) -> IkSolution {
+        self.solve_pose(target, &[], q0, lower, upper, movable, options)
+    }
+
+    /// Like `solve_position`, and also turns the end effector so that each
+    /// of `axes` (a unit vector in the end-effector frame) points along its
+    /// world direction. The orientation residual is Σ aᵢ × gᵢ, whose rate is
+    /// L ω with L = Σ (aᵢ gᵢᵀ − (aᵢ·gᵢ) I) (Siciliano et al., "Robotics",
+    /// §3.7.3); it is weighted by `options.orientation_weight` metres per
+    /// radian against the position residual. Converged when the position is
+    /// within `tolerance` and every axis within `angle_tolerance`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn solve_pose(
+        &self,
+        target: Vector3<f64>,
+        axes: &[AxisGoal],
+        q0: &[f64],
+        lower: &[f64],
+        upper: &[f64],
+        movable: &[bool],
+        options: &IkOptions,
+    ) -> IkSolution {
+        let rows = if axes.is_empty() { 3 } else { 6 };
+        let weight = options.orientation_weight;
         let mut q = q0.to_vec();
-        let mut error = f64::INFINITY;
+        let mut residual = DVector::zeros(rows);
         for _ in 0..options.max_iterations {
-            let (tip, mut jacobian) = self.position_jacobian(&q);
-            let residual = target - tip;
-            error = residual.norm();
-            if error < options.tolerance {
+            let (pose, full) = self.jacobian(&q);
+            let position_error = target - pose.translation.vector;
+            let error = position_error.norm();
+            residual.rows_mut(0, 3).copy_from(&position_error);
+            let mut jacobian = full.rows(0, rows).into_owned();
+            let mut angle_error = 0.0;
+            if !axes.is_empty() {
+                let mut turn = Vector3::zeros();
+                let mut coupling = nalgebra::Matrix3::zeros();
+                for goal in axes {
+                    let current = pose.rotation * goal.local;
+                    turn += current.cross(&goal.world);
+                    coupling += current * goal.world.transpose()
+                        - nalgebra::Matrix3::identity() * current.dot(&goal.world);
+                    angle_error = f64::max(angle_error, current.angle(&goal.world));
+                }
+                residual.rows_mut(3, 3).copy_from(&(-weight * turn));
+                let angular = coupling * full.rows(3, 3);
+                jacobian.rows_mut(3, 3).copy_from(&(weight * angular));
+            }
+            if error < options.tolerance && angle_error < options.angle_tolerance {
                 return IkSolution {
                     q,
                     error,
+                    angle_error,
                     converged: true,
                 };
             }
@@ -183,11 +242,8 @@ impl Chain {
                 }
             }
             let damping = options.damping * options.damping;
-            let jjt = &jacobian * jacobian.transpose() + DMatrix::identity(3, 3) * damping;
-            let Some(solved) = jjt
-                .lu()
-                .solve(&DVector::from_column_slice(residual.as_slice()))
-            else {
+            let jjt = &jacobian * jacobian.transpose() + DMatrix::identity(rows, rows) * damping;
+            let Some(solved) = jjt.lu().solve(&residual) else {
                 break;
             };
             let step = jacobian.transpose() * solved;
@@ -201,13 +257,28 @@ impl Chain {
                 q[i] = (q[i] + scale * step[i]).clamp(lower[i], upper[i]);
             }
         }
-        let converged = error < options.tolerance;
+        let (pose, _) = self.jacobian(&q);
+        let error = (target - pose.translation.vector).norm();
+        let angle_error = axes
+            .iter()
+            .map(|goal| (pose.rotation * goal.local).angle(&goal.world))
+            .fold(0.0, f64::max);
+        let converged = error < options.tolerance && angle_error < options.angle_tolerance;
         IkSolution {
             q,
             error,
+            angle_error,
             converged,
         }
     }
+}
+
+/// An orientation goal: the end-effector frame's unit vector `local` should
+/// point along the unit world vector `world`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AxisGoal {
+    pub local: Vector3<f64>,
+    pub world: Vector3<f64>,
 }
 
 /// A URDF `<origin xyz rpy>` as an isometry (fixed-axis roll, pitch, yaw).

@@ -9,6 +9,7 @@ pub mod arm_model;
 pub mod camera;
 pub mod env;
 pub mod expert;
+pub mod hull;
 pub mod kinematics;
 pub mod pendulum;
 pub mod randomization;

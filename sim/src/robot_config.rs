@@ -63,13 +63,37 @@ pub struct CollisionPad {
     pub half_extents: [f32; 3],
 }
 
-/// How the scripted expert opens and closes the gripper.
+/// How the scripted expert opens, closes and aims the gripper. The axes
+/// and the offset are in the end-effector frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GripperConfig {
     pub joint: String,
     pub open: f32,
     pub closed: f32,
+    /// The direction the fingers point (the gripper moves along it onto an
+    /// object); z by default, as in ROS tool frames.
+    #[serde(default = "GripperConfig::default_approach_axis")]
+    pub approach_axis: [f32; 3],
+    /// The direction the jaws close along; y by default, as in ROS hand
+    /// frames.
+    #[serde(default = "GripperConfig::default_closing_axis")]
+    pub closing_axis: [f32; 3],
+    /// Where the centre of a grasped object sits (m): between the jaws, at
+    /// a depth that keeps the fingertips off the table when the object
+    /// rests on it.
+    #[serde(default)]
+    pub grasp_offset: [f32; 3],
+}
+
+impl GripperConfig {
+    fn default_approach_axis() -> [f32; 3] {
+        [0.0, 0.0, 1.0]
+    }
+
+    fn default_closing_axis() -> [f32; 3] {
+        [0.0, 1.0, 0.0]
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -88,6 +112,10 @@ pub struct RobotConfig {
     pub replace_collision: Vec<String>,
     #[serde(default)]
     pub pads: Vec<CollisionPad>,
+    /// How far (m) a mesh's collision hull may shrink when it is simplified
+    /// to fewer vertices (default 0.5 mm, see `hull.rs`); 0 keeps the exact
+    /// convex hulls, which cost rapier far more per step.
+    pub hull_tolerance: Option<f32>,
     /// Applies to every actuated joint not named in `actuators`.
     pub default_actuator: Option<ActuatorParams>,
     #[serde(default)]
@@ -98,7 +126,47 @@ impl RobotConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read robot config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("robot config {}: {e}", path.display()))
+        let config: Self =
+            toml::from_str(&text).map_err(|e| format!("robot config {}: {e}", path.display()))?;
+        config
+            .validate()
+            .map_err(|e| format!("robot config {}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks what the TOML types cannot: pads with a size, gripper axes
+    /// that are directions and not parallel.
+    pub fn validate(&self) -> Result<(), String> {
+        for pad in &self.pads {
+            if !pad.half_extents.iter().all(|&h| h > 0.0 && h.is_finite())
+                || !pad.center.iter().all(|c| c.is_finite())
+            {
+                return Err(format!(
+                    "the pad on `{}` needs finite centre and positive half_extents, got {:?} and {:?}",
+                    pad.link, pad.center, pad.half_extents
+                ));
+            }
+        }
+        if let Some(gripper) = &self.gripper {
+            let [a, c] = [gripper.approach_axis, gripper.closing_axis].map(|v| {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.map(|x| x / norm)
+            });
+            let cross = [
+                a[1] * c[2] - a[2] * c[1],
+                a[2] * c[0] - a[0] * c[2],
+                a[0] * c[1] - a[1] * c[0],
+            ];
+            let sine = cross.iter().map(|x| x * x).sum::<f32>().sqrt();
+            // A zero axis makes the sine NaN.
+            if sine.is_nan() || sine <= 0.1 {
+                return Err(format!(
+                    "[gripper] approach_axis {:?} and closing_axis {:?} must be non-zero and not parallel",
+                    gripper.approach_axis, gripper.closing_axis
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The file that configures the URDF at `urdf`, if there is one: its

@@ -164,6 +164,11 @@ impl ArmWorld {
             ..Default::default()
         };
         integration.num_solver_iterations = physics.solver_iterations;
+        // rapier keeps a pair's contact points while the two bodies drift
+        // less than 5 cm (`contact_recycle_distance`): far more than the
+        // few millimetres between a cube and a closing jaw, whose stale
+        // contact planes then push the cube about.
+        integration.contact_recycling = false;
         let [gx, gy, gz] = physics.gravity;
         let mut world = Self {
             model,
@@ -382,6 +387,38 @@ impl ArmWorld {
     /// End-effector position from the measured joint positions.
     pub fn ee_position(&self) -> [f32; 3] {
         self.model.ee_position(&self.joint_positions())
+    }
+
+    /// World pose of the body of the URDF link called `name` (links merged
+    /// into their parent as frames have no body of their own).
+    pub fn link_pose(&self, name: &str) -> Option<Pose> {
+        let index = self.model.link_names.iter().position(|l| l == name)?;
+        Some(*self.bodies[self.link_bodies[index]].position())
+    }
+
+    /// The arm's links with a collider that intersects `shape` at `pose`.
+    pub fn links_touching(&self, shape: &dyn Shape, pose: &Pose) -> Vec<&str> {
+        self.link_bodies
+            .iter()
+            .zip(&self.model.link_names)
+            .filter(|&(&body, _)| {
+                let body = &self.bodies[body];
+                body.colliders().iter().any(|&handle| {
+                    let collider = &self.colliders[handle];
+                    // From the body, which is current even before a step
+                    // has moved the collider.
+                    let local = collider.position_wrt_parent().copied().unwrap_or_default();
+                    rapier3d::parry::query::intersection_test(
+                        &(body.position() * local),
+                        collider.shape(),
+                        pose,
+                        shape,
+                    )
+                    .is_ok_and(|hit| hit.intersecting)
+                })
+            })
+            .map(|(_, name)| name.as_str())
+            .collect()
     }
 
     pub fn cube_pose(&self) -> Option<Pose> {
