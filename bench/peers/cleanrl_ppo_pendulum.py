@@ -72,6 +72,7 @@ DEFAULTS = dict(
     gamma=0.9,            # Pendulum's reward is dense and local: a short horizon learns faster
     gae_lambda=0.95,
     clip_coef=0.2,
+    clip_vloss=True,      # CleanRL's default: clipped value loss
     ent_coef=0.0,
     vf_coef=0.5,
     max_grad_norm=0.5,
@@ -114,8 +115,12 @@ def parse_args(argv):
                    "(default: %(default)s)")
     hp = p.add_argument_group("PPO hyperparameters")
     for name, value in DEFAULTS.items():
-        hp.add_argument("--" + name.replace("_", "-"), type=type(value), default=value,
-                        help="(default: %(default)s)")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            hp.add_argument(flag, action=argparse.BooleanOptionalAction, default=value,
+                            help="(default: %(default)s)")
+        else:
+            hp.add_argument(flag, type=type(value), default=value, help="(default: %(default)s)")
     args = p.parse_args(argv)
     for name in ("eval_every", "eval_episodes", "max_steps", "num_envs", "num_steps",
                  "num_minibatches", "update_epochs"):
@@ -348,10 +353,13 @@ def main(argv=None):
                 pg_loss = torch.max(-mb_adv * ratio,
                                     -mb_adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
 
-                # Clipped value loss: the new value may not move further than
-                # clip_coef from the rollout's value estimate for free.
-                v_clipped = b_val[mb] + (new_val - b_val[mb]).clamp(-args.clip_coef, args.clip_coef)
-                v_loss = 0.5 * torch.max((new_val - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean()
+                if args.clip_vloss:
+                    # Clipped value loss: the new value may not move further
+                    # than clip_coef from the rollout's value estimate for free.
+                    v_clipped = b_val[mb] + (new_val - b_val[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = 0.5 * torch.max((new_val - b_ret[mb]) ** 2, (v_clipped - b_ret[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((new_val - b_ret[mb]) ** 2).mean()
 
                 loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
                 optimizer.zero_grad()

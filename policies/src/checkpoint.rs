@@ -321,7 +321,13 @@ fn compare_fields(
             if !close(t.lower[i], r.lower[i]) || !close(t.upper[i], r.upper[i]) {
                 return Err(CheckpointError::Mismatch(format!(
                     "{}: the policy was trained with limits [{}, {}] {}, the robot has [{}, {}] {}",
-                    element_name(element), t.lower[i], t.upper[i], t.unit, r.lower[i], r.upper[i], r.unit
+                    element_name(element),
+                    t.lower[i],
+                    t.upper[i],
+                    t.unit,
+                    r.lower[i],
+                    r.upper[i],
+                    r.unit
                 )));
             }
         }

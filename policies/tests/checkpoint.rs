@@ -22,7 +22,12 @@ fn spec() -> RobotSpec {
             instruction: false,
         },
         action: ActionSpec {
-            fields: vec![FieldSpec::new("joint_target", Unit::Radian, &joints, &[(-1.5, 1.5); 2])],
+            fields: vec![FieldSpec::new(
+                "joint_target",
+                Unit::Radian,
+                &joints,
+                &[(-1.5, 1.5); 2],
+            )],
         },
         control_rate_hz: 50.0,
     }
@@ -50,7 +55,10 @@ fn trained_policy() -> GaussianMlpPolicy {
     for (k, p) in policy.actor.params_mut().iter_mut().enumerate() {
         *p += 0.01 * ((k * 7919) % 13) as f32 - 0.06;
     }
-    let states: Vec<f32> = observations().iter().flat_map(|o| o.state.clone()).collect();
+    let states: Vec<f32> = observations()
+        .iter()
+        .flat_map(|o| o.state.clone())
+        .collect();
     policy.normalizer.update(&states);
     policy.set_version(42);
     policy
@@ -66,11 +74,22 @@ fn temp_dir(name: &str) -> PathBuf {
 fn save_then_load_gives_identical_actions() {
     let mut policy = trained_policy();
     let dir = temp_dir("roundtrip");
-    checkpoint::save(&dir, &policy, TrainingProvenance { seed: 3, ..Default::default() }).unwrap();
+    checkpoint::save(
+        &dir,
+        &policy,
+        TrainingProvenance {
+            seed: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (mut loaded, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
     assert_eq!(contract.policy_version, 42);
     assert_eq!(contract.provenance.seed, 3);
-    assert!(contract.normalizer.frozen, "the saved statistics are frozen");
+    assert!(
+        contract.normalizer.frozen,
+        "the saved statistics are frozen"
+    );
     assert_eq!(loaded.version(), 42);
     for sampling in [Sampling::Deterministic, Sampling::Stochastic { seed: 9 }] {
         let a = policy.act(&observations(), sampling).unwrap();
@@ -86,7 +105,10 @@ fn a_robot_that_differs_is_refused_naming_the_field() {
     let dir = temp_dir("mismatch");
     checkpoint::save(&dir, &policy, TrainingProvenance::default()).unwrap();
     let expect = |robot: RobotSpec, needle: &str| {
-        let err = checkpoint::load(&dir, Some(&robot)).err().expect("refused").to_string();
+        let err = checkpoint::load(&dir, Some(&robot))
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(err.contains(needle), "`{err}` should mention `{needle}`");
     };
     let mut renamed = spec();
@@ -127,7 +149,10 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
     let at = nan.len() - 4;
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&weights, &nan).unwrap();
-    let err = checkpoint::load(&dir, Some(&spec())).err().unwrap().to_string();
+    let err = checkpoint::load(&dir, Some(&spec()))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("NaN"), "{err}");
     std::fs::write(&weights, &good).unwrap();
 
@@ -138,10 +163,20 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
         checkpoint::load(&dir, Some(&spec())),
         Err(CheckpointError::Contract { .. })
     ));
-    std::fs::write(&contract, text.replace("\"policy_kind\"", "\"policy_kinds\"")).unwrap();
-    let err = checkpoint::load(&dir, Some(&spec())).err().unwrap().to_string();
+    std::fs::write(
+        &contract,
+        text.replace("\"policy_kind\"", "\"policy_kinds\""),
+    )
+    .unwrap();
+    let err = checkpoint::load(&dir, Some(&spec()))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("policy_kinds"), "{err}");
     std::fs::remove_file(&contract).unwrap();
-    assert!(matches!(checkpoint::load(&dir, None), Err(CheckpointError::Io { .. })));
+    assert!(matches!(
+        checkpoint::load(&dir, None),
+        Err(CheckpointError::Io { .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,7 +37,10 @@ fn ppo_learns_pendulum_on_a_small_budget() {
     }
     let (trained, _) = eval_return(&mut trainer, None, 10);
     println!("pendulum: initial policy {random:.1}, after 61k steps {trained:.1}");
-    assert!(trained > random + 400.0, "initial {random}, trained {trained}");
+    assert!(
+        trained > random + 400.0,
+        "initial {random}, trained {trained}"
+    );
 }
 
 #[test]
@@ -48,11 +51,17 @@ fn same_seed_same_learning_curve_whatever_the_thread_count() {
         config.threads = threads;
         config.rollout_steps = 16;
         config.total_steps = 4 * 16 * 3;
-        let mut trainer = Trainer::new(config, &env_config(TaskKind::Reach), Some(so101())).unwrap();
+        let mut trainer =
+            Trainer::new(config, &env_config(TaskKind::Reach), Some(so101())).unwrap();
         let mut curve = Vec::new();
         while !trainer.done() {
             let r = trainer.iterate().unwrap();
-            curve.push((r.env_steps, r.update.policy_loss, r.update.value_loss, r.update.approx_kl));
+            curve.push((
+                r.env_steps,
+                r.update.policy_loss,
+                r.update.value_loss,
+                r.update.approx_kl,
+            ));
         }
         (curve, trainer.policy.actor.params().to_vec())
     };
@@ -71,12 +80,15 @@ fn grpo_improves_reach_over_its_starting_policy() {
     config.ppo.epochs = 4;
     config.ppo.minibatch_size = 400;
     let model = so101();
-    let mut trainer = Trainer::new(config, &env_config(TaskKind::Reach), Some(model.clone())).unwrap();
+    let mut trainer =
+        Trainer::new(config, &env_config(TaskKind::Reach), Some(model.clone())).unwrap();
     let (before, before_success) = eval_return(&mut trainer, Some(model.clone()), 16);
     while !trainer.done() {
         trainer.iterate().unwrap();
     }
     let (after, after_success) = eval_return(&mut trainer, Some(model), 16);
-    println!("grpo reach: return {before:.2} → {after:.2}, success {before_success} → {after_success}");
+    println!(
+        "grpo reach: return {before:.2} → {after:.2}, success {before_success} → {after_success}"
+    );
     assert!(after > before + 5.0, "return {before} → {after}");
 }

@@ -214,7 +214,8 @@ impl ArmEnv {
             TaskKind::Reach => {
                 let distance = tasks::distance(&ee, &state.target);
                 let success = distance < tasks::REACH_SUCCESS_RADIUS;
-                let mut rewards = RewardComponents::new().with(RewardComponents::TASK, -distance);
+                let mut rewards = RewardComponents::new()
+                    .with(RewardComponents::TASK, tasks::reach_reward(distance));
                 if last_tick {
                     rewards.set(RewardComponents::SUCCESS, success as u8 as f32);
                 }

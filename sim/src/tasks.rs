@@ -69,6 +69,14 @@ pub const REACH_MIN_DISTANCE: f32 = 0.10;
 /// Every joint of the arm must be this far above the table at the sampled pose (m).
 pub const REACH_ARM_CLEARANCE: f32 = 0.03;
 pub const REACH_SUCCESS_RADIUS: f32 = 0.02;
+
+/// Dense reach reward per tick: −distance (m), plus a precision term
+/// 1 − tanh(distance / 10 cm) (the shaping robosuite's reaching tasks use)
+/// whose slope near the target is ten times that of the distance, so that
+/// the last centimetres, which decide success, are worth learning.
+pub fn reach_reward(distance: f32) -> f32 {
+    -distance + (1.0 - (distance / 0.1).tanh())
+}
 pub const REACH_HORIZON_S: f64 = 2.0;
 
 pub const LIFT_HEIGHT: f32 = 0.05;

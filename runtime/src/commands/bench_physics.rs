@@ -179,5 +179,10 @@ fn run_mujoco(args: &PhysicsBenchArgs, dt: f32) -> Result<serde_json::Value, Str
         args.steps.to_string(),
         "--json".into(),
     ];
-    super::bench::run_peer(&args.python, "mujoco_physics.py", &peer_args, "requirements-mujoco.txt")
+    super::bench::run_peer(
+        &args.python,
+        "mujoco_physics.py",
+        &peer_args,
+        "requirements-mujoco.txt",
+    )
 }

@@ -4,8 +4,8 @@
 //! PyTorch, and batch-1 policy latency against PyTorch and ONNX Runtime.
 //! Every peer runs in the same invocation, one thread each.
 
-use super::print_json;
 use super::bench::run_peer;
+use super::print_json;
 use crate::learn::eval::evaluate;
 use crate::learn::ppo::{self, Batch, PpoConfig};
 use crate::learn::trainer::make_envs;
@@ -59,7 +59,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
         let r = pendulum_to_target(seed, args.eval_every, args.max_steps)?;
         println!(
             "cerebellum PPO  seed {seed}: {} after {:>7} env steps, {:>6.2} s training ({:.2} s eval)",
-            if r["reached"].as_bool() == Some(true) { "reached −200" } else { "did not reach" },
+            if r["reached"].as_bool() == Some(true) {
+                "reached −200"
+            } else {
+                "did not reach"
+            },
             r["env_steps"],
             r["train_wall_s"].as_f64().unwrap_or(f64::NAN),
             r["eval_wall_s"].as_f64().unwrap_or(f64::NAN)
@@ -69,7 +73,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     let mut peers = serde_json::Map::new();
     for (name, script, requirements) in [
         ("sb3", "sb3_ppo_pendulum.py", "requirements-sb3.txt"),
-        ("cleanrl", "cleanrl_ppo_pendulum.py", "requirements-cleanrl.txt"),
+        (
+            "cleanrl",
+            "cleanrl_ppo_pendulum.py",
+            "requirements-cleanrl.txt",
+        ),
     ] {
         if args.no_peers {
             break;
@@ -92,7 +100,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
                 Ok(r) => {
                     println!(
                         "{name:<15} seed {seed}: {} after {:>7} env steps, {:>6.2} s training",
-                        if r["reached"].as_bool() == Some(true) { "reached −200" } else { "did not reach" },
+                        if r["reached"].as_bool() == Some(true) {
+                            "reached −200"
+                        } else {
+                            "did not reach"
+                        },
                         r["env_steps"],
                         r["train_wall_s"].as_f64().unwrap_or(f64::NAN)
                     );
@@ -119,7 +131,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
         println!(
             "pendulum to −200: {name} takes {time_ratio:.1}× our wall time and {steps_ratio:.2}× our env steps (means over seeds)"
         );
-        ratios.insert(name.clone(), json!({"wall_time": time_ratio, "env_steps": steps_ratio}));
+        ratios.insert(
+            name.clone(),
+            json!({"wall_time": time_ratio, "env_steps": steps_ratio}),
+        );
     }
 
     let update = update_throughput()?;
@@ -130,12 +145,20 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     let torch_update = if args.no_peers {
         Err("skipped".to_owned())
     } else {
-        run_peer(&args.python, "torch_ppo_update.py", &[], "requirements-torch.txt")
+        run_peer(
+            &args.python,
+            "torch_ppo_update.py",
+            &[],
+            "requirements-torch.txt",
+        )
     };
     let update_ratio = match &torch_update {
         Ok(r) => {
             let theirs = r["samples_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!("PyTorch PPO update: {theirs:>10.0} samples/s → ours is {:.1}× faster", update / theirs);
+            println!(
+                "PyTorch PPO update: {theirs:>10.0} samples/s → ours is {:.1}× faster",
+                update / theirs
+            );
             Some(update / theirs)
         }
         Err(why) => {
@@ -149,7 +172,12 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     let latency_peer = if args.no_peers {
         Err("skipped".to_owned())
     } else {
-        run_peer(&args.python, "inference_latency.py", &[], "requirements-latency.txt")
+        run_peer(
+            &args.python,
+            "inference_latency.py",
+            &[],
+            "requirements-latency.txt",
+        )
     };
     match &latency_peer {
         Ok(r) => {
@@ -225,12 +253,22 @@ fn spec(obs: usize, act: usize) -> RobotSpec {
     RobotSpec {
         name: "bench".into(),
         observation: ObservationSpec {
-            fields: vec![FieldSpec::new("s", Unit::Normalized, &names[..obs], &vec![(-10.0, 10.0); obs])],
+            fields: vec![FieldSpec::new(
+                "s",
+                Unit::Normalized,
+                &names[..obs],
+                &vec![(-10.0, 10.0); obs],
+            )],
             cameras: vec![],
             instruction: false,
         },
         action: ActionSpec {
-            fields: vec![FieldSpec::new("a", Unit::Normalized, &names[..act], &vec![(-1.0, 1.0); act])],
+            fields: vec![FieldSpec::new(
+                "a",
+                Unit::Normalized,
+                &names[..act],
+                &vec![(-1.0, 1.0); act],
+            )],
         },
         control_rate_hz: 50.0,
     }
@@ -246,7 +284,11 @@ fn update_throughput() -> anyhow::Result<f64> {
     };
     let mut policy = GaussianMlpPolicy::new(&spec(obs, act), config, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut uniform = |k: usize| (0..k).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+    let mut uniform = |k: usize| {
+        (0..k)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
     let batch = Batch {
         observations: uniform(n * obs),
         raw_actions: uniform(n * act),
@@ -256,7 +298,11 @@ fn update_throughput() -> anyhow::Result<f64> {
         old_values: uniform(n),
     };
     let ppo_config = PpoConfig::default();
-    let sizes = [policy.actor.params().len(), policy.log_std.len(), policy.critic.params().len()];
+    let sizes = [
+        policy.actor.params().len(),
+        policy.log_std.len(),
+        policy.critic.params().len(),
+    ];
     let mut best = 0.0f64;
     for _ in 0..3 {
         let mut adam = Adam::new(3e-4, &sizes);
@@ -285,5 +331,8 @@ fn inference_latency() -> (f64, f64) {
         })
         .collect();
     samples.sort_by(f64::total_cmp);
-    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
 }

@@ -348,12 +348,22 @@ mod tests {
         let spec = RobotSpec {
             name: "test".into(),
             observation: ObservationSpec {
-                fields: vec![FieldSpec::new("s", Unit::Normalized, &["a", "b", "c"], &[(-9.0, 9.0); 3])],
+                fields: vec![FieldSpec::new(
+                    "s",
+                    Unit::Normalized,
+                    &["a", "b", "c"],
+                    &[(-9.0, 9.0); 3],
+                )],
                 cameras: vec![],
                 instruction: false,
             },
             action: ActionSpec {
-                fields: vec![FieldSpec::new("u", Unit::Normalized, &["x", "y"], &[(-1.0, 1.0); 2])],
+                fields: vec![FieldSpec::new(
+                    "u",
+                    Unit::Normalized,
+                    &["x", "y"],
+                    &[(-1.0, 1.0); 2],
+                )],
             },
             control_rate_hz: 50.0,
         };
@@ -392,7 +402,11 @@ mod tests {
     }
 
     /// The same loss in candle, differentiated by candle's autograd.
-    fn candle_grads(p: &GaussianMlpPolicy, b: &Batch, c: &PpoConfig) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn candle_grads(
+        p: &GaussianMlpPolicy,
+        b: &Batch,
+        c: &PpoConfig,
+    ) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
         let dev = Device::Cpu;
         let n = b.len();
         let vars = |mlp: &cerebellum_policies::Mlp| -> Vec<(Var, Var)> {
@@ -410,7 +424,11 @@ mod tests {
         let forward = |layers: &[(Var, Var)], x: &Tensor| {
             let mut h = x.clone();
             for (k, (w, bias)) in layers.iter().enumerate() {
-                h = h.matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(bias.as_tensor()).unwrap();
+                h = h
+                    .matmul(&w.as_tensor().t().unwrap())
+                    .unwrap()
+                    .broadcast_add(bias.as_tensor())
+                    .unwrap();
                 if k + 1 < layers.len() {
                     h = h.tanh().unwrap();
                 }
@@ -423,51 +441,116 @@ mod tests {
         let x = Tensor::from_slice(&b.observations, (n, 3), &dev).unwrap();
         let u = Tensor::from_slice(&b.raw_actions, (n, 2), &dev).unwrap();
         let mean = forward(&actor, &x);
-        let z = u.sub(&mean).unwrap().broadcast_div(&log_std.as_tensor().exp().unwrap()).unwrap();
-        let log_prob = (z.sqr().unwrap() * -0.5).unwrap()
-            .broadcast_sub(log_std.as_tensor()).unwrap()
-            .affine(1.0, -0.918_938_5).unwrap()
-            .sum(1).unwrap();
+        let z = u
+            .sub(&mean)
+            .unwrap()
+            .broadcast_div(&log_std.as_tensor().exp().unwrap())
+            .unwrap();
+        let log_prob = (z.sqr().unwrap() * -0.5)
+            .unwrap()
+            .broadcast_sub(log_std.as_tensor())
+            .unwrap()
+            .affine(1.0, -0.918_938_5)
+            .unwrap()
+            .sum(1)
+            .unwrap();
         let old = Tensor::from_slice(&b.old_log_probs, n, &dev).unwrap();
         let ratio = log_prob.sub(&old).unwrap().exp().unwrap();
         let mean_a = b.advantages.iter().sum::<f32>() / n as f32;
-        let std_a = (b.advantages.iter().map(|a| (a - mean_a).powi(2)).sum::<f32>() / (n - 1) as f32).sqrt();
-        let adv: Vec<f32> = b.advantages.iter().map(|a| (a - mean_a) / (std_a + 1e-8)).collect();
+        let std_a = (b
+            .advantages
+            .iter()
+            .map(|a| (a - mean_a).powi(2))
+            .sum::<f32>()
+            / (n - 1) as f32)
+            .sqrt();
+        let adv: Vec<f32> = b
+            .advantages
+            .iter()
+            .map(|a| (a - mean_a) / (std_a + 1e-8))
+            .collect();
         let adv = Tensor::from_slice(&adv, n, &dev).unwrap();
         let unclipped = ratio.mul(&adv).unwrap().neg().unwrap();
-        let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip).unwrap().mul(&adv).unwrap().neg().unwrap();
+        let clipped = ratio
+            .clamp(1.0 - c.clip, 1.0 + c.clip)
+            .unwrap()
+            .mul(&adv)
+            .unwrap()
+            .neg()
+            .unwrap();
         let pg = unclipped.maximum(&clipped).unwrap().mean_all().unwrap();
         let v = forward(&critic, &x).squeeze(1).unwrap();
         let target = Tensor::from_slice(&b.returns, n, &dev).unwrap();
         let old_v = Tensor::from_slice(&b.old_values, n, &dev).unwrap();
         let eps = c.value_clip.unwrap() as f64;
-        let v_clipped = old_v.add(&v.sub(&old_v).unwrap().clamp(-eps, eps).unwrap()).unwrap();
-        let vl = v.sub(&target).unwrap().sqr().unwrap()
-            .maximum(&v_clipped.sub(&target).unwrap().sqr().unwrap()).unwrap()
-            .mean_all().unwrap().affine(0.5, 0.0).unwrap();
-        let entropy = log_std.as_tensor().affine(1.0, 0.5 + 0.918_938_5).unwrap().sum_all().unwrap();
+        let v_clipped = old_v
+            .add(&v.sub(&old_v).unwrap().clamp(-eps, eps).unwrap())
+            .unwrap();
+        let vl = v
+            .sub(&target)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .maximum(&v_clipped.sub(&target).unwrap().sqr().unwrap())
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .affine(0.5, 0.0)
+            .unwrap();
+        let entropy = log_std
+            .as_tensor()
+            .affine(1.0, 0.5 + 0.918_938_5)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let total = pg
-            .add(&vl.affine(c.value_coef as f64, 0.0).unwrap()).unwrap()
-            .sub(&entropy.affine(c.entropy_coef as f64, 0.0).unwrap()).unwrap();
+            .add(&vl.affine(c.value_coef as f64, 0.0).unwrap())
+            .unwrap()
+            .sub(&entropy.affine(c.entropy_coef as f64, 0.0).unwrap())
+            .unwrap();
         let grads = total.backward().unwrap();
         let flat = |layers: &[(Var, Var)]| -> Vec<f32> {
             layers
                 .iter()
                 .flat_map(|(w, bias)| {
-                    let gw = grads.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    let gb = grads.get(bias.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+                    let gw = grads
+                        .get(w.as_tensor())
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                    let gb = grads
+                        .get(bias.as_tensor())
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
                     gw.into_iter().chain(gb)
                 })
                 .collect()
         };
-        let g_std = grads.get(log_std.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        (total.to_scalar::<f32>().unwrap(), flat(&actor), g_std, flat(&critic))
+        let g_std = grads
+            .get(log_std.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        (
+            total.to_scalar::<f32>().unwrap(),
+            flat(&actor),
+            g_std,
+            flat(&critic),
+        )
     }
 
     fn assert_close(ours: &[f32], reference: &[f32], what: &str) {
         assert_eq!(ours.len(), reference.len(), "{what}");
         for (k, (a, b)) in ours.iter().zip(reference).enumerate() {
-            assert!((a - b).abs() <= 1e-4 + 1e-3 * b.abs(), "{what}[{k}]: ours {a}, candle {b}");
+            assert!(
+                (a - b).abs() <= 1e-4 + 1e-3 * b.abs(),
+                "{what}[{k}]: ours {a}, candle {b}"
+            );
         }
     }
 
@@ -480,10 +563,23 @@ mod tests {
             entropy_coef: 0.01,
             ..PpoConfig::default()
         };
-        let out = loss_and_grad(&p, &b, &(0..b.len()).collect::<Vec<_>>(), &config, &mut Workspace::default());
-        assert!(out.clip_fraction > 0.0 && out.clip_fraction < 1.0, "both branches are exercised");
+        let out = loss_and_grad(
+            &p,
+            &b,
+            &(0..b.len()).collect::<Vec<_>>(),
+            &config,
+            &mut Workspace::default(),
+        );
+        assert!(
+            out.clip_fraction > 0.0 && out.clip_fraction < 1.0,
+            "both branches are exercised"
+        );
         let (total, actor, log_std, critic) = candle_grads(&p, &b, &config);
-        assert!((out.total - total).abs() < 1e-4, "loss {} vs candle {total}", out.total);
+        assert!(
+            (out.total - total).abs() < 1e-4,
+            "loss {} vs candle {total}",
+            out.total
+        );
         assert_close(&out.actor_grad, &actor, "actor");
         assert_close(&out.log_std_grad, &log_std, "log_std");
         assert_close(&out.critic_grad, &critic, "critic");
@@ -522,6 +618,9 @@ mod tests {
         assert!((out.value_loss - 0.5 * (v - 2.0).powi(2)).abs() < 1e-5);
         assert!((out.approx_kl - (0.5f32.exp() - 1.0 - 0.5)).abs() < 1e-5);
         assert_eq!(out.clip_fraction, 1.0);
-        assert!(out.actor_grad.iter().all(|&g| g == 0.0), "clipped: no policy gradient");
+        assert!(
+            out.actor_grad.iter().all(|&g| g == 0.0),
+            "clipped: no policy gradient"
+        );
     }
 }

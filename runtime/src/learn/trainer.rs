@@ -296,7 +296,9 @@ impl Trainer {
                     *r = 0.0;
                 }
             }
-            self.state.reward_scale.apply(envs, &mut rewards, &ended, self.config.gamma);
+            self.state
+                .reward_scale
+                .apply(envs, &mut rewards, &ended, self.config.gamma);
         }
         for i in (0..n).filter(|&i| !valid[i]) {
             (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
