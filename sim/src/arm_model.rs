@@ -247,11 +247,7 @@ impl ArmModel {
     /// `q` (m): below the table top means the pose is not physically reachable.
     pub fn lowest_point(&self, q: &[f32]) -> f32 {
         let q: Vec<f64> = q.iter().map(|&v| v as f64).collect();
-        self.chain
-            .frame_positions(&q)
-            .iter()
-            .map(|p| p.z as f32)
-            .fold(f32::INFINITY, f32::min)
+        self.chain.lowest_height(&q) as f32
     }
 
     /// Index of the actuated joint called `name`.

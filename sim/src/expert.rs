@@ -13,15 +13,27 @@ use std::sync::Arc;
 /// not pressed against a stop.
 const LIMIT_MARGIN: f64 = 0.02;
 /// Joint speed of the expert's commanded trajectory (rad/s).
-const EXPERT_SPEED: f32 = 3.0;
-/// Points checked along a joint-space path for table clearance.
-const PATH_CHECKS: usize = 20;
-/// How far above the table the end effector must stay on a direct path (m).
+const EXPERT_SPEED: f32 = 3.5;
+/// Its acceleration and deceleration (rad/s²).
+const EXPERT_ACCELERATION: f32 = 15.0;
+/// Points checked along a joint-space path for table clearance (a power
+/// of two: the checks halve the path's pieces in turn).
+const PATH_CHECKS: usize = 32;
+/// How far above the table every joint frame and the end effector stay
+/// along a planned joint-space path (m).
 const PATH_CLEARANCE: f32 = 0.02;
 /// A detour passes this far above the higher of start and target (m).
 const APPROACH_HEIGHT: f32 = 0.05;
-/// IK restarts from spread-out seeds after the one from the measured pose.
-const IK_RESTARTS: usize = 8;
+/// IK seeds: the measured pose, then restarts spread over the joint ranges.
+const IK_SEEDS: usize = 32;
+/// Distinct IK solutions a plan chooses among.
+const IK_CANDIDATES: usize = 9;
+/// Via poses tried when no straight joint-space path clears the table:
+/// this many spread over the joint ranges, and as many around each goal.
+const VIA_SAMPLES: usize = 256;
+/// Most pairs of via poses whose middle segment one plan checks (a few
+/// microseconds each).
+const PAIR_CHECKS: usize = 50_000;
 /// Spacing of the joint waypoints along a Cartesian detour (m).
 const CARTESIAN_STEP: f32 = 0.02;
 /// Joint speed while the gripper is near or holding the cube (rad/s).
@@ -77,6 +89,9 @@ pub struct ScriptedExpert {
     /// The gripper joint, which moves on its own; every other joint moves
     /// in step so that the arm follows straight joint-space segments.
     gripper_index: Option<usize>,
+    /// Speed of the command along its path (rad/s of the joint that moves
+    /// most).
+    speed: f32,
     lift_phase: LiftPhase,
     phase_ticks: u32,
     grasp: Option<GraspPlan>,
@@ -121,6 +136,7 @@ impl ScriptedExpert {
             table_height,
             goal_for: None,
             gripper_index,
+            speed: 0.0,
             lift_phase: LiftPhase::Approach,
             phase_ticks: 0,
             grasp: None,
@@ -133,6 +149,7 @@ impl ScriptedExpert {
         self.command = None;
         self.waypoints.clear();
         self.goal_for = None;
+        self.speed = 0.0;
         self.lift_phase = LiftPhase::Approach;
         self.phase_ticks = 0;
         self.grasp = None;
@@ -145,94 +162,252 @@ impl ScriptedExpert {
                 .unwrap_or_else(|| panic!("the observation has no `{name}` field"))
         };
         let q = field("joint_position").to_vec();
-        let (goal, speed) = match self.task {
+        let (gripper_goal, speed) = match self.task {
             TaskKind::Reach => {
                 let target: [f32; 3] = field("target").try_into().expect("3-D target");
-                (self.ik_goal(&q, target), EXPERT_SPEED)
+                self.plan_reach(&q, target);
+                (None, EXPERT_SPEED)
             }
             TaskKind::Lift => {
                 let cube: [f32; 3] = field("cube_position").try_into().expect("3-D cube");
                 let rotation: [f32; 4] = field("cube_orientation")
                     .try_into()
                     .expect("cube quaternion");
-                self.lift_goal(&q, cube, rotation)
+                let (gripper, speed) = self.lift_goal(&q, cube, rotation);
+                (Some(gripper), speed)
             }
             TaskKind::Pendulum => unreachable!("checked in new"),
         };
-        // Move the command toward the goal at a bounded joint speed, the
-        // arm's joints in step (so the path is the straight joint-space
-        // segment the planner checked), the gripper on its own.
-        let command = self.command.get_or_insert_with(|| q.clone());
-        let step = speed * self.control_period;
-        let is_arm = |i: usize| Some(i) != self.gripper_index;
-        let largest = command
-            .iter()
-            .zip(&goal)
-            .enumerate()
-            .filter(|&(i, _)| is_arm(i))
-            .map(|(_, (c, g))| (g - c).abs())
-            .fold(0.0, f32::max);
-        let scale = if largest > step { step / largest } else { 1.0 };
-        for (i, ((c, g), joint)) in command
-            .iter_mut()
-            .zip(&goal)
-            .zip(&self.model.joints)
-            .enumerate()
-        {
-            let delta = if is_arm(i) {
-                scale * (g - *c)
-            } else {
-                (g - *c).clamp(-step, step)
-            };
-            *c = (*c + delta).clamp(joint.lower, joint.upper);
+        if self.command.is_none() {
+            self.command = Some(q.clone());
+        }
+        self.follow_path(speed);
+        let command = self.command.as_mut().expect("set above");
+        if let (Some(index), Some(goal)) = (self.gripper_index, gripper_goal) {
+            let step = EXPERT_SPEED * self.control_period;
+            command[index] += (goal - command[index]).clamp(-step, step);
+        }
+        for (c, joint) in command.iter_mut().zip(&self.model.joints) {
+            *c = c.clamp(joint.lower, joint.upper);
         }
         Action::new(command.clone())
     }
 
-    /// Joint goal putting the end effector at `target`; planned once per
-    /// target, from the measured pose, keeping non-chain joints where they
-    /// are. When the straight joint-space path would drag the end effector
-    /// through the table, the plan goes through a point above the target.
-    fn ik_goal(&mut self, q: &[f32], target: [f32; 3]) -> Vec<f32> {
+    /// Plans the way to joints that put the end effector at `target`: once
+    /// per target, from the measured pose, keeping non-chain joints where they
+    /// are. Of the IK solutions and the ways to them that keep the arm above
+    /// the table (straight, or through one or two via poses), the plan is
+    /// the one that arrives first; only when there is none does the end
+    /// effector detour over the target in Cartesian space.
+    fn plan_reach(&mut self, q: &[f32], target: [f32; 3]) {
         if self.goal_for != Some(target) {
-            let table = self.table_height;
-            let candidates = self.solve_all(q, target, IK_RESTARTS + 1);
-            // Prefer a solution with a direct clear path, then one with a
-            // staged path, then the first one with a Cartesian detour.
-            let direct = candidates.iter().find(|g| self.path_clears(q, g, table));
-            let staged = || {
-                candidates
-                    .iter()
-                    .find_map(|g| Some((self.staged_via(q, g, table)?, g.clone())))
-            };
-            self.waypoints = if let Some(goal) = direct {
-                vec![goal.clone()]
-            } else if let Some((via, goal)) = staged() {
-                vec![via, goal]
-            } else {
-                // Up, across and down in Cartesian space, densely, so the
-                // end effector stays on that path between waypoints.
-                let start = self.model.ee_position(q);
-                let safe = start[2].max(target[2]) + APPROACH_HEIGHT;
-                let corners = [
-                    [start[0], start[1], safe],
-                    [target[0], target[1], safe],
-                    target,
-                ];
-                self.cartesian_path(q, start, &corners)
+            let candidates = self.solve_all(q, target, IK_CANDIDATES);
+            self.waypoints = match self.fastest_clear_path(q, &candidates) {
+                Some(path) => path,
+                None => {
+                    // Up, across and down in Cartesian space, densely, so the
+                    // end effector stays on that path between waypoints.
+                    let start = self.model.ee_position(q);
+                    let safe = start[2].max(target[2]) + APPROACH_HEIGHT;
+                    let corners = [
+                        [start[0], start[1], safe],
+                        [target[0], target[1], safe],
+                        target,
+                    ];
+                    self.cartesian_path(q, start, &corners)
+                }
             };
             self.goal_for = Some(target);
         }
-        self.next_waypoint()
     }
 
-    /// The waypoint to head for: the next one once the command has reached
-    /// the current one (the gripper aside, which moves on its own).
-    fn next_waypoint(&mut self) -> Vec<f32> {
-        if self.waypoints.len() > 1 && self.command_at(&self.waypoints[0]) {
+    /// Travel along `path` from `q` (see `arm_travel`).
+    fn travel(&self, q: &[f32], path: &[&[f32]]) -> f32 {
+        arm_travel(self.gripper_index, q, path)
+    }
+
+    /// The quickest way from `q` to one of `goals` that keeps the arm above
+    /// the table: straight, or through one or two via poses. The via poses
+    /// are the staged ones (some joints to their goal first) and fixed
+    /// spreads across the joint ranges and around the goal; every segment is
+    /// a straight line in joint space, which is what the synchronised
+    /// command follows. Pairs of vias are checked cheapest first, at most
+    /// `PAIR_CHECKS` per plan, which bounds the time a plan takes.
+    fn fastest_clear_path(&self, q: &[f32], goals: &[Vec<f32>]) -> Option<Vec<Vec<f32>>> {
+        let table = self.table_height;
+        let clear = |a: &[f32], b: &[f32]| self.path_clears(a, b, table);
+        let mut best: Option<(f32, Vec<Vec<f32>>)> = None;
+        let beats = |best: &Option<(f32, Vec<Vec<f32>>)>, time: f32| {
+            best.as_ref().is_none_or(|(t, _)| time < *t)
+        };
+        for goal in goals {
+            let time = self.travel(q, &[goal]);
+            if beats(&best, time) && clear(q, goal) {
+                best = Some((time, vec![goal.clone()]));
+            }
+        }
+        // The spread and which of it the start sees, worked out only when
+        // some goal has no straight way.
+        let mut spread: Option<Vec<(Vec<f32>, bool)>> = None;
+        let mut pair_checks = PAIR_CHECKS;
+        for goal in goals {
+            if !beats(&best, self.travel(q, &[goal])) {
+                continue;
+            }
+            let spread = spread.get_or_insert_with(|| {
+                self.spread_vias(q, None)
+                    .map(|via| {
+                        let seen = clear(q, &via);
+                        (via, seen)
+                    })
+                    .collect()
+            });
+            let goal_vias: Vec<(Vec<f32>, bool)> = self
+                .staged_vias(q, goal)
+                .chain(self.spread_vias(q, Some(goal)))
+                .map(|via| {
+                    let seen = clear(q, &via);
+                    (via, seen)
+                })
+                .collect();
+            let vias: Vec<&(Vec<f32>, bool)> = goal_vias.iter().chain(spread.iter()).collect();
+            // Which vias see the goal, checked only where they could help.
+            let sees_goal: Vec<bool> = vias
+                .iter()
+                .map(|(via, _)| beats(&best, self.travel(q, &[via, goal])) && clear(via, goal))
+                .collect();
+            for ((via, seen), &to_goal) in vias.iter().zip(&sees_goal) {
+                let time = self.travel(q, &[via, goal]);
+                if *seen && to_goal && beats(&best, time) {
+                    best = Some((time, vec![via.clone(), goal.clone()]));
+                }
+            }
+            // Two vias: pairs by travel, the first clear pair is the best.
+            let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+            for (i, (first, seen)) in vias.iter().enumerate() {
+                if !seen {
+                    continue;
+                }
+                for (j, (second, _)) in vias.iter().enumerate() {
+                    if !sees_goal[j] || i == j {
+                        continue;
+                    }
+                    let time = self.travel(q, &[first, second, goal]);
+                    if beats(&best, time) {
+                        pairs.push((time, i, j));
+                    }
+                }
+            }
+            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for &(time, i, j) in &pairs {
+                if pair_checks == 0 {
+                    break;
+                }
+                pair_checks -= 1;
+                if clear(&vias[i].0, &vias[j].0) {
+                    best = Some((
+                        time,
+                        vec![vias[i].0.clone(), vias[j].0.clone(), goal.clone()],
+                    ));
+                    break;
+                }
+            }
+        }
+        best.map(|(_, path)| path)
+    }
+
+    /// Via poses that move some of the joints to their goal first, fewer
+    /// joints first.
+    fn staged_vias<'a>(
+        &self,
+        q: &'a [f32],
+        goal: &'a [f32],
+    ) -> impl Iterator<Item = Vec<f32>> + 'a {
+        let moving: Vec<usize> = (0..q.len()).filter(|&i| q[i] != goal[i]).collect();
+        let mut subsets: Vec<u32> = if moving.len() > 12 {
+            Vec::new()
+        } else {
+            (1..(1u32 << moving.len()) - 1).collect()
+        };
+        subsets.sort_by_key(|m| (m.count_ones(), *m));
+        subsets.into_iter().map(move |mask| {
+            let mut via = q.to_vec();
+            for (bit, &joint) in moving.iter().enumerate() {
+                if mask & (1 << bit) != 0 {
+                    via[joint] = goal[joint];
+                }
+            }
+            via
+        })
+    }
+
+    /// `VIA_SAMPLES` via poses spread evenly over the ranges of the joints
+    /// that move the end effector, or with `around`, over the middle half of
+    /// the ranges centred on it (the last stretch to a goal tucked near the
+    /// table is the hard one to clear); other joints stay at `q`.
+    fn spread_vias<'a>(
+        &'a self,
+        q: &'a [f32],
+        around: Option<&'a [f32]>,
+    ) -> impl Iterator<Item = Vec<f32>> + 'a {
+        let movable = self.model.moves_end_effector();
+        let (lower, upper) = self.ik_limits(LIMIT_MARGIN);
+        (1..=VIA_SAMPLES).map(move |k| {
+            let u = quasi_random(k, q.len());
+            (0..q.len())
+                .map(|j| {
+                    if !movable[j] {
+                        return q[j];
+                    }
+                    let range = upper[j] - lower[j];
+                    let value = match around {
+                        None => lower[j] + range * u[j],
+                        Some(centre) => centre[j] as f64 + range * (u[j] - 0.5) * 0.5,
+                    };
+                    value.clamp(lower[j], upper[j]) as f32
+                })
+                .collect()
+        })
+    }
+
+    /// Moves the command along the waypoints, the arm's joints in step (so
+    /// the arm follows the straight joint-space segments the planner
+    /// checked) at up to `max_speed` for the joint that moves most, speeding
+    /// up and slowing down at `EXPERT_ACCELERATION` so that stopping at the
+    /// end does not fling a heavy arm against its weaker wrist joints.
+    fn follow_path(&mut self, max_speed: f32) {
+        let gripper = self.gripper_index;
+        let dt = self.control_period;
+        let (Some(command), false) = (self.command.as_mut(), self.waypoints.is_empty()) else {
+            return;
+        };
+        let remaining = {
+            let path: Vec<&[f32]> = self.waypoints.iter().map(Vec::as_slice).collect();
+            arm_travel(gripper, command, &path)
+        };
+        self.speed = (self.speed + EXPERT_ACCELERATION * dt)
+            .min(max_speed)
+            .min((2.0 * EXPERT_ACCELERATION * remaining).sqrt());
+        let mut step = self.speed * dt;
+        loop {
+            let next = &self.waypoints[0];
+            let distance = arm_travel(gripper, command, &[next]);
+            let fraction = if distance <= step {
+                1.0
+            } else {
+                step / distance
+            };
+            for (i, (c, w)) in command.iter_mut().zip(next).enumerate() {
+                if Some(i) != gripper {
+                    *c += fraction * (w - *c);
+                }
+            }
+            if fraction < 1.0 || self.waypoints.len() == 1 {
+                break;
+            }
+            step -= distance;
             self.waypoints.remove(0);
         }
-        self.waypoints[0].clone()
     }
 
     /// Whether the arm's command has reached `pose`.
@@ -255,27 +430,6 @@ impl ScriptedExpert {
                 .zip(&self.waypoints[0])
                 .enumerate()
                 .all(|(i, (m, w))| Some(i) == self.gripper_index || (m - w).abs() < SETTLED)
-    }
-
-    /// A via pose that moves some joints to their goal first and the rest
-    /// after, with both straight stretches clear of the table; subsets with
-    /// fewer joints are tried first.
-    fn staged_via(&self, q: &[f32], goal: &[f32], table: f32) -> Option<Vec<f32>> {
-        let movable: Vec<usize> = (0..q.len()).filter(|&i| q[i] != goal[i]).collect();
-        if movable.len() > 12 {
-            return None;
-        }
-        let mut subsets: Vec<u32> = (1..(1u32 << movable.len()) - 1).collect();
-        subsets.sort_by_key(|m| (m.count_ones(), *m));
-        subsets.into_iter().find_map(|mask| {
-            let mut via = q.to_vec();
-            for (bit, &joint) in movable.iter().enumerate() {
-                if mask & (1 << bit) != 0 {
-                    via[joint] = goal[joint];
-                }
-            }
-            (self.path_clears(q, &via, table) && self.path_clears(&via, goal, table)).then_some(via)
-        })
     }
 
     /// Joint waypoints every `CARTESIAN_STEP` metres along the polyline from
@@ -302,11 +456,27 @@ impl ScriptedExpert {
     /// Whether the arm's joints and end effector stay above the table along the straight
     /// joint-space path from `from` to `to`.
     fn path_clears(&self, from: &[f32], to: &[f32], table: f32) -> bool {
-        (1..=PATH_CHECKS).all(|k| {
-            let t = k as f32 / PATH_CHECKS as f32;
-            let q: Vec<f32> = from.iter().zip(to).map(|(a, b)| a + t * (b - a)).collect();
-            self.model.lowest_point(&q) >= table + PATH_CLEARANCE
-        })
+        let floor = (table + PATH_CLEARANCE) as f64;
+        let mut q = vec![0.0; from.len()];
+        // Coarse to fine (1/2, then 1/4 and 3/4, …): a path that dips
+        // usually dips mid-way, so most rejections take a check or two.
+        let mut denominator = 2;
+        while denominator <= PATH_CHECKS {
+            for numerator in (1..denominator).step_by(2) {
+                let t = numerator as f32 / denominator as f32;
+                for ((v, a), b) in q.iter_mut().zip(from).zip(to) {
+                    *v = (a + t * (b - a)) as f64;
+                }
+                if self.model.chain.lowest_height(&q) < floor {
+                    return false;
+                }
+            }
+            denominator *= 2;
+        }
+        self.model
+            .chain
+            .lowest_height(&to.iter().map(|&v| v as f64).collect::<Vec<_>>())
+            >= floor
     }
 
     /// The IK solution from the measured pose, or the best of the restarts.
@@ -320,18 +490,27 @@ impl ScriptedExpert {
     /// Never empty: without a converged solution, the closest attempt.
     fn solve_all(&self, q: &[f32], target: [f32; 3], wanted: usize) -> Vec<Vec<f32>> {
         let target = Vector3::new(target[0] as f64, target[1] as f64, target[2] as f64);
-        let (mut solutions, closest) = self.ik_attempts(q, target, &[], wanted);
+        let (solutions, closest) = self.ik_attempts(q, target, &[], wanted, LIMIT_MARGIN);
+        if !solutions.is_empty() {
+            return solutions;
+        }
+        // The target may need a joint right at its limit.
+        let (mut solutions, at_limits) = self.ik_attempts(q, target, &[], wanted, 0.0);
         if solutions.is_empty() {
+            let closest = if at_limits.error < closest.error {
+                at_limits
+            } else {
+                closest
+            };
             solutions.push(to_f32(&closest.q));
         }
         solutions
     }
 
-    /// The joint limits the IK keeps within, `LIMIT_MARGIN` inside the
-    /// URDF's.
-    fn ik_limits(&self) -> (Vec<f64>, Vec<f64>) {
+    /// The joint limits the IK keeps within, `margin` inside the URDF's.
+    fn ik_limits(&self, margin: f64) -> (Vec<f64>, Vec<f64>) {
         // A short range (a finger's few centimetres) keeps most of itself.
-        let margin = |lo: f64, hi: f64| LIMIT_MARGIN.min(0.25 * (hi - lo));
+        let margin = |lo: f64, hi: f64| margin.min(0.25 * (hi - lo));
         self.model
             .lower()
             .into_iter()
@@ -342,7 +521,18 @@ impl ScriptedExpert {
 
     /// One IK solve for `target` and `axes` from `seed`.
     fn ik(&self, seed: &[f32], target: Vector3<f64>, axes: &[AxisGoal]) -> IkSolution {
-        let (lower, upper) = self.ik_limits();
+        self.ik_within(seed, target, axes, LIMIT_MARGIN)
+    }
+
+    /// One IK solve from `seed`, `margin` inside the joint limits.
+    fn ik_within(
+        &self,
+        seed: &[f32],
+        target: Vector3<f64>,
+        axes: &[AxisGoal],
+        margin: f64,
+    ) -> IkSolution {
+        let (lower, upper) = self.ik_limits(margin);
         let seed: Vec<f64> = seed
             .iter()
             .zip(lower.iter().zip(&upper))
@@ -367,29 +557,29 @@ impl ScriptedExpert {
         target: Vector3<f64>,
         axes: &[AxisGoal],
         wanted: usize,
+        margin: f64,
     ) -> (Vec<Vec<f32>>, IkSolution) {
-        let (lower, upper) = self.ik_limits();
+        let (lower, upper) = self.ik_limits(margin);
         let movable = self.model.moves_end_effector();
         let mut solutions = Vec::new();
         let mut closest: Option<IkSolution> = None;
         let weight = IkOptions::default().orientation_weight;
         let score = |s: &IkSolution| s.error + weight * s.angle_error;
-        for restart in 0..=IK_RESTARTS {
+        for restart in 0..IK_SEEDS {
             let seed: Vec<f32> = if restart == 0 {
                 q.to_vec()
             } else {
+                let u = quasi_random(restart, q.len());
                 (0..q.len())
                     .map(|j| {
                         if !movable[j] {
                             return q[j];
                         }
-                        // Golden-ratio sequence per joint: well spread, fixed.
-                        let u = (restart as f64 * 0.618_033_988_75 * (j + 1) as f64 + 0.5) % 1.0;
-                        (lower[j] + (upper[j] - lower[j]) * u) as f32
+                        (lower[j] + (upper[j] - lower[j]) * u[j]) as f32
                     })
                     .collect()
             };
-            let attempt = self.ik(&seed, target, axes);
+            let attempt = self.ik_within(&seed, target, axes, margin);
             if attempt.converged {
                 solutions.push(to_f32(&attempt.q));
             }
@@ -403,13 +593,13 @@ impl ScriptedExpert {
         (solutions, closest.expect("at least one attempt"))
     }
 
-    /// The lift expert's goal and joint speed for this tick: a top-down
+    /// The lift expert's gripper target and joint speed for this tick, its
+    /// path planned: a top-down
     /// grasp planned from the observed cube, approached from above with the
     /// gripper open, closed in place, raised straight up and held. If the
     /// cube did not come up with the gripper, it plans again.
-    fn lift_goal(&mut self, q: &[f32], cube: [f32; 3], rotation: [f32; 4]) -> (Vec<f32>, f32) {
+    fn lift_goal(&mut self, q: &[f32], cube: [f32; 3], rotation: [f32; 4]) -> (f32, f32) {
         let gripper = self.model.config.gripper.clone().expect("checked in new");
-        let gripper_index = self.gripper_index.expect("checked in new");
         let cube = Vector3::new(cube[0] as f64, cube[1] as f64, cube[2] as f64);
         let rotation = UnitQuaternion::from_quaternion(Quaternion::new(
             rotation[3] as f64,
@@ -461,15 +651,13 @@ impl ScriptedExpert {
                 }
             }
         }
-        let mut goal = self.next_waypoint();
         let (open, speed) = match self.lift_phase {
             LiftPhase::Approach => (true, EXPERT_SPEED),
             LiftPhase::Descend => (true, CAREFUL_SPEED),
             LiftPhase::Grasp => (false, CAREFUL_SPEED),
             LiftPhase::Raise => (false, CAREFUL_SPEED),
         };
-        goal[gripper_index] = if open { gripper.open } else { gripper.closed };
-        (goal, speed)
+        (if open { gripper.open } else { gripper.closed }, speed)
     }
 
     /// Plans a grasp of the cube where it is now and the way to the pose
@@ -488,16 +676,10 @@ impl ScriptedExpert {
     }
 
     /// Waypoints from `q` to `goal` in joint space: straight when that keeps
-    /// the arm above the table, else staged one group of joints at a time.
+    /// the arm above the table, else through the quickest clear via pose.
     fn joint_path(&self, q: &[f32], goal: &[f32]) -> Vec<Vec<f32>> {
-        let table = self.table_height;
-        if self.path_clears(q, goal, table) {
-            vec![goal.to_vec()]
-        } else if let Some(via) = self.staged_via(q, goal, table) {
-            vec![via, goal.to_vec()]
-        } else {
-            vec![goal.to_vec()]
-        }
+        self.fastest_clear_path(q, &[goal.to_vec()])
+            .unwrap_or_else(|| vec![goal.to_vec()])
     }
 
     /// Joint waypoints every `CARTESIAN_STEP` metres along the straight line
@@ -593,7 +775,7 @@ impl ScriptedExpert {
                         world: closing,
                     },
                 ];
-                let (solutions, _) = self.ik_attempts(q, grasp, &axes, IK_RESTARTS + 1);
+                let (solutions, _) = self.ik_attempts(q, grasp, &axes, IK_CANDIDATES, LIMIT_MARGIN);
                 for q_grasp in solutions {
                     let attempt = self.ik(&q_grasp, above, &axes);
                     if !attempt.converged {
@@ -624,6 +806,40 @@ impl ScriptedExpert {
         }
         None
     }
+}
+
+/// Point `k` of Roberts' additive recurrence in the unit `dims`-cube (the
+/// R_d sequence, "The unreasonable effectiveness of quasirandom
+/// sequences", 2018): x_k = frac(½ + k·α), αⱼ = φ⁻⁽ʲ⁺¹⁾ with φ the root of
+/// x^(d+1) = x + 1. Evenly spread for any number of points, and fixed.
+fn quasi_random(k: usize, dims: usize) -> Vec<f64> {
+    let mut phi: f64 = 2.0;
+    for _ in 0..30 {
+        phi = (1.0 + phi).powf(1.0 / (dims as f64 + 1.0));
+    }
+    (0..dims)
+        .map(|j| (0.5 + k as f64 * phi.powi(-(j as i32 + 1))).fract())
+        .collect()
+}
+
+/// How far the synchronised command travels along straight segments
+/// through `path` from `q` (rad): the largest move of an arm joint (any
+/// but `gripper`) in each segment, summed. Travel over the joint speed is
+/// the time the path takes.
+fn arm_travel(gripper: Option<usize>, q: &[f32], path: &[&[f32]]) -> f32 {
+    let mut from = q;
+    let mut total = 0.0;
+    for &to in path {
+        total += from
+            .iter()
+            .zip(to)
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != gripper)
+            .map(|(_, (a, b))| (a - b).abs())
+            .fold(0.0, f32::max);
+        from = to;
+    }
+    total
 }
 
 fn to_f32(q: &[f64]) -> Vec<f32> {

@@ -132,6 +132,20 @@ impl Chain {
         positions
     }
 
+    /// Height (z) of the lowest joint frame or the end effector for `q`:
+    /// `frame_positions` without building the list, for checks run
+    /// thousands of times per plan.
+    pub fn lowest_height(&self, q: &[f64]) -> f64 {
+        let mut pose = self.base;
+        let mut lowest = f64::INFINITY;
+        for joint in &self.joints {
+            pose *= joint.origin;
+            lowest = lowest.min(pose.translation.z);
+            pose *= Self::joint_motion(joint, q);
+        }
+        lowest.min(pose.translation.z)
+    }
+
     /// End-effector pose and its geometric Jacobian (6 × num_coordinates):
     /// rows 0–2 the linear velocity of the end effector, rows 3–5 the
     /// angular velocity. A revolute joint contributes (axis × (p − joint
