@@ -623,4 +623,23 @@ mod tests {
             "clipped: no policy gradient"
         );
     }
+
+    #[test]
+    fn a_non_finite_loss_rolls_back_to_the_last_good_weights() {
+        let mut p = policy();
+        let mut b = batch(&mut p);
+        b.returns[3] = f32::INFINITY;
+        let before = (p.actor.clone(), p.critic.clone(), p.log_std.clone());
+        let sizes = [p.actor.params().len(), 2, p.critic.params().len()];
+        let mut adam = Adam::new(1e-3, &sizes);
+        let config = PpoConfig {
+            minibatch_size: 2,
+            ..PpoConfig::default()
+        };
+        let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let stats = update(&mut p, &mut adam, &b, &config, 1e-3, &mut rng);
+        assert!(stats.rolled_back);
+        assert_eq!((p.actor, p.critic, p.log_std), before);
+        assert_eq!(adam.steps(), 0, "the optimiser state is restored too");
+    }
 }
