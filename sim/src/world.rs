@@ -6,7 +6,7 @@
 //! body, contact and solver warm-start, so a restored world steps
 //! bit-identically.
 
-use crate::arm_model::{ArmModel, JointMotion, VisualShape};
+use crate::arm_model::{ARM, ArmModel, CLEAR_OF_TABLE, JointMotion, VisualShape};
 use crate::randomization::DynamicsSample;
 use crate::robot_config::ActuatorParams;
 use rapier3d::math::{Pose, Vector};
@@ -96,6 +96,8 @@ pub struct ArmWorld {
     pub cube: Option<(RigidBodyHandle, CubeConfig)>,
     /// Height of the table's top surface (m).
     pub table_height: f32,
+    /// The table's body.
+    pub table: RigidBodyHandle,
     targets: Vec<f32>,
 }
 
@@ -153,10 +155,36 @@ impl ArmWorld {
             table_height - 0.05,
         )));
         colliders.insert_with_parent(
-            ColliderBuilder::cuboid(2.0, 2.0, 0.05).friction(1.0),
+            ColliderBuilder::cuboid(2.0, 2.0, 0.05)
+                .friction(1.0)
+                .collision_groups(table_collision_groups()),
             table,
             &mut bodies,
         );
+        // A link that only turns about the vertical and starts above the
+        // table stays above it: its speculative contact with the table (the
+        // SO-101's shoulder hovers 2 cm above it, inside rapier's prediction
+        // distance) would be solved every step and never push.
+        for (link, &turns) in handles
+            .links
+            .iter()
+            .zip(&model.turns_about_vertical)
+            .skip(1)
+        {
+            let lowest = link
+                .colliders
+                .iter()
+                .filter_map(|c| colliders.get(c.handle))
+                .map(|c| c.compute_aabb().mins.z)
+                .fold(f32::INFINITY, f32::min);
+            if turns && lowest > table_height + TABLE_CLEARANCE {
+                for c in &link.colliders {
+                    if let Some(collider) = colliders.get_mut(c.handle) {
+                        collider.set_collision_groups(clear_of_table_collision_groups());
+                    }
+                }
+            }
+        }
 
         let model_actuators = model.joints.iter().map(|j| j.actuator).collect();
         let mut integration = IntegrationParameters {
@@ -184,6 +212,7 @@ impl ArmWorld {
             link_bodies,
             cube: None,
             table_height,
+            table,
             targets: q.to_vec(),
         };
         world.configure_actuators();
@@ -428,6 +457,28 @@ impl ArmWorld {
     }
 }
 
+/// How far (m) above the table a link that only turns about the vertical
+/// must start for its contacts with the table to be dropped.
+const TABLE_CLEARANCE: f32 = 0.001;
+
+/// The table collides with everything but the links that cannot reach it.
+fn table_collision_groups() -> InteractionGroups {
+    InteractionGroups::new(
+        Group::ALL,
+        Group::ALL.difference(CLEAR_OF_TABLE),
+        InteractionTestMode::And,
+    )
+}
+
+/// Links that stay above the table: they still touch the cube, not the arm.
+fn clear_of_table_collision_groups() -> InteractionGroups {
+    InteractionGroups::new(
+        CLEAR_OF_TABLE,
+        Group::ALL.difference(ARM).difference(CLEAR_OF_TABLE),
+        InteractionTestMode::And,
+    )
+}
+
 /// Index of a joint's coordinate in rapier's 6-D spatial layout.
 fn spatial_axis(motion: JointMotion) -> usize {
     match motion {
@@ -440,5 +491,54 @@ fn joint_axis(motion: JointMotion) -> JointAxis {
     match motion {
         JointMotion::Revolute => JointAxis::AngX,
         JointMotion::Prismatic => JointAxis::LinX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SO-101's shoulder only pans, 2 cm above the table: it keeps no
+    /// contact pair with the table, while it still collides with a cube.
+    #[test]
+    fn links_that_cannot_reach_the_table_keep_no_contacts_with_it() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let turning: Vec<&str> = model
+            .link_names
+            .iter()
+            .zip(&model.turns_about_vertical)
+            .filter(|(_, turns)| **turns)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(turning, ["base_link", "shoulder_link"]);
+
+        let cube = Some((CubeConfig::default(), [0.2, 0.0], 0.0));
+        let mut world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, cube);
+        world.set_joint_targets(&[0.48, -0.44, 0.42, 0.41, 0.75, 0.55]);
+        let mut pipeline = PhysicsPipeline::new();
+        for _ in 0..100 {
+            world.step_physics(&mut pipeline);
+        }
+        let shoulder = world.link_bodies[1];
+        let table = Some(world.table);
+        let touching: Vec<_> = world
+            .narrow_phase
+            .contact_pairs()
+            .map(|pair| {
+                let parent = |c: ColliderHandle| world.colliders[c].parent();
+                (parent(pair.collider1), parent(pair.collider2))
+            })
+            .filter(|&(a, b)| {
+                (a, b) == (Some(shoulder), table) || (b, a) == (Some(shoulder), table)
+            })
+            .collect();
+        assert!(touching.is_empty());
+        let [shoulder_collider, ..] = world.bodies[shoulder].colliders() else {
+            panic!("the shoulder has colliders");
+        };
+        let groups = world.colliders[*shoulder_collider].collision_groups();
+        let cube = world.bodies[world.cube.unwrap().0].colliders()[0];
+        assert!(groups.test(world.colliders[cube].collision_groups()));
+        assert!(!groups.test(table_collision_groups()));
     }
 }
