@@ -24,6 +24,13 @@ pub struct PhysicsConfig {
     pub substeps: u32,
     pub solver_iterations: usize,
     pub gravity: [f32; 3],
+    /// rapier's continuous collision detection, off by default: it sweeps
+    /// every fast link against the table, but a multibody link's pose comes
+    /// from its joint coordinates, so a clamped link is put back by the next
+    /// step anyway, and the cube would need to move 3 m/s (half its size
+    /// per step) to be swept. It cost a quarter of a randomly commanded
+    /// step (see docs/BENCHMARKS.md).
+    pub ccd: bool,
 }
 
 impl Default for PhysicsConfig {
@@ -33,6 +40,7 @@ impl Default for PhysicsConfig {
             substeps: 4,
             solver_iterations: 4,
             gravity: [0.0, 0.0, -9.81],
+            ccd: false,
         }
     }
 }
@@ -192,6 +200,9 @@ impl ArmWorld {
             ..Default::default()
         };
         integration.num_solver_iterations = physics.solver_iterations;
+        if !physics.ccd {
+            integration.max_ccd_substeps = 0;
+        }
         let [gx, gy, gz] = physics.gravity;
         let mut world = Self {
             model,
@@ -540,5 +551,18 @@ mod tests {
         let cube = world.bodies[world.cube.unwrap().0].colliders()[0];
         assert!(groups.test(world.colliders[cube].collision_groups()));
         assert!(!groups.test(table_collision_groups()));
+    }
+
+    #[test]
+    fn continuous_collision_detection_is_off_unless_asked_for() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, None);
+        assert_eq!(world.integration.max_ccd_substeps, 0);
+        let physics = PhysicsConfig {
+            ccd: true,
+            ..PhysicsConfig::default()
+        };
+        let world = ArmWorld::new(model.clone(), &physics, &model.home, None);
+        assert!(world.integration.max_ccd_substeps > 0);
     }
 }
