@@ -101,6 +101,9 @@ pub struct ArmWorld {
     actuators: Vec<ActuatorParams>,
     /// Body of each `model.template.links` entry.
     pub(crate) link_bodies: Vec<RigidBodyHandle>,
+    /// The URDF's mass properties of each link body, which randomised
+    /// masses scale.
+    link_mass: Vec<MassProperties>,
     pub cube: Option<(RigidBodyHandle, CubeConfig)>,
     /// Height of the table's top surface (m).
     pub table_height: f32,
@@ -128,6 +131,17 @@ impl ArmWorld {
             UrdfMultibodyOptions::DISABLE_SELF_CONTACTS,
         );
         let link_bodies: Vec<_> = handles.links.iter().map(|l| l.body).collect();
+        // rapier folds a body's added mass properties (the URDF inertials)
+        // into its mass properties only in the next step's bookkeeping; do it
+        // now so that they can be read (and scaled) before the first step.
+        let link_mass = link_bodies
+            .iter()
+            .map(|&body| {
+                let body = &mut bodies[body];
+                body.recompute_mass_properties_from_colliders(&colliders);
+                body.mass_properties().local_mprops
+            })
+            .collect();
         let slots = model
             .joints
             .iter()
@@ -221,6 +235,7 @@ impl ArmWorld {
             slots,
             actuators: model_actuators,
             link_bodies,
+            link_mass,
             cube: None,
             table_height,
             table,
@@ -302,9 +317,9 @@ impl ArmWorld {
     /// Applies one episode's randomised dynamics: link masses, servo gains,
     /// joint damping and friction. The cube's draws are applied by `new`.
     pub fn apply_dynamics(&mut self, sample: &DynamicsSample) {
-        for (&body, &scale) in self.link_bodies.iter().zip(&sample.link_mass_scale) {
+        let links = self.link_bodies.iter().zip(&self.link_mass);
+        for ((&body, props), &scale) in links.zip(&sample.link_mass_scale) {
             let body = &mut self.bodies[body];
-            let props = body.mass_properties().local_mprops;
             let scaled = MassProperties::new(
                 props.local_com,
                 props.mass() * scale,
@@ -315,6 +330,7 @@ impl ArmWorld {
                 ..scaled
             };
             body.set_additional_mass_properties(scaled, false);
+            body.recompute_mass_properties_from_colliders(&self.colliders);
         }
         let model_params = self.model.joints.iter().map(|j| j.actuator);
         for (i, base) in model_params.enumerate() {
@@ -508,6 +524,7 @@ fn joint_axis(motion: JointMotion) -> JointAxis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Randomization;
 
     /// The SO-101's shoulder only pans, 2 cm above the table: it keeps no
     /// contact pair with the table, while it still collides with a cube.
@@ -564,5 +581,31 @@ mod tests {
         };
         let world = ArmWorld::new(model.clone(), &physics, &model.home, None);
         assert!(world.integration.max_ccd_substeps > 0);
+    }
+
+    /// Randomised link masses scale the URDF's (they once scaled the zero
+    /// mass a body reports before its first step, which left every
+    /// environment's arm massless).
+    #[test]
+    fn randomised_link_masses_scale_the_urdf_masses() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let mut world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, None);
+        let upper_arm = world.link_bodies[2];
+        assert!((world.bodies[upper_arm].mass() - 0.103).abs() < 1e-6);
+        let draw = Randomization {
+            link_mass: 0.5,
+            ..Randomization::default()
+        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let sample = draw.sample(&mut rng, model.link_names.len(), model.joints.len());
+        world.apply_dynamics(&sample);
+        let mut pipeline = PhysicsPipeline::new();
+        world.step_physics(&mut pipeline);
+        let mass = world.bodies[upper_arm].mass();
+        assert!(
+            (mass - 0.103 * sample.link_mass_scale[2]).abs() < 1e-6,
+            "{mass}"
+        );
+        assert!(sample.link_mass_scale[2] != 1.0);
     }
 }
