@@ -22,6 +22,11 @@ pub struct PhysicsConfig {
     pub dt: f32,
     /// Physics steps per control tick; the control rate is 1 / (dt · substeps).
     pub substeps: u32,
+    /// rapier's `num_solver_iterations`: the solver substeps of each physics
+    /// step, each of which rebuilds the multibody's mass matrix (most of the
+    /// step's cost). 2 (rapier's default is 4) keeps the servos' tracking
+    /// error at rest and the tasks' returns unchanged and moves a step
+    /// response by at most 0.01 rad (docs/BENCHMARKS.md).
     pub solver_iterations: usize,
     pub gravity: [f32; 3],
     /// rapier's continuous collision detection, off by default: it sweeps
@@ -38,7 +43,7 @@ impl Default for PhysicsConfig {
         Self {
             dt: 1.0 / 200.0,
             substeps: 4,
-            solver_iterations: 4,
+            solver_iterations: 2,
             gravity: [0.0, 0.0, -9.81],
             ccd: false,
         }
