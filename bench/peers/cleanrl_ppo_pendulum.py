@@ -76,6 +76,7 @@ DEFAULTS = dict(
     ent_coef=0.0,
     vf_coef=0.5,
     max_grad_norm=0.5,
+    init_logstd=0.0,      # CleanRL starts at log-std 0 (std 1)
 )
 
 
@@ -131,7 +132,7 @@ def parse_args(argv):
     return args
 
 
-def build_agent(torch, obs_dim, act_dim):
+def build_agent(torch, obs_dim, act_dim, init_logstd):
     nn = torch.nn
 
     def layer(n_in, n_out, gain):
@@ -157,7 +158,7 @@ def build_agent(torch, obs_dim, act_dim):
                 layer(h, act_dim, 0.01),
             )
             # State-independent log-std: exploration noise is learned, not predicted.
-            self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+            self.actor_logstd = nn.Parameter(torch.full((1, act_dim), init_logstd))
 
         def value(self, obs):
             return self.critic(obs).squeeze(-1)
@@ -251,7 +252,7 @@ def main(argv=None):
     eval_env = gym.make(ENV_ID)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
-    agent = build_agent(torch, obs_dim, act_dim)
+    agent = build_agent(torch, obs_dim, act_dim, args.init_logstd)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
     n, t_len = args.num_envs, args.num_steps

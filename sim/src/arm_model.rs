@@ -123,6 +123,10 @@ pub struct ArmModel {
     /// Names of the rigid bodies the URDF became (links merged into their
     /// parent as frames are not among them), by body index.
     pub link_names: Vec<String>,
+    /// Per body: it only ever turns about the vertical relative to the fixed
+    /// root (every joint above it is fixed or revolute about z), so the
+    /// heights of its points never change.
+    pub(crate) turns_about_vertical: Vec<bool>,
 }
 
 impl std::fmt::Debug for ArmModel {
@@ -195,6 +199,10 @@ impl ArmModel {
             .map(|(i, j)| (robot.joints[j.urdf_joint_index].name.clone(), i))
             .collect();
         let visuals = load_visuals(&robot, &link_names, &urdf_path)?;
+        let turns_about_vertical = link_names
+            .iter()
+            .map(|link| tree.turns_about_vertical(&robot, link))
+            .collect();
 
         Ok(Arc::new(Self {
             name: robot.name.clone(),
@@ -209,6 +217,7 @@ impl ArmModel {
             template_joint,
             visuals,
             link_names,
+            turns_about_vertical,
         }))
     }
 
@@ -393,6 +402,33 @@ impl Tree {
             .map(|l| l.name.clone())
             .filter(|l| !self.children.contains_key(l))
             .collect()
+    }
+
+    /// Whether every joint between the root and `link` is fixed or revolute
+    /// about the world's vertical axis (at the zero pose, and then at every
+    /// pose, since turning about the vertical keeps vertical axes vertical).
+    /// URDF angles are rounded (the SO-101's pan axis is tilted by 3e-6 rad),
+    /// so axes within 1e-4 rad of vertical count: over a 1 m reach that moves
+    /// a point by 0.1 mm, a tenth of `world::TABLE_CLEARANCE`.
+    fn turns_about_vertical(&self, robot: &urdf_rs::Robot, link: &str) -> bool {
+        let mut joints = Vec::new();
+        let mut link = link;
+        while let Some(&index) = self.parent_joint.get(link) {
+            joints.push(&robot.joints[index]);
+            link = &robot.joints[index].parent.link;
+        }
+        let mut rotation = nalgebra::UnitQuaternion::identity();
+        joints.iter().rev().all(|joint| {
+            rotation *= urdf_origin(joint.origin.xyz.0, joint.origin.rpy.0).rotation;
+            match joint.joint_type {
+                JointType::Fixed => true,
+                JointType::Revolute | JointType::Continuous => {
+                    let axis = rotation * nalgebra::Vector3::from(joint.axis.xyz.0);
+                    axis.xy().norm() <= 1e-4 * axis.norm()
+                }
+                _ => false,
+            }
+        })
     }
 
     fn chain_to(
@@ -779,13 +815,18 @@ fn load_visuals(
     Ok(visuals)
 }
 
+/// The arm's colliders.
+pub(crate) const ARM: Group = Group::GROUP_1;
+/// Arm colliders that can never reach the table (see `ArmWorld::new`).
+pub(crate) const CLEAR_OF_TABLE: Group = Group::GROUP_2;
+
 /// The arm's links overlap where they meet; filtering arm–arm pairs in the
 /// broad phase (rather than discarding their contacts afterwards) keeps the
 /// narrow phase from computing them every step.
 fn robot_collision_groups() -> InteractionGroups {
     InteractionGroups::new(
-        Group::GROUP_1,
-        Group::ALL.difference(Group::GROUP_1),
+        ARM,
+        Group::ALL.difference(ARM).difference(CLEAR_OF_TABLE),
         InteractionTestMode::And,
     )
 }

@@ -6,7 +6,7 @@
 //! body, contact and solver warm-start, so a restored world steps
 //! bit-identically.
 
-use crate::arm_model::{ArmModel, JointMotion, VisualShape};
+use crate::arm_model::{ARM, ArmModel, CLEAR_OF_TABLE, JointMotion, VisualShape};
 use crate::randomization::DynamicsSample;
 use crate::robot_config::ActuatorParams;
 use rapier3d::math::{Pose, Vector};
@@ -22,8 +22,20 @@ pub struct PhysicsConfig {
     pub dt: f32,
     /// Physics steps per control tick; the control rate is 1 / (dt · substeps).
     pub substeps: u32,
+    /// rapier's `num_solver_iterations`: the solver substeps of each physics
+    /// step, each of which rebuilds the multibody's mass matrix (most of the
+    /// step's cost). 2 (rapier's default is 4) keeps the servos' tracking
+    /// error at rest and the tasks' returns unchanged and moves a step
+    /// response by at most 0.01 rad (docs/BENCHMARKS.md).
     pub solver_iterations: usize,
     pub gravity: [f32; 3],
+    /// rapier's continuous collision detection, off by default: it sweeps
+    /// every fast link against the table, but a multibody link's pose comes
+    /// from its joint coordinates, so a clamped link is put back by the next
+    /// step anyway, and the cube would need to move 3 m/s (half its size
+    /// per step) to be swept. It cost a quarter of a randomly commanded
+    /// step (see docs/BENCHMARKS.md).
+    pub ccd: bool,
 }
 
 impl Default for PhysicsConfig {
@@ -31,8 +43,9 @@ impl Default for PhysicsConfig {
         Self {
             dt: 1.0 / 200.0,
             substeps: 4,
-            solver_iterations: 4,
+            solver_iterations: 2,
             gravity: [0.0, 0.0, -9.81],
+            ccd: false,
         }
     }
 }
@@ -93,9 +106,14 @@ pub struct ArmWorld {
     actuators: Vec<ActuatorParams>,
     /// Body of each `model.template.links` entry.
     pub(crate) link_bodies: Vec<RigidBodyHandle>,
+    /// The URDF's mass properties of each link body, which randomised
+    /// masses scale.
+    link_mass: Vec<MassProperties>,
     pub cube: Option<(RigidBodyHandle, CubeConfig)>,
     /// Height of the table's top surface (m).
     pub table_height: f32,
+    /// The table's body.
+    pub table: RigidBodyHandle,
     targets: Vec<f32>,
 }
 
@@ -118,6 +136,17 @@ impl ArmWorld {
             UrdfMultibodyOptions::DISABLE_SELF_CONTACTS,
         );
         let link_bodies: Vec<_> = handles.links.iter().map(|l| l.body).collect();
+        // rapier folds a body's added mass properties (the URDF inertials)
+        // into its mass properties only in the next step's bookkeeping; do it
+        // now so that they can be read (and scaled) before the first step.
+        let link_mass = link_bodies
+            .iter()
+            .map(|&body| {
+                let body = &mut bodies[body];
+                body.recompute_mass_properties_from_colliders(&colliders);
+                body.mass_properties().local_mprops
+            })
+            .collect();
         let slots = model
             .joints
             .iter()
@@ -153,10 +182,36 @@ impl ArmWorld {
             table_height - 0.05,
         )));
         colliders.insert_with_parent(
-            ColliderBuilder::cuboid(2.0, 2.0, 0.05).friction(1.0),
+            ColliderBuilder::cuboid(2.0, 2.0, 0.05)
+                .friction(1.0)
+                .collision_groups(table_collision_groups()),
             table,
             &mut bodies,
         );
+        // A link that only turns about the vertical and starts above the
+        // table stays above it: its speculative contact with the table (the
+        // SO-101's shoulder hovers 2 cm above it, inside rapier's prediction
+        // distance) would be solved every step and never push.
+        for (link, &turns) in handles
+            .links
+            .iter()
+            .zip(&model.turns_about_vertical)
+            .skip(1)
+        {
+            let lowest = link
+                .colliders
+                .iter()
+                .filter_map(|c| colliders.get(c.handle))
+                .map(|c| c.compute_aabb().mins.z)
+                .fold(f32::INFINITY, f32::min);
+            if turns && lowest > table_height + TABLE_CLEARANCE {
+                for c in &link.colliders {
+                    if let Some(collider) = colliders.get_mut(c.handle) {
+                        collider.set_collision_groups(clear_of_table_collision_groups());
+                    }
+                }
+            }
+        }
 
         let model_actuators = model.joints.iter().map(|j| j.actuator).collect();
         let mut integration = IntegrationParameters {
@@ -169,6 +224,9 @@ impl ArmWorld {
         // few millimetres between a cube and a closing jaw, whose stale
         // contact planes then push the cube about.
         integration.contact_recycling = false;
+        if !physics.ccd {
+            integration.max_ccd_substeps = 0;
+        }
         let [gx, gy, gz] = physics.gravity;
         let mut world = Self {
             model,
@@ -187,8 +245,10 @@ impl ArmWorld {
             slots,
             actuators: model_actuators,
             link_bodies,
+            link_mass,
             cube: None,
             table_height,
+            table,
             targets: q.to_vec(),
         };
         world.configure_actuators();
@@ -267,9 +327,9 @@ impl ArmWorld {
     /// Applies one episode's randomised dynamics: link masses, servo gains,
     /// joint damping and friction. The cube's draws are applied by `new`.
     pub fn apply_dynamics(&mut self, sample: &DynamicsSample) {
-        for (&body, &scale) in self.link_bodies.iter().zip(&sample.link_mass_scale) {
+        let links = self.link_bodies.iter().zip(&self.link_mass);
+        for ((&body, props), &scale) in links.zip(&sample.link_mass_scale) {
             let body = &mut self.bodies[body];
-            let props = body.mass_properties().local_mprops;
             let scaled = MassProperties::new(
                 props.local_com,
                 props.mass() * scale,
@@ -280,6 +340,7 @@ impl ArmWorld {
                 ..scaled
             };
             body.set_additional_mass_properties(scaled, false);
+            body.recompute_mass_properties_from_colliders(&self.colliders);
         }
         let model_params = self.model.joints.iter().map(|j| j.actuator);
         for (i, base) in model_params.enumerate() {
@@ -465,6 +526,28 @@ impl ArmWorld {
     }
 }
 
+/// How far (m) above the table a link that only turns about the vertical
+/// must start for its contacts with the table to be dropped.
+const TABLE_CLEARANCE: f32 = 0.001;
+
+/// The table collides with everything but the links that cannot reach it.
+fn table_collision_groups() -> InteractionGroups {
+    InteractionGroups::new(
+        Group::ALL,
+        Group::ALL.difference(CLEAR_OF_TABLE),
+        InteractionTestMode::And,
+    )
+}
+
+/// Links that stay above the table: they still touch the cube, not the arm.
+fn clear_of_table_collision_groups() -> InteractionGroups {
+    InteractionGroups::new(
+        CLEAR_OF_TABLE,
+        Group::ALL.difference(ARM).difference(CLEAR_OF_TABLE),
+        InteractionTestMode::And,
+    )
+}
+
 /// Index of a joint's coordinate in rapier's 6-D spatial layout.
 fn spatial_axis(motion: JointMotion) -> usize {
     match motion {
@@ -477,5 +560,94 @@ fn joint_axis(motion: JointMotion) -> JointAxis {
     match motion {
         JointMotion::Revolute => JointAxis::AngX,
         JointMotion::Prismatic => JointAxis::LinX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Randomization;
+
+    /// The SO-101's shoulder only pans, 2 cm above the table: it keeps no
+    /// contact pair with the table, while it still collides with a cube.
+    #[test]
+    fn links_that_cannot_reach_the_table_keep_no_contacts_with_it() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let turning: Vec<&str> = model
+            .link_names
+            .iter()
+            .zip(&model.turns_about_vertical)
+            .filter(|(_, turns)| **turns)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(turning, ["base_link", "shoulder_link"]);
+
+        let cube = Some((CubeConfig::default(), [0.2, 0.0], 0.0));
+        let mut world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, cube);
+        world.set_joint_targets(&[0.48, -0.44, 0.42, 0.41, 0.75, 0.55]);
+        let mut pipeline = PhysicsPipeline::new();
+        for _ in 0..100 {
+            world.step_physics(&mut pipeline);
+        }
+        let shoulder = world.link_bodies[1];
+        let table = Some(world.table);
+        let touching: Vec<_> = world
+            .narrow_phase
+            .contact_pairs()
+            .map(|pair| {
+                let parent = |c: ColliderHandle| world.colliders[c].parent();
+                (parent(pair.collider1), parent(pair.collider2))
+            })
+            .filter(|&(a, b)| {
+                (a, b) == (Some(shoulder), table) || (b, a) == (Some(shoulder), table)
+            })
+            .collect();
+        assert!(touching.is_empty());
+        let [shoulder_collider, ..] = world.bodies[shoulder].colliders() else {
+            panic!("the shoulder has colliders");
+        };
+        let groups = world.colliders[*shoulder_collider].collision_groups();
+        let cube = world.bodies[world.cube.unwrap().0].colliders()[0];
+        assert!(groups.test(world.colliders[cube].collision_groups()));
+        assert!(!groups.test(table_collision_groups()));
+    }
+
+    #[test]
+    fn continuous_collision_detection_is_off_unless_asked_for() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, None);
+        assert_eq!(world.integration.max_ccd_substeps, 0);
+        let physics = PhysicsConfig {
+            ccd: true,
+            ..PhysicsConfig::default()
+        };
+        let world = ArmWorld::new(model.clone(), &physics, &model.home, None);
+        assert!(world.integration.max_ccd_substeps > 0);
+    }
+
+    /// Randomised link masses scale the URDF's (they once scaled the zero
+    /// mass a body reports before its first step, which left every
+    /// environment's arm massless).
+    #[test]
+    fn randomised_link_masses_scale_the_urdf_masses() {
+        let model = crate::ArmModel::load(&crate::so101_urdf(), &Default::default()).unwrap();
+        let mut world = ArmWorld::new(model.clone(), &PhysicsConfig::default(), &model.home, None);
+        let upper_arm = world.link_bodies[2];
+        assert!((world.bodies[upper_arm].mass() - 0.103).abs() < 1e-6);
+        let draw = Randomization {
+            link_mass: 0.5,
+            ..Randomization::default()
+        };
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let sample = draw.sample(&mut rng, model.link_names.len(), model.joints.len());
+        world.apply_dynamics(&sample);
+        let mut pipeline = PhysicsPipeline::new();
+        world.step_physics(&mut pipeline);
+        let mass = world.bodies[upper_arm].mass();
+        assert!(
+            (mass - 0.103 * sample.link_mass_scale[2]).abs() < 1e-6,
+            "{mass}"
+        );
+        assert!(sample.link_mass_scale[2] != 1.0);
     }
 }

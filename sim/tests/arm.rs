@@ -156,3 +156,36 @@ fn broken_urdfs_give_errors_naming_the_file_and_element() {
     assert!(err.contains("<visual>"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The default solver substeps (fewer than rapier's default, for speed)
+/// keep a step response within 0.02 rad of a finely substepped one.
+#[test]
+fn default_solver_substeps_follow_a_fine_solver_step_response() {
+    let model = so101();
+    let target = [0.479965, -0.4363325, 0.4225, 0.414515, 0.7468125, 0.5454175];
+    let response = |solver_iterations| {
+        let physics = PhysicsConfig {
+            solver_iterations,
+            ..PhysicsConfig::default()
+        };
+        let mut world = ArmWorld::new(model.clone(), &physics, &model.home, None);
+        world.set_joint_targets(&target);
+        let mut pipeline = PhysicsPipeline::new();
+        (0..400)
+            .map(|_| {
+                world.step_physics(&mut pipeline);
+                world.joint_positions()
+            })
+            .collect::<Vec<_>>()
+    };
+    let fine = response(16);
+    let default = response(PhysicsConfig::default().solver_iterations);
+    let deviation = fine
+        .iter()
+        .flatten()
+        .zip(default.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("largest deviation from the fine solver: {deviation:.2e} rad");
+    assert!(deviation < 0.02, "{deviation} rad");
+}
