@@ -115,14 +115,28 @@ impl Mlp {
             let x = &before[layer];
             let y = &mut after[0];
             y.resize(batch * outputs, 0.0);
-            for (x_row, y_row) in x.chunks_exact(inputs).zip(y.chunks_exact_mut(outputs)) {
-                for ((y, w_row), b) in y_row
-                    .iter_mut()
-                    .zip(weights.chunks_exact(inputs))
-                    .zip(biases)
-                {
-                    let pre = dot(x_row, w_row) + b;
-                    *y = if layer == last { pre } else { pre.tanh() };
+            // Y = X · Wᵀ
+            let w_t = Strided {
+                data: weights,
+                row: 1,
+                col: inputs as isize,
+            };
+            matmul(
+                batch,
+                outputs,
+                inputs,
+                y,
+                false,
+                Strided::row_major(x, inputs),
+                w_t,
+            );
+            for y_row in y.chunks_exact_mut(outputs) {
+                for (y, b) in y_row.iter_mut().zip(biases) {
+                    *y = if layer == last {
+                        *y + b
+                    } else {
+                        (*y + b).tanh()
+                    };
                 }
             }
         }
@@ -154,32 +168,47 @@ impl Mlp {
             let (w_grad, rest) = grads[offset..].split_at_mut(inputs * outputs);
             let b_grad = &mut rest[..outputs];
             let x = &tape.layers[layer];
-            for (x_row, d_row) in x.chunks_exact(inputs).zip(tape.delta.chunks_exact(outputs)) {
-                for ((g_row, b), &d) in w_grad
-                    .chunks_exact_mut(inputs)
-                    .zip(b_grad.iter_mut())
-                    .zip(d_row)
-                {
+            for d_row in tape.delta.chunks_exact(outputs) {
+                for (b, &d) in b_grad.iter_mut().zip(d_row) {
                     *b += d;
-                    axpy(d, x_row, g_row);
                 }
             }
+            // dW += dYᵀ · X
+            let d_t = Strided {
+                data: &tape.delta,
+                row: 1,
+                col: outputs as isize,
+            };
+            matmul(
+                outputs,
+                inputs,
+                batch,
+                w_grad,
+                true,
+                d_t,
+                Strided::row_major(x, inputs),
+            );
             if layer == 0 {
                 break;
             }
-            // Through this layer's weights, then through the tanh that
-            // produced its input: d pre = d out · (1 − out²).
+            // Through this layer's weights (dX = dY · W), then through the
+            // tanh that produced its input: d pre = d out · (1 − out²).
             tape.delta_next.clear();
             tape.delta_next.resize(batch * inputs, 0.0);
-            for ((dx_row, d_row), x_row) in tape
+            matmul(
+                batch,
+                inputs,
+                outputs,
+                &mut tape.delta_next,
+                false,
+                Strided::row_major(&tape.delta, outputs),
+                Strided::row_major(weights, inputs),
+            );
+            for (dx_row, x_row) in tape
                 .delta_next
                 .chunks_exact_mut(inputs)
-                .zip(tape.delta.chunks_exact(outputs))
                 .zip(x.chunks_exact(inputs))
             {
-                for (&d, w_row) in d_row.iter().zip(weights.chunks_exact(inputs)) {
-                    axpy(d, w_row, dx_row);
-                }
                 for (dx, &y) in dx_row.iter_mut().zip(x_row) {
                     *dx *= 1.0 - y * y;
                 }
@@ -209,30 +238,75 @@ pub fn param_count(sizes: &[usize]) -> usize {
     sizes.windows(2).map(|p| p[0] * p[1] + p[1]).sum()
 }
 
-/// Eight independent accumulators so the loop vectorises without reordering
-/// a single sum (which the compiler may not do for floats).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, a_tail) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_tail) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        sum += x * y;
-    }
-    sum
+/// A matrix view: element (r, c) is `data[r · row + c · col]`.
+#[derive(Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    row: isize,
+    col: isize,
 }
 
-/// y += a·x
-#[inline]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
+impl<'a> Strided<'a> {
+    fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row: cols as isize,
+            col: 1,
+        }
+    }
+
+    /// Whether every element of a `rows × cols` view lies inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || ((rows - 1) as isize * self.row + (cols - 1) as isize * self.col)
+                < self.data.len() as isize
+    }
+}
+
+/// dst (m × n, row-major) = [dst +] lhs (m × k) · rhs (k × n), on the
+/// calling thread (so results are the same on every run).
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+) {
+    assert!(
+        dst.len() >= m * n && lhs.covers(m, k) && rhs.covers(k, n),
+        "matmul shapes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assertion above keeps every index gemm computes from
+    // these strides inside the three slices, and `dst` does not alias them
+    // (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col,
+            lhs.row,
+            rhs.data.as_ptr(),
+            rhs.col,
+            rhs.row,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -278,7 +352,7 @@ mod tests {
         let w = orthogonal(4, 9, 1.0, &mut rng);
         for i in 0..4 {
             for j in 0..4 {
-                let d = dot(&w[i * 9..][..9], &w[j * 9..][..9]);
+                let d: f32 = (0..9).map(|k| w[i * 9 + k] * w[j * 9 + k]).sum();
                 let expected = if i == j { 1.0 } else { 0.0 };
                 assert!((d - expected).abs() < 1e-5, "({i},{j}) = {d}");
             }
