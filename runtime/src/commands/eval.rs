@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// contract check will refuse.
     #[arg(long, value_name = "FILE")]
     pub env_config: Option<PathBuf>,
+    /// Sample actions with the policy's own noise (seeded by --seed)
+    /// instead of taking the mean action.
+    #[arg(long)]
+    pub sample: bool,
     /// Save one episode as a strip of camera frames (PNG), arm tasks only.
     #[arg(long, value_name = "PATH.png")]
     pub frame_strip: Option<PathBuf>,
@@ -74,7 +78,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
-    let report = eval::evaluate(&mut policy, envs, args.episodes, seed, args.threads)?;
+    let report = eval::evaluate_with(&mut policy, envs, args.episodes, seed, args.threads, args.sample)?;
     println!(
         "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy version {})",
         report.episodes,
@@ -90,6 +94,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "checkpoint": args.checkpoint,
             "policy_version": contract.policy_version,
             "seed": seed,
+            "sampled": args.sample,
             "episodes": report.episodes,
             "success_rate": report.success_rate,
             "mean_return": report.mean_return,

@@ -19,14 +19,26 @@ pub struct EvalReport {
     pub episode_successes: Vec<bool>,
 }
 
-/// Runs `episodes` episodes of the deterministic policy spread over the
-/// given copies, starting from seeds derived from `seed ^ HELD_OUT`.
+/// Runs `episodes` episodes spread over the given copies, starting from
+/// seeds derived from `seed ^ HELD_OUT`: the deterministic policy (the mean
+/// action), or with `sample` the policy's own noise, seeded from `seed`.
 pub fn evaluate(
     policy: &mut dyn Policy,
     envs: Vec<SimEnv>,
     episodes: usize,
     seed: u64,
     threads: usize,
+) -> anyhow::Result<EvalReport> {
+    evaluate_with(policy, envs, episodes, seed, threads, false)
+}
+
+pub fn evaluate_with(
+    policy: &mut dyn Policy,
+    envs: Vec<SimEnv>,
+    episodes: usize,
+    seed: u64,
+    threads: usize,
+    sample: bool,
 ) -> anyhow::Result<EvalReport> {
     anyhow::ensure!(episodes > 0, "evaluation needs at least one episode");
     let copies = envs.len().min(episodes);
@@ -37,8 +49,11 @@ pub fn evaluate(
         .map(|c| episodes / copies + usize::from(c < episodes % copies))
         .collect();
     let mut results: Vec<Vec<(f64, bool)>> = vec![Vec::new(); copies];
+    let mut tick = 0;
     while results.iter().zip(&quota).any(|(r, &q)| r.len() < q) {
-        let rollout = collector.collect(policy, 1, None)?;
+        let noise = sample.then_some((seed ^ HELD_OUT, tick));
+        tick += 1;
+        let rollout = collector.collect(policy, 1, noise)?;
         for f in rollout.finished {
             if results[f.copy].len() < quota[f.copy] {
                 results[f.copy].push((f.episode_return, f.success));
