@@ -26,7 +26,7 @@ pub struct PhysicsConfig {
     /// step, each of which rebuilds the multibody's mass matrix (most of the
     /// step's cost). 2 (rapier's default is 4) keeps the servos' tracking
     /// error at rest and the tasks' returns unchanged and moves a step
-    /// response by at most 0.01 rad (docs/BENCHMARKS.md).
+    /// response by about 0.01 rad (docs/BENCHMARKS.md).
     pub solver_iterations: usize,
     pub gravity: [f32; 3],
     /// rapier's continuous collision detection, off by default: it sweeps
