@@ -77,6 +77,7 @@ DEFAULTS = dict(
     vf_coef=0.5,
     max_grad_norm=0.5,
     init_logstd=0.0,      # CleanRL starts at log-std 0 (std 1)
+    bootstrap_truncation=True,  # the one deliberate departure from CleanRL; see the docstring
 )
 
 
@@ -306,11 +307,21 @@ def main(argv=None):
             with torch.no_grad():
                 action, logp, _, value = agent.act(next_obs)
             act_buf[t], logp_buf[t], val_buf[t] = action, logp, value
-            obs, reward, terminated, truncated, _ = envs.step(action.numpy())
+            obs, reward, terminated, truncated, info = envs.step(action.numpy())
             global_step += n
-            rew_buf[t] = torch.as_tensor(reward, dtype=torch.float32)
+            reward = torch.as_tensor(reward, dtype=torch.float32)
+            cut = truncated & ~terminated
+            if args.bootstrap_truncation and cut.any():
+                # A time-limit cut is not a real end: the pendulum would go on.
+                # Credit the value of the state it was cut at, as SB3 does:
+                # r += gamma * V(final_obs). (final_obs is already normalised
+                # by that env's wrappers; V predicts normalised returns.)
+                final = torch.as_tensor(np.stack(info["final_obs"][cut]), dtype=torch.float32)
+                with torch.no_grad():
+                    reward[torch.as_tensor(cut)] += args.gamma * agent.value(final)
+            rew_buf[t] = reward
             next_obs = torch.as_tensor(obs, dtype=torch.float32)
-            # Time-limit truncation counts as an episode end (no bootstrap), as in CleanRL.
+            # Any episode end stops GAE from running into the next episode.
             next_done = torch.as_tensor(np.logical_or(terminated, truncated), dtype=torch.float32)
 
             if global_step >= next_eval:

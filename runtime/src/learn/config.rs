@@ -111,7 +111,9 @@ impl TrainConfig {
                 // Dense reward: credit over ~20 ticks is enough, and the
                 // shorter horizon lowers the variance of the advantages.
                 gamma: 0.95,
-                total_steps: 500_000,
+                total_steps: 700_000,
+                envs: 32,
+                rollout_steps: 32,
                 policy: GaussianConfig {
                     hidden: vec![64, 64],
                     init_log_std: -0.5,
@@ -120,7 +122,7 @@ impl TrainConfig {
                 ppo: PpoConfig {
                     learning_rate: 1e-3,
                     epochs: 10,
-                    minibatch_size: 128,
+                    minibatch_size: 256,
                     ..PpoConfig::default()
                 },
                 ..base
