@@ -384,7 +384,7 @@ mod tests {
         mlp.forward(&input, 2, &mut tape);
         let mut grads = vec![0.0; mlp.params().len()];
         mlp.backward(&c, &mut tape, &mut grads);
-        for k in 0..grads.len() {
+        for (k, &analytic) in grads.iter().enumerate() {
             let h = 1e-3;
             let original = mlp.params[k];
             mlp.params[k] = original + h;
@@ -394,9 +394,8 @@ mod tests {
             mlp.params[k] = original;
             let numeric = ((up - down) / (2.0 * h as f64)) as f32;
             assert!(
-                (numeric - grads[k]).abs() < 2e-3,
-                "param {k}: {numeric} vs {}",
-                grads[k]
+                (numeric - analytic).abs() < 2e-3,
+                "param {k}: {numeric} vs {analytic}"
             );
         }
     }

@@ -78,7 +78,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
-    let report = eval::evaluate_with(&mut policy, envs, args.episodes, seed, args.threads, args.sample)?;
+    let report = eval::evaluate_with(
+        &mut policy,
+        envs,
+        args.episodes,
+        seed,
+        args.threads,
+        args.sample,
+    )?;
     println!(
         "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy version {})",
         report.episodes,

@@ -26,7 +26,10 @@ pub fn gae(
     lambda: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let n = rewards.len();
-    assert!(envs > 0 && n % envs == 0, "rewards must be steps × envs");
+    assert!(
+        envs > 0 && n.is_multiple_of(envs),
+        "rewards must be steps × envs"
+    );
     for len in [
         values.len(),
         next_values.len(),
@@ -61,7 +64,10 @@ pub fn gae(
 /// A_i = (r_i − mean_g r) / (std_g r + ε), over consecutive groups of
 /// `group` returns (population std, as the reference implementations).
 pub fn group_normalized(returns: &[f32], group: usize, epsilon: f32) -> Vec<f32> {
-    assert!(group > 0 && returns.len() % group == 0, "whole groups");
+    assert!(
+        group > 0 && returns.len().is_multiple_of(group),
+        "whole groups"
+    );
     returns
         .chunks_exact(group)
         .flat_map(|g| {
@@ -76,7 +82,7 @@ pub fn group_normalized(returns: &[f32], group: usize, epsilon: f32) -> Vec<f32>
 /// A_i = r_i − mean_{j≠i} r_j.
 pub fn leave_one_out(returns: &[f32], group: usize) -> Vec<f32> {
     assert!(
-        group > 1 && returns.len() % group == 0,
+        group > 1 && returns.len().is_multiple_of(group),
         "whole groups of at least two"
     );
     returns

@@ -188,7 +188,7 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.gae_lambda) {
             return fail("gae_lambda", "must be in [0, 1]");
         }
-        if self.algo == Algo::Grpo && (self.group < 2 || self.envs % self.group != 0) {
+        if self.algo == Algo::Grpo && (self.group < 2 || !self.envs.is_multiple_of(self.group)) {
             return fail("group", "must be at least 2 and divide `envs`");
         }
         if self.reward_weights.values().any(|w| !w.is_finite()) {
@@ -204,7 +204,7 @@ impl TrainConfig {
         if !(p.clip > 0.0 && p.clip < 1.0) {
             return fail("ppo.clip", "must be in (0, 1)");
         }
-        if !(p.max_grad_norm > 0.0) {
+        if p.max_grad_norm.is_nan() || p.max_grad_norm <= 0.0 {
             return fail("ppo.max_grad_norm", "must be positive");
         }
         if !self.policy.init_log_std.is_finite() || self.policy.init_log_std.abs() > 5.0 {

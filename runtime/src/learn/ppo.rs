@@ -321,10 +321,11 @@ pub fn update(
                 *sum += v;
             }
         }
-        if let Some(target) = config.target_kl {
-            if epoch_kl / epoch_minibatches.max(1) as f32 > target {
-                break 'epochs;
-            }
+        if config
+            .target_kl
+            .is_some_and(|target| epoch_kl / epoch_minibatches.max(1) as f32 > target)
+        {
+            break 'epochs;
         }
     }
     let n = stats.minibatch_steps.max(1) as f32;
