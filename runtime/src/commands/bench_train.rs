@@ -154,7 +154,8 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     };
     let update_ratio = match &torch_update {
         Ok(r) => {
-            let theirs = r["samples_per_s"].as_f64().unwrap_or(f64::NAN);
+            // Both sides count a sample once per epoch it is trained in.
+            let theirs = r["sample_passes_per_s"].as_f64().unwrap_or(f64::NAN);
             println!(
                 "PyTorch PPO update: {theirs:>10.0} samples/s → ours is {:.1}× faster",
                 update / theirs
