@@ -117,12 +117,15 @@ impl TrainConfig {
                 policy: GaussianConfig {
                     hidden: vec![64, 64],
                     init_log_std: -0.5,
-                    action_mode: ActionMode::Delta { max_step: 0.1 },
+                    action_mode: ActionMode::Delta { max_step: 0.2 },
                 },
                 ppo: PpoConfig {
                     learning_rate: 1e-3,
                     epochs: 10,
                     minibatch_size: 256,
+                    // A little entropy keeps exploring the targets that need
+                    // a long swing (84% vs 78% held-out success at 700k steps).
+                    entropy_coef: 0.01,
                     ..PpoConfig::default()
                 },
                 ..base
