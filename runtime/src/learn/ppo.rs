@@ -613,8 +613,8 @@ mod tests {
         };
         let out = loss_and_grad(&p, &b, &[0], &config, &mut Workspace::default());
         assert!((out.policy_loss + 1.2).abs() < 1e-6, "{}", out.policy_loss);
-        // V = 0 (zero critic output layer? no: only the actor was zeroed),
-        // so check the value loss against the critic's own output.
+        // Only the actor was zeroed: the value loss is ½(V − 2)² with the
+        // critic's own output.
         let v = p.values(&[0.0, 0.0, 0.0])[0];
         assert!((out.value_loss - 0.5 * (v - 2.0).powi(2)).abs() < 1e-5);
         assert!((out.approx_kl - (0.5f32.exp() - 1.0 - 0.5)).abs() < 1e-5);
