@@ -2,7 +2,6 @@
 //! starts and report its return and success rate.
 
 use super::print_json;
-use super::train::load_world;
 use crate::learn::TrainConfig;
 use crate::learn::eval;
 use crate::learn::trainer::make_envs;
@@ -66,7 +65,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.env_config.is_some() {
         config.robot.env_config = args.env_config.clone();
     }
-    let (env_config, model) = load_world(&config)?;
+    let (env_config, model) = config.robot.load(config.task_kind())?;
     let envs = make_envs(
         &env_config,
         model.clone(),

@@ -8,7 +8,8 @@ mod eval;
 mod sim;
 mod train;
 
-use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
+use crate::learn::config::RobotSource;
+use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +74,14 @@ pub struct SimRobotArgs {
     /// learners with other RL libraries).
     #[arg(long, default_value = "reach", value_parser = parse_task)]
     pub task: TaskKind,
+    #[command(flatten)]
+    pub source: RobotSourceArgs,
+}
+
+/// Which arm and environment settings to simulate; the flags every command
+/// that builds a simulation shares.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RobotSourceArgs {
     /// Load this URDF arm instead of the bundled SO-101. Mesh paths may be
     /// relative to the URDF or package:// URIs; STL and OBJ meshes load.
     #[arg(long, value_name = "PATH")]
@@ -85,41 +94,38 @@ pub struct SimRobotArgs {
     #[arg(long, value_name = "FILE")]
     pub robot_config: Option<PathBuf>,
     /// Environment config (TOML): physics rate and substeps, cube,
-    /// domain randomisation, camera. Command-line flags override it.
+    /// domain randomisation, camera.
     #[arg(long, value_name = "FILE")]
     pub env_config: Option<PathBuf>,
 }
 
-fn parse_task(s: &str) -> Result<TaskKind, String> {
+pub(super) fn parse_task(s: &str) -> Result<TaskKind, String> {
     s.parse()
 }
 
-impl SimRobotArgs {
-    pub fn env_config(&self) -> anyhow::Result<EnvConfig> {
-        let mut config = match &self.env_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-                toml::from_str::<EnvConfig>(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+impl RobotSourceArgs {
+    /// The flags given replace those in `source`.
+    pub fn overlay(&self, source: &mut RobotSource) {
+        let pick = |flag: &Option<PathBuf>, kept: &mut Option<PathBuf>| {
+            if flag.is_some() {
+                kept.clone_from(flag);
             }
-            None => EnvConfig::default(),
         };
-        config.task = self.task;
-        Ok(config)
-    }
-
-    /// The arm, for arm tasks.
-    pub fn load_arm(&self) -> anyhow::Result<Option<Arc<ArmModel>>> {
-        if self.task == TaskKind::Pendulum {
-            return Ok(None);
+        pick(&self.urdf, &mut source.urdf);
+        pick(&self.robot_config, &mut source.robot_config);
+        pick(&self.env_config, &mut source.env_config);
+        if self.ee_link.is_some() {
+            source.ee_link.clone_from(&self.ee_link);
         }
-        let urdf = self.urdf.clone().unwrap_or_else(cerebellum_sim::so101_urdf);
-        let options = ArmOptions {
-            ee_link: self.ee_link.clone(),
-            config: self.robot_config.clone(),
-        };
-        Ok(Some(ArmModel::load(&urdf, &options)?))
+    }
+}
+
+impl SimRobotArgs {
+    /// The environment settings and, for arm tasks, the arm.
+    pub fn load(&self) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
+        let mut source = RobotSource::default();
+        self.source.overlay(&mut source);
+        source.load(self.task)
     }
 }
 

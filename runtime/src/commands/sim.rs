@@ -46,8 +46,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.episodes == 0 {
         anyhow::bail!("--episodes must be at least 1");
     }
-    let config = args.robot.env_config()?;
-    let model = args.robot.load_arm()?;
+    let (config, model) = args.robot.load()?;
     let mut env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
     let mut controller = make_controller(args.expert, &env).map_err(anyhow::Error::msg)?;
 

@@ -1,19 +1,18 @@
 //! `cerebellum train`: the main job. Trains a policy in the simulation,
 //! writes the run directory, and evaluates the result on held-out starts.
 
-use super::print_json;
+use super::{RobotSourceArgs, parse_task, print_json};
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig, Trainer};
 use crate::report::{self, RunFiles};
 use cerebellum_core::Robot;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
-use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
+use cerebellum_sim::TaskKind;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Train a policy with PPO (or GRPO) in the simulation.
@@ -72,25 +71,14 @@ pub struct TrainArgs {
     /// with its config.toml (--steps may raise the total).
     #[arg(long)]
     pub resume: bool,
-    /// Train on this URDF arm instead of the bundled SO-101.
-    #[arg(long, value_name = "PATH")]
-    pub urdf: Option<PathBuf>,
-    #[arg(long, value_name = "NAME")]
-    pub ee_link: Option<String>,
-    #[arg(long, value_name = "FILE")]
-    pub robot_config: Option<PathBuf>,
-    #[arg(long, value_name = "FILE")]
-    pub env_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub robot: RobotSourceArgs,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
     /// Include wall-clock figures in the JSON (they differ between runs).
     #[arg(long)]
     pub timings: bool,
-}
-
-fn parse_task(s: &str) -> Result<TaskKind, String> {
-    s.parse()
 }
 
 fn parse_algo(s: &str) -> Result<Algo, String> {
@@ -132,49 +120,13 @@ fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     if let Some(steps) = args.steps {
         config.total_steps = steps;
     }
-    let robot = &mut config.robot;
-    if args.urdf.is_some() {
-        robot.urdf = args.urdf.clone();
-    }
-    if args.ee_link.is_some() {
-        robot.ee_link = args.ee_link.clone();
-    }
-    if args.robot_config.is_some() {
-        robot.robot_config = args.robot_config.clone();
-    }
-    if args.env_config.is_some() {
-        robot.env_config = args.env_config.clone();
-    }
+    args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)));
     Ok((config, out))
-}
-
-/// The environment and arm a config names.
-pub fn load_world(config: &TrainConfig) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
-    let task = config.task_kind();
-    let mut env = match &config.robot.env_config {
-        Some(path) => toml::from_str::<EnvConfig>(&read(path)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => EnvConfig::default(),
-    };
-    env.task = task;
-    if task == TaskKind::Pendulum {
-        return Ok((env, None));
-    }
-    let urdf = config
-        .robot
-        .urdf
-        .clone()
-        .unwrap_or_else(cerebellum_sim::so101_urdf);
-    let options = ArmOptions {
-        ee_link: config.robot.ee_link.clone(),
-        config: config.robot.robot_config.clone(),
-    };
-    Ok((env, Some(ArmModel::load(&urdf, &options)?)))
 }
 
 fn source_commit() -> Option<String> {
@@ -189,7 +141,7 @@ fn source_commit() -> Option<String> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (config, out) = resolve_config(&args)?;
-    let (env_config, model) = load_world(&config)?;
+    let (env_config, model) = config.robot.load(config.task_kind())?;
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
     let state_path = out.join("trainer_state.json");
     if args.resume {

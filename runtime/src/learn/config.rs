@@ -4,10 +4,11 @@
 
 use crate::learn::ppo::PpoConfig;
 use cerebellum_policies::{ActionMode, GaussianConfig};
-use cerebellum_sim::TaskKind;
+use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +67,33 @@ pub struct RobotSource {
     pub ee_link: Option<String>,
     pub robot_config: Option<PathBuf>,
     pub env_config: Option<PathBuf>,
+}
+
+impl RobotSource {
+    /// The environment settings (the file's, or the defaults) for `task`
+    /// and, for arm tasks, the arm: the one place a command turns flags and
+    /// configs into a simulation.
+    pub fn load(&self, task: TaskKind) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
+        let mut env = match &self.env_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                toml::from_str::<EnvConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => EnvConfig::default(),
+        };
+        env.task = task;
+        if task == TaskKind::Pendulum {
+            return Ok((env, None));
+        }
+        let urdf = self.urdf.clone().unwrap_or_else(cerebellum_sim::so101_urdf);
+        let options = ArmOptions {
+            ee_link: self.ee_link.clone(),
+            config: self.robot_config.clone(),
+        };
+        Ok((env, Some(ArmModel::load(&urdf, &options)?)))
+    }
 }
 
 impl TrainConfig {
