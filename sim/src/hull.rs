@@ -49,14 +49,7 @@ pub fn simplify(points: &[Vector], tolerance: f32) -> Option<Vec<Vector>> {
         if triangles.len() < 4 {
             return None;
         }
-        let planes: Vec<(Vector, f32)> = triangles
-            .iter()
-            .filter_map(|t| {
-                let [a, b, c] = t.map(|i| vertices[i as usize]);
-                let normal = (b - a).cross(c - a).try_normalize()?;
-                Some((normal, normal.dot(a)))
-            })
-            .collect();
+        let planes = face_planes(&vertices, &triangles);
         // QuickHull's step: for each face, the vertex farthest outside it
         // among those that see it most.
         let mut farthest = vec![(tolerance, usize::MAX); planes.len()];
@@ -86,18 +79,23 @@ pub fn simplify(points: &[Vector], tolerance: f32) -> Option<Vec<Vector>> {
     }
 }
 
-/// Largest distance of any of `points` outside the convex hull of `hull`
-/// (0 when all lie inside), for checking a simplification.
-pub fn max_distance_outside(points: &[Vector], hull: &[Vector]) -> f32 {
-    let (vertices, triangles) = convex_hull(hull);
-    let planes: Vec<(Vector, f32)> = triangles
+/// Outward unit normal n and offset d (n·x = d) of each non-degenerate face.
+fn face_planes(vertices: &[Vector], triangles: &[[u32; 3]]) -> Vec<(Vector, f32)> {
+    triangles
         .iter()
         .filter_map(|t| {
             let [a, b, c] = t.map(|i| vertices[i as usize]);
             let normal = (b - a).cross(c - a).try_normalize()?;
             Some((normal, normal.dot(a)))
         })
-        .collect();
+        .collect()
+}
+
+/// Largest distance of any of `points` outside the convex hull of `hull`
+/// (0 when all lie inside), for checking a simplification.
+pub fn max_distance_outside(points: &[Vector], hull: &[Vector]) -> f32 {
+    let (vertices, triangles) = convex_hull(hull);
+    let planes = face_planes(&vertices, &triangles);
     points
         .iter()
         .map(|p| {
