@@ -92,3 +92,61 @@ fn grpo_improves_reach_over_its_starting_policy() {
     );
     assert!(after > before + 5.0, "return {before} → {after}");
 }
+
+#[test]
+fn behaviour_cloning_the_expert_reaches_targets_before_any_rl() {
+    let mut config = TrainConfig::for_task(TaskKind::Reach);
+    config.bc.expert_episodes = 100;
+    let mut trainer =
+        Trainer::new(config.clone(), &env_config(TaskKind::Reach), Some(so101())).unwrap();
+    let (_, before) = eval_return(&mut trainer, Some(so101()), 40);
+    let report = trainer
+        .pretrain_from_expert(&env_config(TaskKind::Reach), Some(so101()))
+        .unwrap()
+        .expect("bc is on");
+    let (_, after) = eval_return(&mut trainer, Some(so101()), 40);
+    println!("bc: {report:?}; held-out success {before} → {after}");
+    assert!(report.demonstrations.successful > 40, "{report:?}");
+    assert!(report.final_loss < 0.6 * report.initial_loss, "{report:?}");
+    assert!(after >= 0.3 && before < 0.05, "success {before} → {after}");
+
+    // Same seed, same demonstrations and weights.
+    let mut again = Trainer::new(config, &env_config(TaskKind::Reach), Some(so101())).unwrap();
+    again
+        .pretrain_from_expert(&env_config(TaskKind::Reach), Some(so101()))
+        .unwrap();
+    assert_eq!(again.policy.actor, trainer.policy.actor);
+}
+
+#[test]
+fn behaviour_cloning_refuses_demonstrations_that_break_the_spec() {
+    use cerebellum_runtime::learn::bc::{BcConfig, Demonstration, pretrain};
+    let config = TrainConfig::for_task(TaskKind::Reach);
+    let mut trainer = Trainer::new(config, &env_config(TaskKind::Reach), Some(so101())).unwrap();
+    let observation = trainer.collector.observations()[0].clone();
+    let joints = trainer.policy.act_size();
+    let mut bad = observation.clone();
+    bad.state[0] = f32::NAN;
+    let before = trainer.policy.actor.clone();
+    for demo in [
+        Demonstration {
+            observation: bad,
+            command: vec![0.0; joints],
+        },
+        Demonstration {
+            observation: observation.clone(),
+            command: vec![1e3; joints],
+        },
+        Demonstration {
+            observation,
+            command: vec![0.0; joints + 1],
+        },
+    ] {
+        let err = pretrain(&mut trainer.policy, &[demo], &BcConfig::default(), 0).unwrap_err();
+        println!("{err}");
+    }
+    assert_eq!(
+        trainer.policy.actor, before,
+        "nothing was learned from bad input"
+    );
+}

@@ -8,11 +8,12 @@ use crate::learn::{Algo, TrainConfig, Trainer};
 use crate::report::{self, RunFiles};
 use cerebellum_core::Robot;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
-use cerebellum_sim::TaskKind;
+use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Train a policy with PPO (or GRPO) in the simulation.
@@ -182,6 +183,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     bar.set_position(trainer.state.env_steps);
     let started = Instant::now();
+    let bc = if args.resume {
+        None
+    } else {
+        pretrain(&mut trainer, &env_config, model.clone(), &bar)?
+    };
     let mut last_return = None;
     let mut last_success = None;
     while !trainer.done() {
@@ -263,6 +269,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "success_rate": evaluation.as_ref().map(|e| e.success_rate),
             "mean_return": evaluation.as_ref().map(|e| e.mean_return),
             "eval_episodes": evaluation.as_ref().map(|e| e.episodes),
+            "bc": bc,
         });
         if args.timings {
             report["timings"] = json!({
@@ -273,6 +280,43 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         print_json(&report);
     }
     Ok(())
+}
+
+/// Behaviour cloning before RL when the config asks for it, and how well
+/// the cloned policy does on its own (the bar RL has to beat).
+fn pretrain(
+    trainer: &mut Trainer,
+    env_config: &EnvConfig,
+    model: Option<Arc<ArmModel>>,
+    bar: &ProgressBar,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    bar.set_message("behaviour cloning the scripted expert");
+    let Some(report) = trainer.pretrain_from_expert(env_config, model.clone())? else {
+        return Ok(None);
+    };
+    let config = &trainer.config;
+    let mut bc = serde_json::to_value(&report)?;
+    if config.eval_episodes > 0 {
+        let envs = make_envs(env_config, model, config.envs.min(config.eval_episodes))?;
+        let e = eval::evaluate(
+            &mut trainer.policy,
+            envs,
+            config.eval_episodes,
+            config.seed,
+            config.threads,
+        )?;
+        bar.suspend(|| println!(
+            "behaviour cloning: {} expert ticks, loss {:.4} → {:.4}; held-out success {:.1}% before RL",
+            report.demonstrations.ticks,
+            report.initial_loss,
+            report.final_loss,
+            100.0 * e.success_rate
+        ));
+        trainer.policy.normalizer.frozen = false;
+        bc["success_rate"] = json!(e.success_rate);
+        bc["mean_return"] = json!(e.mean_return);
+    }
+    Ok(Some(bc))
 }
 
 fn save(trainer: &Trainer, out: &Path, state_path: &Path) -> anyhow::Result<()> {

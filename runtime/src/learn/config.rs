@@ -2,6 +2,7 @@
 //! overlaid by command-line flags. Unknown keys and out-of-range values are
 //! errors that name the key.
 
+use crate::learn::bc::BcConfig;
 use crate::learn::ppo::PpoConfig;
 use cerebellum_policies::{ActionMode, GaussianConfig};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
@@ -54,6 +55,9 @@ pub struct TrainConfig {
     pub normalize_rewards: bool,
     /// Held-out episodes for the final deterministic evaluation.
     pub eval_episodes: usize,
+    /// Behaviour cloning of the scripted expert before RL.
+    #[serde(default)]
+    pub bc: BcConfig,
     pub policy: GaussianConfig,
     pub ppo: PpoConfig,
     pub robot: RobotSource,
@@ -116,6 +120,7 @@ impl TrainConfig {
             reward_weights,
             normalize_rewards: true,
             eval_episodes: 100,
+            bc: BcConfig::default(),
             policy: GaussianConfig::default(),
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
@@ -222,6 +227,7 @@ impl TrainConfig {
         if self.algo == Algo::Grpo && (self.group < 2 || !self.envs.is_multiple_of(self.group)) {
             return fail("group", "must be at least 2 and divide `envs`");
         }
+        self.bc.validate()?;
         if self.reward_weights.values().any(|w| !w.is_finite()) {
             return fail("reward_weights", "weights must be finite");
         }

@@ -2,6 +2,7 @@
 //! estimators, the PPO loss, the training loop and evaluation.
 
 pub mod advantage;
+pub mod bc;
 pub mod config;
 pub mod eval;
 pub mod ppo;

@@ -5,6 +5,7 @@
 //! rollout code and the loss.
 
 use super::advantage;
+use super::bc::{self, BcReport};
 use super::config::{Algo, GroupBaseline, TrainConfig};
 use super::ppo::{self, Batch, UpdateStats};
 use super::rollout::{Collector, Rollout};
@@ -140,6 +141,33 @@ impl Trainer {
             collector,
             horizon,
         })
+    }
+
+    /// Behaviour cloning of the scripted expert on the task as evaluated
+    /// (`config.bc`), before the first RL update; `None` when it is off.
+    pub fn pretrain_from_expert(
+        &mut self,
+        env_config: &EnvConfig,
+        model: Option<Arc<ArmModel>>,
+    ) -> anyhow::Result<Option<BcReport>> {
+        let bc = &self.config.bc;
+        if bc.expert_episodes == 0 {
+            return Ok(None);
+        }
+        let mut env = make_envs(env_config, model, 1)?.remove(0);
+        let (demos, demonstrations) = bc::expert_demonstrations(
+            &mut env,
+            bc.expert_episodes,
+            bc.expert_noise,
+            self.config.seed,
+        )?;
+        let (initial_loss, final_loss) =
+            bc::pretrain(&mut self.policy, &demos, bc, self.config.seed)?;
+        Ok(Some(BcReport {
+            demonstrations,
+            initial_loss,
+            final_loss,
+        }))
     }
 
     /// Env steps one iteration collects.
