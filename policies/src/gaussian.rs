@@ -54,6 +54,7 @@ impl Default for GaussianConfig {
     }
 }
 
+#[derive(Clone)]
 pub struct GaussianMlpPolicy {
     pub spec: RobotSpec,
     pub config: GaussianConfig,

@@ -2,7 +2,10 @@
 //! command-line interface.
 
 pub mod commands;
+pub mod control_loop;
+pub mod envelope;
 pub mod episodes;
 pub mod learn;
+pub mod recorder;
 pub mod report;
 pub mod tick;

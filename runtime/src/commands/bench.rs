@@ -20,12 +20,14 @@ pub enum BenchKind {
     /// CleanRL-style PPO, one PPO update against PyTorch, and batch-1
     /// policy latency against PyTorch and ONNX Runtime.
     Train(super::bench_train::TrainBenchArgs),
+    Loop(super::bench_loop::LoopBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         BenchKind::Physics(args) => super::bench_physics::run(args),
         BenchKind::Train(args) => super::bench_train::run(args),
+        BenchKind::Loop(args) => super::bench_loop::run(args),
     }
 }
 

@@ -2,9 +2,11 @@
 //! and `--json`, which prints one JSON object as the last line of stdout.
 
 mod bench;
+mod bench_loop;
 mod bench_physics;
 mod bench_train;
 mod eval;
+mod run;
 mod sim;
 mod train;
 
@@ -36,6 +38,7 @@ pub struct Cli {
 pub enum Command {
     Train(train::TrainArgs),
     Eval(eval::EvalArgs),
+    Run(run::RunArgs),
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
 }
@@ -45,6 +48,7 @@ impl Command {
         match self {
             Command::Train(args) => train::run(args),
             Command::Eval(args) => eval::run(args),
+            Command::Run(args) => run::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Bench(args) => bench::run(args),
         }

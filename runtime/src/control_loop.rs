@@ -1,0 +1,729 @@
+//! The control loop: one thread driving one `Robot` at a fixed rate, one
+//! tick a short pipeline of named stages over the tick stages training uses:
+//!
+//!   observe → infer → safety envelope → send → record
+//!
+//! The clock is injected (copper-rs style): under `SimClock` the loop runs
+//! as fast as the CPU allows and every tick is reproducible; under
+//! `WallClock` it holds the period. The tick has no `if sim` branch: the
+//! one difference, whether inference may be abandoned at a deadline, is
+//! `LoopConfig::inference_deadline`, which the caller sets from the clock
+//! it injects.
+//!
+//! Inference runs inline (small policies, on this thread, single-threaded)
+//! or on a worker thread the loop hands the newest observation to. A policy
+//! that has not answered by the deadline is not waited for: the loop sends
+//! the next action of the current chunk, or holds if none is left, and
+//! counts a miss. A fresh chunk replaces the rest of the old one, aligned by
+//! the ticks that passed since its observation was taken.
+//!
+//! New weights arrive as immutable, versioned snapshots (`PolicySlot`); the
+//! loop picks up the newest between ticks without locking.
+
+use crate::envelope::{EnvelopeCounters, Measured, SafetyEnvelope};
+use crate::tick;
+use arc_swap::ArcSwap;
+use cerebellum_core::{
+    Action, ActionChunk, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest,
+    RewardComponents, Robot, RobotError, Sampling, Transition,
+};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reward of the `safety` component at a tick where the envelope changed
+/// the command (ALGORITHMS.md §3.4: envelope hits are a reward channel).
+pub const SAFETY_PENALTY: f32 = -1.0;
+
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    /// Seed of the episode starts and of the policy's noise.
+    pub seed: u64,
+    /// Draw actions from the policy's distribution (training) or take its
+    /// mean (deployment).
+    pub stochastic: bool,
+    /// Stop after this many finished episodes…
+    pub max_episodes: Option<u64>,
+    /// …or this many ticks, whichever comes first.
+    pub max_ticks: Option<u64>,
+    /// How long a tick may wait for inference; `None` waits for every
+    /// answer (lockstep, for simulated time and determinism).
+    pub inference_deadline: Option<Duration>,
+    pub robot_id: String,
+}
+
+impl LoopConfig {
+    /// Period minus a margin: what is left of a tick for inference once the
+    /// other stages have had theirs.
+    pub fn deadline_for(period: Duration) -> Duration {
+        period.mul_f64(0.8)
+    }
+}
+
+/// Versioned weights published by a learner; readers never block writers.
+pub struct PolicySlot<P> {
+    current: ArcSwap<P>,
+}
+
+/// Weights that can say whether they are fit to publish.
+pub trait CheckedWeights {
+    /// Every weight finite (a learner that diverged produces NaN).
+    fn weights_finite(&self) -> bool;
+}
+
+impl CheckedWeights for cerebellum_policies::GaussianMlpPolicy {
+    fn weights_finite(&self) -> bool {
+        self.is_finite()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(
+        "refused weights with non-finite values (version {0}); the loop keeps the last good ones"
+    )]
+    NonFinite(u64),
+    #[error("refused weights of version {new}: not newer than the published {current}")]
+    NotNewer { new: u64, current: u64 },
+}
+
+impl<P: Policy + CheckedWeights> PolicySlot<P> {
+    pub fn new(policy: P) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(policy),
+        })
+    }
+
+    /// Makes `policy` the one loops pick up next, if its weights are finite
+    /// and its version newer.
+    pub fn publish(&self, policy: P) -> Result<(), PublishError> {
+        if !policy.weights_finite() {
+            return Err(PublishError::NonFinite(policy.version()));
+        }
+        let current = self.version();
+        if policy.version() <= current {
+            return Err(PublishError::NotNewer {
+                new: policy.version(),
+                current,
+            });
+        }
+        self.current.store(Arc::new(policy));
+        Ok(())
+    }
+
+    pub fn version(&self) -> u64 {
+        self.current.load().version()
+    }
+
+    pub fn load(&self) -> Arc<P> {
+        self.current.load_full()
+    }
+}
+
+/// Where recorded transitions go: a file, a learner, a test's vector.
+pub trait TransitionSink {
+    /// Takes one transition; returns false when it had to drop it.
+    fn push(&mut self, transition: Transition) -> bool;
+}
+
+impl TransitionSink for Vec<Transition> {
+    fn push(&mut self, transition: Transition) -> bool {
+        Vec::push(self, transition);
+        true
+    }
+}
+
+/// Discards everything (`cerebellum run` without `--record`).
+pub struct NoSink;
+
+impl TransitionSink for NoSink {
+    fn push(&mut self, _: Transition) -> bool {
+        true
+    }
+}
+
+/// A bounded channel to a learner: when it is full the loop drops the
+/// transition and counts it (wall time), or waits (`blocking`, lockstep
+/// under simulated time).
+pub struct ChannelSink {
+    pub sender: Sender<Transition>,
+    pub blocking: bool,
+}
+
+impl TransitionSink for ChannelSink {
+    fn push(&mut self, transition: Transition) -> bool {
+        if self.blocking {
+            return self.sender.send(transition).is_ok();
+        }
+        match self.sender.try_send(transition) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Counters and latency histograms of a run, readable while it runs.
+#[derive(Clone, Debug)]
+pub struct LoopStats {
+    pub ticks: u64,
+    pub episodes: u64,
+    pub successes: u64,
+    pub deadline_misses: u64,
+    /// Ticks with no action left to send (the envelope held position).
+    pub holds: u64,
+    pub stale_ticks: u64,
+    pub observe_errors: u64,
+    pub apply_errors: u64,
+    pub policy_errors: u64,
+    pub dropped_transitions: u64,
+    pub weight_updates: u64,
+    pub envelope: EnvelopeCounters,
+    /// Time from the start of a tick to its command being sent (µs).
+    pub tick_latency_us: Histogram<u64>,
+    /// How late each tick started against its schedule (µs).
+    pub jitter_us: Histogram<u64>,
+    /// Observation-to-answer delay of each chunk (µs).
+    pub inference_delay_us: Histogram<u64>,
+}
+
+impl LoopStats {
+    fn new() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Self {
+            ticks: 0,
+            episodes: 0,
+            successes: 0,
+            deadline_misses: 0,
+            holds: 0,
+            stale_ticks: 0,
+            observe_errors: 0,
+            apply_errors: 0,
+            policy_errors: 0,
+            dropped_transitions: 0,
+            weight_updates: 0,
+            envelope: EnvelopeCounters::default(),
+            tick_latency_us: histogram(),
+            jitter_us: histogram(),
+            inference_delay_us: histogram(),
+        }
+    }
+
+    pub fn summary(&self) -> LoopSummary {
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        LoopSummary {
+            ticks: self.ticks,
+            episodes: self.episodes,
+            success_rate: if self.episodes == 0 {
+                None
+            } else {
+                Some(self.successes as f64 / self.episodes as f64)
+            },
+            deadline_misses: self.deadline_misses,
+            holds: self.holds,
+            clamps: self.envelope.clamps(),
+            stale_ticks: self.stale_ticks,
+            observe_errors: self.observe_errors,
+            apply_errors: self.apply_errors,
+            policy_errors: self.policy_errors,
+            dropped_transitions: self.dropped_transitions,
+            weight_updates: self.weight_updates,
+            envelope: self.envelope,
+            tick_latency_p50_us: q(&self.tick_latency_us, 0.5),
+            tick_latency_p99_us: q(&self.tick_latency_us, 0.99),
+            tick_latency_max_us: self.tick_latency_us.max(),
+            jitter_p50_us: q(&self.jitter_us, 0.5),
+            jitter_p99_us: q(&self.jitter_us, 0.99),
+            jitter_max_us: self.jitter_us.max(),
+            inference_delay_p50_us: q(&self.inference_delay_us, 0.5),
+            inference_delay_max_us: self.inference_delay_us.max(),
+        }
+    }
+}
+
+/// The figures of a run, as `cerebellum run --json` prints them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoopSummary {
+    pub ticks: u64,
+    pub episodes: u64,
+    pub success_rate: Option<f64>,
+    pub deadline_misses: u64,
+    pub holds: u64,
+    pub clamps: u64,
+    pub stale_ticks: u64,
+    pub observe_errors: u64,
+    pub apply_errors: u64,
+    pub policy_errors: u64,
+    pub dropped_transitions: u64,
+    pub weight_updates: u64,
+    pub envelope: EnvelopeCounters,
+    pub tick_latency_p50_us: u64,
+    pub tick_latency_p99_us: u64,
+    pub tick_latency_max_us: u64,
+    pub jitter_p50_us: u64,
+    pub jitter_p99_us: u64,
+    pub jitter_max_us: u64,
+    pub inference_delay_p50_us: u64,
+    pub inference_delay_max_us: u64,
+}
+
+/// A request to the inference worker: the observation of one tick.
+struct InferenceRequest {
+    tick: u64,
+    observation: Observation,
+    sampling: Sampling,
+}
+
+struct InferenceAnswer {
+    tick: u64,
+    version: u64,
+    output: Result<PolicyOutput, String>,
+    delay: Duration,
+}
+
+/// Runs the policy on its own thread; the loop hands it the newest
+/// observation and never waits past its deadline.
+pub struct InferenceWorker {
+    requests: Sender<InferenceRequest>,
+    answers: Receiver<InferenceAnswer>,
+    busy: bool,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InferenceWorker {
+    pub fn spawn<P: Policy + CheckedWeights + Clone + Send + Sync + 'static>(
+        slot: Arc<PolicySlot<P>>,
+    ) -> Self {
+        let (requests, inbox) = crossbeam_channel::bounded::<InferenceRequest>(1);
+        let (outbox, answers) = crossbeam_channel::bounded(1);
+        let handle = std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || {
+                let mut policy = (*slot.load()).clone();
+                for request in inbox {
+                    if slot.version() != policy.version() {
+                        policy = (*slot.load()).clone();
+                    }
+                    let started = Instant::now();
+                    let output = policy
+                        .act(std::slice::from_ref(&request.observation), request.sampling)
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut o| o.pop().ok_or_else(|| "no answer".to_owned()));
+                    let answer = InferenceAnswer {
+                        tick: request.tick,
+                        version: policy.version(),
+                        output,
+                        delay: started.elapsed(),
+                    };
+                    if outbox.send(answer).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the inference thread");
+        Self {
+            requests,
+            answers,
+            busy: false,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for InferenceWorker {
+    fn drop(&mut self) {
+        // Closing the request channel ends the worker's loop.
+        let (closed, _) = crossbeam_channel::bounded(0);
+        self.requests = closed;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Where a tick's chunk comes from.
+pub enum Inference<P> {
+    /// On the loop's thread: its own copy of the newest snapshot.
+    Inline {
+        slot: Arc<PolicySlot<P>>,
+        policy: P,
+    },
+    Worker(InferenceWorker),
+}
+
+impl<P: Policy + CheckedWeights + Clone + Send + Sync + 'static> Inference<P> {
+    pub fn inline(slot: Arc<PolicySlot<P>>) -> Self {
+        let policy = (*slot.load()).clone();
+        Self::Inline { slot, policy }
+    }
+
+    pub fn worker(slot: Arc<PolicySlot<P>>) -> Self {
+        Self::Worker(InferenceWorker::spawn(slot))
+    }
+}
+
+/// Actions still to send, and the tick they were planned for.
+struct Chunk {
+    actions: VecDeque<Action>,
+    sampled: VecDeque<Option<Action>>,
+    log_prob: Option<f32>,
+    index: u32,
+    /// Version of the weights that planned it.
+    version: u64,
+}
+
+impl Chunk {
+    fn empty() -> Self {
+        Self {
+            actions: VecDeque::new(),
+            sampled: VecDeque::new(),
+            log_prob: None,
+            index: 0,
+            version: 0,
+        }
+    }
+
+    /// A fresh answer to the observation of `observed_tick`, received at
+    /// `now_tick`: the actions meant for ticks already past are skipped.
+    fn replace(&mut self, output: PolicyOutput, version: u64, observed_tick: u64, now_tick: u64) {
+        self.version = version;
+        let skip = (now_tick - observed_tick) as usize;
+        let sampled = output.sampled.map(|s| s.actions);
+        self.actions = output.chunk.actions.into_iter().skip(skip).collect();
+        self.sampled = match sampled {
+            Some(s) => s.into_iter().skip(skip).map(Some).collect(),
+            None => std::iter::repeat_n(None, self.actions.len()).collect(),
+        };
+        self.log_prob = output.log_prob;
+        self.index = skip as u32;
+    }
+
+    fn next(&mut self) -> Option<(Action, Option<Action>, u32)> {
+        let action = self.actions.pop_front()?;
+        let sampled = self.sampled.pop_front().flatten();
+        let index = self.index;
+        self.index += 1;
+        Some((action, sampled, index))
+    }
+
+    fn clear(&mut self) {
+        self.actions.clear();
+        self.sampled.clear();
+    }
+}
+
+/// One robot, one clock, one policy, one envelope.
+pub struct ControlLoop<R, C, P> {
+    pub robot: R,
+    pub clock: C,
+    pub inference: Inference<P>,
+    pub envelope: SafetyEnvelope,
+    pub config: LoopConfig,
+    pub stats: LoopStats,
+    observation: Option<Observation>,
+    last_timestamp: f64,
+    observation_age: u32,
+    chunk: Chunk,
+    episode_id: u64,
+    step: u32,
+    tick: u64,
+}
+
+impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'static>
+    ControlLoop<R, C, P>
+{
+    pub fn new(
+        robot: R,
+        clock: C,
+        inference: Inference<P>,
+        envelope: SafetyEnvelope,
+        config: LoopConfig,
+    ) -> Self {
+        Self {
+            robot,
+            clock,
+            inference,
+            envelope,
+            config,
+            stats: LoopStats::new(),
+            observation: None,
+            last_timestamp: f64::NEG_INFINITY,
+            observation_age: 0,
+            chunk: Chunk::empty(),
+            episode_id: 0,
+            step: 0,
+            tick: 0,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.config
+            .max_episodes
+            .is_some_and(|n| self.stats.episodes >= n)
+            || self.config.max_ticks.is_some_and(|n| self.stats.ticks >= n)
+    }
+
+    /// Runs until the configured number of episodes or ticks, handing each
+    /// transition to `sink`. Robot and policy errors are counted, not
+    /// fatal; only a robot that cannot be reset ends the run.
+    pub fn run(&mut self, sink: &mut dyn TransitionSink) -> Result<(), RobotError> {
+        self.begin_episode()?;
+        while !self.finished() {
+            self.step_once(sink)?;
+            let late = self.clock.wait_for_next_tick();
+            self.stats
+                .jitter_us
+                .saturating_record(late.as_micros() as u64);
+        }
+        Ok(())
+    }
+
+    fn begin_episode(&mut self) -> Result<(), RobotError> {
+        let seed = cerebellum_sim::vec_env::episode_seed(self.config.seed, 0, self.episode_id);
+        let observation = self.robot.reset(&ResetRequest { seed })?;
+        self.last_timestamp = f64::NEG_INFINITY;
+        self.observation = Some(observation);
+        self.observation_age = 0;
+        self.chunk.clear();
+        self.envelope.begin_episode();
+        self.step = 0;
+        Ok(())
+    }
+
+    /// One tick: observe → infer → envelope → send → record.
+    pub fn step_once(&mut self, sink: &mut dyn TransitionSink) -> Result<(), RobotError> {
+        let started = Instant::now();
+        self.stats.ticks += 1;
+        self.tick += 1;
+        let fresh = self.observe();
+        let Some(observation) = self.observation.clone() else {
+            // Nothing ever observed: only a hold can be sent.
+            return self.send(None, None, started).map(|_| ());
+        };
+        if fresh {
+            self.infer(&observation, started);
+        }
+        let planned = self.chunk.next();
+        if planned.is_none() {
+            self.stats.holds += 1;
+        }
+        let proposed = planned.as_ref().map(|(a, _, _)| a.clone());
+        let Some((outcome, checked)) = self.send(proposed.as_ref(), Some(&observation), started)?
+        else {
+            return Ok(());
+        };
+        self.record(sink, observation, planned, checked, &outcome);
+        self.step += 1;
+        if outcome.done() {
+            self.stats.episodes += 1;
+            self.stats.successes += u64::from(outcome.success.unwrap_or(false));
+            self.episode_id += 1;
+            if !self.finished() {
+                self.begin_episode()?;
+            }
+        }
+        self.pick_up_new_weights();
+        Ok(())
+    }
+
+    /// observe: the newest observation; fresh when its robot timestamp moved
+    /// on. A failing or repeating robot ages the last one (the envelope's
+    /// watchdog acts on the age).
+    fn observe(&mut self) -> bool {
+        let observation = self.robot.observe().and_then(|o| {
+            self.robot
+                .spec()
+                .observation
+                .check(&o)
+                .map(|_| o)
+                .map_err(Into::into)
+        });
+        match observation {
+            Ok(o) if o.timestamp > self.last_timestamp => {
+                self.last_timestamp = o.timestamp;
+                self.observation = Some(o);
+                self.observation_age = 0;
+                return true;
+            }
+            // The same (or an older) measurement again: the robot is late.
+            Ok(_) => {}
+            Err(_) => self.stats.observe_errors += 1,
+        }
+        self.observation_age = self.observation_age.saturating_add(1);
+        self.stats.stale_ticks += 1;
+        false
+    }
+
+    fn sampling(&self) -> Sampling {
+        if self.config.stochastic {
+            Sampling::Stochastic {
+                seed: crate::learn::rollout::tick_seed(self.config.seed, self.tick),
+            }
+        } else {
+            Sampling::Deterministic
+        }
+    }
+
+    /// infer: a fresh chunk for a fresh observation, inline or from the
+    /// worker, within the deadline.
+    fn infer(&mut self, observation: &Observation, started: Instant) {
+        let sampling = self.sampling();
+        let spec = self.robot.spec().clone();
+        match &mut self.inference {
+            Inference::Inline { policy, .. } => {
+                let answer =
+                    tick::infer(policy, &spec, std::slice::from_ref(observation), sampling);
+                let delay = started.elapsed();
+                match answer {
+                    Ok(mut outputs) => {
+                        self.stats
+                            .inference_delay_us
+                            .saturating_record(delay.as_micros() as u64);
+                        let output = outputs.pop().expect("one answer per observation");
+                        self.chunk
+                            .replace(output, policy.version(), self.tick, self.tick);
+                        if self.config.inference_deadline.is_some_and(|d| delay > d) {
+                            self.stats.deadline_misses += 1;
+                        }
+                    }
+                    Err(_) => {
+                        self.stats.policy_errors += 1;
+                        self.chunk.clear();
+                    }
+                }
+            }
+            Inference::Worker(worker) => {
+                if !worker.busy {
+                    let request = InferenceRequest {
+                        tick: self.tick,
+                        observation: observation.clone(),
+                        sampling,
+                    };
+                    worker.busy = worker.requests.send(request).is_ok();
+                }
+                let answer = match self.config.inference_deadline {
+                    None => worker.answers.recv().ok(),
+                    Some(deadline) => {
+                        let left = deadline.saturating_sub(started.elapsed());
+                        worker.answers.recv_timeout(left).ok()
+                    }
+                };
+                match answer {
+                    None => self.stats.deadline_misses += 1,
+                    Some(answer) => {
+                        worker.busy = false;
+                        self.stats
+                            .inference_delay_us
+                            .saturating_record(answer.delay.as_micros() as u64);
+                        match answer.output.and_then(|o| {
+                            spec.action
+                                .check_chunk(&o.chunk)
+                                .map(|_| o)
+                                .map_err(|e| e.to_string())
+                        }) {
+                            Ok(output) => {
+                                self.chunk
+                                    .replace(output, answer.version, answer.tick, self.tick)
+                            }
+                            Err(_) => {
+                                self.stats.policy_errors += 1;
+                                self.chunk.clear();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// envelope → send. `None` when the robot refused or failed (counted;
+    /// the loop goes on).
+    fn send(
+        &mut self,
+        proposed: Option<&Action>,
+        observation: Option<&Observation>,
+        started: Instant,
+    ) -> Result<Option<(cerebellum_core::StepOutcome, crate::envelope::Checked)>, RobotError> {
+        let measured = Measured {
+            joint_positions: observation.and_then(|o| self.envelope.joint_positions(&o.state)),
+            observation_age_ticks: self.observation_age,
+        };
+        let checked = self.envelope.check(proposed, measured);
+        self.stats.envelope = self.envelope.counters();
+        let result = self.robot.apply(&checked.command);
+        self.stats
+            .tick_latency_us
+            .saturating_record(started.elapsed().as_micros() as u64);
+        match result {
+            Ok(outcome) => Ok(Some((outcome, checked))),
+            Err(_) => {
+                self.stats.apply_errors += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// record: the transition with its provenance and the `safety` reward.
+    fn record(
+        &mut self,
+        sink: &mut dyn TransitionSink,
+        observation: Observation,
+        planned: Option<(Action, Option<Action>, u32)>,
+        checked: crate::envelope::Checked,
+        outcome: &cerebellum_core::StepOutcome,
+    ) {
+        let (action, sampled, index) = match planned {
+            Some(p) => p,
+            None => (checked.command.clone(), None, 0),
+        };
+        let output = PolicyOutput {
+            chunk: ActionChunk::single(action),
+            sampled: sampled.map(ActionChunk::single),
+            log_prob: self.chunk.log_prob,
+        };
+        let provenance = Provenance {
+            robot_id: self.config.robot_id.clone(),
+            episode_id: self.episode_id,
+            task_instance_id: self.episode_id,
+            group_id: None,
+            step: self.step,
+            policy_version: self.chunk.version,
+        };
+        let mut transition = tick::record(
+            provenance,
+            observation,
+            &output,
+            checked.command,
+            outcome,
+            tick::wall_clock_now(),
+        );
+        transition.chunk_index = index;
+        transition.safety_clamped = checked.activations.any();
+        if transition.safety_clamped {
+            transition
+                .rewards
+                .set(RewardComponents::SAFETY, SAFETY_PENALTY);
+        }
+        if !sink.push(transition) {
+            self.stats.dropped_transitions += 1;
+        }
+    }
+
+    /// Between ticks: the newest published weights, without locking.
+    fn pick_up_new_weights(&mut self) {
+        if let Inference::Inline { slot, policy } = &mut self.inference
+            && slot.version() != policy.version()
+        {
+            *policy = (*slot.load()).clone();
+            self.stats.weight_updates += 1;
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The control loop against the real simulated arm: determinism under the
+//! simulation clock, and bad input (a failing robot, late observations,
+//! non-finite actions and weights, a slow policy) never reaching the robot
+//! as an unchecked command nor stopping the loop.
+
+use cerebellum_core::{
+    Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, PolicyOutput, ResetRequest,
+    Robot, RobotError, RobotSpec, Sampling, SimClock, StepOutcome, Transition, WallClock,
+};
+use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy};
+use cerebellum_runtime::control_loop::{
+    CheckedWeights, ControlLoop, Inference, LoopConfig, PolicySlot,
+};
+use cerebellum_runtime::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
+use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn so101() -> Arc<ArmModel> {
+    ArmModel::load(&cerebellum_sim::so101_urdf(), &ArmOptions::default()).unwrap()
+}
+
+fn reach_env() -> SimEnv {
+    SimEnv::new(EnvConfig::default(), Some(so101())).unwrap()
+}
+
+fn envelope(spec: &RobotSpec) -> SafetyEnvelope {
+    let joints = spec.action.len();
+    let config = EnvelopeConfig {
+        max_step_per_tick: vec![0.1; joints],
+        max_joint_velocity: vec![6.0; joints],
+        ..EnvelopeConfig::default()
+    };
+    SafetyEnvelope::new(spec, config, Some(Arc::new(ArmKinematics(so101())))).unwrap()
+}
+
+fn config(episodes: u64) -> LoopConfig {
+    LoopConfig {
+        seed: 7,
+        stochastic: true,
+        max_episodes: Some(episodes),
+        max_ticks: Some(10_000),
+        inference_deadline: None,
+        robot_id: "arm0".into(),
+    }
+}
+
+/// Wall-clock fields aside, the transition log as bytes.
+fn log_bytes(log: &[Transition]) -> Vec<u8> {
+    let mut log = log.to_vec();
+    for t in &mut log {
+        t.wall_time = 0.0;
+    }
+    serde_json::to_vec(&log).unwrap()
+}
+
+#[test]
+fn same_seed_same_transition_log_under_sim_clock() {
+    let run = || {
+        let env = reach_env();
+        let spec = env.spec().clone();
+        let policy = GaussianMlpPolicy::new(&spec, GaussianConfig::default(), 3).unwrap();
+        let clock = SimClock::new(spec.control_period());
+        let mut control = ControlLoop::new(
+            env,
+            clock,
+            Inference::inline(PolicySlot::new(policy)),
+            envelope(&spec),
+            config(2),
+        );
+        let mut log = Vec::new();
+        control.run(&mut log).unwrap();
+        (log, control.stats.summary())
+    };
+    let (a, summary) = run();
+    let (b, _) = run();
+    assert_eq!(summary.episodes, 2);
+    assert_eq!(a.len(), 200, "two 2 s episodes at 50 Hz");
+    assert_eq!(log_bytes(&a), log_bytes(&b));
+    assert!(a.iter().all(|t| t.behaviour_log_prob.is_some()));
+    // The worker thread, in lockstep, gives the same log.
+    let env = reach_env();
+    let spec = env.spec().clone();
+    let policy = GaussianMlpPolicy::new(&spec, GaussianConfig::default(), 3).unwrap();
+    let mut control = ControlLoop::new(
+        env,
+        SimClock::new(spec.control_period()),
+        Inference::worker(PolicySlot::new(policy)),
+        envelope(&spec),
+        config(2),
+    );
+    let mut c = Vec::new();
+    control.run(&mut c).unwrap();
+    assert_eq!(log_bytes(&a), log_bytes(&c));
+}
+
+/// A robot that fails in every way a real one can, and remembers every
+/// command it was sent.
+struct UnreliableRobot {
+    inner: SimEnv,
+    tick: u64,
+    received: Vec<Action>,
+    last: Option<Observation>,
+}
+
+impl Robot for UnreliableRobot {
+    fn spec(&self) -> &RobotSpec {
+        self.inner.spec()
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        self.inner.reset(request)
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        self.tick += 1;
+        match self.tick % 13 {
+            // The same measurement again: late.
+            1..=3 if self.last.is_some() => Ok(self.last.clone().unwrap()),
+            4 => Err(RobotError::Unavailable("link down".into())),
+            5 => {
+                let mut o = self.inner.observe()?;
+                o.state[0] = f32::NAN;
+                Ok(o)
+            }
+            _ => {
+                let o = self.inner.observe()?;
+                self.last = Some(o.clone());
+                Ok(o)
+            }
+        }
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.received.push(command.clone());
+        if self.tick.is_multiple_of(17) {
+            return Err(RobotError::Unavailable("bus error".into()));
+        }
+        self.inner.apply(command)
+    }
+}
+
+/// Proposes wild commands: NaN, infinities, far outside the limits.
+#[derive(Clone)]
+struct WildPolicy {
+    version: u64,
+    calls: u64,
+}
+
+impl CheckedWeights for WildPolicy {
+    fn weights_finite(&self) -> bool {
+        true
+    }
+}
+
+impl Policy for WildPolicy {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn act(
+        &mut self,
+        observations: &[Observation],
+        _: Sampling,
+    ) -> Result<Vec<PolicyOutput>, PolicyError> {
+        self.calls += 1;
+        let value = match self.calls % 5 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => 1e6,
+            3 => -40.0,
+            _ => 0.3,
+        };
+        // Three actions ahead, so that the chunk path is exercised.
+        let action = Action::new(vec![value; 6]);
+        Ok(observations
+            .iter()
+            .map(|_| PolicyOutput {
+                chunk: ActionChunk {
+                    actions: vec![action.clone(); 3],
+                },
+                sampled: None,
+                log_prob: Some(0.0),
+            })
+            .collect())
+    }
+
+    fn evaluate(
+        &self,
+        _: &[Observation],
+        _: &[ActionChunk],
+    ) -> Result<Vec<Evaluation>, PolicyError> {
+        Err(PolicyError::Unsupported("evaluate"))
+    }
+}
+
+#[test]
+fn bad_robots_and_wild_policies_never_get_an_unchecked_command_through() {
+    let env = reach_env();
+    let spec = env.spec().clone();
+    let robot = UnreliableRobot {
+        inner: env,
+        tick: 0,
+        received: Vec::new(),
+        last: None,
+    };
+    let mut control = ControlLoop::new(
+        robot,
+        SimClock::new(spec.control_period()),
+        Inference::inline(PolicySlot::new(WildPolicy {
+            version: 1,
+            calls: 0,
+        })),
+        envelope(&spec),
+        LoopConfig {
+            max_episodes: None,
+            max_ticks: Some(600),
+            ..config(0)
+        },
+    );
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    let s = control.stats.summary();
+    println!("{s:#?}");
+    assert_eq!(s.ticks, 600, "the loop ran to the end");
+    assert!(s.apply_errors > 0 && s.observe_errors > 0 && s.stale_ticks > 0);
+    assert!(
+        s.policy_errors > 0,
+        "non-finite chunks are refused at infer"
+    );
+    assert!(s.clamps > 0 && s.holds > 0);
+    let (lower, upper) = spec.action.limits();
+    let received = &control.robot.received;
+    assert_eq!(received.len(), 600);
+    for command in received {
+        for (j, &b) in command.values.iter().enumerate() {
+            assert!(
+                b.is_finite() && b >= lower[j] && b <= upper[j],
+                "{b} joint {j}"
+            );
+        }
+    }
+    assert!(log.iter().any(|t| t.safety_clamped
+        && t.rewards.get(cerebellum_core::RewardComponents::SAFETY) == Some(-1.0)));
+}
+
+#[test]
+fn non_finite_weights_are_refused_and_the_loop_keeps_the_last_good_ones() {
+    let env = reach_env();
+    let spec = env.spec().clone();
+    let good = GaussianMlpPolicy::new(&spec, GaussianConfig::default(), 3).unwrap();
+    let slot = PolicySlot::new(good.clone());
+    let mut bad = good.clone();
+    bad.actor.params_mut()[0] = f32::NAN;
+    bad.set_version(good.version() + 1);
+    assert!(slot.publish(bad).is_err());
+    let mut newer = good.clone();
+    newer.set_version(good.version() + 2);
+    slot.publish(newer).unwrap();
+    let mut control = ControlLoop::new(
+        env,
+        SimClock::new(spec.control_period()),
+        Inference::inline(slot.clone()),
+        envelope(&spec),
+        config(1),
+    );
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    assert!(
+        log.iter()
+            .all(|t| t.provenance.policy_version == good.version() + 2)
+    );
+}
+
+/// Answers after `delay`: a policy too slow for the control rate.
+#[derive(Clone)]
+struct SlowPolicy {
+    delay: Duration,
+}
+
+impl CheckedWeights for SlowPolicy {
+    fn weights_finite(&self) -> bool {
+        true
+    }
+}
+
+impl Policy for SlowPolicy {
+    fn version(&self) -> u64 {
+        1
+    }
+
+    fn act(
+        &mut self,
+        observations: &[Observation],
+        _: Sampling,
+    ) -> Result<Vec<PolicyOutput>, PolicyError> {
+        std::thread::sleep(self.delay);
+        Ok(observations
+            .iter()
+            .map(|o| PolicyOutput {
+                chunk: ActionChunk::single(Action::new(o.state[..6].to_vec())),
+                sampled: None,
+                log_prob: None,
+            })
+            .collect())
+    }
+
+    fn evaluate(
+        &self,
+        _: &[Observation],
+        _: &[ActionChunk],
+    ) -> Result<Vec<Evaluation>, PolicyError> {
+        Err(PolicyError::Unsupported("evaluate"))
+    }
+}
+
+#[test]
+fn a_slow_policy_on_the_worker_is_not_waited_for() {
+    let env = reach_env();
+    let spec = env.spec().clone();
+    let period = spec.control_period();
+    let mut control = ControlLoop::new(
+        env,
+        WallClock::new(period, Duration::from_micros(200)),
+        Inference::worker(PolicySlot::new(SlowPolicy { delay: period * 3 })),
+        envelope(&spec),
+        LoopConfig {
+            max_episodes: None,
+            max_ticks: Some(40),
+            inference_deadline: Some(LoopConfig::deadline_for(period)),
+            ..config(0)
+        },
+    );
+    let started = std::time::Instant::now();
+    control.run(&mut Vec::new()).unwrap();
+    let s = control.stats.summary();
+    println!("{s:#?} in {:?}", started.elapsed());
+    assert_eq!(s.ticks, 40);
+    assert!(s.deadline_misses >= 20, "{s:?}");
+    assert!(s.holds >= 20, "{s:?}");
+    // Each tick waited at most its deadline, never the policy.
+    assert!(
+        s.tick_latency_max_us < 3 * period.as_micros() as u64,
+        "{s:?}"
+    );
+}
