@@ -293,3 +293,71 @@ fn bad_training_configs_are_named() {
     assert!(stderr.contains("learning_rate"), "{stderr}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
+    let out = run_dir("run");
+    let out_s = out.to_str().unwrap();
+    let (ok, _, stderr) = cerebellum(&[
+        "train",
+        "--task",
+        "reach",
+        "--steps",
+        "2048",
+        "--envs",
+        "4",
+        "--eval-episodes",
+        "1",
+        "--out",
+        out_s,
+        "--json",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    let record = out.join("episodes");
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = cerebellum(&[
+        "run",
+        "--checkpoint",
+        out_s,
+        "--episodes",
+        "1",
+        "--duration",
+        "10",
+        "--inference",
+        "worker",
+        "--record",
+        record.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "run failed: {stderr}");
+    let report = last_json(&stdout);
+    println!("{report}");
+    // One 2 s episode at 50 Hz, held to the wall clock.
+    assert_eq!(report["episodes"], 1);
+    assert_eq!(report["ticks"], 100);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900));
+    for key in [
+        "success_rate",
+        "deadline_misses",
+        "clamps",
+        "tick_latency_p50_us",
+        "tick_latency_p99_us",
+        "tick_latency_max_us",
+    ] {
+        assert!(!report[key].is_null(), "{key} missing from {report}");
+    }
+    let (meta, episodes) = cerebellum_runtime::recorder::read_episodes(&record).unwrap();
+    assert_eq!(meta.robot.control_rate_hz.round(), 50.0);
+    assert_eq!(episodes.len(), 1);
+    assert_eq!(episodes[0].len(), 100);
+    assert!(episodes[0].last().unwrap().truncated);
+
+    let (ok, _, stderr) = cerebellum(&[
+        "run",
+        "--checkpoint",
+        out_s,
+        "--robot",
+        "zenoh:tcp/127.0.0.1:7447",
+    ]);
+    assert!(!ok && stderr.contains("only `sim`"), "{stderr}");
+}
