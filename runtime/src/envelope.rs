@@ -13,7 +13,8 @@
 //!
 //! Later stages take precedence: while the e-stop is latched, or while the
 //! observation is stale, the policy's command is not looked at, so the
-//! stages before them neither run nor count on that tick.
+//! policy stages neither run nor count on that tick (the workspace stage
+//! still applies to the move toward the safe pose).
 //!
 //! What every returned command satisfies (`runtime/tests/envelope.rs` checks
 //! it on random specs, configs and inputs):
@@ -463,18 +464,18 @@ impl SafetyEnvelope {
             estop: None,
             counters: EnvelopeCounters::default(),
         };
-        if let (Some(pose), Some((b, fk))) = (&envelope.config.safe_pose, &envelope.workspace) {
-            if !envelope.inside(pose) {
-                return Err(config_error(
-                    "safe_pose",
-                    format!(
-                        "puts the end effector at {:?}, outside the workspace box {:?}..{:?}",
-                        fk.end_effector(pose),
-                        b.min,
-                        b.max
-                    ),
-                ));
-            }
+        if let (Some(pose), Some((b, fk))) = (&envelope.config.safe_pose, &envelope.workspace)
+            && !envelope.inside(pose)
+        {
+            return Err(config_error(
+                "safe_pose",
+                format!(
+                    "puts the end effector at {:?}, outside the workspace box {:?}..{:?}",
+                    fk.end_effector(pose),
+                    b.min,
+                    b.max
+                ),
+            ));
         }
         Ok(envelope)
     }
