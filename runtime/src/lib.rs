@@ -2,6 +2,7 @@
 //! command-line interface.
 
 pub mod commands;
+pub mod control_loop;
 pub mod envelope;
 pub mod episodes;
 pub mod learn;
