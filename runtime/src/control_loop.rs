@@ -25,7 +25,7 @@ use crate::tick;
 use arc_swap::ArcSwap;
 use cerebellum_core::{
     Action, ActionChunk, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest,
-    RewardComponents, Robot, RobotError, Sampling, Transition,
+    RewardComponents, Robot, RobotError, RobotSpec, Sampling, Transition,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
@@ -165,9 +165,9 @@ impl TransitionSink for ChannelSink {
     }
 }
 
-/// Counters and latency histograms of a run, readable while it runs.
-#[derive(Clone, Debug)]
-pub struct LoopStats {
+/// What a run counted, tick by tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LoopCounters {
     pub ticks: u64,
     pub episodes: u64,
     pub successes: u64,
@@ -180,6 +180,12 @@ pub struct LoopStats {
     pub policy_errors: u64,
     pub dropped_transitions: u64,
     pub weight_updates: u64,
+}
+
+/// Counters and latency histograms of a run, readable while it runs.
+#[derive(Clone, Debug)]
+pub struct LoopStats {
+    pub counters: LoopCounters,
     pub envelope: EnvelopeCounters,
     /// Time from the start of a tick to its command being sent (µs).
     pub tick_latency_us: Histogram<u64>,
@@ -193,17 +199,7 @@ impl LoopStats {
     fn new() -> Self {
         let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         Self {
-            ticks: 0,
-            episodes: 0,
-            successes: 0,
-            deadline_misses: 0,
-            holds: 0,
-            stale_ticks: 0,
-            observe_errors: 0,
-            apply_errors: 0,
-            policy_errors: 0,
-            dropped_transitions: 0,
-            weight_updates: 0,
+            counters: LoopCounters::default(),
             envelope: EnvelopeCounters::default(),
             tick_latency_us: histogram(),
             jitter_us: histogram(),
@@ -219,23 +215,11 @@ impl LoopStats {
                 h.value_at_quantile(q)
             }
         };
+        let c = self.counters;
         LoopSummary {
-            ticks: self.ticks,
-            episodes: self.episodes,
-            success_rate: if self.episodes == 0 {
-                None
-            } else {
-                Some(self.successes as f64 / self.episodes as f64)
-            },
-            deadline_misses: self.deadline_misses,
-            holds: self.holds,
+            counters: c,
+            success_rate: (c.episodes > 0).then(|| c.successes as f64 / c.episodes as f64),
             clamps: self.envelope.clamps(),
-            stale_ticks: self.stale_ticks,
-            observe_errors: self.observe_errors,
-            apply_errors: self.apply_errors,
-            policy_errors: self.policy_errors,
-            dropped_transitions: self.dropped_transitions,
-            weight_updates: self.weight_updates,
             envelope: self.envelope,
             tick_latency_p50_us: q(&self.tick_latency_us, 0.5),
             tick_latency_p99_us: q(&self.tick_latency_us, 0.99),
@@ -249,21 +233,14 @@ impl LoopStats {
     }
 }
 
-/// The figures of a run, as `cerebellum run --json` prints them.
+/// The figures of a run, as `cerebellum run --json` prints them (the
+/// counters flattened into the top level).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LoopSummary {
-    pub ticks: u64,
-    pub episodes: u64,
+    #[serde(flatten)]
+    pub counters: LoopCounters,
     pub success_rate: Option<f64>,
-    pub deadline_misses: u64,
-    pub holds: u64,
     pub clamps: u64,
-    pub stale_ticks: u64,
-    pub observe_errors: u64,
-    pub apply_errors: u64,
-    pub policy_errors: u64,
-    pub dropped_transitions: u64,
-    pub weight_updates: u64,
     pub envelope: EnvelopeCounters,
     pub tick_latency_p50_us: u64,
     pub tick_latency_p99_us: u64,
@@ -428,6 +405,9 @@ pub struct ControlLoop<R, C, P> {
     pub envelope: SafetyEnvelope,
     pub config: LoopConfig,
     pub stats: LoopStats,
+    /// The robot's spec, read once: the tick checks against it without
+    /// copying it.
+    spec: RobotSpec,
     observation: Option<Observation>,
     last_timestamp: f64,
     observation_age: u32,
@@ -448,6 +428,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         config: LoopConfig,
     ) -> Self {
         Self {
+            spec: robot.spec().clone(),
             robot,
             clock,
             inference,
@@ -467,8 +448,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     fn finished(&self) -> bool {
         self.config
             .max_episodes
-            .is_some_and(|n| self.stats.episodes >= n)
-            || self.config.max_ticks.is_some_and(|n| self.stats.ticks >= n)
+            .is_some_and(|n| self.stats.counters.episodes >= n)
+            || self
+                .config
+                .max_ticks
+                .is_some_and(|n| self.stats.counters.ticks >= n)
     }
 
     /// Runs until the configured number of episodes or ticks, handing each
@@ -501,7 +485,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// One tick: observe → infer → envelope → send → record.
     pub fn step_once(&mut self, sink: &mut dyn TransitionSink) -> Result<(), RobotError> {
         let started = Instant::now();
-        self.stats.ticks += 1;
+        self.stats.counters.ticks += 1;
         self.tick += 1;
         let fresh = self.observe();
         let Some(observation) = self.observation.clone() else {
@@ -513,7 +497,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         }
         let planned = self.chunk.next();
         if planned.is_none() {
-            self.stats.holds += 1;
+            self.stats.counters.holds += 1;
         }
         let proposed = planned.as_ref().map(|(a, _, _)| a.clone());
         let Some((outcome, checked)) = self.send(proposed.as_ref(), Some(&observation), started)?
@@ -523,8 +507,8 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         self.record(sink, observation, planned, checked, &outcome);
         self.step += 1;
         if outcome.done() {
-            self.stats.episodes += 1;
-            self.stats.successes += u64::from(outcome.success.unwrap_or(false));
+            self.stats.counters.episodes += 1;
+            self.stats.counters.successes += u64::from(outcome.success.unwrap_or(false));
             self.episode_id += 1;
             if !self.finished() {
                 self.begin_episode()?;
@@ -539,8 +523,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// watchdog acts on the age).
     fn observe(&mut self) -> bool {
         let observation = self.robot.observe().and_then(|o| {
-            self.robot
-                .spec()
+            self.spec
                 .observation
                 .check(&o)
                 .map(|_| o)
@@ -555,10 +538,10 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             }
             // The same (or an older) measurement again: the robot is late.
             Ok(_) => {}
-            Err(_) => self.stats.observe_errors += 1,
+            Err(_) => self.stats.counters.observe_errors += 1,
         }
         self.observation_age = self.observation_age.saturating_add(1);
-        self.stats.stale_ticks += 1;
+        self.stats.counters.stale_ticks += 1;
         false
     }
 
@@ -576,11 +559,14 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// worker, within the deadline.
     fn infer(&mut self, observation: &Observation, started: Instant) {
         let sampling = self.sampling();
-        let spec = self.robot.spec().clone();
         match &mut self.inference {
             Inference::Inline { policy, .. } => {
-                let answer =
-                    tick::infer(policy, &spec, std::slice::from_ref(observation), sampling);
+                let answer = tick::infer(
+                    policy,
+                    &self.spec,
+                    std::slice::from_ref(observation),
+                    sampling,
+                );
                 let delay = started.elapsed();
                 match answer {
                     Ok(mut outputs) => {
@@ -591,11 +577,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                         self.chunk
                             .replace(output, policy.version(), self.tick, self.tick);
                         if self.config.inference_deadline.is_some_and(|d| delay > d) {
-                            self.stats.deadline_misses += 1;
+                            self.stats.counters.deadline_misses += 1;
                         }
                     }
                     Err(_) => {
-                        self.stats.policy_errors += 1;
+                        self.stats.counters.policy_errors += 1;
                         self.chunk.clear();
                     }
                 }
@@ -617,14 +603,15 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                     }
                 };
                 match answer {
-                    None => self.stats.deadline_misses += 1,
+                    None => self.stats.counters.deadline_misses += 1,
                     Some(answer) => {
                         worker.busy = false;
                         self.stats
                             .inference_delay_us
                             .saturating_record(answer.delay.as_micros() as u64);
                         match answer.output.and_then(|o| {
-                            spec.action
+                            self.spec
+                                .action
                                 .check_chunk(&o.chunk)
                                 .map(|_| o)
                                 .map_err(|e| e.to_string())
@@ -634,7 +621,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                                     .replace(output, answer.version, answer.tick, self.tick)
                             }
                             Err(_) => {
-                                self.stats.policy_errors += 1;
+                                self.stats.counters.policy_errors += 1;
                                 self.chunk.clear();
                             }
                         }
@@ -665,7 +652,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         match result {
             Ok(outcome) => Ok(Some((outcome, checked))),
             Err(_) => {
-                self.stats.apply_errors += 1;
+                self.stats.counters.apply_errors += 1;
                 Ok(None)
             }
         }
@@ -713,7 +700,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                 .set(RewardComponents::SAFETY, SAFETY_PENALTY);
         }
         if !sink.push(transition) {
-            self.stats.dropped_transitions += 1;
+            self.stats.counters.dropped_transitions += 1;
         }
     }
 
@@ -723,7 +710,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             && slot.version() != policy.version()
         {
             *policy = (*slot.load()).clone();
-            self.stats.weight_updates += 1;
+            self.stats.counters.weight_updates += 1;
         }
     }
 }

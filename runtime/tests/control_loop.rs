@@ -74,7 +74,7 @@ fn same_seed_same_transition_log_under_sim_clock() {
     };
     let (a, summary) = run();
     let (b, _) = run();
-    assert_eq!(summary.episodes, 2);
+    assert_eq!(summary.counters.episodes, 2);
     assert_eq!(a.len(), 200, "two 2 s episodes at 50 Hz");
     assert_eq!(log_bytes(&a), log_bytes(&b));
     assert!(a.iter().all(|t| t.behaviour_log_prob.is_some()));
@@ -222,13 +222,15 @@ fn bad_robots_and_wild_policies_never_get_an_unchecked_command_through() {
     control.run(&mut log).unwrap();
     let s = control.stats.summary();
     println!("{s:#?}");
-    assert_eq!(s.ticks, 600, "the loop ran to the end");
-    assert!(s.apply_errors > 0 && s.observe_errors > 0 && s.stale_ticks > 0);
+    assert_eq!(s.counters.ticks, 600, "the loop ran to the end");
     assert!(
-        s.policy_errors > 0,
+        s.counters.apply_errors > 0 && s.counters.observe_errors > 0 && s.counters.stale_ticks > 0
+    );
+    assert!(
+        s.counters.policy_errors > 0,
         "non-finite chunks are refused at infer"
     );
-    assert!(s.clamps > 0 && s.holds > 0);
+    assert!(s.clamps > 0 && s.counters.holds > 0);
     let (lower, upper) = spec.action.limits();
     let received = &control.robot.received;
     assert_eq!(received.len(), 600);
@@ -335,9 +337,9 @@ fn a_slow_policy_on_the_worker_is_not_waited_for() {
     control.run(&mut Vec::new()).unwrap();
     let s = control.stats.summary();
     println!("{s:#?} in {:?}", started.elapsed());
-    assert_eq!(s.ticks, 40);
-    assert!(s.deadline_misses >= 20, "{s:?}");
-    assert!(s.holds >= 20, "{s:?}");
+    assert_eq!(s.counters.ticks, 40);
+    assert!(s.counters.deadline_misses >= 20, "{s:?}");
+    assert!(s.counters.holds >= 20, "{s:?}");
     // Each tick waited at most its deadline, never the policy.
     assert!(
         s.tick_latency_max_us < 3 * period.as_micros() as u64,

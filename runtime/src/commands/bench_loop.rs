@@ -42,9 +42,12 @@ pub struct LoopBenchArgs {
     pub json: bool,
 }
 
-/// Sends back the measured joint positions: costs nothing, moves nothing.
+/// Sends back the measured joint positions (the first `joints` values of
+/// the arm's state): costs nothing, moves nothing.
 #[derive(Clone)]
-struct HoldPolicy;
+struct HoldPolicy {
+    joints: usize,
+}
 
 impl CheckedWeights for HoldPolicy {
     fn weights_finite(&self) -> bool {
@@ -65,7 +68,7 @@ impl Policy for HoldPolicy {
         Ok(observations
             .iter()
             .map(|o| PolicyOutput {
-                chunk: ActionChunk::single(Action::new(o.state[..6].to_vec())),
+                chunk: ActionChunk::single(Action::new(o.state[..self.joints].to_vec())),
                 sampled: None,
                 log_prob: None,
             })
@@ -151,7 +154,7 @@ fn measure(
     let mut control = ControlLoop::new(
         env,
         WallClock::new(period, Duration::from_micros(200)),
-        Inference::inline(PolicySlot::new(HoldPolicy)),
+        Inference::inline(PolicySlot::new(HoldPolicy { joints })),
         envelope,
         LoopConfig {
             seed: 0,
@@ -177,14 +180,14 @@ fn measure(
         "rate_hz": rate,
         "learner": with_learner,
         "learner_updates": updates.load(Ordering::Relaxed),
-        "ticks": s.ticks,
+        "ticks": s.counters.ticks,
         "jitter_p50_us": s.jitter_p50_us,
         "jitter_p99_us": s.jitter_p99_us,
         "jitter_max_us": s.jitter_max_us,
         "tick_latency_p50_us": s.tick_latency_p50_us,
         "tick_latency_p99_us": s.tick_latency_p99_us,
         "tick_latency_max_us": s.tick_latency_max_us,
-        "deadline_misses": s.deadline_misses,
+        "deadline_misses": s.counters.deadline_misses,
         "ticks_late_by_a_period": late_ticks,
     }))
 }

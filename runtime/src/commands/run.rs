@@ -126,13 +126,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!(
         "ran {} ticks at {:.0} Hz: {} episodes, success {}, {} deadline misses, {} clamps, tick latency p50 {} µs, p99 {} µs, max {} µs",
-        summary.ticks,
+        summary.counters.ticks,
         spec.control_rate_hz,
-        summary.episodes,
+        summary.counters.episodes,
         summary
             .success_rate
             .map_or("n/a".to_owned(), |s| format!("{:.1}%", 100.0 * s)),
-        summary.deadline_misses,
+        summary.counters.deadline_misses,
         summary.clamps,
         summary.tick_latency_p50_us,
         summary.tick_latency_p99_us,

@@ -227,15 +227,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
 
     let evaluation: Option<EvalReport> = if config.eval_episodes > 0 {
-        let envs = make_envs(&env_config, model, config.envs.min(config.eval_episodes))?;
         trainer.policy.normalizer.frozen = true;
-        Some(eval::evaluate(
-            &mut trainer.policy,
-            envs,
-            config.eval_episodes,
-            config.seed,
-            config.threads,
-        )?)
+        Some(held_out_evaluation(&mut trainer, &env_config, model)?)
     } else {
         None
     };
@@ -297,14 +290,7 @@ fn pretrain(
     let config = &trainer.config;
     let mut bc = serde_json::to_value(&report)?;
     if config.eval_episodes > 0 {
-        let envs = make_envs(env_config, model, config.envs.min(config.eval_episodes))?;
-        let e = eval::evaluate(
-            &mut trainer.policy,
-            envs,
-            config.eval_episodes,
-            config.seed,
-            config.threads,
-        )?;
+        let e = held_out_evaluation(trainer, env_config, model)?;
         bar.suspend(|| println!(
             "behaviour cloning: {} expert ticks, loss {:.4} → {:.4}; held-out success {:.1}% before RL",
             report.demonstrations.ticks,
@@ -312,11 +298,27 @@ fn pretrain(
             report.final_loss,
             100.0 * e.success_rate
         ));
-        trainer.policy.normalizer.frozen = false;
         bc["success_rate"] = json!(e.success_rate);
         bc["mean_return"] = json!(e.mean_return);
     }
     Ok(Some(bc))
+}
+
+/// The deterministic policy on the run's held-out starts.
+fn held_out_evaluation(
+    trainer: &mut Trainer,
+    env_config: &EnvConfig,
+    model: Option<Arc<ArmModel>>,
+) -> anyhow::Result<EvalReport> {
+    let config = &trainer.config;
+    let envs = make_envs(env_config, model, config.envs.min(config.eval_episodes))?;
+    eval::evaluate(
+        &mut trainer.policy,
+        envs,
+        config.eval_episodes,
+        config.seed,
+        config.threads,
+    )
 }
 
 fn save(trainer: &Trainer, out: &Path, state_path: &Path) -> anyhow::Result<()> {
