@@ -203,8 +203,11 @@ pub fn run(args: LoopBenchArgs) -> anyhow::Result<()> {
         );
         let idle = measure(rate, args.seconds, false, &model)?;
         let loaded = measure(rate, args.seconds, true, &model)?;
+        // Against a zero idle figure (a tick never late at p99) there is no
+        // ratio to give.
         let ratio = |key: &str| {
-            loaded[key].as_f64().unwrap_or(0.0) / idle[key].as_f64().unwrap_or(0.0).max(1.0)
+            let idle = idle[key].as_f64().unwrap_or(0.0);
+            (idle > 0.0).then(|| loaded[key].as_f64().unwrap_or(0.0) / idle)
         };
         let label = if rate >= 1000.0 {
             format!("{:.0} kHz", rate / 1000.0)
@@ -212,14 +215,14 @@ pub fn run(args: LoopBenchArgs) -> anyhow::Result<()> {
             format!("{rate:.0} Hz")
         };
         println!(
-            "{label:>7}  jitter p50/p99/max µs: idle {}/{}/{}, learner {}/{}/{} (p99 ratio {:.2}); tick latency p99 µs: idle {}, learner {}; deadline misses: idle {}, learner {}; learner did {} updates",
+            "{label:>7}  jitter p50/p99/max µs: idle {}/{}/{}, learner {}/{}/{} (p99 ratio {}); tick latency p99 µs: idle {}, learner {}; deadline misses: idle {}, learner {}; learner did {} updates",
             idle["jitter_p50_us"],
             idle["jitter_p99_us"],
             idle["jitter_max_us"],
             loaded["jitter_p50_us"],
             loaded["jitter_p99_us"],
             loaded["jitter_max_us"],
-            ratio("jitter_p99_us"),
+            ratio("jitter_p99_us").map_or("n/a: idle p99 is 0".into(), |r| format!("{r:.2}")),
             idle["tick_latency_p99_us"],
             loaded["tick_latency_p99_us"],
             idle["deadline_misses"],
