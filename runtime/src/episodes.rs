@@ -74,12 +74,24 @@ pub fn run_episode(
     controller: &mut dyn Controller,
     seed: u64,
 ) -> Result<EpisodeSummary, RobotError> {
+    run_episode_with(env, controller, seed, |_, command| command)
+}
+
+/// `run_episode`, where `send` sees each tick's observation and command and
+/// returns what the robot is sent (a recorder keeps them, a perturbation
+/// changes the command).
+pub fn run_episode_with(
+    env: &mut SimEnv,
+    controller: &mut dyn Controller,
+    seed: u64,
+    mut send: impl FnMut(&Observation, Action) -> Action,
+) -> Result<EpisodeSummary, RobotError> {
     let mut observation = env.reset(&ResetRequest { seed })?;
     controller.begin_episode(seed);
     let mut episode_return = 0.0;
     let mut steps = 0;
     let success = loop {
-        let command = controller.act(&observation, env.spec());
+        let command = send(&observation, controller.act(&observation, env.spec()));
         let outcome = env.apply(&command)?;
         steps += 1;
         episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();

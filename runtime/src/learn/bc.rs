@@ -16,8 +16,8 @@
 //! them). A few hundred demonstrated episodes show the way; RL then
 //! improves on them.
 
-use crate::episodes::Controller;
-use cerebellum_core::{Observation, Policy, ResetRequest, Robot};
+use crate::episodes::{Controller, run_episode_with};
+use cerebellum_core::{Observation, Policy, Robot};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::optim::{Adam, clip_global_norm};
 use cerebellum_sim::SimEnv;
@@ -103,11 +103,8 @@ pub fn demonstrations(
     let (lower, upper) = env.spec().action.limits();
     for seed in seeds {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xDA27);
-        let mut observation = env.reset(&ResetRequest { seed })?;
-        controller.begin_episode(seed);
         let mut episode = Vec::new();
-        let success = loop {
-            let command = controller.act(&observation, env.spec());
+        let summary = run_episode_with(env, controller, seed, |observation, command| {
             let mut sent = command.clone();
             if noise > 0.0 {
                 for ((a, lo), hi) in sent.values.iter_mut().zip(&lower).zip(&upper) {
@@ -116,15 +113,12 @@ pub fn demonstrations(
                 }
             }
             episode.push(Demonstration {
-                observation,
+                observation: observation.clone(),
                 command: command.values,
             });
-            let outcome = env.apply(&sent)?;
-            if outcome.done() {
-                break outcome.success.unwrap_or(false);
-            }
-            observation = env.observe()?;
-        };
+            sent
+        })?;
+        let success = summary.success;
         report.episodes += 1;
         if success {
             report.successful += 1;
