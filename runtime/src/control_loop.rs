@@ -53,6 +53,9 @@ pub struct LoopConfig {
     /// answer (lockstep, for simulated time and determinism).
     pub inference_deadline: Option<Duration>,
     pub robot_id: String,
+    /// Consecutive episodes that start from the same state (one seed): a
+    /// GRPO group on the board. 1 gives every episode its own start.
+    pub episodes_per_start: u64,
 }
 
 impl LoopConfig {
@@ -133,6 +136,23 @@ impl TransitionSink for Vec<Transition> {
     fn push(&mut self, transition: Transition) -> bool {
         Vec::push(self, transition);
         true
+    }
+}
+
+impl<T: TransitionSink + ?Sized> TransitionSink for &mut T {
+    fn push(&mut self, transition: Transition) -> bool {
+        (**self).push(transition)
+    }
+}
+
+/// Hands every transition to both sinks (a learner and a recorder); it
+/// counts as dropped when either dropped it.
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: TransitionSink, B: TransitionSink> TransitionSink for Tee<A, B> {
+    fn push(&mut self, transition: Transition) -> bool {
+        let first = self.0.push(transition.clone());
+        self.1.push(transition) && first
     }
 }
 
@@ -409,6 +429,8 @@ pub struct ControlLoop<R, C, P> {
     /// copying it.
     spec: RobotSpec,
     observation: Option<Observation>,
+    /// An episode has begun and not yet ended.
+    episode_open: bool,
     last_timestamp: f64,
     observation_age: u32,
     chunk: Chunk,
@@ -436,6 +458,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             config,
             stats: LoopStats::new(),
             observation: None,
+            episode_open: false,
             last_timestamp: f64::NEG_INFINITY,
             observation_age: 0,
             chunk: Chunk::empty(),
@@ -457,9 +480,12 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
 
     /// Runs until the configured number of episodes or ticks, handing each
     /// transition to `sink`. Robot and policy errors are counted, not
-    /// fatal; only a robot that cannot be reset ends the run.
+    /// fatal; only a robot that cannot be reset ends the run. Raising the
+    /// limits and calling it again continues the episode in progress.
     pub fn run(&mut self, sink: &mut dyn TransitionSink) -> Result<(), RobotError> {
-        self.begin_episode()?;
+        if !self.episode_open {
+            self.begin_episode()?;
+        }
         while !self.finished() {
             self.step_once(sink)?;
             let late = self.clock.wait_for_next_tick();
@@ -471,7 +497,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     }
 
     fn begin_episode(&mut self) -> Result<(), RobotError> {
-        let seed = cerebellum_sim::vec_env::episode_seed(self.config.seed, 0, self.episode_id);
+        let seed = cerebellum_sim::vec_env::episode_seed(self.config.seed, 0, self.start_id());
         let observation = self.robot.reset(&ResetRequest { seed })?;
         self.last_timestamp = f64::NEG_INFINITY;
         self.observation = Some(observation);
@@ -479,6 +505,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         self.chunk.clear();
         self.envelope.begin_episode();
         self.step = 0;
+        self.episode_open = true;
         Ok(())
     }
 
@@ -510,6 +537,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             self.stats.counters.episodes += 1;
             self.stats.counters.successes += u64::from(outcome.success.unwrap_or(false));
             self.episode_id += 1;
+            self.episode_open = false;
             if !self.finished() {
                 self.begin_episode()?;
             }
@@ -667,20 +695,22 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         checked: crate::envelope::Checked,
         outcome: &cerebellum_core::StepOutcome,
     ) {
-        let (action, sampled, index) = match planned {
-            Some(p) => p,
-            None => (checked.command.clone(), None, 0),
+        // The chunk's log-probability belongs to its first action: a hold
+        // or a later action of the chunk has none of its own.
+        let (action, sampled, index, log_prob) = match planned {
+            Some((a, s, i)) => (a, s, i, self.chunk.log_prob.filter(|_| i == 0)),
+            None => (checked.command.clone(), None, 0, None),
         };
         let output = PolicyOutput {
             chunk: ActionChunk::single(action),
             sampled: sampled.map(ActionChunk::single),
-            log_prob: self.chunk.log_prob,
+            log_prob,
         };
         let provenance = Provenance {
             robot_id: self.config.robot_id.clone(),
             episode_id: self.episode_id,
-            task_instance_id: self.episode_id,
-            group_id: None,
+            task_instance_id: self.start_id(),
+            group_id: (self.config.episodes_per_start > 1).then(|| self.start_id()),
             step: self.step,
             policy_version: self.chunk.version,
         };
@@ -702,6 +732,19 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         if !sink.push(transition) {
             self.stats.counters.dropped_transitions += 1;
         }
+    }
+
+    /// Version of the weights the loop acts with now.
+    pub fn policy_version(&self) -> u64 {
+        match &self.inference {
+            Inference::Inline { policy, .. } => policy.version(),
+            Inference::Worker(_) => self.chunk.version,
+        }
+    }
+
+    /// The start this episode shares with the others of its group.
+    fn start_id(&self) -> u64 {
+        self.episode_id / self.config.episodes_per_start.max(1)
     }
 
     /// Between ticks: the newest published weights, without locking.

@@ -42,6 +42,7 @@ fn config(episodes: u64) -> LoopConfig {
         max_ticks: Some(10_000),
         inference_deadline: None,
         robot_id: "arm0".into(),
+        episodes_per_start: 1,
     }
 }
 

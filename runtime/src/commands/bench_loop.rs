@@ -163,6 +163,7 @@ fn measure(
             max_ticks: Some((seconds * rate).round() as u64),
             inference_deadline: Some(LoopConfig::deadline_for(period)),
             robot_id: "bench".into(),
+            episodes_per_start: 1,
         },
     );
     control.run(&mut NoSink)?;

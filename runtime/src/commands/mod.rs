@@ -9,6 +9,7 @@ mod eval;
 mod run;
 mod sim;
 mod train;
+mod train_online;
 
 use crate::learn::config::RobotSource;
 use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};

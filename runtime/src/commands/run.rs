@@ -110,6 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         max_ticks: Some((args.duration / period.as_secs_f64()).ceil() as u64),
         inference_deadline: Some(LoopConfig::deadline_for(period)),
         robot_id: spec.name.clone(),
+        episodes_per_start: 1,
     };
     let mut control = ControlLoop::new(robot, clock, inference, envelope, loop_config);
     let mut recorder = match &args.record {

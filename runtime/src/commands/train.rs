@@ -68,10 +68,26 @@ pub struct TrainArgs {
     /// The run directory [default: runs/<task>-s<seed>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue the run in --out from its checkpoint and trainer state,
-    /// with its config.toml (--steps may raise the total).
+    /// Continue a run from its checkpoint, trainer state and config.toml:
+    /// the run in DIR (default: --out). Offline it continues in place
+    /// (--steps may raise the total); with --online it is the checkpoint to
+    /// fine-tune.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub resume: Option<Option<PathBuf>>,
+    /// Fine-tune through the real-time control loop instead of the batched
+    /// simulation: the robot runs at its control rate while a learner
+    /// thread updates the policy beside it (needs --resume DIR; the result
+    /// goes to --out, default DIR-online). See --duration, --clock.
     #[arg(long)]
-    pub resume: bool,
+    pub online: bool,
+    /// --online: seconds to run (wall time, or simulated time with
+    /// --clock sim).
+    #[arg(long, default_value_t = 1200.0)]
+    pub duration: f64,
+    /// --online: `wall` holds the robot's rate (the on-board mode); `sim`
+    /// runs as fast as the CPU allows, learner in lockstep, deterministic.
+    #[arg(long, value_enum, default_value_t = OnlineClock::Wall)]
+    pub clock: OnlineClock,
     #[command(flatten)]
     pub robot: RobotSourceArgs,
     /// Print one JSON object as the last line of stdout.
@@ -82,6 +98,22 @@ pub struct TrainArgs {
     pub timings: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnlineClock {
+    Wall,
+    Sim,
+}
+
+impl TrainArgs {
+    /// The run --resume names: its directory, else --out.
+    pub(super) fn resume_dir(&self) -> Option<anyhow::Result<PathBuf>> {
+        let dir = self.resume.as_ref()?;
+        Some(dir.clone().or_else(|| self.out.clone()).ok_or_else(|| {
+            anyhow::anyhow!("--resume needs a directory (--resume DIR or --out DIR)")
+        }))
+    }
+}
+
 fn parse_algo(s: &str) -> Result<Algo, String> {
     match s {
         "ppo" => Ok(Algo::Ppo),
@@ -90,18 +122,17 @@ fn parse_algo(s: &str) -> Result<Algo, String> {
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
+pub(super) fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
-fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
-    let saved = args.out.as_ref().map(|d| d.join("config.toml"));
-    let text = match (&args.config, args.resume, &saved) {
-        (Some(path), _, _) => Some(read(path)?),
-        (None, true, Some(saved)) => Some(read(saved)?),
-        (None, true, None) => anyhow::bail!("--resume needs --out DIR (the run to continue)"),
-        (None, false, _) => None,
+pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
+    let resume = args.resume_dir().transpose()?;
+    let text = match (&args.config, &resume) {
+        (Some(path), _) => Some(read(path)?),
+        (None, Some(dir)) => Some(read(&dir.join("config.toml"))?),
+        (None, None) => None,
     };
     let mut config =
         TrainConfig::from_toml(args.task, text.as_deref()).map_err(anyhow::Error::msg)?;
@@ -123,14 +154,30 @@ fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     }
     args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)));
+    let out = match (&args.out, &resume) {
+        (Some(out), _) => out.clone(),
+        (None, Some(dir)) if args.online => {
+            let mut name = dir.file_name().unwrap_or_default().to_os_string();
+            name.push("-online");
+            dir.with_file_name(name)
+        }
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)),
+    };
+    if let Some(dir) = &resume
+        && !args.online
+        && dir != &out
+    {
+        anyhow::bail!(
+            "--resume {} with --out {}: an offline run continues in place; give one directory",
+            dir.display(),
+            out.display()
+        );
+    }
     Ok((config, out))
 }
 
-fn source_commit() -> Option<String> {
+pub(super) fn source_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -141,11 +188,15 @@ fn source_commit() -> Option<String> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if args.online {
+        return super::train_online::run(&args);
+    }
     let (config, out) = resolve_config(&args)?;
+    let resume = args.resume.is_some();
     let (env_config, model) = config.robot.load(config.task_kind())?;
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
     let state_path = out.join("trainer_state.json");
-    if args.resume {
+    if resume {
         let (policy, _) = checkpoint::load(
             &out,
             Some(
@@ -168,7 +219,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     std::fs::write(out.join("config.toml"), config.to_toml())?;
-    let mut files = RunFiles::open(&out, args.resume)?;
+    let mut files = RunFiles::open(&out, resume)?;
 
     let total = config.total_steps.max(trainer.steps_per_iteration());
     let bar = if args.json {
@@ -183,7 +234,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     bar.set_position(trainer.state.env_steps);
     let started = Instant::now();
-    let bc = if args.resume {
+    let bc = if resume {
         None
     } else {
         pretrain(&mut trainer, &env_config, model.clone(), &bar)?
@@ -305,7 +356,7 @@ fn pretrain(
 }
 
 /// The deterministic policy on the run's held-out starts.
-fn held_out_evaluation(
+pub(super) fn held_out_evaluation(
     trainer: &mut Trainer,
     env_config: &EnvConfig,
     model: Option<Arc<ArmModel>>,

@@ -3,6 +3,7 @@
 //! errors that name the key.
 
 use crate::learn::bc::BcConfig;
+use crate::learn::online::OnlineConfig;
 use crate::learn::ppo::PpoConfig;
 use cerebellum_policies::{ActionMode, GaussianConfig};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
@@ -58,6 +59,9 @@ pub struct TrainConfig {
     /// Behaviour cloning of the scripted expert before RL.
     #[serde(default)]
     pub bc: BcConfig,
+    /// Fine-tuning through the control loop (`train --online`).
+    #[serde(default)]
+    pub online: OnlineConfig,
     pub policy: GaussianConfig,
     pub ppo: PpoConfig,
     pub robot: RobotSource,
@@ -121,6 +125,7 @@ impl TrainConfig {
             normalize_rewards: true,
             eval_episodes: 100,
             bc: BcConfig::default(),
+            online: OnlineConfig::default(),
             policy: GaussianConfig::default(),
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
@@ -228,6 +233,7 @@ impl TrainConfig {
             return fail("group", "must be at least 2 and divide `envs`");
         }
         self.bc.validate()?;
+        self.online.validate()?;
         if self.reward_weights.values().any(|w| !w.is_finite()) {
             return fail("reward_weights", "weights must be finite");
         }

@@ -223,7 +223,12 @@ impl Trainer {
         let started = Instant::now();
         let (batch, rejected, episodes) = match self.config.algo {
             Algo::Ppo => {
-                let (batch, rejected) = self.ppo_batch(&rollout);
+                let (batch, rejected) = gae_batch(
+                    &mut self.policy,
+                    &self.config,
+                    &mut self.state.reward_scale,
+                    &rollout,
+                );
                 (batch, rejected, finished_stats(&rollout))
             }
             Algo::Grpo => self.group_batch(&rollout),
@@ -276,83 +281,6 @@ impl Trainer {
         })
     }
 
-    fn reward(&self, t: &Transition) -> f32 {
-        self.config
-            .reward_weights
-            .iter()
-            .map(|(name, w)| w * t.rewards.get(name).unwrap_or(0.0))
-            .sum()
-    }
-
-    fn normalized(&self, observations: &[&Observation]) -> Vec<f32> {
-        let size = self.policy.obs_size();
-        let mut out = vec![0.0; observations.len() * size];
-        for (o, row) in observations.iter().zip(out.chunks_exact_mut(size)) {
-            self.policy.normalizer.normalize_into(&o.state, row);
-        }
-        out
-    }
-
-    /// GAE over the rollout. Rows whose observation or reward is not finite
-    /// are left out and cut the advantage recursion on both sides.
-    fn ppo_batch(&mut self, rollout: &Rollout) -> (Batch, usize) {
-        let n = rollout.transitions.len();
-        let envs = rollout.envs;
-        let observations: Vec<&Observation> =
-            rollout.transitions.iter().map(|t| &t.observation).collect();
-        let next: Vec<&Observation> = rollout.next_observations.iter().collect();
-        let normalized = self.normalized(&observations);
-        let values = self.policy.values(&normalized);
-        let mut next_values = self.policy.values(&self.normalized(&next));
-        let mut rewards: Vec<f32> = rollout.transitions.iter().map(|t| self.reward(t)).collect();
-        let mut terminated: Vec<bool> = rollout.transitions.iter().map(|t| t.terminated).collect();
-        let mut ended: Vec<bool> = rollout
-            .transitions
-            .iter()
-            .map(|t| t.terminated || t.truncated)
-            .collect();
-        let valid: Vec<bool> = (0..n)
-            .map(|i| {
-                rewards[i].is_finite()
-                    && observations[i].state.iter().all(|v| v.is_finite())
-                    && next[i].state.iter().all(|v| v.is_finite())
-            })
-            .collect();
-        if self.config.normalize_rewards {
-            for (r, ok) in rewards.iter_mut().zip(&valid) {
-                if !ok {
-                    *r = 0.0;
-                }
-            }
-            self.state
-                .reward_scale
-                .apply(envs, &mut rewards, &ended, self.config.gamma);
-        }
-        for i in (0..n).filter(|&i| !valid[i]) {
-            (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
-            if i >= envs {
-                ended[i - envs] = true;
-                terminated[i - envs] = false;
-                next_values[i - envs] = values[i - envs];
-            }
-        }
-        let (advantages, returns) = advantage::gae(
-            envs,
-            &rewards,
-            &values,
-            &next_values,
-            &terminated,
-            &ended,
-            self.config.gamma,
-            self.config.gae_lambda,
-        );
-        let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
-        (
-            self.batch_rows(rollout, &normalized, &keep, &advantages, &returns, &values),
-            n - keep.len(),
-        )
-    }
-
     /// One advantage per rollout from its group, given to each of its steps.
     /// Each copy contributes its first episode (the one that started from
     /// the group's snapshot).
@@ -372,7 +300,7 @@ impl Trainer {
             if !open[e] {
                 continue;
             }
-            let r = self.reward(t);
+            let r = reward(&self.config, t);
             if r.is_finite() && t.observation.state.iter().all(|v| v.is_finite()) {
                 returns[e] += r;
                 rows[e].push(i);
@@ -406,42 +334,20 @@ impl Trainer {
         keep.sort_unstable();
         let observations: Vec<&Observation> =
             rollout.transitions.iter().map(|t| &t.observation).collect();
-        let normalized = self.normalized(&observations);
+        let normalized = normalized(&self.policy, &observations);
         let zeros = vec![0.0f32; n];
-        let batch = self.batch_rows(rollout, &normalized, &keep, &advantages, &zeros, &zeros);
+        let batch = batch_rows(
+            &self.policy,
+            &rollout.transitions,
+            &normalized,
+            &keep,
+            &advantages,
+            &zeros,
+            &zeros,
+        );
         let mean_return = true_returns.iter().sum::<f64>() / envs as f64;
         let success = successes.iter().filter(|&&s| s).count() as f64 / envs as f64;
         (batch, rejected, (envs, Some(mean_return), Some(success)))
-    }
-
-    fn batch_rows(
-        &self,
-        rollout: &Rollout,
-        normalized: &[f32],
-        keep: &[usize],
-        advantages: &[f32],
-        returns: &[f32],
-        values: &[f32],
-    ) -> Batch {
-        let size = self.policy.obs_size();
-        let mut batch = Batch::default();
-        for &i in keep {
-            let t = &rollout.transitions[i];
-            batch
-                .observations
-                .extend_from_slice(&normalized[i * size..][..size]);
-            batch.raw_actions.extend(
-                self.policy
-                    .to_raw(&t.observation.state, &t.policy_action.values),
-            );
-            batch
-                .old_log_probs
-                .push(t.behaviour_log_prob.unwrap_or(0.0));
-            batch.advantages.push(advantages[i]);
-            batch.returns.push(returns[i]);
-            batch.old_values.push(values[i]);
-        }
-        batch
     }
 }
 
@@ -459,4 +365,132 @@ fn finished_stats(rollout: &Rollout) -> (usize, Option<f64>, Option<f64>) {
         / n as f64;
     let success = rollout.finished.iter().filter(|f| f.success).count() as f64 / n as f64;
     (n, Some(mean), Some(success))
+}
+
+/// The weighted sum of a transition's reward components the config trains on.
+pub fn reward(config: &TrainConfig, t: &Transition) -> f32 {
+    config
+        .reward_weights
+        .iter()
+        .map(|(name, w)| w * t.rewards.get(name).unwrap_or(0.0))
+        .sum()
+}
+
+/// The observations' states through the policy's normaliser, row-major.
+pub fn normalized(policy: &GaussianMlpPolicy, observations: &[&Observation]) -> Vec<f32> {
+    let size = policy.obs_size();
+    let mut out = vec![0.0; observations.len() * size];
+    for (o, row) in observations.iter().zip(out.chunks_exact_mut(size)) {
+        policy.normalizer.normalize_into(&o.state, row);
+    }
+    out
+}
+
+/// GAE over a time-major rollout, rewards scaled by `reward_scale` when the
+/// config asks. Rows whose observation or reward is not finite are left out
+/// and cut the advantage recursion on both sides. Returns the batch and how
+/// many rows were left out.
+pub fn gae_batch(
+    policy: &mut GaussianMlpPolicy,
+    config: &TrainConfig,
+    reward_scale: &mut RewardScale,
+    rollout: &Rollout,
+) -> (Batch, usize) {
+    let n = rollout.transitions.len();
+    let envs = rollout.envs;
+    let observations: Vec<&Observation> =
+        rollout.transitions.iter().map(|t| &t.observation).collect();
+    let next: Vec<&Observation> = rollout.next_observations.iter().collect();
+    let normalized_rows = normalized(policy, &observations);
+    let values = policy.values(&normalized_rows);
+    let mut next_values = policy.values(&normalized(policy, &next));
+    let mut rewards: Vec<f32> = rollout
+        .transitions
+        .iter()
+        .map(|t| reward(config, t))
+        .collect();
+    let mut terminated: Vec<bool> = rollout.transitions.iter().map(|t| t.terminated).collect();
+    let mut ended: Vec<bool> = rollout
+        .transitions
+        .iter()
+        .map(|t| t.terminated || t.truncated)
+        .collect();
+    let valid: Vec<bool> = (0..n)
+        .map(|i| {
+            rewards[i].is_finite()
+                && observations[i].state.iter().all(|v| v.is_finite())
+                && next[i].state.iter().all(|v| v.is_finite())
+        })
+        .collect();
+    if config.normalize_rewards {
+        for (r, ok) in rewards.iter_mut().zip(&valid) {
+            if !ok {
+                *r = 0.0;
+            }
+        }
+        reward_scale.apply(envs, &mut rewards, &ended, config.gamma);
+    }
+    for i in (0..n).filter(|&i| !valid[i]) {
+        (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
+        if i >= envs {
+            ended[i - envs] = true;
+            terminated[i - envs] = false;
+            next_values[i - envs] = values[i - envs];
+        }
+    }
+    let (advantages, returns) = advantage::gae(
+        envs,
+        &rewards,
+        &values,
+        &next_values,
+        &terminated,
+        &ended,
+        config.gamma,
+        config.gae_lambda,
+    );
+    let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
+    (
+        batch_rows(
+            policy,
+            &rollout.transitions,
+            &normalized_rows,
+            &keep,
+            &advantages,
+            &returns,
+            &values,
+        ),
+        n - keep.len(),
+    )
+}
+
+/// The PPO rows `keep` of `transitions`: normalised observation, the
+/// sampled action in the policy's raw space, the behaviour log-probability
+/// recorded at acting time, and the advantage, return and value.
+pub fn batch_rows(
+    policy: &GaussianMlpPolicy,
+    transitions: &[Transition],
+    normalized: &[f32],
+    keep: &[usize],
+    advantages: &[f32],
+    returns: &[f32],
+    values: &[f32],
+) -> Batch {
+    let size = policy.obs_size();
+    let mut batch = Batch::default();
+    for &i in keep {
+        let t = &transitions[i];
+        batch
+            .observations
+            .extend_from_slice(&normalized[i * size..][..size]);
+        batch
+            .raw_actions
+            .extend(policy.to_raw(&t.observation.state, &t.policy_action.values));
+        batch
+            .old_log_probs
+            .push(t.behaviour_log_prob.unwrap_or(0.0));
+        batch.advantages.push(advantages[i]);
+        batch.returns.push(returns[i]);
+        batch.old_values.push(values[i]);
+    }
+    batch
 }

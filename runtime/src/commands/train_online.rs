@@ -1,0 +1,353 @@
+//! `cerebellum train --online`: fine-tuning on the board. The control loop
+//! drives the robot at its rate with the policy's sampled actions; a
+//! learner thread beside it trains on what the loop records and publishes
+//! new weights the loop picks up between ticks (learn/online.rs).
+
+use super::print_json;
+use super::train::{OnlineClock, TrainArgs, read, resolve_config, source_commit};
+use crate::control_loop::{ControlLoop, Inference, LoopConfig, LoopSummary, PolicySlot};
+use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
+use crate::learn::eval::{self, EvalReport};
+use crate::learn::online::{LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace};
+use crate::learn::trainer::{TrainerState, make_envs};
+use crate::learn::{Algo, TrainConfig};
+use cerebellum_core::{Clock, Policy, Robot, SimClock, WallClock};
+use cerebellum_policies::GaussianMlpPolicy;
+use cerebellum_policies::checkpoint::{self, TrainingProvenance};
+use cerebellum_sim::{ArmModel, EnvConfig, SimEnv};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Progress is reported (and `online.csv` gets a row) this often, in
+/// seconds of robot time.
+const WINDOW_SECONDS: f64 = 10.0;
+
+/// One row of `online.csv`: what happened in a window of robot time.
+#[derive(Clone, Debug, Serialize)]
+struct Window {
+    robot_seconds: f64,
+    wall_seconds: f64,
+    episodes: u64,
+    /// Of the episodes that ended in this window (sampled actions).
+    success_rate: Option<f64>,
+    policy_version: u64,
+    updates: u64,
+    deadline_misses: u64,
+    dropped_transitions: u64,
+    clamps: u64,
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let from = args.resume_dir().ok_or_else(|| {
+        anyhow::anyhow!("--online needs --resume DIR: the checkpoint to fine-tune")
+    })??;
+    anyhow::ensure!(
+        args.duration.is_finite() && args.duration > 0.0,
+        "--duration must be a positive number of seconds"
+    );
+    let (config, out) = resolve_config(args)?;
+    let (env_config, model) = config.robot.load(config.task_kind())?;
+    let robot = make_envs(&env_config, model.clone(), 1)?.remove(0);
+    let spec = robot.spec().clone();
+    let (policy, _) = checkpoint::load(&from, Some(&spec))?;
+    let state_path = from.join("trainer_state.json");
+    let state: Option<TrainerState> = if state_path.exists() {
+        Some(
+            serde_json::from_str(&read(&state_path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?,
+        )
+    } else {
+        None
+    };
+
+    let before = evaluate(&policy, &config, &env_config, model.clone())?;
+    if let Some(e) = &before {
+        println!(
+            "before fine-tuning: held-out success {:.1}% over {} episodes",
+            100.0 * e.success_rate,
+            e.episodes
+        );
+    }
+
+    let fk = model
+        .clone()
+        .map(|m| Arc::new(ArmKinematics(m)) as Arc<dyn ForwardKinematics>);
+    let envelope = SafetyEnvelope::new(&spec, EnvelopeConfig::default(), fk)
+        .map_err(|e| anyhow::anyhow!("envelope: {e}"))?;
+    let period = spec.control_period();
+    let start_version = policy.version();
+    let slot = PolicySlot::new(policy.clone());
+    let pace = match args.clock {
+        OnlineClock::Wall => Pace::WallTime {
+            capacity: config.online.channel_capacity,
+        },
+        OnlineClock::Sim => Pace::Lockstep,
+    };
+    let (sink, learner) = match config.algo {
+        Algo::Ppo => LearnerThread::spawn(
+            OnlinePpo::new(policy, config.clone(), state),
+            slot.clone(),
+            pace,
+        ),
+        Algo::Grpo => {
+            LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
+        }
+    };
+    let loop_config = LoopConfig {
+        seed: config.seed,
+        stochastic: true,
+        max_episodes: None,
+        max_ticks: None,
+        inference_deadline: match args.clock {
+            OnlineClock::Wall => Some(LoopConfig::deadline_for(period)),
+            OnlineClock::Sim => None,
+        },
+        robot_id: spec.name.clone(),
+        episodes_per_start: if config.algo == Algo::Grpo {
+            config.group as u64
+        } else {
+            1
+        },
+    };
+    let inference = Inference::inline(slot.clone());
+    let total_ticks = (args.duration / period.as_secs_f64()).ceil() as u64;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    let drive = Drive {
+        sink,
+        learner,
+        total_ticks,
+        window_ticks: ((WINDOW_SECONDS / period.as_secs_f64()) as u64).max(1),
+        period,
+        out: &out,
+        json: args.json,
+    };
+    let (summary, status, windows) = match args.clock {
+        OnlineClock::Wall => drive.run(ControlLoop::new(
+            robot,
+            WallClock::new(period, Duration::from_micros(200)),
+            inference,
+            envelope,
+            loop_config,
+        ))?,
+        OnlineClock::Sim => drive.run(ControlLoop::new(
+            robot,
+            SimClock::new(period),
+            inference,
+            envelope,
+            loop_config,
+        ))?,
+    };
+
+    let tuned = (*slot.load()).clone();
+    let after = evaluate(&tuned, &config, &env_config, model)?;
+    std::fs::write(out.join("config.toml"), config.to_toml())?;
+    checkpoint::save(
+        &out,
+        &tuned,
+        TrainingProvenance {
+            config: serde_json::to_value(&config)?,
+            seed: config.seed,
+            env_steps: summary.counters.ticks,
+            updates: status.counters.updates,
+            source_commit: source_commit(),
+        },
+    )?;
+
+    let first = window_success(windows.iter().take(WINDOWS_COMPARED));
+    let last = window_success(windows.iter().rev().take(WINDOWS_COMPARED));
+    println!(
+        "fine-tuned {} for {:.0} s of robot time ({} ticks, {} episodes): {} updates, policy v{} → v{}; {} deadline misses, {} clamps, {} dropped transitions → {}",
+        config.task,
+        summary.counters.ticks as f64 * period.as_secs_f64(),
+        summary.counters.ticks,
+        summary.counters.episodes,
+        status.counters.updates,
+        start_version,
+        tuned.version(),
+        summary.counters.deadline_misses,
+        summary.clamps,
+        summary.counters.dropped_transitions,
+        out.display()
+    );
+    if let Some(failure) = &status.failure {
+        println!("learner failed: {failure} (the loop kept the last good weights)");
+    }
+    if let (Some(b), Some(a)) = (&before, &after) {
+        println!(
+            "held-out success {:.1}% → {:.1}% ({:+.1} points)",
+            100.0 * b.success_rate,
+            100.0 * a.success_rate,
+            100.0 * (a.success_rate - b.success_rate)
+        );
+    }
+    if args.json {
+        let mut report = json!({
+            "command": "train",
+            "mode": "online",
+            "clock": format!("{:?}", args.clock).to_lowercase(),
+            "task": config.task,
+            "algo": config.algo,
+            "seed": config.seed,
+            "from": from,
+            "out": out,
+            "control_rate_hz": spec.control_rate_hz,
+            "success_rate_before": before.as_ref().map(|e| e.success_rate),
+            "success_rate": after.as_ref().map(|e| e.success_rate),
+            "success_gain": before.as_ref().zip(after.as_ref()).map(|(b, a)| a.success_rate - b.success_rate),
+            "eval_episodes": after.as_ref().map(|e| e.episodes),
+            "loop_success_first_windows": first,
+            "loop_success_last_windows": last,
+            "policy_version": tuned.version(),
+            "learner": status,
+        });
+        report["loop"] = serde_json::to_value(&summary)?;
+        for key in [
+            "deadline_misses",
+            "dropped_transitions",
+            "ticks",
+            "episodes",
+        ] {
+            report[key] = report["loop"][key].clone();
+        }
+        report["clamps"] = json!(summary.clamps);
+        print_json(&report);
+    }
+    Ok(())
+}
+
+/// Windows at each end of the run whose in-loop success is compared.
+const WINDOWS_COMPARED: usize = 6;
+
+fn window_success<'a>(windows: impl Iterator<Item = &'a Window>) -> Option<f64> {
+    let (mut episodes, mut successes) = (0.0, 0.0);
+    for w in windows {
+        if let Some(s) = w.success_rate {
+            episodes += w.episodes as f64;
+            successes += s * w.episodes as f64;
+        }
+    }
+    (episodes > 0.0).then(|| successes / episodes)
+}
+
+/// Held-out success of the deterministic policy under the run's
+/// environment (the randomisation it is being fine-tuned for).
+fn evaluate(
+    policy: &GaussianMlpPolicy,
+    config: &TrainConfig,
+    env_config: &EnvConfig,
+    model: Option<Arc<ArmModel>>,
+) -> anyhow::Result<Option<EvalReport>> {
+    if config.eval_episodes == 0 {
+        return Ok(None);
+    }
+    let envs = make_envs(env_config, model, config.envs.min(config.eval_episodes))?;
+    let mut policy = policy.clone();
+    Ok(Some(eval::evaluate(
+        &mut policy,
+        envs,
+        config.eval_episodes,
+        config.seed,
+        config.threads,
+    )?))
+}
+
+/// The loop in windows, with the learner beside it.
+struct Drive<'a> {
+    sink: crate::learn::online::LearnerSink,
+    learner: LearnerThread,
+    total_ticks: u64,
+    window_ticks: u64,
+    period: Duration,
+    out: &'a Path,
+    json: bool,
+}
+
+impl Drive<'_> {
+    fn run<C: Clock>(
+        mut self,
+        mut control: ControlLoop<SimEnv, C, GaussianMlpPolicy>,
+    ) -> anyhow::Result<(LoopSummary, LearnerStatus, Vec<Window>)> {
+        let bar = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(self.total_ticks)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ticks  {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let mut csv = std::fs::File::create(self.out.join("online.csv"))?;
+        writeln!(
+            csv,
+            "robot_seconds,wall_seconds,episodes,success_rate,policy_version,updates,deadline_misses,dropped_transitions,clamps"
+        )?;
+        let started = Instant::now();
+        let mut windows = Vec::new();
+        let mut done = control.stats.counters;
+        let mut failure_reported = false;
+        while control.stats.counters.ticks < self.total_ticks {
+            let target = (control.stats.counters.ticks + self.window_ticks).min(self.total_ticks);
+            control.config.max_ticks = Some(target);
+            control.run(&mut self.sink)?;
+            let now = control.stats.counters;
+            let status = self.learner.status();
+            let episodes = now.episodes - done.episodes;
+            let window = Window {
+                robot_seconds: now.ticks as f64 * self.period.as_secs_f64(),
+                wall_seconds: started.elapsed().as_secs_f64(),
+                episodes,
+                success_rate: (episodes > 0)
+                    .then(|| (now.successes - done.successes) as f64 / episodes as f64),
+                policy_version: control.policy_version(),
+                updates: status.counters.updates,
+                deadline_misses: now.deadline_misses,
+                dropped_transitions: now.dropped_transitions,
+                clamps: control.stats.envelope.clamps(),
+            };
+            writeln!(
+                csv,
+                "{:.2},{:.2},{},{},{},{},{},{},{}",
+                window.robot_seconds,
+                window.wall_seconds,
+                window.episodes,
+                window
+                    .success_rate
+                    .map_or(String::new(), |s| format!("{s:.4}")),
+                window.policy_version,
+                window.updates,
+                window.deadline_misses,
+                window.dropped_transitions,
+                window.clamps
+            )?;
+            bar.set_position(now.ticks);
+            bar.set_message(format!(
+                "success {:>5.1}%  v{}  {} updates  {} misses  {} dropped",
+                100.0 * window.success_rate.unwrap_or(0.0),
+                window.policy_version,
+                window.updates,
+                window.deadline_misses,
+                window.dropped_transitions
+            ));
+            if let Some(failure) = status.failure.as_ref().filter(|_| !failure_reported) {
+                bar.println(format!(
+                    "{failure}; the loop goes on with the last good weights"
+                ));
+                failure_reported = true;
+            }
+            windows.push(window);
+            done = now;
+        }
+        bar.finish_and_clear();
+        let summary = control.stats.summary();
+        drop(self.sink);
+        let status = self.learner.join();
+        Ok((summary, status, windows))
+    }
+}

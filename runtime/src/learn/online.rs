@@ -1,0 +1,600 @@
+//! Learning on the board while the loop runs. The control loop is the
+//! actor; a learner thread beside it turns the transitions it records into
+//! new weights:
+//!
+//!   loop ──transitions, bounded channel──▶ learner ──PolicySlot──▶ loop
+//!
+//! Staleness-aware (decoupled) PPO, ALGORITHMS.md §2 (AReaL: Fu et al.
+//! 2025, "AReaL: A Large-Scale Asynchronous Reinforcement Learning System
+//! for Language Reasoning"): each transition carries the policy version
+//! that planned it and the behaviour log-probability recorded when it
+//! acted; the ratio is taken against that recorded log-probability, and a
+//! transition more than `max_staleness` versions behind the learner's
+//! weights is dropped.
+//!
+//! Two paces. Wall time (`Pace::WallTime`): the channel is bounded, the
+//! loop drops (and counts) what does not fit and never waits; the learner
+//! publishes whenever an update is done. Simulated time (`Pace::Lockstep`):
+//! the loop waits until the learner has taken each transition, and the
+//! update it completed, so weights change at the same tick in every run
+//! and a run is a deterministic function of its seed.
+//!
+//! A learner that panics or produces non-finite weights never stops the
+//! loop: the slot refuses non-finite weights, the loop keeps the last good
+//! ones, and the failure is reported in `LearnerStatus`.
+
+use super::advantage;
+use super::config::{GroupBaseline, TrainConfig};
+use super::ppo::{self, UpdateStats};
+use super::rollout::Rollout;
+use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, normalized, reward};
+use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
+use cerebellum_core::{Observation, Policy, Transition};
+use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// `[online]` in the training config: fine-tuning through the loop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    /// Transitions per PPO update (GRPO updates once per full group).
+    pub batch_transitions: usize,
+    /// Transitions planned by weights more than this many versions older
+    /// than the learner's are dropped.
+    pub max_staleness: u64,
+    /// Transitions the channel from the loop holds before it drops.
+    pub channel_capacity: usize,
+    /// Constant step size: fine-tuning has no planned end to anneal to.
+    pub learning_rate: f64,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        Self {
+            batch_transitions: 1024,
+            max_staleness: 2,
+            channel_capacity: 8192,
+            learning_rate: 3e-4,
+        }
+    }
+}
+
+impl OnlineConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_transitions < 2 {
+            return Err("config key `online.batch_transitions`: must be at least 2".into());
+        }
+        if self.channel_capacity == 0 {
+            return Err("config key `online.channel_capacity`: must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err("config key `online.learning_rate`: must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a learner counted; copied to `LearnerStatus` after every
+/// transition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LearnerCounters {
+    pub received: u64,
+    /// Transitions that went into an update.
+    pub used: u64,
+    /// Older than the staleness bound.
+    pub stale: u64,
+    /// Without a sampled action and its log-probability (holds, later
+    /// actions of a chunk, operator commands).
+    pub unusable: u64,
+    /// Episodes or groups left incomplete by drops (GRPO).
+    pub broken: u64,
+    pub updates: u64,
+    /// Updates whose loss went non-finite (weights restored, nothing
+    /// published).
+    pub rolled_back: u64,
+    pub last_update: Option<UpdateStats>,
+}
+
+/// The learner as the loop's owner sees it, updated while it runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LearnerStatus {
+    #[serde(flatten)]
+    pub counters: LearnerCounters,
+    pub published: u64,
+    /// Weights the slot refused (non-finite); the loop kept the last good.
+    pub refused: u64,
+    pub last_refusal: Option<String>,
+    /// Why the learner thread stopped, when it did not stop cleanly.
+    pub failure: Option<String>,
+}
+
+/// Turns transitions into weights.
+pub trait OnlineLearner: Send + 'static {
+    type Policy: Policy + CheckedWeights + Clone + Send + Sync + 'static;
+    /// Takes one transition; returns the new weights when it completed an
+    /// update.
+    fn learn(&mut self, transition: Transition) -> Option<Self::Policy>;
+    /// The slot refused the last weights: go on from the published ones.
+    fn recover(&mut self, published: &Self::Policy);
+    fn counters(&self) -> LearnerCounters;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Bounded channel, drop when full, publish when ready.
+    WallTime { capacity: usize },
+    /// The loop waits for the learner on every transition (simulated time).
+    Lockstep,
+}
+
+/// The loop's end of the channel.
+pub struct LearnerSink {
+    sender: Sender<Transition>,
+    /// Lockstep: one acknowledgement per transition, sent after the update
+    /// (and publication) it completed.
+    acks: Option<Receiver<()>>,
+}
+
+impl TransitionSink for LearnerSink {
+    fn push(&mut self, transition: Transition) -> bool {
+        match &self.acks {
+            None => match self.sender.try_send(transition) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+            // A learner that stopped answers neither: the transition is
+            // dropped and the loop goes on.
+            Some(acks) => self.sender.send(transition).is_ok() && acks.recv().is_ok(),
+        }
+    }
+}
+
+/// The learner thread; dropping the sink ends it.
+pub struct LearnerThread {
+    status: Arc<Mutex<LearnerStatus>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl LearnerThread {
+    /// Starts `learner` on its own thread, publishing into `slot`.
+    pub fn spawn<L: OnlineLearner>(
+        mut learner: L,
+        slot: Arc<PolicySlot<L::Policy>>,
+        pace: Pace,
+    ) -> (LearnerSink, LearnerThread) {
+        let (sender, inbox) = match pace {
+            Pace::WallTime { capacity } => crossbeam_channel::bounded(capacity.max(1)),
+            Pace::Lockstep => crossbeam_channel::bounded(1),
+        };
+        let (ack, acks) = match pace {
+            Pace::WallTime { .. } => (None, None),
+            Pace::Lockstep => {
+                let (s, r) = crossbeam_channel::bounded(1);
+                (Some(s), Some(r))
+            }
+        };
+        let status = Arc::new(Mutex::new(LearnerStatus::default()));
+        let shared = status.clone();
+        let handle = std::thread::Builder::new()
+            .name("learner".into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    for transition in inbox.iter() {
+                        let weights = learner.learn(transition);
+                        let mut status = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(weights) = weights {
+                            match slot.publish(weights) {
+                                Ok(()) => status.published += 1,
+                                Err(e) => {
+                                    status.refused += 1;
+                                    status.last_refusal = Some(e.to_string());
+                                    tracing::warn!("learner: {e}");
+                                    learner.recover(&slot.load());
+                                }
+                            }
+                        }
+                        status.counters = learner.counters();
+                        drop(status);
+                        if let Some(ack) = &ack
+                            && ack.send(()).is_err()
+                        {
+                            break;
+                        }
+                    }
+                }));
+                if let Err(payload) = outcome {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    tracing::error!(
+                        "learner thread panicked: {message}; the loop keeps the last good weights"
+                    );
+                    shared.lock().unwrap_or_else(|p| p.into_inner()).failure =
+                        Some(format!("learner panicked: {message}"));
+                }
+            })
+            .expect("spawn the learner thread");
+        (
+            LearnerSink { sender, acks },
+            LearnerThread {
+                status,
+                handle: Some(handle),
+            },
+        )
+    }
+
+    /// The learner's figures so far.
+    pub fn status(&self) -> LearnerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Waits for the thread to end (drop the sink first) and returns the
+    /// final status.
+    pub fn join(mut self) -> LearnerStatus {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        self.status()
+    }
+}
+
+/// A transition a policy-gradient learner can use: an action the policy
+/// sampled at the tick it was planned, with its log-probability.
+fn usable(t: &Transition) -> bool {
+    t.chunk_index == 0 && t.behaviour_log_prob.is_some() && !t.intervention
+}
+
+/// Decoupled PPO with GAE on the transitions of one robot, in arrival
+/// order: every `batch_transitions` usable transitions make one update.
+/// Holes (drops, stale or unusable transitions) end the advantage
+/// recursion like a time limit, bootstrapping from the value of the last
+/// state seen, as does the episode's time limit (the loop records no final
+/// observation).
+pub struct OnlinePpo {
+    pub policy: GaussianMlpPolicy,
+    config: TrainConfig,
+    adam: Adam,
+    reward_scale: RewardScale,
+    rng: ChaCha8Rng,
+    pending: Vec<Transition>,
+    counters: LearnerCounters,
+}
+
+impl OnlinePpo {
+    /// Continues from `policy` (and the optimiser and reward scale of the
+    /// run that trained it, when given).
+    pub fn new(
+        policy: GaussianMlpPolicy,
+        config: TrainConfig,
+        state: Option<TrainerState>,
+    ) -> Self {
+        let (adam, reward_scale) = match state {
+            Some(s) => (s.adam, s.reward_scale),
+            None => (
+                Adam::new(
+                    config.online.learning_rate,
+                    &[
+                        policy.actor.params().len(),
+                        policy.log_std.len(),
+                        policy.critic.params().len(),
+                    ],
+                ),
+                RewardScale::default(),
+            ),
+        };
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0411_11E),
+            policy,
+            config,
+            adam,
+            reward_scale,
+            pending: Vec::new(),
+            counters: LearnerCounters::default(),
+        }
+    }
+
+    /// Ends the recursion at the last pending transition.
+    fn cut(&mut self) {
+        if let Some(last) = self.pending.last_mut()
+            && !last.terminated
+        {
+            last.truncated = true;
+        }
+    }
+
+    fn update(&mut self) -> Option<GaussianMlpPolicy> {
+        let n = self.config.online.batch_transitions;
+        let rest = self.pending.split_off(n);
+        let rows = std::mem::replace(&mut self.pending, rest);
+        let next_observations: Vec<Observation> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let next = if i + 1 < n {
+                    &rows[i + 1]
+                } else {
+                    &self.pending[0]
+                };
+                if t.terminated || t.truncated {
+                    t.observation.clone()
+                } else {
+                    next.observation.clone()
+                }
+            })
+            .collect();
+        let rollout = Rollout {
+            envs: 1,
+            transitions: rows,
+            next_observations,
+            finished: Vec::new(),
+        };
+        let (batch, _) = gae_batch(
+            &mut self.policy,
+            &self.config,
+            &mut self.reward_scale,
+            &rollout,
+        );
+        self.apply(&batch, self.config.ppo.value_coef)
+    }
+
+    fn apply(&mut self, batch: &ppo::Batch, value_coef: f32) -> Option<GaussianMlpPolicy> {
+        apply_update(
+            &mut self.policy,
+            &mut self.adam,
+            &mut self.rng,
+            &mut self.counters,
+            &self.config,
+            batch,
+            value_coef,
+        )
+    }
+}
+
+/// One PPO update at the online step size; the new weights, one version
+/// up, unless it rolled back.
+fn apply_update(
+    policy: &mut GaussianMlpPolicy,
+    adam: &mut Adam,
+    rng: &mut ChaCha8Rng,
+    counters: &mut LearnerCounters,
+    config: &TrainConfig,
+    batch: &ppo::Batch,
+    value_coef: f32,
+) -> Option<GaussianMlpPolicy> {
+    if batch.is_empty() {
+        return None;
+    }
+    let ppo_config = ppo::PpoConfig {
+        value_coef,
+        ..config.ppo.clone()
+    };
+    let stats = ppo::update(
+        policy,
+        adam,
+        batch,
+        &ppo_config,
+        config.online.learning_rate,
+        rng,
+    );
+    counters.used += batch.len() as u64;
+    counters.last_update = Some(stats.clone());
+    if stats.rolled_back || stats.minibatch_steps == 0 {
+        counters.rolled_back += u64::from(stats.rolled_back);
+        return None;
+    }
+    counters.updates += 1;
+    policy.set_version(policy.version() + 1);
+    Some(policy.clone())
+}
+
+impl OnlineLearner for OnlinePpo {
+    type Policy = GaussianMlpPolicy;
+
+    fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
+        self.counters.received += 1;
+        if !usable(&t) {
+            self.counters.unusable += 1;
+            self.cut();
+            return None;
+        }
+        let behind = self
+            .policy
+            .version()
+            .saturating_sub(t.provenance.policy_version);
+        if behind > self.config.online.max_staleness {
+            self.counters.stale += 1;
+            self.cut();
+            return None;
+        }
+        if let Some(last) = self.pending.last()
+            && (last.provenance.episode_id != t.provenance.episode_id
+                || last.provenance.step + 1 != t.provenance.step)
+        {
+            self.cut();
+        }
+        self.pending.push(t);
+        // One beyond the batch: its observation is the last row's next.
+        (self.pending.len() > self.config.online.batch_transitions)
+            .then(|| self.update())
+            .flatten()
+    }
+
+    fn recover(&mut self, published: &GaussianMlpPolicy) {
+        self.policy = published.clone();
+    }
+
+    fn counters(&self) -> LearnerCounters {
+        self.counters.clone()
+    }
+}
+
+/// Group-relative advantages on the board (ALGORITHMS.md §1.2): the loop
+/// runs `group` consecutive episodes from one start (`LoopConfig::
+/// episodes_per_start`, which gives them one `group_id`); when a group is
+/// complete, each episode's return is normalised within it (or given the
+/// leave-one-out baseline) and every step of the episode takes that
+/// advantage. No critic. A group an episode of which lost transitions is
+/// discarded whole: its baseline would be wrong.
+pub struct OnlineGrpo {
+    pub policy: GaussianMlpPolicy,
+    config: TrainConfig,
+    adam: Adam,
+    rng: ChaCha8Rng,
+    /// Finished episodes by group, and whether each is whole.
+    groups: BTreeMap<u64, Vec<(Vec<Transition>, bool)>>,
+    episode: Vec<Transition>,
+    episode_whole: bool,
+    counters: LearnerCounters,
+}
+
+impl OnlineGrpo {
+    pub fn new(policy: GaussianMlpPolicy, config: TrainConfig) -> Self {
+        let adam = Adam::new(
+            config.online.learning_rate,
+            &[
+                policy.actor.params().len(),
+                policy.log_std.len(),
+                policy.critic.params().len(),
+            ],
+        );
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0411_6290),
+            policy,
+            config,
+            adam,
+            groups: BTreeMap::new(),
+            episode: Vec::new(),
+            episode_whole: true,
+            counters: LearnerCounters::default(),
+        }
+    }
+
+    fn finish_episode(&mut self) -> Option<GaussianMlpPolicy> {
+        let episode = std::mem::take(&mut self.episode);
+        let whole = std::mem::replace(&mut self.episode_whole, true);
+        let group_id = episode.first()?.provenance.group_id?;
+        // Groups older than this one can no longer be completed.
+        let older: Vec<u64> = self.groups.range(..group_id).map(|(k, _)| *k).collect();
+        for k in older {
+            self.groups.remove(&k);
+            self.counters.broken += 1;
+        }
+        let members = self.groups.entry(group_id).or_default();
+        members.push((episode, whole));
+        if members.len() < self.config.group {
+            return None;
+        }
+        let members = self.groups.remove(&group_id).expect("just filled");
+        if members.iter().any(|(_, whole)| !whole) {
+            self.counters.broken += 1;
+            return None;
+        }
+        let returns: Vec<f32> = members
+            .iter()
+            .map(|(e, _)| e.iter().map(|t| reward(&self.config, t)).sum())
+            .collect();
+        if returns.iter().any(|r| !r.is_finite()) {
+            self.counters.broken += 1;
+            return None;
+        }
+        let per_episode = match self.config.group_baseline {
+            GroupBaseline::Normalized => {
+                advantage::group_normalized(&returns, self.config.group, 1e-6)
+            }
+            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, self.config.group),
+        };
+        let mut transitions = Vec::new();
+        let mut advantages = Vec::new();
+        for ((episode, _), a) in members.into_iter().zip(per_episode) {
+            advantages.extend(std::iter::repeat_n(a, episode.len()));
+            transitions.extend(episode);
+        }
+        let keep: Vec<usize> = (0..transitions.len())
+            .filter(|&i| {
+                transitions[i]
+                    .observation
+                    .state
+                    .iter()
+                    .all(|v| v.is_finite())
+            })
+            .collect();
+        let observations: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
+        let rows = normalized(&self.policy, &observations);
+        let zeros = vec![0.0; transitions.len()];
+        let batch = batch_rows(
+            &self.policy,
+            &transitions,
+            &rows,
+            &keep,
+            &advantages,
+            &zeros,
+            &zeros,
+        );
+        apply_update(
+            &mut self.policy,
+            &mut self.adam,
+            &mut self.rng,
+            &mut self.counters,
+            &self.config,
+            &batch,
+            0.0,
+        )
+    }
+}
+
+impl OnlineLearner for OnlineGrpo {
+    type Policy = GaussianMlpPolicy;
+
+    fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
+        self.counters.received += 1;
+        if let Some(last) = self.episode.last()
+            && last.provenance.episode_id != t.provenance.episode_id
+        {
+            // The end of the last episode never arrived.
+            self.episode.clear();
+            self.episode_whole = true;
+            self.counters.broken += 1;
+        }
+        let behind = self
+            .policy
+            .version()
+            .saturating_sub(t.provenance.policy_version);
+        let expected_step = self.episode.len() as u32;
+        if !usable(&t) {
+            self.counters.unusable += 1;
+            self.episode_whole = false;
+        } else if behind > self.config.online.max_staleness {
+            self.counters.stale += 1;
+            self.episode_whole = false;
+        } else if t.provenance.step != expected_step || t.provenance.group_id.is_none() {
+            self.episode_whole = false;
+        }
+        let ended = t.terminated || t.truncated;
+        self.episode.push(t);
+        if ended { self.finish_episode() } else { None }
+    }
+
+    fn recover(&mut self, published: &GaussianMlpPolicy) {
+        self.policy = published.clone();
+    }
+
+    fn counters(&self) -> LearnerCounters {
+        self.counters.clone()
+    }
+}
