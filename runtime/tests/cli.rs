@@ -360,4 +360,61 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
         "zenoh:tcp/127.0.0.1:7447",
     ]);
     assert!(!ok && stderr.contains("only `sim`"), "{stderr}");
+
+    // Fine-tuning through the loop: lockstep (deterministic) and wall time.
+    let online = run_dir("online");
+    let settings = out.join("online.toml");
+    std::fs::write(
+        &settings,
+        "[online]\nbatch_transitions = 64\n[ppo]\nepochs = 2\nminibatch_size = 32\n",
+    )
+    .unwrap();
+    let tune = |clock: &str, seconds: &str| {
+        let (ok, stdout, stderr) = cerebellum(&[
+            "train",
+            "--online",
+            "--resume",
+            out_s,
+            "--config",
+            settings.to_str().unwrap(),
+            "--out",
+            online.to_str().unwrap(),
+            "--clock",
+            clock,
+            "--duration",
+            seconds,
+            "--eval-episodes",
+            "2",
+            "--json",
+        ]);
+        assert!(ok, "train --online failed: {stderr}");
+        last_json(&stdout)
+    };
+    let lockstep = tune("sim", "4");
+    println!("{lockstep}");
+    assert_eq!(lockstep["ticks"], 200);
+    assert_eq!(lockstep["dropped_transitions"], 0);
+    assert_eq!(lockstep["learner"]["updates"], 3, "200 transitions / 64");
+    for key in [
+        "success_rate_before",
+        "success_rate",
+        "success_gain",
+        "deadline_misses",
+    ] {
+        assert!(!lockstep[key].is_null(), "{key} missing from {lockstep}");
+    }
+    let again = tune("sim", "4");
+    assert_eq!(
+        again["learner"], lockstep["learner"],
+        "lockstep is repeatable"
+    );
+    let csv = std::fs::read_to_string(online.join("online.csv")).unwrap();
+    assert!(csv.starts_with("robot_seconds,"), "{csv}");
+    // The fine-tuned checkpoint loads against the robot it was tuned on.
+    let contract = cerebellum_policies::checkpoint::load_contract(&online).unwrap();
+    assert_eq!(contract.spec.control_rate_hz.round(), 50.0);
+    let wall = tune("wall", "2");
+    assert_eq!(wall["ticks"], 100);
+    assert!(wall["learner"]["failure"].is_null());
+    let _ = std::fs::remove_dir_all(online);
 }
