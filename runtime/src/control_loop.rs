@@ -32,6 +32,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Reward of the `safety` component at a tick where the envelope changed
@@ -123,6 +124,31 @@ impl<P: Policy + CheckedWeights> PolicySlot<P> {
 
     pub fn load(&self) -> Arc<P> {
         self.current.load_full()
+    }
+}
+
+/// The operator's e-stop: pressed and cleared from any thread (a teleop
+/// console, a zenoh subscriber), acted on by the loop at its next tick. While
+/// it is pressed the envelope's e-stop latch holds the measured pose.
+#[derive(Clone, Debug, Default)]
+pub struct EStopButton(Arc<AtomicBool>);
+
+impl EStopButton {
+    /// The reason the envelope's latch gives for an operator's stop.
+    pub const REASON: &'static str = "operator e-stop";
+
+    pub fn press(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// The operator releases the stop; the robot moves again from the next
+    /// tick.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_pressed(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -425,6 +451,7 @@ pub struct ControlLoop<R, C, P> {
     pub envelope: SafetyEnvelope,
     pub config: LoopConfig,
     pub stats: LoopStats,
+    estop_button: EStopButton,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
     spec: RobotSpec,
@@ -457,6 +484,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             envelope,
             config,
             stats: LoopStats::new(),
+            estop_button: EStopButton::default(),
             observation: None,
             episode_open: false,
             last_timestamp: f64::NEG_INFINITY,
@@ -671,6 +699,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             joint_positions: observation.and_then(|o| self.envelope.joint_positions(&o.state)),
             observation_age_ticks: self.observation_age,
         };
+        match (self.estop_button.is_pressed(), self.envelope.estop()) {
+            (true, None) => self.envelope.set_estop(EStopButton::REASON),
+            (false, Some(EStopButton::REASON)) => self.envelope.clear_estop(),
+            _ => {}
+        }
         let checked = self.envelope.check(proposed, measured);
         self.stats.envelope = self.envelope.counters();
         let result = self.robot.apply(&checked.command);
@@ -732,6 +765,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         if !sink.push(transition) {
             self.stats.counters.dropped_transitions += 1;
         }
+    }
+
+    /// A handle on the loop's e-stop for the operator's side.
+    pub fn estop_button(&self) -> EStopButton {
+        self.estop_button.clone()
     }
 
     /// Version of the weights the loop acts with now.

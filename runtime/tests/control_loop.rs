@@ -347,3 +347,125 @@ fn a_slow_policy_on_the_worker_is_not_waited_for() {
         "{s:?}"
     );
 }
+
+/// Plans ten ticks ahead: joint 0 moves 0.02 rad further each tick.
+#[derive(Clone)]
+struct SweepPolicy;
+
+impl CheckedWeights for SweepPolicy {
+    fn weights_finite(&self) -> bool {
+        true
+    }
+}
+
+impl Policy for SweepPolicy {
+    fn version(&self) -> u64 {
+        1
+    }
+
+    fn act(
+        &mut self,
+        observations: &[Observation],
+        _: Sampling,
+    ) -> Result<Vec<PolicyOutput>, PolicyError> {
+        Ok(observations
+            .iter()
+            .map(|o| {
+                let actions = (1..=10)
+                    .map(|k| {
+                        let mut q = o.state[..6].to_vec();
+                        q[0] += 0.02 * k as f32;
+                        Action::new(q)
+                    })
+                    .collect();
+                PolicyOutput {
+                    chunk: ActionChunk { actions },
+                    sampled: None,
+                    log_prob: None,
+                }
+            })
+            .collect())
+    }
+
+    fn evaluate(
+        &self,
+        _: &[Observation],
+        _: &[ActionChunk],
+    ) -> Result<Vec<Evaluation>, PolicyError> {
+        Err(PolicyError::Unsupported("evaluate"))
+    }
+}
+
+/// The simulated arm, keeping what it was sent.
+struct RecordingRobot {
+    inner: SimEnv,
+    received: Vec<Action>,
+}
+
+impl Robot for RecordingRobot {
+    fn spec(&self) -> &RobotSpec {
+        self.inner.spec()
+    }
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        self.inner.reset(request)
+    }
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        self.inner.observe()
+    }
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.received.push(command.clone());
+        self.inner.apply(command)
+    }
+}
+
+#[test]
+fn an_estop_during_a_chunk_holds_the_measured_pose_until_the_operator_clears_it() {
+    let env = reach_env();
+    let spec = env.spec().clone();
+    let mut control = ControlLoop::new(
+        RecordingRobot {
+            inner: env,
+            received: Vec::new(),
+        },
+        SimClock::new(spec.control_period()),
+        Inference::inline(PolicySlot::new(SweepPolicy)),
+        envelope(&spec),
+        LoopConfig {
+            max_episodes: None,
+            max_ticks: Some(5),
+            stochastic: false,
+            ..config(0)
+        },
+    );
+    let button = control.estop_button();
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    // Pressed in the middle of a ten-tick chunk, from another thread.
+    std::thread::spawn(move || button.press()).join().unwrap();
+    control.config.max_ticks = Some(25);
+    control.run(&mut log).unwrap();
+    let held = control.robot.received[5..25].to_vec();
+    assert!(
+        held.iter().all(|c| c == &held[0]),
+        "one pose held while the stop is pressed"
+    );
+    let measured = &log[4].observation.state[..6];
+    for (c, m) in held[0].values.iter().zip(measured) {
+        assert!(
+            (c - m).abs() < 0.05,
+            "the measured pose, not the planned one: {held:?} vs {measured:?}"
+        );
+    }
+    assert!(log[5..25].iter().all(|t| t.safety_clamped
+        && t.rewards.get(cerebellum_core::RewardComponents::SAFETY) == Some(-1.0)));
+    assert_eq!(control.stats.envelope.estop_holds, 20);
+    control.estop_button().clear();
+    control.config.max_ticks = Some(35);
+    control.run(&mut log).unwrap();
+    let moved = &control.robot.received[25..35];
+    assert!(
+        moved.iter().any(|c| c != &held[0]),
+        "moving again after the clear"
+    );
+    assert_eq!(control.stats.summary().counters.ticks, 35);
+}

@@ -37,6 +37,11 @@ pub struct RunArgs {
     /// arrive with the firmware bridge.
     #[arg(long, default_value = "sim")]
     pub robot: String,
+    /// The task to run in the simulation [default: the one the checkpoint
+    /// was trained on]; the contract check refuses a task whose robot spec
+    /// differs.
+    #[arg(long, value_parser = super::parse_task)]
+    pub task: Option<cerebellum_sim::TaskKind>,
     /// Stop after this many seconds of wall time…
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -81,7 +86,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let contract = checkpoint::load_contract(&args.checkpoint)?;
     let config: TrainConfig = serde_json::from_value(contract.provenance.config.clone())
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
-    let (env_config, model) = config.robot.load(config.task_kind())?;
+    let task = args.task.unwrap_or_else(|| config.task_kind());
+    let (env_config, model) = config.robot.load(task)?;
     let robot = make_envs(&env_config, model.clone(), 1)?.remove(0);
     let spec = robot.spec().clone();
     let (policy, _) = checkpoint::load(&args.checkpoint, Some(&spec))?;

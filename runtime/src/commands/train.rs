@@ -35,6 +35,13 @@ use std::time::Instant;
 ///   cerebellum train --task pendulum --seed 1 --out runs/pendulum1
 ///   cerebellum train --algo grpo --group 8 --steps 100000
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100
+///
+/// On the board (--online): the control loop drives the robot at its rate
+/// with the checkpoint's policy while a learner thread fine-tunes it and
+/// publishes new weights the loop picks up between ticks (docs/online.md):
+///
+///   cerebellum train --online --resume runs/reach-s0 --duration 1200 \
+///       --env-config bench/reach-unseen-dr.toml
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {

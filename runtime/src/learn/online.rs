@@ -299,7 +299,7 @@ impl OnlinePpo {
             ),
         };
         Self {
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0411_11E),
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0041_111E),
             policy,
             config,
             adam,
