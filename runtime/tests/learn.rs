@@ -119,6 +119,39 @@ fn behaviour_cloning_the_expert_reaches_targets_before_any_rl() {
 }
 
 #[test]
+fn cloning_during_rl_keeps_the_policy_near_the_demonstrations() {
+    let env = env_config(TaskKind::Reach);
+    let bc_loss_after_rl = |rl_weight: f64| {
+        let mut config = TrainConfig::for_task(TaskKind::Reach);
+        (config.envs, config.rollout_steps) = (8, 32);
+        config.bc.expert_episodes = 30;
+        config.bc.epochs = 20;
+        (config.bc.rl_weight, config.bc.rl_decay) = (rl_weight, 1.0);
+        let mut trainer = Trainer::new(config.clone(), &env, Some(so101())).unwrap();
+        trainer.pretrain_from_expert(&env, Some(so101())).unwrap();
+        for _ in 0..8 {
+            trainer.iterate().unwrap();
+        }
+        let mut sim = cerebellum_runtime::learn::trainer::make_envs(&env, Some(so101()), 1)
+            .unwrap()
+            .remove(0);
+        let (demos, _) = cerebellum_runtime::learn::bc::expert_demonstrations(
+            &mut sim,
+            config.bc.expert_episodes,
+            config.bc.expert_noise,
+            config.seed,
+        )
+        .unwrap();
+        cerebellum_runtime::learn::bc::CloningSet::new(&trainer.policy, &demos, &config.bc, 0)
+            .unwrap()
+            .loss(&trainer.policy)
+    };
+    let (plain, dapg) = (bc_loss_after_rl(0.0), bc_loss_after_rl(1.0));
+    println!("L_BC after 8 PPO updates: {plain} without the cloning term, {dapg} with it");
+    assert!(dapg < 0.8 * plain, "{dapg} vs {plain}");
+}
+
+#[test]
 fn behaviour_cloning_refuses_demonstrations_that_break_the_spec() {
     use cerebellum_runtime::learn::bc::{BcConfig, Demonstration, pretrain};
     let config = TrainConfig::for_task(TaskKind::Reach);

@@ -39,6 +39,12 @@ pub struct BcConfig {
     pub minibatch_size: usize,
     pub learning_rate: f64,
     pub max_grad_norm: f32,
+    /// Keep cloning during RL (DAPG's augmented loss, Rajeswaran et al.
+    /// 2018): after each PPO update, `rl_minibatches` cloning steps at the
+    /// step size `learning_rate · rl_weight · rl_decay^iteration`; 0 = off.
+    pub rl_weight: f64,
+    pub rl_decay: f64,
+    pub rl_minibatches: usize,
 }
 
 impl Default for BcConfig {
@@ -50,6 +56,9 @@ impl Default for BcConfig {
             minibatch_size: 256,
             learning_rate: 1e-3,
             max_grad_norm: 1.0,
+            rl_weight: 0.0,
+            rl_decay: 0.99,
+            rl_minibatches: 4,
         }
     }
 }
@@ -74,6 +83,12 @@ impl BcConfig {
         }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
             return fail("max_grad_norm", "must be positive");
+        }
+        if !(self.rl_weight >= 0.0 && self.rl_weight.is_finite()) {
+            return fail("rl_weight", "must be zero or positive");
+        }
+        if !(self.rl_decay > 0.0 && self.rl_decay <= 1.0) {
+            return fail("rl_decay", "must be in (0, 1]");
         }
         Ok(())
     }
@@ -144,72 +159,159 @@ pub struct BcReport {
     pub final_loss: f32,
 }
 
-/// Fits the policy's mean to the demonstrations (see the module comment).
-/// Deterministic for a given seed.
+/// Demonstrations in the policy's coordinates: raw states (normalised at
+/// each use, since the normaliser moves during RL) and the targets u*.
+pub struct CloningSet {
+    states: Vec<f32>,
+    targets: Vec<f32>,
+    adam: Adam,
+    rng: ChaCha8Rng,
+    tape: cerebellum_policies::MlpTape,
+    grads: Vec<f32>,
+}
+
+impl std::fmt::Debug for CloningSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloningSet")
+            .field("targets", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloningSet {
+    /// Checks every demonstration against the policy's spec first.
+    pub fn new(
+        policy: &GaussianMlpPolicy,
+        demos: &[Demonstration],
+        config: &BcConfig,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!demos.is_empty(), "behaviour cloning needs demonstrations");
+        let spec = &policy.spec;
+        let mut states = Vec::with_capacity(demos.len() * policy.obs_size());
+        let mut targets = Vec::with_capacity(demos.len() * policy.act_size());
+        for d in demos {
+            spec.observation.check(&d.observation)?;
+            spec.action
+                .check(&cerebellum_core::Action::new(d.command.clone()))?;
+            states.extend_from_slice(&d.observation.state);
+            targets.extend(policy.to_raw(&d.observation.state, &d.command));
+        }
+        Ok(Self {
+            states,
+            targets,
+            adam: Adam::new(config.learning_rate, &[policy.actor.params().len()]),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xB_C0DE),
+            tape: Default::default(),
+            grads: vec![0.0; policy.actor.params().len()],
+        })
+    }
+
+    /// L_BC over every demonstration.
+    pub fn loss(&mut self, policy: &GaussianMlpPolicy) -> f32 {
+        let inputs = self.normalized(policy, None);
+        loss(policy, &inputs, &self.targets, &mut self.tape)
+    }
+
+    fn normalized(&self, policy: &GaussianMlpPolicy, rows: Option<&[usize]>) -> Vec<f32> {
+        let obs = policy.obs_size();
+        let n = self.states.len() / obs;
+        let all: Vec<usize>;
+        let rows = match rows {
+            Some(r) => r,
+            None => {
+                all = (0..n).collect();
+                &all
+            }
+        };
+        let mut out = vec![0.0; rows.len() * obs];
+        for (&i, row) in rows.iter().zip(out.chunks_exact_mut(obs)) {
+            policy
+                .normalizer
+                .normalize_into(&self.states[i * obs..(i + 1) * obs], row);
+        }
+        out
+    }
+
+    /// Gradient steps on ½‖μ − u*‖² over shuffled minibatches: `epochs`
+    /// passes, or the first `limit` minibatches of one pass.
+    pub fn fit(
+        &mut self,
+        policy: &mut GaussianMlpPolicy,
+        minibatch_size: usize,
+        passes: usize,
+        limit: Option<usize>,
+        learning_rate: f64,
+        max_grad_norm: f32,
+    ) {
+        let (obs, act) = (policy.obs_size(), policy.act_size());
+        let n = self.states.len() / obs;
+        let mut order: Vec<usize> = (0..n).collect();
+        self.adam.learning_rate = learning_rate;
+        let mut target = Vec::new();
+        let mut output_grad = Vec::new();
+        for _ in 0..passes {
+            order.shuffle(&mut self.rng);
+            for minibatch in order
+                .chunks(minibatch_size)
+                .take(limit.unwrap_or(usize::MAX))
+            {
+                let inputs = self.normalized(policy, Some(minibatch));
+                target.clear();
+                for &i in minibatch {
+                    target.extend_from_slice(&self.targets[i * act..(i + 1) * act]);
+                }
+                let rows = minibatch.len();
+                policy.actor.forward(&inputs, rows, &mut self.tape);
+                // d L_BC / d μ = (μ − u*) / n
+                output_grad.clear();
+                output_grad.extend(
+                    self.tape
+                        .output()
+                        .iter()
+                        .zip(&target)
+                        .map(|(m, u)| (m - u) / rows as f32),
+                );
+                self.grads.iter_mut().for_each(|g| *g = 0.0);
+                policy
+                    .actor
+                    .backward(&output_grad, &mut self.tape, &mut self.grads);
+                clip_global_norm(&mut [&mut self.grads], max_grad_norm);
+                self.adam
+                    .step(&mut [policy.actor.params_mut()], &[&self.grads]);
+            }
+        }
+    }
+}
+
+/// Fits the policy's mean to the demonstrations (see the module comment),
+/// after the observation normaliser has absorbed them. Deterministic for a
+/// given seed. Returns the loss before and after, and the set for cloning
+/// during RL.
 pub fn pretrain(
     policy: &mut GaussianMlpPolicy,
     demos: &[Demonstration],
     config: &BcConfig,
     seed: u64,
-) -> anyhow::Result<(f32, f32)> {
-    anyhow::ensure!(!demos.is_empty(), "behaviour cloning needs demonstrations");
-    let spec = policy.spec.clone();
-    let (obs, act) = (policy.obs_size(), policy.act_size());
-    let mut states = Vec::with_capacity(demos.len() * obs);
-    for d in demos {
-        spec.observation.check(&d.observation)?;
-        spec.action
-            .check(&cerebellum_core::Action::new(d.command.clone()))?;
-        states.extend_from_slice(&d.observation.state);
-    }
-    policy.normalizer.update(&states);
-    let mut inputs = vec![0.0; demos.len() * obs];
-    let mut targets = Vec::with_capacity(demos.len() * act);
-    for (d, row) in demos.iter().zip(inputs.chunks_exact_mut(obs)) {
-        policy.normalizer.normalize_into(&d.observation.state, row);
-        targets.extend(policy.to_raw(&d.observation.state, &d.command));
-    }
-
-    let mut adam = Adam::new(config.learning_rate, &[policy.actor.params().len()]);
-    let mut grads = vec![0.0; policy.actor.params().len()];
-    let mut tape = cerebellum_policies::MlpTape::default();
-    let mut order: Vec<usize> = (0..demos.len()).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB_C0DE);
-    let (mut batch_in, mut batch_target) = (Vec::new(), Vec::new());
-    let mut output_grad = Vec::new();
-    let initial_loss = loss(policy, &inputs, &targets, &mut tape);
-    for _ in 0..config.epochs {
-        order.shuffle(&mut rng);
-        for minibatch in order.chunks(config.minibatch_size) {
-            batch_in.clear();
-            batch_target.clear();
-            for &i in minibatch {
-                batch_in.extend_from_slice(&inputs[i * obs..(i + 1) * obs]);
-                batch_target.extend_from_slice(&targets[i * act..(i + 1) * act]);
-            }
-            let n = minibatch.len();
-            policy.actor.forward(&batch_in, n, &mut tape);
-            // d L_BC / d μ = (μ − u*) / n
-            output_grad.clear();
-            output_grad.extend(
-                tape.output()
-                    .iter()
-                    .zip(&batch_target)
-                    .map(|(m, u)| (m - u) / n as f32),
-            );
-            grads.iter_mut().for_each(|g| *g = 0.0);
-            policy.actor.backward(&output_grad, &mut tape, &mut grads);
-            clip_global_norm(&mut [&mut grads], config.max_grad_norm);
-            adam.step(&mut [policy.actor.params_mut()], &[&grads]);
-        }
-    }
-    let final_loss = loss(policy, &inputs, &targets, &mut tape);
+) -> anyhow::Result<(f32, f32, CloningSet)> {
+    let mut set = CloningSet::new(policy, demos, config, seed)?;
+    policy.normalizer.update(&set.states);
+    let initial_loss = set.loss(policy);
+    set.fit(
+        policy,
+        config.minibatch_size,
+        config.epochs,
+        None,
+        config.learning_rate,
+        config.max_grad_norm,
+    );
+    let final_loss = set.loss(policy);
     anyhow::ensure!(
         policy.is_finite() && final_loss.is_finite(),
         "behaviour cloning diverged (loss {final_loss})"
     );
     policy.set_version(policy.version() + 1);
-    Ok((initial_loss, final_loss))
+    Ok((initial_loss, final_loss, set))
 }
 
 fn loss(

@@ -88,6 +88,8 @@ pub struct Trainer {
     pub collector: Collector,
     pub state: TrainerState,
     horizon: usize,
+    /// Demonstrations still cloned during RL (`bc.rl_weight`).
+    cloning: Option<bc::CloningSet>,
 }
 
 /// The simulated robots a run trains on.
@@ -140,6 +142,7 @@ impl Trainer {
             policy,
             collector,
             horizon,
+            cloning: None,
         })
     }
 
@@ -161,8 +164,11 @@ impl Trainer {
             bc.expert_noise,
             self.config.seed,
         )?;
-        let (initial_loss, final_loss) =
+        let (initial_loss, final_loss, set) =
             bc::pretrain(&mut self.policy, &demos, bc, self.config.seed)?;
+        if bc.rl_weight > 0.0 {
+            self.cloning = Some(set);
+        }
         Ok(Some(BcReport {
             demonstrations,
             initial_loss,
@@ -254,6 +260,22 @@ impl Trainer {
                 &mut self.state.shuffle_rng,
             )
         };
+        let bc = &self.config.bc;
+        let weight = bc.rl_weight * bc.rl_decay.powf(self.state.iteration as f64);
+        if let Some(set) = self
+            .cloning
+            .as_mut()
+            .filter(|_| weight > 1e-3 && !update.rolled_back)
+        {
+            set.fit(
+                &mut self.policy,
+                bc.minibatch_size,
+                1,
+                Some(bc.rl_minibatches),
+                bc.learning_rate * weight,
+                bc.max_grad_norm,
+            );
+        }
         if !update.rolled_back && update.minibatch_steps > 0 {
             let version = cerebellum_core::Policy::version(&self.policy) + 1;
             self.policy.set_version(version);
