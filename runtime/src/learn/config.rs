@@ -149,7 +149,17 @@ impl TrainConfig {
                 // Dense reward: credit over ~20 ticks is enough, and the
                 // shorter horizon lowers the variance of the advantages.
                 gamma: 0.95,
-                total_steps: 700_000,
+                total_steps: 1_000_000,
+                // Targets behind the arm need a lean-back over the shoulder
+                // that exploration never finds: clone 400 noisy expert
+                // episodes first and keep cloning them, decaying, during RL
+                // (84% → 95% held-out; docs/learning.md).
+                bc: BcConfig {
+                    expert_episodes: 400,
+                    rl_weight: 1.0,
+                    rl_decay: 0.995,
+                    ..BcConfig::default()
+                },
                 envs: 32,
                 rollout_steps: 32,
                 policy: GaussianConfig {
