@@ -24,8 +24,8 @@ use crate::envelope::{EnvelopeCounters, Measured, SafetyEnvelope};
 use crate::tick;
 use arc_swap::ArcSwap;
 use cerebellum_core::{
-    Action, ActionChunk, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest,
-    RewardComponents, Robot, RobotError, RobotSpec, Sampling, Transition,
+    Action, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest, RewardComponents,
+    Robot, RobotError, RobotSpec, Sampling, Transition,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
@@ -730,14 +730,9 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     ) {
         // The chunk's log-probability belongs to its first action: a hold
         // or a later action of the chunk has none of its own.
-        let (action, sampled, index, log_prob) = match planned {
-            Some((a, s, i)) => (a, s, i, self.chunk.log_prob.filter(|_| i == 0)),
-            None => (checked.command.clone(), None, 0, None),
-        };
-        let output = PolicyOutput {
-            chunk: ActionChunk::single(action),
-            sampled: sampled.map(ActionChunk::single),
-            log_prob,
+        let (policy_action, index, log_prob) = match planned {
+            Some((a, s, i)) => (s.unwrap_or(a), i, self.chunk.log_prob.filter(|_| i == 0)),
+            None => (checked.command.clone(), 0, None),
         };
         let provenance = Provenance {
             robot_id: self.config.robot_id.clone(),
@@ -750,7 +745,8 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         let mut transition = tick::record(
             provenance,
             observation,
-            &output,
+            policy_action,
+            log_prob,
             checked.command,
             outcome,
             tick::wall_clock_now(),

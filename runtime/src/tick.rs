@@ -40,21 +40,27 @@ pub fn command(output: &PolicyOutput) -> &Action {
     &output.chunk.actions[0]
 }
 
+/// The action an output's log-probability refers to: the sampled first
+/// action, or the planned one for a deterministic policy.
+pub fn behaviour_action(output: &PolicyOutput) -> &Action {
+    output
+        .sampled
+        .as_ref()
+        .map_or(&output.chunk.actions[0], |s| &s.actions[0])
+}
+
 /// record: one transition with its provenance and every reward component.
+/// `policy_action` is what the policy chose (what `log_prob` refers to),
+/// `sent` what the robot received.
 pub fn record(
     provenance: Provenance,
     observation: Observation,
-    output: &PolicyOutput,
+    policy_action: Action,
+    log_prob: Option<f32>,
     sent: Action,
     outcome: &StepOutcome,
     wall_time: f64,
 ) -> Transition {
-    let policy_action = output
-        .sampled
-        .as_ref()
-        .map(|s| s.actions[0].clone())
-        .unwrap_or_else(|| output.chunk.actions[0].clone());
-    let safety_clamped = sent != output.chunk.actions[0];
     Transition {
         provenance,
         sim_time: observation.timestamp,
@@ -62,10 +68,10 @@ pub fn record(
         observation,
         policy_action,
         sent_command: sent,
-        behaviour_log_prob: output.log_prob,
+        behaviour_log_prob: log_prob,
         chunk_index: 0,
         intervention: false,
-        safety_clamped,
+        safety_clamped: false,
         rewards: outcome.rewards.clone(),
         terminated: outcome.terminated,
         truncated: outcome.truncated,

@@ -132,7 +132,8 @@ impl Collector {
                 let transition = tick::record(
                     provenance,
                     observation,
-                    output,
+                    tick::behaviour_action(output).clone(),
+                    output.log_prob,
                     command,
                     &result.outcome,
                     now,
