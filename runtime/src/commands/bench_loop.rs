@@ -9,7 +9,7 @@ use cerebellum_core::{
     Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, PolicyOutput, Robot,
     Sampling, WallClock,
 };
-use cerebellum_policies::{Adam, GaussianConfig, GaussianMlpPolicy};
+use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv};
 use clap::Args;
 use rand::{Rng, SeedableRng};
@@ -111,14 +111,7 @@ fn saturating_learner(
         minibatch_size: 256,
         ..PpoConfig::default()
     };
-    let mut adam = Adam::new(
-        1e-4,
-        &[
-            policy.actor.params().len(),
-            policy.log_std.len(),
-            policy.critic.params().len(),
-        ],
-    );
+    let mut adam = ppo::optimizer(&policy, 1e-4);
     while !stop.load(Ordering::Relaxed) {
         ppo::update(&mut policy, &mut adam, &batch, &ppo_config, 1e-4, &mut rng);
         updates.fetch_add(1, Ordering::Relaxed);

@@ -254,10 +254,75 @@ impl LearnerThread {
     }
 }
 
-/// A transition a policy-gradient learner can use: an action the policy
-/// sampled at the tick it was planned, with its log-probability.
-fn usable(t: &Transition) -> bool {
-    t.chunk_index == 0 && t.behaviour_log_prob.is_some() && !t.intervention
+/// What both online learners carry: the weights they train, the
+/// optimiser, the minibatch shuffler and their counts.
+struct Learning {
+    policy: GaussianMlpPolicy,
+    config: TrainConfig,
+    adam: Adam,
+    rng: ChaCha8Rng,
+    counters: LearnerCounters,
+}
+
+impl Learning {
+    fn new(policy: GaussianMlpPolicy, config: TrainConfig, adam: Option<Adam>, salt: u64) -> Self {
+        Self {
+            adam: adam.unwrap_or_else(|| ppo::optimizer(&policy, config.online.learning_rate)),
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ salt),
+            policy,
+            config,
+            counters: LearnerCounters::default(),
+        }
+    }
+
+    /// Counts `t` in and says whether a policy-gradient update may use it:
+    /// an action the policy sampled at the tick it was planned, with its
+    /// log-probability, from weights within the staleness bound.
+    fn admit(&mut self, t: &Transition) -> bool {
+        self.counters.received += 1;
+        if t.chunk_index != 0 || t.behaviour_log_prob.is_none() || t.intervention {
+            self.counters.unusable += 1;
+            return false;
+        }
+        let behind = self
+            .policy
+            .version()
+            .saturating_sub(t.provenance.policy_version);
+        if behind > self.config.online.max_staleness {
+            self.counters.stale += 1;
+            return false;
+        }
+        true
+    }
+
+    /// One PPO update at the online step size; the new weights, one version
+    /// up, unless it rolled back.
+    fn update(&mut self, batch: &ppo::Batch, value_coef: f32) -> Option<GaussianMlpPolicy> {
+        if batch.is_empty() {
+            return None;
+        }
+        let ppo_config = ppo::PpoConfig {
+            value_coef,
+            ..self.config.ppo.clone()
+        };
+        let stats = ppo::update(
+            &mut self.policy,
+            &mut self.adam,
+            batch,
+            &ppo_config,
+            self.config.online.learning_rate,
+            &mut self.rng,
+        );
+        self.counters.used += batch.len() as u64;
+        self.counters.last_update = Some(stats.clone());
+        if stats.rolled_back || stats.minibatch_steps == 0 {
+            self.counters.rolled_back += u64::from(stats.rolled_back);
+            return None;
+        }
+        self.counters.updates += 1;
+        self.policy.set_version(self.policy.version() + 1);
+        Some(self.policy.clone())
+    }
 }
 
 /// Decoupled PPO with GAE on the transitions of one robot, in arrival
@@ -267,13 +332,9 @@ fn usable(t: &Transition) -> bool {
 /// state seen, as does the episode's time limit (the loop records no final
 /// observation).
 pub struct OnlinePpo {
-    pub policy: GaussianMlpPolicy,
-    config: TrainConfig,
-    adam: Adam,
+    learning: Learning,
     reward_scale: RewardScale,
-    rng: ChaCha8Rng,
     pending: Vec<Transition>,
-    counters: LearnerCounters,
 }
 
 impl OnlinePpo {
@@ -285,27 +346,13 @@ impl OnlinePpo {
         state: Option<TrainerState>,
     ) -> Self {
         let (adam, reward_scale) = match state {
-            Some(s) => (s.adam, s.reward_scale),
-            None => (
-                Adam::new(
-                    config.online.learning_rate,
-                    &[
-                        policy.actor.params().len(),
-                        policy.log_std.len(),
-                        policy.critic.params().len(),
-                    ],
-                ),
-                RewardScale::default(),
-            ),
+            Some(s) => (Some(s.adam), s.reward_scale),
+            None => (None, RewardScale::default()),
         };
         Self {
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0041_111E),
-            policy,
-            config,
-            adam,
+            learning: Learning::new(policy, config, adam, 0x0041_111E),
             reward_scale,
             pending: Vec::new(),
-            counters: LearnerCounters::default(),
         }
     }
 
@@ -319,7 +366,7 @@ impl OnlinePpo {
     }
 
     fn update(&mut self) -> Option<GaussianMlpPolicy> {
-        let n = self.config.online.batch_transitions;
+        let n = self.learning.config.online.batch_transitions;
         let rest = self.pending.split_off(n);
         let rows = std::mem::replace(&mut self.pending, rest);
         let next_observations: Vec<Observation> = rows
@@ -344,81 +391,23 @@ impl OnlinePpo {
             next_observations,
             finished: Vec::new(),
         };
+        let learning = &mut self.learning;
         let (batch, _) = gae_batch(
-            &mut self.policy,
-            &self.config,
+            &mut learning.policy,
+            &learning.config,
             &mut self.reward_scale,
             &rollout,
         );
-        self.apply(&batch, self.config.ppo.value_coef)
+        let value_coef = learning.config.ppo.value_coef;
+        learning.update(&batch, value_coef)
     }
-
-    fn apply(&mut self, batch: &ppo::Batch, value_coef: f32) -> Option<GaussianMlpPolicy> {
-        apply_update(
-            &mut self.policy,
-            &mut self.adam,
-            &mut self.rng,
-            &mut self.counters,
-            &self.config,
-            batch,
-            value_coef,
-        )
-    }
-}
-
-/// One PPO update at the online step size; the new weights, one version
-/// up, unless it rolled back.
-fn apply_update(
-    policy: &mut GaussianMlpPolicy,
-    adam: &mut Adam,
-    rng: &mut ChaCha8Rng,
-    counters: &mut LearnerCounters,
-    config: &TrainConfig,
-    batch: &ppo::Batch,
-    value_coef: f32,
-) -> Option<GaussianMlpPolicy> {
-    if batch.is_empty() {
-        return None;
-    }
-    let ppo_config = ppo::PpoConfig {
-        value_coef,
-        ..config.ppo.clone()
-    };
-    let stats = ppo::update(
-        policy,
-        adam,
-        batch,
-        &ppo_config,
-        config.online.learning_rate,
-        rng,
-    );
-    counters.used += batch.len() as u64;
-    counters.last_update = Some(stats.clone());
-    if stats.rolled_back || stats.minibatch_steps == 0 {
-        counters.rolled_back += u64::from(stats.rolled_back);
-        return None;
-    }
-    counters.updates += 1;
-    policy.set_version(policy.version() + 1);
-    Some(policy.clone())
 }
 
 impl OnlineLearner for OnlinePpo {
     type Policy = GaussianMlpPolicy;
 
     fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
-        self.counters.received += 1;
-        if !usable(&t) {
-            self.counters.unusable += 1;
-            self.cut();
-            return None;
-        }
-        let behind = self
-            .policy
-            .version()
-            .saturating_sub(t.provenance.policy_version);
-        if behind > self.config.online.max_staleness {
-            self.counters.stale += 1;
+        if !self.learning.admit(&t) {
             self.cut();
             return None;
         }
@@ -430,17 +419,17 @@ impl OnlineLearner for OnlinePpo {
         }
         self.pending.push(t);
         // One beyond the batch: its observation is the last row's next.
-        (self.pending.len() > self.config.online.batch_transitions)
+        (self.pending.len() > self.learning.config.online.batch_transitions)
             .then(|| self.update())
             .flatten()
     }
 
     fn recover(&mut self, published: &GaussianMlpPolicy) {
-        self.policy = published.clone();
+        self.learning.policy = published.clone();
     }
 
     fn counters(&self) -> LearnerCounters {
-        self.counters.clone()
+        self.learning.counters.clone()
     }
 }
 
@@ -452,72 +441,56 @@ impl OnlineLearner for OnlinePpo {
 /// advantage. No critic. A group an episode of which lost transitions is
 /// discarded whole: its baseline would be wrong.
 pub struct OnlineGrpo {
-    pub policy: GaussianMlpPolicy,
-    config: TrainConfig,
-    adam: Adam,
-    rng: ChaCha8Rng,
+    learning: Learning,
     /// Finished episodes by group, and whether each is whole.
     groups: BTreeMap<u64, Vec<(Vec<Transition>, bool)>>,
     episode: Vec<Transition>,
     episode_whole: bool,
-    counters: LearnerCounters,
 }
 
 impl OnlineGrpo {
     pub fn new(policy: GaussianMlpPolicy, config: TrainConfig) -> Self {
-        let adam = Adam::new(
-            config.online.learning_rate,
-            &[
-                policy.actor.params().len(),
-                policy.log_std.len(),
-                policy.critic.params().len(),
-            ],
-        );
         Self {
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0411_6290),
-            policy,
-            config,
-            adam,
+            learning: Learning::new(policy, config, None, 0x0411_6290),
             groups: BTreeMap::new(),
             episode: Vec::new(),
             episode_whole: true,
-            counters: LearnerCounters::default(),
         }
     }
 
     fn finish_episode(&mut self) -> Option<GaussianMlpPolicy> {
         let episode = std::mem::take(&mut self.episode);
         let whole = std::mem::replace(&mut self.episode_whole, true);
-        let group_id = episode.first()?.provenance.group_id?;
+        let learning = &mut self.learning;
+        let group = learning.config.group;
+        let Some(group_id) = episode.first().and_then(|t| t.provenance.group_id) else {
+            // Not run as part of a group (`episodes_per_start` is 1).
+            learning.counters.broken += 1;
+            return None;
+        };
         // Groups older than this one can no longer be completed.
         let older: Vec<u64> = self.groups.range(..group_id).map(|(k, _)| *k).collect();
         for k in older {
             self.groups.remove(&k);
-            self.counters.broken += 1;
+            learning.counters.broken += 1;
         }
         let members = self.groups.entry(group_id).or_default();
         members.push((episode, whole));
-        if members.len() < self.config.group {
+        if members.len() < group {
             return None;
         }
         let members = self.groups.remove(&group_id).expect("just filled");
-        if members.iter().any(|(_, whole)| !whole) {
-            self.counters.broken += 1;
-            return None;
-        }
         let returns: Vec<f32> = members
             .iter()
-            .map(|(e, _)| e.iter().map(|t| reward(&self.config, t)).sum())
+            .map(|(e, _)| e.iter().map(|t| reward(&learning.config, t)).sum())
             .collect();
-        if returns.iter().any(|r| !r.is_finite()) {
-            self.counters.broken += 1;
+        if members.iter().any(|(_, whole)| !whole) || returns.iter().any(|r| !r.is_finite()) {
+            learning.counters.broken += 1;
             return None;
         }
-        let per_episode = match self.config.group_baseline {
-            GroupBaseline::Normalized => {
-                advantage::group_normalized(&returns, self.config.group, 1e-6)
-            }
-            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, self.config.group),
+        let per_episode = match learning.config.group_baseline {
+            GroupBaseline::Normalized => advantage::group_normalized(&returns, group, 1e-6),
+            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
         };
         let mut transitions = Vec::new();
         let mut advantages = Vec::new();
@@ -535,10 +508,10 @@ impl OnlineGrpo {
             })
             .collect();
         let observations: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
-        let rows = normalized(&self.policy, &observations);
+        let rows = normalized(&learning.policy, &observations);
         let zeros = vec![0.0; transitions.len()];
         let batch = batch_rows(
-            &self.policy,
+            &learning.policy,
             &transitions,
             &rows,
             &keep,
@@ -546,15 +519,7 @@ impl OnlineGrpo {
             &zeros,
             &zeros,
         );
-        apply_update(
-            &mut self.policy,
-            &mut self.adam,
-            &mut self.rng,
-            &mut self.counters,
-            &self.config,
-            &batch,
-            0.0,
-        )
+        learning.update(&batch, 0.0)
     }
 }
 
@@ -562,27 +527,16 @@ impl OnlineLearner for OnlineGrpo {
     type Policy = GaussianMlpPolicy;
 
     fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
-        self.counters.received += 1;
         if let Some(last) = self.episode.last()
             && last.provenance.episode_id != t.provenance.episode_id
         {
             // The end of the last episode never arrived.
             self.episode.clear();
             self.episode_whole = true;
-            self.counters.broken += 1;
+            self.learning.counters.broken += 1;
         }
-        let behind = self
-            .policy
-            .version()
-            .saturating_sub(t.provenance.policy_version);
-        let expected_step = self.episode.len() as u32;
-        if !usable(&t) {
-            self.counters.unusable += 1;
-            self.episode_whole = false;
-        } else if behind > self.config.online.max_staleness {
-            self.counters.stale += 1;
-            self.episode_whole = false;
-        } else if t.provenance.step != expected_step || t.provenance.group_id.is_none() {
+        let in_step = t.provenance.step == self.episode.len() as u32;
+        if !self.learning.admit(&t) || !in_step || t.provenance.group_id.is_none() {
             self.episode_whole = false;
         }
         let ended = t.terminated || t.truncated;
@@ -591,10 +545,10 @@ impl OnlineLearner for OnlineGrpo {
     }
 
     fn recover(&mut self, published: &GaussianMlpPolicy) {
-        self.policy = published.clone();
+        self.learning.policy = published.clone();
     }
 
     fn counters(&self) -> LearnerCounters {
-        self.counters.clone()
+        self.learning.counters.clone()
     }
 }

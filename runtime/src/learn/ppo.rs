@@ -252,6 +252,19 @@ pub fn loss_and_grad(
     }
 }
 
+/// Adam over the parameter groups `update` steps, in its order: actor,
+/// log-std, critic.
+pub fn optimizer(policy: &GaussianMlpPolicy, learning_rate: f64) -> Adam {
+    Adam::new(
+        learning_rate,
+        &[
+            policy.actor.params().len(),
+            policy.log_std.len(),
+            policy.critic.params().len(),
+        ],
+    )
+}
+
 /// Epochs × minibatches of PPO on `batch`. Rows are shuffled with `rng`, so
 /// the update is a deterministic function of (weights, batch, rng state).
 /// A non-finite loss or gradient stops the update and restores the weights

@@ -117,14 +117,7 @@ impl Trainer {
             SimEnv::Pendulum(_) => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
         };
         let policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)?;
-        let adam = Adam::new(
-            config.ppo.learning_rate,
-            &[
-                policy.actor.params().len(),
-                policy.log_std.len(),
-                policy.critic.params().len(),
-            ],
-        );
+        let adam = ppo::optimizer(&policy, config.ppo.learning_rate);
         let collector = Collector::new(
             VecEnv::new(envs, config.seed, config.threads),
             spec.name.clone(),
