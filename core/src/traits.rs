@@ -102,12 +102,15 @@ pub trait Policy {
     ) -> Result<Vec<PolicyOutput>, PolicyError>;
 
     /// Log-probability, entropy and value of given actions under the current
-    /// weights, for learners.
+    /// weights, for learners. Policies that only act (scripted, replayed,
+    /// trivial ones) keep this default.
     fn evaluate(
         &self,
-        observations: &[Observation],
-        actions: &[ActionChunk],
-    ) -> Result<Vec<Evaluation>, PolicyError>;
+        _observations: &[Observation],
+        _actions: &[ActionChunk],
+    ) -> Result<Vec<Evaluation>, PolicyError> {
+        Err(PolicyError::Unsupported("evaluate"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

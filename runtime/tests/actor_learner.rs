@@ -3,6 +3,8 @@
 //! weights. Lockstep runs are deterministic; a learner that panics or
 //! diverges never stops the loop nor reaches the robot.
 
+mod common;
+
 use cerebellum_core::{Policy, Robot, SimClock, Transition};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_runtime::control_loop::{
@@ -13,12 +15,9 @@ use cerebellum_runtime::learn::TrainConfig;
 use cerebellum_runtime::learn::online::{
     LearnerCounters, LearnerStatus, LearnerThread, OnlineGrpo, OnlineLearner, OnlinePpo, Pace,
 };
-use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv, TaskKind};
+use cerebellum_sim::{EnvConfig, SimEnv, TaskKind};
+use common::{log_bytes, so101};
 use std::sync::Arc;
-
-fn so101() -> Arc<ArmModel> {
-    ArmModel::load(&cerebellum_sim::so101_urdf(), &ArmOptions::default()).unwrap()
-}
 
 fn train_config(batch: usize) -> TrainConfig {
     let mut config = TrainConfig::for_task(TaskKind::Reach);
@@ -85,14 +84,6 @@ fn run_with<L: OnlineLearner<Policy = GaussianMlpPolicy>>(
     drop(sink);
     let status = thread.join();
     (log, control.stats.summary(), status, loop_version)
-}
-
-fn log_bytes(log: &[Transition]) -> Vec<u8> {
-    let mut log = log.to_vec();
-    for t in &mut log {
-        t.wall_time = 0.0;
-    }
-    serde_json::to_vec(&log).unwrap()
 }
 
 #[test]

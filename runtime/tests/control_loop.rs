@@ -3,22 +3,21 @@
 //! non-finite actions and weights, a slow policy) never reaching the robot
 //! as an unchecked command nor stopping the loop.
 
+mod common;
+
 use cerebellum_core::{
-    Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, PolicyOutput, ResetRequest,
-    Robot, RobotError, RobotSpec, Sampling, SimClock, StepOutcome, Transition, WallClock,
+    Action, ActionChunk, Observation, Policy, PolicyError, PolicyOutput, ResetRequest, Robot,
+    RobotError, RobotSpec, Sampling, SimClock, StepOutcome, WallClock,
 };
 use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy};
 use cerebellum_runtime::control_loop::{
     CheckedWeights, ControlLoop, Inference, LoopConfig, PolicySlot,
 };
 use cerebellum_runtime::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
-use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv};
+use cerebellum_sim::{EnvConfig, SimEnv};
+use common::{log_bytes, so101};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn so101() -> Arc<ArmModel> {
-    ArmModel::load(&cerebellum_sim::so101_urdf(), &ArmOptions::default()).unwrap()
-}
 
 fn reach_env() -> SimEnv {
     SimEnv::new(EnvConfig::default(), Some(so101())).unwrap()
@@ -44,15 +43,6 @@ fn config(episodes: u64) -> LoopConfig {
         robot_id: "arm0".into(),
         episodes_per_start: 1,
     }
-}
-
-/// Wall-clock fields aside, the transition log as bytes.
-fn log_bytes(log: &[Transition]) -> Vec<u8> {
-    let mut log = log.to_vec();
-    for t in &mut log {
-        t.wall_time = 0.0;
-    }
-    serde_json::to_vec(&log).unwrap()
 }
 
 #[test]
@@ -185,14 +175,6 @@ impl Policy for WildPolicy {
             })
             .collect())
     }
-
-    fn evaluate(
-        &self,
-        _: &[Observation],
-        _: &[ActionChunk],
-    ) -> Result<Vec<Evaluation>, PolicyError> {
-        Err(PolicyError::Unsupported("evaluate"))
-    }
 }
 
 #[test]
@@ -307,14 +289,6 @@ impl Policy for SlowPolicy {
             })
             .collect())
     }
-
-    fn evaluate(
-        &self,
-        _: &[Observation],
-        _: &[ActionChunk],
-    ) -> Result<Vec<Evaluation>, PolicyError> {
-        Err(PolicyError::Unsupported("evaluate"))
-    }
 }
 
 #[test]
@@ -385,14 +359,6 @@ impl Policy for SweepPolicy {
                 }
             })
             .collect())
-    }
-
-    fn evaluate(
-        &self,
-        _: &[Observation],
-        _: &[ActionChunk],
-    ) -> Result<Vec<Evaluation>, PolicyError> {
-        Err(PolicyError::Unsupported("evaluate"))
     }
 }
 

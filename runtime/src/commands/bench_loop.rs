@@ -6,8 +6,7 @@ use crate::control_loop::{CheckedWeights, ControlLoop, Inference, LoopConfig, No
 use crate::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
 use crate::learn::ppo::{self, Batch, PpoConfig};
 use cerebellum_core::{
-    Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, PolicyOutput, Robot,
-    Sampling, WallClock,
+    Action, ActionChunk, Observation, Policy, PolicyError, PolicyOutput, Robot, Sampling, WallClock,
 };
 use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv};
@@ -73,14 +72,6 @@ impl Policy for HoldPolicy {
                 log_prob: None,
             })
             .collect())
-    }
-
-    fn evaluate(
-        &self,
-        _: &[Observation],
-        _: &[ActionChunk],
-    ) -> Result<Vec<Evaluation>, PolicyError> {
-        Err(PolicyError::Unsupported("evaluate"))
     }
 }
 
