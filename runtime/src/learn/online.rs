@@ -240,10 +240,6 @@ impl LearnerThread {
             .clone()
     }
 
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
     /// Waits for the thread to end (drop the sink first) and returns the
     /// final status.
     pub fn join(mut self) -> LearnerStatus {
