@@ -174,6 +174,20 @@ pub struct RobotSpec {
 }
 
 impl RobotSpec {
+    /// Both specs are well formed (limits per element, lower ≤ upper) and
+    /// the control rate is a positive number.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.observation.validate()?;
+        self.action.validate()?;
+        if !(self.control_rate_hz.is_finite() && self.control_rate_hz > 0.0) {
+            return Err(SpecError::Malformed(format!(
+                "robot `{}` has control rate {} Hz",
+                self.name, self.control_rate_hz
+            )));
+        }
+        Ok(())
+    }
+
     pub fn control_period(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(1.0 / self.control_rate_hz)
     }

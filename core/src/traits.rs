@@ -43,6 +43,34 @@ pub trait Robot {
     /// one control period; a real robot returns as soon as the command is
     /// sent. A command that fails the spec is refused and nothing moves.
     fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError>;
+
+    /// The version of the policy weights that planned the next command; a
+    /// robot over the wire stamps it on the command (the loop calls this
+    /// before `apply`). In-process robots ignore it.
+    fn set_policy_version(&mut self, _version: u64) {}
+}
+
+/// A robot chosen at run time (`--robot sim` or `--robot zenoh:…`).
+impl<R: Robot + ?Sized> Robot for Box<R> {
+    fn spec(&self) -> &RobotSpec {
+        (**self).spec()
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        (**self).reset(request)
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        (**self).observe()
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        (**self).apply(command)
+    }
+
+    fn set_policy_version(&mut self, version: u64) {
+        (**self).set_policy_version(version)
+    }
 }
 
 /// How a policy should choose actions.

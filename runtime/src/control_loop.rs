@@ -706,6 +706,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         }
         let checked = self.envelope.check(proposed, measured);
         self.stats.envelope = self.envelope.counters();
+        self.robot.set_policy_version(self.chunk.version);
         let result = self.robot.apply(&checked.command);
         self.stats
             .tick_latency_us
@@ -761,6 +762,13 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         if !sink.push(transition) {
             self.stats.counters.dropped_transitions += 1;
         }
+    }
+
+    /// Uses `button` as the loop's e-stop (one created before the loop, for
+    /// a zenoh subscriber that must exist before the robot is connected).
+    pub fn with_estop_button(mut self, button: EStopButton) -> Self {
+        self.estop_button = button;
+        self
     }
 
     /// A handle on the loop's e-stop for the operator's side.

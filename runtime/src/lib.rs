@@ -8,4 +8,5 @@ pub mod episodes;
 pub mod learn;
 pub mod recorder;
 pub mod report;
+pub mod robots;
 pub mod tick;

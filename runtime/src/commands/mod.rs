@@ -7,6 +7,7 @@ mod bench_physics;
 mod bench_train;
 mod eval;
 mod run;
+mod serve_sim;
 mod sim;
 mod train;
 mod train_online;
@@ -40,6 +41,7 @@ pub enum Command {
     Train(train::TrainArgs),
     Eval(eval::EvalArgs),
     Run(run::RunArgs),
+    ServeSim(serve_sim::ServeSimArgs),
     Sim(sim::SimArgs),
     Bench(bench::BenchArgs),
 }
@@ -50,6 +52,7 @@ impl Command {
             Command::Train(args) => train::run(args),
             Command::Eval(args) => eval::run(args),
             Command::Run(args) => run::run(args),
+            Command::ServeSim(args) => serve_sim::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Bench(args) => bench::run(args),
         }

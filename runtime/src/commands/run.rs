@@ -1,12 +1,13 @@
 //! `cerebellum run`: the control loop in wall time with a trained policy.
 
 use super::print_json;
-use crate::control_loop::{ControlLoop, Inference, LoopConfig, NoSink, PolicySlot};
+use crate::control_loop::{ControlLoop, EStopButton, Inference, LoopConfig, NoSink, PolicySlot};
 use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
 use crate::learn::TrainConfig;
 use crate::learn::trainer::make_envs;
 use crate::recorder::EpisodeRecorder;
-use cerebellum_core::{Robot, WallClock};
+use crate::robots::{RobotChoice, ZenohArgs};
+use cerebellum_core::{Clock, Robot, SimClock, WallClock};
 use cerebellum_policies::checkpoint;
 use clap::{Args, ValueEnum};
 use serde_json::json;
@@ -24,6 +25,11 @@ use std::time::Duration;
 ///
 ///   cerebellum run --checkpoint runs/reach0 --robot sim --duration 20 --json
 ///
+/// The same command drives a robot over zenoh (real firmware, or
+/// `cerebellum serve-sim`): only `--robot` changes.
+///
+///   cerebellum run --checkpoint runs/reach0 --robot zenoh:tcp/127.0.0.1:7447/arm0
+///
 /// Limits beyond the robot spec's (joint speeds, per-tick steps, an
 /// end-effector box, the stale-observation watchdog, a safe pose) come from
 /// `--envelope FILE.toml` (see docs/safety.md).
@@ -33,10 +39,17 @@ pub struct RunArgs {
     /// The run directory holding checkpoint.safetensors and contract.json.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// The robot: `sim` (the simulated arm, in process). Robots over zenoh
-    /// arrive with the firmware bridge.
+    /// The robot: `sim` (the simulated arm, in process) or
+    /// `zenoh:tcp/HOST:PORT[/ROBOT]` (firmware or `serve-sim` over zenoh).
     #[arg(long, default_value = "sim")]
-    pub robot: String,
+    pub robot: RobotChoice,
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
+    /// `wall`: hold the control rate (deployment). `sim`: tick as fast as
+    /// the robot answers, with every result reproducible (the simulator,
+    /// or `serve-sim --lockstep`).
+    #[arg(long, value_enum, default_value_t = ClockMode::Wall)]
+    pub clock: ClockMode,
     /// The task to run in the simulation [default: the one the checkpoint
     /// was trained on]; the contract check refuses a task whose robot spec
     /// differs.
@@ -67,6 +80,12 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClockMode {
+    Wall,
+    Sim,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum InferenceMode {
     Inline,
@@ -74,11 +93,6 @@ pub enum InferenceMode {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.robot == "sim",
-        "--robot {}: only `sim` is available so far (robots over zenoh come with the firmware bridge)",
-        args.robot
-    );
     anyhow::ensure!(
         args.duration.is_finite() && args.duration > 0.0,
         "--duration must be a positive number of seconds"
@@ -88,7 +102,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
     let task = args.task.unwrap_or_else(|| config.task_kind());
     let (env_config, model) = config.robot.load(task)?;
-    let robot = make_envs(&env_config, model.clone(), 1)?.remove(0);
+    let estop = EStopButton::default();
+    let robot = connect_robot(
+        &args.robot,
+        &args.zenoh,
+        &env_config,
+        model.clone(),
+        &contract.spec,
+        &estop,
+    )?;
     let spec = robot.spec().clone();
     let (policy, _) = checkpoint::load(&args.checkpoint, Some(&spec))?;
     let envelope_config: EnvelopeConfig = match &args.envelope {
@@ -103,7 +125,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let envelope = SafetyEnvelope::new(&spec, envelope_config, fk)
         .map_err(|e| anyhow::anyhow!("envelope: {e}"))?;
     let period = spec.control_period();
-    let clock = WallClock::new(period, Duration::from_micros(200));
     let slot = PolicySlot::new(policy);
     let inference = match args.inference {
         InferenceMode::Inline => Inference::inline(slot),
@@ -114,20 +135,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         stochastic: args.sample,
         max_episodes: args.episodes,
         max_ticks: Some((args.duration / period.as_secs_f64()).ceil() as u64),
-        inference_deadline: Some(LoopConfig::deadline_for(period)),
-        robot_id: spec.name.clone(),
+        inference_deadline: (args.clock == ClockMode::Wall)
+            .then(|| LoopConfig::deadline_for(period)),
+        robot_id: robot_id(&args.robot, &args.zenoh, &spec),
         episodes_per_start: 1,
     };
-    let mut control = ControlLoop::new(robot, clock, inference, envelope, loop_config);
     let mut recorder = match &args.record {
         Some(dir) => Some(EpisodeRecorder::create(dir, &spec)?),
         None => None,
     };
-    match recorder.as_mut() {
-        Some(r) => control.run(r)?,
-        None => control.run(&mut NoSink)?,
-    }
-    let summary = control.stats.summary();
+    let summary = match args.clock {
+        ClockMode::Wall => drive(
+            robot,
+            WallClock::new(period, Duration::from_micros(200)),
+            inference,
+            envelope,
+            loop_config,
+            estop,
+            recorder.as_mut(),
+        )?,
+        ClockMode::Sim => drive(
+            robot,
+            SimClock::new(period),
+            inference,
+            envelope,
+            loop_config,
+            estop,
+            recorder.as_mut(),
+        )?,
+    };
     if let Some(error) = recorder.as_ref().and_then(|r| r.error.clone()) {
         eprintln!("warning: {error}");
     }
@@ -149,8 +185,74 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut report = serde_json::to_value(&summary)?;
         report["command"] = json!("run");
         report["control_rate_hz"] = json!(spec.control_rate_hz);
+        report["robot"] = json!(args.robot.to_string());
         report["recorded_episodes"] = json!(recorder.as_ref().map(|r| r.episodes_written));
         print_json(&report);
     }
     Ok(())
+}
+
+fn drive<C: Clock>(
+    robot: Box<dyn Robot + Send>,
+    clock: C,
+    inference: Inference<cerebellum_policies::GaussianMlpPolicy>,
+    envelope: SafetyEnvelope,
+    config: LoopConfig,
+    estop: EStopButton,
+    recorder: Option<&mut EpisodeRecorder>,
+) -> anyhow::Result<crate::control_loop::LoopSummary> {
+    let mut control =
+        ControlLoop::new(robot, clock, inference, envelope, config).with_estop_button(estop);
+    match recorder {
+        Some(r) => control.run(r)?,
+        None => control.run(&mut NoSink)?,
+    }
+    Ok(control.stats.summary())
+}
+
+/// The id transitions are stamped with: the zenoh robot's, or the spec's
+/// name in simulation.
+pub(crate) fn robot_id(
+    choice: &RobotChoice,
+    zenoh: &ZenohArgs,
+    spec: &cerebellum_core::RobotSpec,
+) -> String {
+    match choice {
+        RobotChoice::Sim => spec.name.clone(),
+        RobotChoice::Zenoh(address) => address
+            .robot
+            .clone()
+            .unwrap_or_else(|| zenoh.robot_id.clone()),
+    }
+}
+
+/// The robot `--robot` names: the simulator built from the run's config,
+/// or a robot over zenoh that must announce `expected` (the contract's
+/// spec); its e-stop messages press `estop`.
+pub(crate) fn connect_robot(
+    choice: &RobotChoice,
+    zenoh: &ZenohArgs,
+    env_config: &cerebellum_sim::EnvConfig,
+    model: Option<Arc<cerebellum_sim::ArmModel>>,
+    expected: &cerebellum_core::RobotSpec,
+    estop: &EStopButton,
+) -> anyhow::Result<Box<dyn Robot + Send>> {
+    Ok(match choice {
+        RobotChoice::Sim => Box::new(make_envs(env_config, model, 1)?.remove(0)),
+        RobotChoice::Zenoh(address) => {
+            let button = estop.clone();
+            let hooks = cerebellum_firmware_bridge::client::ClientHooks {
+                on_estop: Some(Box::new(move |engaged, reason| {
+                    if engaged {
+                        tracing::warn!("e-stop from the wire: {reason}");
+                        button.press();
+                    } else {
+                        button.clear();
+                    }
+                })),
+                on_teleop: None,
+            };
+            Box::new(zenoh.connect(address, expected, hooks)?)
+        }
+    })
 }

@@ -1,0 +1,622 @@
+//! `ZenohRobot`: a `Robot` reached over zenoh, so the control loop drives a
+//! robot across the network exactly as it drives the in-process simulator.
+//!
+//! On connect it waits for the robot's `Meta` and checks its spec against
+//! the one the caller expects (the policy's contract). Each tick `observe`
+//! returns the newest checked `State` (with its camera frames), and `apply`
+//! sends one envelope-checked command that expires a few periods later. A
+//! robot that falls silent is reported lost (`observe`/`apply` fail, so the
+//! loop's watchdog holds); when it speaks again the episode in progress is
+//! ended as truncated and the loop resets it.
+
+use crate::inbox::{Inbox, InboxCounters, Outbox};
+use crate::keys::RobotKeys;
+use crate::protocol::{
+    self, Body, Command, Floats, Frame, Header, Kind, PROTOCOL_VERSION, Reset, TeleopPhase,
+};
+use crate::session::{SessionConfig, boot_id, monotonic_now};
+use cerebellum_core::{
+    Action, Image, Observation, ResetRequest, RewardComponents, Robot, RobotError, RobotSpec,
+    StepOutcome,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use zenoh::Wait;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub session: SessionConfig,
+    pub keys: RobotKeys,
+    /// How long `connect` waits for the robot's `Meta`.
+    pub meta_timeout: Duration,
+    /// How long a reset (and, in lockstep, a step) may take.
+    pub reply_timeout: Duration,
+    /// Nothing heard from the robot for this long: it is lost.
+    pub lost_after: Duration,
+    /// A `State` slower than the fastest recent one by more than this is
+    /// stale (dropped and counted).
+    pub max_state_age: Duration,
+    /// Commands expire this many control periods after the newest state.
+    pub command_ttl_periods: u32,
+    /// The spec the robot must announce (the policy's contract).
+    pub expected_spec: Option<RobotSpec>,
+}
+
+impl ClientConfig {
+    pub fn new(session: SessionConfig, keys: RobotKeys) -> Self {
+        Self {
+            session,
+            keys,
+            meta_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(5),
+            lost_after: Duration::from_millis(300),
+            max_state_age: Duration::from_millis(100),
+            command_ttl_periods: 3,
+            expected_spec: None,
+        }
+    }
+}
+
+/// Callbacks for what operators publish on the robot's keys; they run on
+/// zenoh's thread and must be quick (press a button, store a command).
+#[derive(Default)]
+pub struct ClientHooks {
+    pub on_estop: Option<Box<dyn Fn(bool, &str) + Send + Sync>>,
+    pub on_teleop: Option<Box<dyn Fn(TeleopPhase, &[f32]) + Send + Sync>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error("zenoh: {0}")]
+    Zenoh(String),
+    #[error(
+        "no Meta from robot `{robot}` on {key} within {timeout:?}: is `cerebellum serve-sim` (or the firmware) running and reachable at {endpoints:?}?"
+    )]
+    NoMeta {
+        robot: String,
+        key: String,
+        timeout: Duration,
+        endpoints: Vec<String>,
+    },
+    #[error("robot `{robot}` announced a spec that is not valid JSON: {reason}")]
+    BadMeta { robot: String, reason: String },
+    #[error(
+        "robot `{robot}` does not match the policy's contract: {difference}. Serve the task the policy was trained on (or retrain)."
+    )]
+    SpecMismatch { robot: String, difference: String },
+}
+
+/// What a client counted.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ClientStats {
+    pub inbox: InboxCounters,
+    pub commands_sent: u64,
+    /// States whose values broke the robot's spec (never handed on).
+    pub out_of_spec: u64,
+    /// Times the robot fell silent, and times it came back.
+    pub lost: u64,
+    pub recovered: u64,
+    /// Steps the robot reported holding position on its own.
+    pub robot_holds: u64,
+}
+
+#[derive(Clone, Debug)]
+struct StateIn {
+    seq: u32,
+    stamp: f64,
+    episode: u32,
+    applied_command: u32,
+    values: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+struct EventIn {
+    episode: u32,
+    reward: Option<f32>,
+    terminated: bool,
+    truncated: bool,
+    success: Option<bool>,
+}
+
+struct MetaIn {
+    control_rate_hz: f64,
+    lockstep: bool,
+    spec_json: String,
+}
+
+struct Shared {
+    inbox: Inbox,
+    meta: Option<MetaIn>,
+    state: Option<StateIn>,
+    images: BTreeMap<String, (u32, Image)>,
+    events: Vec<EventIn>,
+    ack: Option<(u32, String)>,
+    last_heard: f64,
+    /// The e-stop state last reported to the hook.
+    estop: bool,
+    stats: ClientStats,
+}
+
+/// A robot across zenoh.
+pub struct ZenohRobot {
+    config: ClientConfig,
+    spec: RobotSpec,
+    lockstep: bool,
+    period: f64,
+    session: zenoh::Session,
+    _subscriber: zenoh::pubsub::Subscriber<()>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
+    outbox: Outbox,
+    boot: u32,
+    episode: u32,
+    instruction: Option<String>,
+    policy_version: u64,
+    lost: bool,
+}
+
+fn zenoh_error(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Zenoh(e.to_string())
+}
+
+impl ZenohRobot {
+    pub fn connect(config: ClientConfig, hooks: ClientHooks) -> Result<Self, ClientError> {
+        let session = crate::session::open(&config.session)?;
+        let keys = config.keys.clone();
+        let inbox = Inbox::new(
+            keys.clone(),
+            Some(config.max_state_age.as_secs_f64()),
+            &[Kind::State],
+        );
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                inbox,
+                meta: None,
+                state: None,
+                images: BTreeMap::new(),
+                events: Vec::new(),
+                ack: None,
+                last_heard: f64::NEG_INFINITY,
+                estop: false,
+                stats: ClientStats::default(),
+            }),
+            Condvar::new(),
+        ));
+        let subscriber = {
+            let shared = shared.clone();
+            session
+                .declare_subscriber(format!("{}/{}/**", keys.prefix, keys.robot))
+                .callback(move |sample| {
+                    let key = sample.key_expr().as_str();
+                    if key.ends_with("/command") {
+                        return; // our own commands
+                    }
+                    let bytes = sample.payload().to_bytes();
+                    receive(&shared, &hooks, key, &bytes);
+                })
+                .wait()
+                .map_err(zenoh_error)?
+        };
+        let meta = {
+            let (lock, ready) = &*shared;
+            let guard = lock.lock().expect("client lock");
+            let (guard, _) = ready
+                .wait_timeout_while(guard, config.meta_timeout, |s| s.meta.is_none())
+                .expect("client lock");
+            match &guard.meta {
+                Some(meta) => (meta.control_rate_hz, meta.lockstep, meta.spec_json.clone()),
+                None => {
+                    return Err(ClientError::NoMeta {
+                        robot: keys.robot.clone(),
+                        key: keys.meta(),
+                        timeout: config.meta_timeout,
+                        endpoints: config.session.connect.clone(),
+                    });
+                }
+            }
+        };
+        let (rate, lockstep, spec_json) = meta;
+        let spec: RobotSpec =
+            serde_json::from_str(&spec_json).map_err(|e| ClientError::BadMeta {
+                robot: keys.robot.clone(),
+                reason: e.to_string(),
+            })?;
+        spec.validate().map_err(|e| ClientError::BadMeta {
+            robot: keys.robot.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(expected) = &config.expected_spec
+            && let Some(difference) = spec_difference(expected, &spec)
+        {
+            return Err(ClientError::SpecMismatch {
+                robot: keys.robot.clone(),
+                difference,
+            });
+        }
+        if lockstep {
+            // A robot in lockstep speaks only when spoken to.
+            shared.0.lock().expect("client lock").inbox.max_age = None;
+        }
+        Ok(Self {
+            config,
+            spec,
+            lockstep,
+            period: 1.0 / rate,
+            session,
+            _subscriber: subscriber,
+            shared,
+            outbox: Outbox::default(),
+            boot: boot_id(),
+            episode: 0,
+            instruction: None,
+            policy_version: 0,
+            lost: false,
+        })
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        let shared = self.lock();
+        let mut stats = shared.stats.clone();
+        stats.inbox = shared.inbox.counters.clone();
+        stats
+    }
+
+    /// The robot steps only on commands (`serve-sim --lockstep`).
+    pub fn is_lockstep(&self) -> bool {
+        self.lockstep
+    }
+
+    pub fn robot_id(&self) -> &str {
+        &self.config.keys.robot
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.0.lock().expect("client lock")
+    }
+
+    fn send(&mut self, key: &str, body: Body) -> Result<u32, RobotError> {
+        let seq = self.outbox.next_seq(key);
+        let frame = Frame {
+            header: Header {
+                protocol: PROTOCOL_VERSION,
+                robot: &self.config.keys.robot,
+                boot: self.boot,
+                seq,
+                stamp: monotonic_now(),
+            },
+            body,
+        };
+        self.session
+            .put(key, protocol::encode_to_vec(&frame))
+            .congestion_control(zenoh::qos::CongestionControl::Drop)
+            .priority(zenoh::qos::Priority::RealTime)
+            .express(true)
+            .wait()
+            .map_err(|e| RobotError::Unavailable(format!("publish on {key}: {e}")))?;
+        Ok(seq)
+    }
+
+    /// Waits until `done` holds or `timeout` passes.
+    fn wait_for(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Shared) -> bool,
+    ) -> Option<MutexGuard<'_, Shared>> {
+        let (lock, ready) = &*self.shared;
+        let guard = lock.lock().expect("client lock");
+        let (guard, result) = ready
+            .wait_timeout_while(guard, timeout, |s| !done(s))
+            .expect("client lock");
+        (!result.timed_out()).then_some(guard)
+    }
+
+    /// Every camera's frame of the newest state has arrived (images follow
+    /// their state on their own keys).
+    fn frames_complete(&self, shared: &Shared) -> bool {
+        let Some(state) = &shared.state else {
+            return false;
+        };
+        self.spec.observation.cameras.iter().all(|camera| {
+            shared
+                .images
+                .get(&camera.name)
+                .is_some_and(|(seq, _)| *seq == state.seq)
+        })
+    }
+
+    fn heard_recently(&self, shared: &Shared) -> bool {
+        monotonic_now() - shared.last_heard <= self.config.lost_after.as_secs_f64()
+    }
+
+    fn observation(&self, shared: &Shared, state: &StateIn) -> Observation {
+        let images = self
+            .spec
+            .observation
+            .cameras
+            .iter()
+            .filter_map(|camera| shared.images.get(&camera.name).map(|(_, i)| i.clone()))
+            .collect();
+        Observation {
+            state: state.values.clone(),
+            images,
+            instruction: self.instruction.clone(),
+            timestamp: state.stamp,
+        }
+    }
+
+    fn lost_error(&mut self) -> RobotError {
+        if !self.lost {
+            self.lost = true;
+            self.lock().stats.lost += 1;
+            tracing::warn!(robot = self.robot_id(), "robot lost: nothing heard");
+        }
+        RobotError::Unavailable(format!(
+            "robot `{}` lost: nothing heard for over {:?}",
+            self.config.keys.robot, self.config.lost_after
+        ))
+    }
+}
+
+/// Where two specs differ, in words; `None` when they agree.
+fn spec_difference(expected: &RobotSpec, found: &RobotSpec) -> Option<String> {
+    if expected == found {
+        return None;
+    }
+    let names = |s: &RobotSpec| {
+        s.observation
+            .fields
+            .iter()
+            .map(|f| format!("{}[{}]", f.name, f.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(if expected.action != found.action {
+        format!(
+            "action spec differs (expected {} values, robot takes {})",
+            expected.action.len(),
+            found.action.len()
+        )
+    } else if expected.observation != found.observation {
+        format!(
+            "observation spec differs (expected {}; robot sends {})",
+            names(expected),
+            names(found)
+        )
+    } else {
+        format!(
+            "robot `{}` at {} Hz, expected `{}` at {} Hz",
+            found.name, found.control_rate_hz, expected.name, expected.control_rate_hz
+        )
+    })
+}
+
+/// The subscriber's side: check one sample and update the shared state.
+fn receive(shared: &Arc<(Mutex<Shared>, Condvar)>, hooks: &ClientHooks, key: &str, bytes: &[u8]) {
+    let (lock, ready) = &**shared;
+    let now = monotonic_now();
+    let mut s = lock.lock().expect("client lock");
+    let Some(frame) = s.inbox.accept(key, bytes, now) else {
+        return;
+    };
+    let from_robot = !matches!(frame.body.kind(), Kind::Teleop | Kind::EStop | Kind::Reset);
+    if from_robot {
+        s.last_heard = now;
+    }
+    // The e-stop reaches the hook from the operator's frame or, when the
+    // operator reaches only the robot (peers do not forward), from the
+    // robot's own latch in its state; each change is reported once.
+    let estop_change = match frame.body {
+        Body::EStop(estop) => Some((estop.engaged, estop.reason.to_owned())),
+        Body::State(state) => Some((state.estopped, "the robot reports its e-stop".to_owned())),
+        _ => None,
+    }
+    .filter(|(engaged, _)| *engaged != s.estop);
+    if let Some((engaged, _)) = &estop_change {
+        s.estop = *engaged;
+    }
+    match frame.body {
+        Body::State(state) => {
+            s.stats.robot_holds += u64::from(state.holding);
+            s.state = Some(StateIn {
+                seq: frame.header.seq,
+                stamp: frame.header.stamp,
+                episode: state.episode,
+                applied_command: state.applied_command,
+                values: state.values.iter().collect(),
+            });
+        }
+        Body::Image(image) => {
+            let value = Image {
+                camera: image.camera.to_owned(),
+                height: image.height as u32,
+                width: image.width as u32,
+                channels: image.channels as u32,
+                data: image.data.to_vec(),
+            };
+            s.images
+                .insert(image.camera.to_owned(), (image.state_seq, value));
+        }
+        Body::Episode(event) => s.events.push(EventIn {
+            episode: event.episode,
+            reward: event.reward,
+            terminated: event.terminated,
+            truncated: event.truncated,
+            success: event.success,
+        }),
+        Body::ResetAck(ack) => s.ack = Some((ack.episode, ack.instruction.to_owned())),
+        Body::Meta(meta) => {
+            s.meta = Some(MetaIn {
+                control_rate_hz: meta.control_rate_hz as f64,
+                lockstep: meta.lockstep,
+                spec_json: meta.spec_json.to_owned(),
+            })
+        }
+        Body::EStop(_) => {}
+        Body::Teleop(teleop) => {
+            let values: Vec<f32> = teleop.values.iter().collect();
+            drop(s);
+            if let Some(hook) = &hooks.on_teleop {
+                hook(teleop.phase, &values);
+            }
+            return;
+        }
+        Body::Heartbeat(_) | Body::Reset(_) | Body::Command(_) => {}
+    }
+    drop(s);
+    ready.notify_all();
+    if let (Some((engaged, reason)), Some(hook)) = (estop_change, &hooks.on_estop) {
+        hook(engaged, &reason);
+    }
+}
+
+impl Robot for ZenohRobot {
+    fn spec(&self) -> &RobotSpec {
+        &self.spec
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        let episode = self.episode.wrapping_add(1);
+        let key = self.config.keys.reset();
+        self.send(
+            &key,
+            Body::Reset(Reset {
+                episode,
+                seed: request.seed,
+            }),
+        )?;
+        let timeout = self.config.reply_timeout;
+        let answer = self
+            .wait_for(timeout, |s| {
+                s.ack.as_ref().is_some_and(|(e, _)| *e == episode)
+                    && s.state.as_ref().is_some_and(|st| st.episode == episode)
+                    && self.frames_complete(s)
+            })
+            .map(|mut shared| {
+                shared.events.retain(|e| e.episode > episode);
+                let instruction = shared.ack.as_ref().map(|(_, i)| i.clone());
+                (instruction, shared.state.clone().expect("waited for it"))
+            });
+        let Some((instruction, state)) = answer else {
+            return Err(RobotError::Unavailable(format!(
+                "robot `{}` did not acknowledge reset {episode} within {timeout:?}",
+                self.config.keys.robot
+            )));
+        };
+        self.episode = episode;
+        self.lost = false;
+        self.instruction = instruction.filter(|i| !i.is_empty());
+        let shared = self.lock();
+        let observation = self.observation(&shared, &state);
+        drop(shared);
+        self.spec.observation.check(&observation)?;
+        Ok(observation)
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        let shared = self.lock();
+        if !self.heard_recently(&shared) || self.lost {
+            drop(shared);
+            return Err(self.lost_error());
+        }
+        let Some(state) = shared.state.clone() else {
+            return Err(RobotError::Unavailable("no state received yet".into()));
+        };
+        if state.episode != self.episode {
+            return Err(RobotError::Other(format!(
+                "state of episode {} while in episode {}",
+                state.episode, self.episode
+            )));
+        }
+        let observation = self.observation(&shared, &state);
+        drop(shared);
+        if let Err(e) = self.spec.observation.check(&observation) {
+            self.lock().stats.out_of_spec += 1;
+            return Err(e.into());
+        }
+        Ok(observation)
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        if self.lost {
+            let back = self.heard_recently(&self.lock());
+            if !back {
+                return Err(self.lost_error());
+            }
+            // The robot is back, but the episode in progress is gone (it
+            // may have restarted): end it so the loop resets.
+            self.lost = false;
+            self.lock().stats.recovered += 1;
+            tracing::info!(robot = self.robot_id(), "robot back; episode cut");
+            return Ok(StepOutcome {
+                truncated: true,
+                ..StepOutcome::default()
+            });
+        }
+        self.spec.action.check(command)?;
+        let (robot_now, episode) = {
+            let shared = self.lock();
+            let stamp = shared.state.as_ref().map_or(0.0, |s| s.stamp);
+            let now = shared.inbox.robot_now(monotonic_now()).unwrap_or(stamp);
+            (now.max(stamp), self.episode)
+        };
+        let expires_at = robot_now + self.config.command_ttl_periods as f64 * self.period;
+        let key = self.config.keys.command();
+        let body = Body::Command(Command {
+            episode,
+            policy_version: self.policy_version,
+            expires_at,
+            values: Floats::Values(&command.values),
+        });
+        let seq = self.send(&key, body)?;
+        let mut shared = if self.lockstep {
+            let timeout = self.config.reply_timeout;
+            match self.wait_for(timeout, |s| {
+                s.state
+                    .as_ref()
+                    .is_some_and(|st| st.episode != episode || st.applied_command == seq)
+                    && self.frames_complete(s)
+            }) {
+                Some(shared) => shared,
+                None => {
+                    return Err(RobotError::Unavailable(format!(
+                        "robot `{}` did not step within {timeout:?}",
+                        self.config.keys.robot
+                    )));
+                }
+            }
+        } else {
+            self.lock()
+        };
+        shared.stats.commands_sent += 1;
+        let mut outcome = StepOutcome::default();
+        let mut reward = None;
+        shared.events.retain(|event| {
+            if event.episode != episode {
+                return event.episode > episode;
+            }
+            if let Some(r) = event.reward {
+                *reward.get_or_insert(0.0) += r;
+            }
+            outcome.terminated |= event.terminated;
+            outcome.truncated |= event.truncated;
+            outcome.success = event.success.or(outcome.success);
+            false
+        });
+        if let Some(r) = reward {
+            outcome.rewards = RewardComponents::new().with(RewardComponents::TASK, r);
+        }
+        Ok(outcome)
+    }
+
+    fn set_policy_version(&mut self, version: u64) {
+        self.policy_version = version;
+    }
+}
+
+impl Drop for ZenohRobot {
+    fn drop(&mut self) {
+        let _ = self.session.close().wait();
+    }
+}
