@@ -410,6 +410,7 @@ fn receive(shared: &Arc<(Mutex<Shared>, Condvar)>, hooks: &ClientHooks, key: &st
     let estop_change = match frame.body {
         Body::EStop(estop) => Some((estop.engaged, estop.reason.to_owned())),
         Body::State(state) => Some((state.estopped, "the robot reports its e-stop".to_owned())),
+        Body::Heartbeat(beat) => Some((beat.estopped, "the robot reports its e-stop".to_owned())),
         _ => None,
     }
     .filter(|(engaged, _)| *engaged != s.estop);
@@ -605,7 +606,14 @@ impl Robot for ZenohRobot {
             false
         });
         if let Some(r) = reward {
-            outcome.rewards = RewardComponents::new().with(RewardComponents::TASK, r);
+            outcome.rewards.set(RewardComponents::TASK, r);
+        }
+        // At the end, the outcome as a reward component too, as simulated
+        // tasks give it.
+        if let Some(success) = outcome.success.filter(|_| outcome.done()) {
+            outcome
+                .rewards
+                .set(RewardComponents::SUCCESS, success as u8 as f32);
         }
         Ok(outcome)
     }

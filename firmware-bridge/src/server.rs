@@ -131,7 +131,6 @@ impl RobotServer {
             last_applied: 0,
             last_observation: None,
             estop: None,
-            virtual_time: 0.0,
         };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
@@ -254,8 +253,6 @@ struct Worker<R> {
     last_applied: u32,
     last_observation: Option<Observation>,
     estop: Option<String>,
-    /// Robot clock in lockstep: advances one period per step.
-    virtual_time: f64,
 }
 
 impl<R: Robot> Worker<R> {
@@ -451,12 +448,15 @@ impl<R: Robot> Worker<R> {
         };
         if let Some(seq) = applied_seq {
             self.last_applied = seq;
-            if self.config.lockstep {
-                // One step per command: the same command never steps twice.
-                self.command = None;
+        }
+        if self.config.lockstep {
+            // One step per command, and the state after it answers that
+            // command even when the robot held instead (e-stop): the
+            // runtime waits for exactly this answer.
+            if let Some(command) = self.command.take() {
+                self.last_applied = command.seq;
             }
         }
-        self.virtual_time += self.period().as_secs_f64();
         self.count(|s| {
             s.steps += 1;
             s.commands_applied += u64::from(!holding);

@@ -76,6 +76,12 @@ pub fn zenoh_config(config: &SessionConfig) -> Result<zenoh::Config, SessionErro
     }
     if !config.connect.is_empty() {
         set("connect/endpoints", json_list(&config.connect))?;
+        // A robot that restarts is found again within a fraction of a
+        // second, not zenoh's default of seconds.
+        set(
+            "connect/retry",
+            "{period_init_ms: 100, period_max_ms: 500, period_increase_factor: 2}".into(),
+        )?;
     }
     if let Some((user, password)) = &config.credentials {
         set(

@@ -78,7 +78,7 @@ impl Default for EnvelopeConfig {
             max_joint_velocity: Vec::new(),
             max_step_per_tick: Vec::new(),
             workspace: None,
-            stale_hold_ticks: 3,
+            stale_hold_ticks: 2,
             stale_safe_pose_ticks: 30,
             safe_pose: None,
         }

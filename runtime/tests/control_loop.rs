@@ -15,7 +15,7 @@ use cerebellum_runtime::control_loop::{
 };
 use cerebellum_runtime::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
 use cerebellum_sim::{EnvConfig, SimEnv};
-use common::{log_bytes, so101};
+use common::{SweepPolicy, log_bytes, so101};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -320,46 +320,6 @@ fn a_slow_policy_on_the_worker_is_not_waited_for() {
         s.tick_latency_max_us < 3 * period.as_micros() as u64,
         "{s:?}"
     );
-}
-
-/// Plans ten ticks ahead: joint 0 moves 0.02 rad further each tick.
-#[derive(Clone)]
-struct SweepPolicy;
-
-impl CheckedWeights for SweepPolicy {
-    fn weights_finite(&self) -> bool {
-        true
-    }
-}
-
-impl Policy for SweepPolicy {
-    fn version(&self) -> u64 {
-        1
-    }
-
-    fn act(
-        &mut self,
-        observations: &[Observation],
-        _: Sampling,
-    ) -> Result<Vec<PolicyOutput>, PolicyError> {
-        Ok(observations
-            .iter()
-            .map(|o| {
-                let actions = (1..=10)
-                    .map(|k| {
-                        let mut q = o.state[..6].to_vec();
-                        q[0] += 0.02 * k as f32;
-                        Action::new(q)
-                    })
-                    .collect();
-                PolicyOutput {
-                    chunk: ActionChunk { actions },
-                    sampled: None,
-                    log_prob: None,
-                }
-            })
-            .collect())
-    }
 }
 
 /// The simulated arm, keeping what it was sent.

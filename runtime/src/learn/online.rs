@@ -134,7 +134,10 @@ pub enum Pace {
     Lockstep,
 }
 
-/// The loop's end of the channel.
+/// The loop's end of the channel. A fleet clones it: one per loop, all
+/// feeding the same learner (in lockstep each push still waits for one
+/// acknowledgement, whichever loop's transition it was for).
+#[derive(Clone)]
 pub struct LearnerSink {
     sender: Sender<Transition>,
     /// Lockstep: one acknowledgement per transition, sent after the update

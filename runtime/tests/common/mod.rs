@@ -1,6 +1,11 @@
 //! Helpers the loop and actor/learner tests share.
 
-use cerebellum_core::Transition;
+#![allow(dead_code)] // each test binary uses its own share of the helpers
+
+use cerebellum_core::{
+    Action, ActionChunk, Observation, Policy, PolicyError, PolicyOutput, Sampling, Transition,
+};
+use cerebellum_runtime::control_loop::CheckedWeights;
 use cerebellum_sim::{ArmModel, ArmOptions};
 use std::sync::Arc;
 
@@ -15,4 +20,44 @@ pub fn log_bytes(log: &[Transition]) -> Vec<u8> {
         t.wall_time = 0.0;
     }
     serde_json::to_vec(&log).unwrap()
+}
+
+/// Plans ten ticks ahead: joint 0 moves 0.02 rad further each tick.
+#[derive(Clone)]
+pub struct SweepPolicy;
+
+impl CheckedWeights for SweepPolicy {
+    fn weights_finite(&self) -> bool {
+        true
+    }
+}
+
+impl Policy for SweepPolicy {
+    fn version(&self) -> u64 {
+        1
+    }
+
+    fn act(
+        &mut self,
+        observations: &[Observation],
+        _: Sampling,
+    ) -> Result<Vec<PolicyOutput>, PolicyError> {
+        Ok(observations
+            .iter()
+            .map(|o| {
+                let actions = (1..=10)
+                    .map(|k| {
+                        let mut q = o.state[..6].to_vec();
+                        q[0] += 0.02 * k as f32;
+                        Action::new(q)
+                    })
+                    .collect();
+                PolicyOutput {
+                    chunk: ActionChunk { actions },
+                    sampled: None,
+                    log_prob: None,
+                }
+            })
+            .collect())
+    }
 }
