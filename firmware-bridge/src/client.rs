@@ -163,8 +163,18 @@ fn zenoh_error(e: impl std::fmt::Display) -> ClientError {
 
 impl ZenohRobot {
     pub fn connect(config: ClientConfig, hooks: ClientHooks) -> Result<Self, ClientError> {
-        let session = crate::session::open(&config.session)?;
         let keys = config.keys.clone();
+        let no_meta = || ClientError::NoMeta {
+            robot: keys.robot.clone(),
+            key: keys.meta(),
+            timeout: config.meta_timeout,
+            endpoints: config.session.connect.clone(),
+        };
+        let mut session_config = config.session.clone();
+        session_config.connect_timeout = Some(config.meta_timeout);
+        // Nobody to connect to within the timeout is the same failure as
+        // nobody announcing the robot.
+        let session = crate::session::open(&session_config).map_err(|_| no_meta())?;
         let inbox = Inbox::new(
             keys.clone(),
             Some(config.max_state_age.as_secs_f64()),
@@ -207,14 +217,7 @@ impl ZenohRobot {
                 .expect("client lock");
             match &guard.meta {
                 Some(meta) => (meta.control_rate_hz, meta.lockstep, meta.spec_json.clone()),
-                None => {
-                    return Err(ClientError::NoMeta {
-                        robot: keys.robot.clone(),
-                        key: keys.meta(),
-                        timeout: config.meta_timeout,
-                        endpoints: config.session.connect.clone(),
-                    });
-                }
+                None => return Err(no_meta()),
             }
         };
         let (rate, lockstep, spec_json) = meta;

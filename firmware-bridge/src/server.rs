@@ -301,10 +301,12 @@ impl<R: Robot> Worker<R> {
             if self.config.lockstep {
                 let wait = Duration::from_secs_f64((next_heartbeat - now).clamp(0.0, 0.05));
                 match incoming.recv_timeout(wait) {
-                    Ok(message) => {
-                        let step = matches!(message, Incoming::Command(_));
-                        self.handle(message);
-                        for message in incoming.try_iter() {
+                    Ok(first) => {
+                        // Whatever else arrived meanwhile (a command right
+                        // behind a reset) is handled before stepping.
+                        let mut step = false;
+                        for message in std::iter::once(first).chain(incoming.try_iter()) {
+                            step |= matches!(message, Incoming::Command(_));
                             self.handle(message);
                         }
                         if step && self.episode_open {

@@ -9,12 +9,15 @@ use std::time::Instant;
 /// How a session joins the network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
-    /// Talks to the endpoints it connects to and accepts on its own.
-    #[default]
+    /// Talks to its direct peers only; what robots (servers) use.
     Peer,
     /// Routes for others (a fleet through one router).
     Router,
-    /// Reaches everything through a router.
+    /// Reaches everything through the session it connects to, which
+    /// forwards for it (a robot's peer session or a router): what the
+    /// runtime and operators use, so that an operator's e-stop and teleop
+    /// reach the runtime through the robot.
+    #[default]
     Client,
 }
 
@@ -39,6 +42,9 @@ pub struct SessionConfig {
     /// User name and password, checked by the other side's dictionary
     /// (zenoh's `transport/auth/usrpwd`).
     pub credentials: Option<(String, String)>,
+    /// How long a client keeps trying to reach its endpoints when opening
+    /// (default: one attempt).
+    pub connect_timeout: Option<std::time::Duration>,
     /// A zenoh configuration file (JSON5) applied first: access control
     /// rules, password dictionaries, TLS. The fields above override it.
     pub config_file: Option<PathBuf>,
@@ -78,6 +84,9 @@ pub fn zenoh_config(config: &SessionConfig) -> Result<zenoh::Config, SessionErro
         set("connect/endpoints", json_list(&config.connect))?;
         // A robot that restarts is found again within a fraction of a
         // second, not zenoh's default of seconds.
+        if let Some(timeout) = config.connect_timeout {
+            set("connect/timeout_ms", timeout.as_millis().to_string())?;
+        }
         set(
             "connect/retry",
             "{period_init_ms: 100, period_max_ms: 500, period_increase_factor: 2}".into(),

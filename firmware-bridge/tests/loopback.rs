@@ -103,6 +103,7 @@ fn keys() -> RobotKeys {
 
 fn serve(robot: PointRobot, endpoint: &str, lockstep: bool) -> RobotServer {
     let zenoh = session::open(&SessionConfig {
+        mode: session::Mode::Peer,
         listen: vec![endpoint.to_owned()],
         ..SessionConfig::default()
     })
@@ -146,7 +147,9 @@ fn lockstep_steps_once_per_command_and_answers_each() {
     arm.reset(&ResetRequest { seed: 1 }).unwrap();
     for i in 0..20 {
         let target = vec![0.01 * i as f32, -0.02 * i as f32];
-        arm.apply(&Action::new(target.clone())).unwrap();
+        if let Err(e) = arm.apply(&Action::new(target.clone())) {
+            panic!("{e}: server {:?} client {:?}", server.stats(), arm.stats());
+        }
         // The state after a lockstep apply is the one that command made.
         assert_eq!(arm.observe().unwrap().state, target);
     }

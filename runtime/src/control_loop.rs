@@ -152,6 +152,74 @@ impl EStopButton {
     }
 }
 
+/// Reward of the `intervention` component at the tick an operator takes
+/// over (RLIF, ALGORITHMS.md §3.4); every other tick of a loop with a
+/// teleop input carries 0.
+pub const INTERVENTION_PENALTY: f32 = -1.0;
+
+/// The teleoperator's takeover, fed from any thread (a zenoh subscriber, a
+/// console). While it is active the operator's command replaces the
+/// policy's (still through the envelope), the transitions are flagged as
+/// interventions (demonstrations), and the takeover tick carries the
+/// `intervention` reward.
+#[derive(Clone, Debug, Default)]
+pub struct TeleopInput(Arc<std::sync::Mutex<Takeover>>);
+
+#[derive(Debug, Default)]
+struct Takeover {
+    active: bool,
+    command: Option<Action>,
+    /// The takeover has not been recorded yet.
+    fresh: bool,
+}
+
+impl TeleopInput {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Takeover> {
+        // A panicking writer leaves a consistent takeover behind.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The operator takes over, optionally with a first command.
+    pub fn begin(&self, command: Option<Action>) {
+        let mut t = self.lock();
+        if !t.active {
+            t.fresh = true;
+        }
+        t.active = true;
+        if command.is_some() {
+            t.command = command;
+        }
+    }
+
+    /// The operator's command for the coming ticks (ignored unless a
+    /// takeover is active).
+    pub fn command(&self, command: Action) {
+        let mut t = self.lock();
+        if t.active {
+            t.command = Some(command);
+        }
+    }
+
+    /// The operator hands back to the policy.
+    pub fn end(&self) {
+        let mut t = self.lock();
+        t.active = false;
+        t.command = None;
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lock().active
+    }
+
+    /// The operator's command for this tick and whether the takeover
+    /// begins at it; `None` when the policy has the arm.
+    fn poll(&self) -> Option<(Action, bool)> {
+        let mut t = self.lock();
+        let command = t.command.clone().filter(|_| t.active)?;
+        Some((command, std::mem::take(&mut t.fresh)))
+    }
+}
+
 /// Where recorded transitions go: a file, a learner, a test's vector.
 pub trait TransitionSink {
     /// Takes one transition; returns false when it had to drop it.
@@ -226,6 +294,9 @@ pub struct LoopCounters {
     pub policy_errors: u64,
     pub dropped_transitions: u64,
     pub weight_updates: u64,
+    /// Ticks the operator commanded, and takeovers begun.
+    pub intervention_ticks: u64,
+    pub takeovers: u64,
 }
 
 /// Counters and latency histograms of a run, readable while it runs.
@@ -452,6 +523,7 @@ pub struct ControlLoop<R, C, P> {
     pub config: LoopConfig,
     pub stats: LoopStats,
     estop_button: EStopButton,
+    teleop: Option<TeleopInput>,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
     spec: RobotSpec,
@@ -485,6 +557,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             config,
             stats: LoopStats::new(),
             estop_button: EStopButton::default(),
+            teleop: None,
             observation: None,
             episode_open: false,
             last_timestamp: f64::NEG_INFINITY,
@@ -547,10 +620,17 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             // Nothing ever observed: only a hold can be sent.
             return self.send(None, None, started).map(|_| ());
         };
-        if fresh {
+        let takeover = self.teleop.as_ref().and_then(TeleopInput::poll);
+        if takeover.is_some() {
+            // The operator has the arm; the policy's plan is void.
+            self.chunk.clear();
+        } else if fresh {
             self.infer(&observation, started);
         }
-        let planned = self.chunk.next();
+        let planned = match &takeover {
+            Some((command, _)) => Some((command.clone(), None, 0)),
+            None => self.chunk.next(),
+        };
         if planned.is_none() {
             self.stats.counters.holds += 1;
         }
@@ -559,7 +639,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         else {
             return Ok(());
         };
-        self.record(sink, observation, planned, checked, &outcome);
+        self.record(sink, observation, planned, checked, &outcome, takeover);
         self.step += 1;
         if outcome.done() {
             self.stats.counters.episodes += 1;
@@ -728,11 +808,16 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         planned: Option<(Action, Option<Action>, u32)>,
         checked: crate::envelope::Checked,
         outcome: &cerebellum_core::StepOutcome,
+        takeover: Option<(Action, bool)>,
     ) {
-        // The chunk's log-probability belongs to its first action: a hold
-        // or a later action of the chunk has none of its own.
+        // The chunk's log-probability belongs to its first action: a hold,
+        // a later action of the chunk or the operator's command has none.
         let (policy_action, index, log_prob) = match planned {
-            Some((a, s, i)) => (s.unwrap_or(a), i, self.chunk.log_prob.filter(|_| i == 0)),
+            Some((a, s, i)) => (
+                s.unwrap_or(a),
+                i,
+                self.chunk.log_prob.filter(|_| i == 0 && takeover.is_none()),
+            ),
             None => (checked.command.clone(), 0, None),
         };
         let provenance = Provenance {
@@ -753,6 +838,16 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             tick::wall_clock_now(),
         );
         transition.chunk_index = index;
+        if self.teleop.is_some() {
+            let begins = takeover.as_ref().is_some_and(|(_, begins)| *begins);
+            transition.intervention = takeover.is_some();
+            transition.rewards.set(
+                RewardComponents::INTERVENTION,
+                if begins { INTERVENTION_PENALTY } else { 0.0 },
+            );
+            self.stats.counters.intervention_ticks += u64::from(takeover.is_some());
+            self.stats.counters.takeovers += u64::from(begins);
+        }
         transition.safety_clamped = checked.activations.any();
         if transition.safety_clamped {
             transition
@@ -768,6 +863,12 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// a zenoh subscriber that must exist before the robot is connected).
     pub fn with_estop_button(mut self, button: EStopButton) -> Self {
         self.estop_button = button;
+        self
+    }
+
+    /// Lets an operator take over through `teleop` (see `TeleopInput`).
+    pub fn with_teleop(mut self, teleop: TeleopInput) -> Self {
+        self.teleop = Some(teleop);
         self
     }
 

@@ -3,12 +3,15 @@
 //! (or `cerebellum serve-sim`) over zenoh. Nothing else in a command
 //! changes; the loop sees a `Robot` either way.
 
-use cerebellum_core::RobotSpec;
+use crate::control_loop::{ControlLoop, EStopButton, TeleopInput};
+use crate::learn::trainer::make_envs;
+use cerebellum_core::{Action, Clock, Robot, RobotSpec};
 use cerebellum_firmware_bridge::client::{ClientConfig, ClientHooks, ZenohRobot};
 use cerebellum_firmware_bridge::keys::{DEFAULT_PREFIX, RobotKeys};
 use cerebellum_firmware_bridge::session::{RobotAddress, SessionConfig};
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the robot is.
@@ -28,6 +31,20 @@ impl std::str::FromStr for RobotChoice {
             other => Err(format!(
                 "unknown robot `{other}`: use `sim` or `zenoh:tcp/HOST:PORT[/ROBOT]`"
             )),
+        }
+    }
+}
+
+impl RobotChoice {
+    /// The id transitions are stamped with: the zenoh robot's, or the
+    /// spec's name in simulation.
+    pub fn robot_id(&self, zenoh: &ZenohArgs, spec: &RobotSpec) -> String {
+        match self {
+            RobotChoice::Sim => spec.name.clone(),
+            RobotChoice::Zenoh(address) => address
+                .robot
+                .clone()
+                .unwrap_or_else(|| zenoh.robot_id.clone()),
         }
     }
 }
@@ -101,4 +118,73 @@ impl ZenohArgs {
         config.expected_spec = Some(spec.clone());
         Ok(ZenohRobot::connect(config, hooks)?)
     }
+}
+
+/// The operator's inputs to a loop: its e-stop button and, for robots
+/// over zenoh, teleop takeovers.
+#[derive(Clone, Default)]
+pub struct OperatorInputs {
+    pub estop: EStopButton,
+    pub teleop: Option<TeleopInput>,
+}
+
+impl OperatorInputs {
+    pub fn attach<R: Robot, C: Clock>(
+        &self,
+        control: ControlLoop<R, C, cerebellum_policies::GaussianMlpPolicy>,
+    ) -> ControlLoop<R, C, cerebellum_policies::GaussianMlpPolicy> {
+        let control = control.with_estop_button(self.estop.clone());
+        match &self.teleop {
+            Some(teleop) => control.with_teleop(teleop.clone()),
+            None => control,
+        }
+    }
+}
+
+/// The robot `--robot` names: the simulator built from the run's config,
+/// or a robot over zenoh that must announce `expected` (the contract's
+/// spec); its e-stop and teleop messages reach the loop through
+/// `operator` (a teleop input is added for zenoh robots).
+pub fn connect_robot(
+    choice: &RobotChoice,
+    zenoh: &ZenohArgs,
+    env_config: &cerebellum_sim::EnvConfig,
+    model: Option<Arc<cerebellum_sim::ArmModel>>,
+    expected: &cerebellum_core::RobotSpec,
+    operator: &mut OperatorInputs,
+) -> anyhow::Result<Box<dyn Robot + Send>> {
+    Ok(match choice {
+        RobotChoice::Sim => Box::new(make_envs(env_config, model, 1)?.remove(0)),
+        RobotChoice::Zenoh(address) => {
+            let button = operator.estop.clone();
+            let teleop = operator
+                .teleop
+                .get_or_insert_with(TeleopInput::default)
+                .clone();
+            let hooks = cerebellum_firmware_bridge::client::ClientHooks {
+                on_estop: Some(Box::new(move |engaged, reason| {
+                    if engaged {
+                        tracing::warn!("e-stop from the wire: {reason}");
+                        button.press();
+                    } else {
+                        button.clear();
+                    }
+                })),
+                on_teleop: Some(Box::new(move |phase, values| {
+                    use cerebellum_firmware_bridge::protocol::TeleopPhase;
+                    let command = (!values.is_empty()).then(|| Action::new(values.to_vec()));
+                    match phase {
+                        TeleopPhase::Begin => teleop.begin(command),
+                        TeleopPhase::Command => {
+                            if let Some(command) = command {
+                                teleop.command(command)
+                            }
+                        }
+                        TeleopPhase::End => teleop.end(),
+                    }
+                })),
+            };
+            Box::new(zenoh.connect(address, expected, hooks)?)
+        }
+    })
 }

@@ -32,6 +32,7 @@ fn endpoint() -> String {
 
 fn serve(robot_id: &str, endpoint: &str, lockstep: bool) -> RobotServer {
     let zenoh = session::open(&SessionConfig {
+        mode: session::Mode::Peer,
         listen: vec![endpoint.to_owned()],
         ..SessionConfig::default()
     })
@@ -322,4 +323,91 @@ fn two_servers_feed_one_learner_and_every_transition_names_its_robot() {
     for log in &logs {
         assert!(log.last().unwrap().provenance.policy_version > 1);
     }
+}
+
+#[test]
+fn a_teleop_takeover_over_zenoh_drives_the_arm_and_is_recorded_as_an_intervention() {
+    use cerebellum_firmware_bridge::protocol::TeleopPhase;
+    use cerebellum_runtime::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
+    let endpoint = endpoint();
+    // The runtime and the operator are both clients of the robot's peer
+    // session, which forwards the operator's frames to the runtime.
+    let zenoh = session::open(&SessionConfig {
+        mode: session::Mode::Peer,
+        listen: vec![endpoint.clone()],
+        ..SessionConfig::default()
+    })
+    .unwrap();
+    let mut config = ServerConfig::new(RobotKeys::new("cerebellum", "arm0").unwrap());
+    config.lockstep = true;
+    let server = RobotServer::start(zenoh, reach_env(), config).unwrap();
+    let args = ZenohArgs {
+        prefix: "cerebellum".into(),
+        robot_id: "arm0".into(),
+        meta_timeout: 10.0,
+        zenoh_config: None,
+        zenoh_user: None,
+    };
+    let choice: RobotChoice = format!("zenoh:{endpoint}/arm0").parse().unwrap();
+    let mut inputs = OperatorInputs::default();
+    let spec = reach_env().spec().clone();
+    let env_config = EnvConfig::default();
+    let arm = connect_robot(&choice, &args, &env_config, None, &spec, &mut inputs).unwrap();
+    let teleop = inputs.teleop.clone().expect("zenoh robots take teleop");
+    let mut control = inputs.attach(ControlLoop::new(
+        arm,
+        SimClock::new(spec.control_period()),
+        Inference::inline(PolicySlot::new(policy())),
+        envelope(),
+        loop_config("arm0", None, Some(5)),
+    ));
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    let mut operator = Operator::connect(
+        &SessionConfig {
+            connect: vec![endpoint.clone()],
+            ..SessionConfig::default()
+        },
+        RobotKeys::new("cerebellum", "arm0").unwrap(),
+    )
+    .unwrap();
+    let mut target = log[4].observation.state[..6].to_vec();
+    target[0] += 0.05;
+    operator.teleop(TeleopPhase::Begin, &target).unwrap();
+    let started = Instant::now();
+    while !teleop.is_active() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "takeover never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    control.config.max_ticks = Some(15);
+    control.run(&mut log).unwrap();
+    operator.teleop(TeleopPhase::End, &[]).unwrap();
+    while teleop.is_active() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "hand-back never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    control.config.max_ticks = Some(20);
+    control.run(&mut log).unwrap();
+    for (i, t) in log.iter().enumerate() {
+        let operated = (5..15).contains(&i);
+        assert_eq!(t.intervention, operated, "tick {i}");
+        let expected = if i == 5 { -1.0 } else { 0.0 };
+        assert_eq!(t.rewards.get("intervention"), Some(expected), "tick {i}");
+        if operated {
+            // The operator's command, through the envelope, with no
+            // policy log-probability (a demonstration, not a sample).
+            assert_eq!(t.sent_command.values, target, "tick {i}");
+            assert_eq!(t.policy_action.values, target);
+            assert_eq!(t.behaviour_log_prob, None);
+        }
+    }
+    assert_eq!(control.stats.counters.takeovers, 1);
+    assert_eq!(control.stats.counters.intervention_ticks, 10);
+    server.stop();
 }

@@ -1,12 +1,11 @@
 //! `cerebellum run`: the control loop in wall time with a trained policy.
 
 use super::print_json;
-use crate::control_loop::{ControlLoop, EStopButton, Inference, LoopConfig, NoSink, PolicySlot};
+use crate::control_loop::{ControlLoop, Inference, LoopConfig, NoSink, PolicySlot};
 use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
 use crate::learn::TrainConfig;
-use crate::learn::trainer::make_envs;
 use crate::recorder::EpisodeRecorder;
-use crate::robots::{RobotChoice, ZenohArgs};
+use crate::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
 use cerebellum_core::{Clock, Robot, SimClock, WallClock};
 use cerebellum_policies::checkpoint;
 use clap::{Args, ValueEnum};
@@ -102,14 +101,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
     let task = args.task.unwrap_or_else(|| config.task_kind());
     let (env_config, model) = config.robot.load(task)?;
-    let estop = EStopButton::default();
+    let mut operator = OperatorInputs::default();
     let robot = connect_robot(
         &args.robot,
         &args.zenoh,
         &env_config,
         model.clone(),
         &contract.spec,
-        &estop,
+        &mut operator,
     )?;
     let spec = robot.spec().clone();
     let (policy, _) = checkpoint::load(&args.checkpoint, Some(&spec))?;
@@ -137,7 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         max_ticks: Some((args.duration / period.as_secs_f64()).ceil() as u64),
         inference_deadline: (args.clock == ClockMode::Wall)
             .then(|| LoopConfig::deadline_for(period)),
-        robot_id: robot_id(&args.robot, &args.zenoh, &spec),
+        robot_id: args.robot.robot_id(&args.zenoh, &spec),
         episodes_per_start: 1,
     };
     let mut recorder = match &args.record {
@@ -151,7 +150,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             inference,
             envelope,
             loop_config,
-            estop,
+            &operator,
             recorder.as_mut(),
         )?,
         ClockMode::Sim => drive(
@@ -160,7 +159,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             inference,
             envelope,
             loop_config,
-            estop,
+            &operator,
             recorder.as_mut(),
         )?,
     };
@@ -198,61 +197,13 @@ fn drive<C: Clock>(
     inference: Inference<cerebellum_policies::GaussianMlpPolicy>,
     envelope: SafetyEnvelope,
     config: LoopConfig,
-    estop: EStopButton,
+    operator: &OperatorInputs,
     recorder: Option<&mut EpisodeRecorder>,
 ) -> anyhow::Result<crate::control_loop::LoopSummary> {
-    let mut control =
-        ControlLoop::new(robot, clock, inference, envelope, config).with_estop_button(estop);
+    let mut control = operator.attach(ControlLoop::new(robot, clock, inference, envelope, config));
     match recorder {
         Some(r) => control.run(r)?,
         None => control.run(&mut NoSink)?,
     }
     Ok(control.stats.summary())
-}
-
-/// The id transitions are stamped with: the zenoh robot's, or the spec's
-/// name in simulation.
-pub(crate) fn robot_id(
-    choice: &RobotChoice,
-    zenoh: &ZenohArgs,
-    spec: &cerebellum_core::RobotSpec,
-) -> String {
-    match choice {
-        RobotChoice::Sim => spec.name.clone(),
-        RobotChoice::Zenoh(address) => address
-            .robot
-            .clone()
-            .unwrap_or_else(|| zenoh.robot_id.clone()),
-    }
-}
-
-/// The robot `--robot` names: the simulator built from the run's config,
-/// or a robot over zenoh that must announce `expected` (the contract's
-/// spec); its e-stop messages press `estop`.
-pub(crate) fn connect_robot(
-    choice: &RobotChoice,
-    zenoh: &ZenohArgs,
-    env_config: &cerebellum_sim::EnvConfig,
-    model: Option<Arc<cerebellum_sim::ArmModel>>,
-    expected: &cerebellum_core::RobotSpec,
-    estop: &EStopButton,
-) -> anyhow::Result<Box<dyn Robot + Send>> {
-    Ok(match choice {
-        RobotChoice::Sim => Box::new(make_envs(env_config, model, 1)?.remove(0)),
-        RobotChoice::Zenoh(address) => {
-            let button = estop.clone();
-            let hooks = cerebellum_firmware_bridge::client::ClientHooks {
-                on_estop: Some(Box::new(move |engaged, reason| {
-                    if engaged {
-                        tracing::warn!("e-stop from the wire: {reason}");
-                        button.press();
-                    } else {
-                        button.clear();
-                    }
-                })),
-                on_teleop: None,
-            };
-            Box::new(zenoh.connect(address, expected, hooks)?)
-        }
-    })
 }

@@ -36,6 +36,12 @@ pub struct ServeSimArgs {
     /// Also connect to this endpoint (a zenoh router, another peer).
     #[arg(long)]
     pub connect: Option<String>,
+    /// `peer`, as robot firmware: the runtime and operators connect to it
+    /// as clients and it forwards between them (an operator's e-stop and
+    /// teleop reach the runtime through the robot). `router` also routes
+    /// for other peers (a small fleet without a separate router).
+    #[arg(long, value_enum, default_value_t = ServeMode::Peer)]
+    pub mode: ServeMode,
     /// Step once per received command instead of once per control period.
     #[arg(long)]
     pub lockstep: bool,
@@ -52,6 +58,12 @@ pub struct ServeSimArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ServeMode {
+    Peer,
+    Router,
+}
+
 pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     let (config, model) = args.robot.load()?;
     let env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
@@ -60,9 +72,13 @@ pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     let mut server_config = ServerConfig::new(keys.clone());
     server_config.lockstep = args.lockstep;
     server_config.command_timeout = Duration::from_millis(args.command_timeout_ms.max(1));
-    let session_config = args
+    let mut session_config = args
         .zenoh
         .session(args.connect.as_deref(), Some(&args.listen));
+    session_config.mode = match args.mode {
+        ServeMode::Peer => session::Mode::Peer,
+        ServeMode::Router => session::Mode::Router,
+    };
     let zenoh = session::open(&session_config)?;
     let server = RobotServer::start(zenoh, env, server_config)?;
     // The line scripts and tests wait for.
