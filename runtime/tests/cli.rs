@@ -361,9 +361,15 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
         "--checkpoint",
         out_s,
         "--robot",
-        "zenoh:tcp/127.0.0.1:7447",
+        &format!(
+            "zenoh:tcp/127.0.0.1:{}",
+            cerebellum_firmware_bridge::session::free_local_port()
+        ),
+        "--meta-timeout",
+        "0.5",
     ]);
-    assert!(!ok && stderr.contains("only `sim`"), "{stderr}");
+    // Nobody serving there: a clear error, no hang.
+    assert!(!ok && stderr.contains("serve-sim"), "{stderr}");
 
     // Fine-tuning through the loop: lockstep (deterministic) and wall time.
     let online = run_dir("online");

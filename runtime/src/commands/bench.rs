@@ -21,6 +21,9 @@ pub enum BenchKind {
     /// policy latency against PyTorch and ONNX Runtime.
     Train(super::bench_train::TrainBenchArgs),
     Loop(super::bench_loop::LoopBenchArgs),
+    /// State → policy → command round trip over zenoh against bare zenoh
+    /// ping–pong, and a fleet's transitions per second into one learner.
+    Zenoh(super::bench_zenoh::ZenohBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -28,6 +31,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Physics(args) => super::bench_physics::run(args),
         BenchKind::Train(args) => super::bench_train::run(args),
         BenchKind::Loop(args) => super::bench_loop::run(args),
+        BenchKind::Zenoh(args) => super::bench_zenoh::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_loop;
 mod bench_physics;
 mod bench_train;
+mod bench_zenoh;
 mod eval;
 mod run;
 mod serve_sim;
@@ -61,7 +62,7 @@ impl Command {
 
 pub fn init_logging(verbose: u8) {
     let level = match verbose {
-        0 => "warn",
+        0 => "warn,zenoh::net::routing::hat::peer=error",
         1 => "debug",
         _ => "trace",
     };

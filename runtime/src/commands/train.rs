@@ -97,6 +97,15 @@ pub struct TrainArgs {
     pub clock: OnlineClock,
     #[command(flatten)]
     pub robot: RobotSourceArgs,
+    /// --online: the robot to fine-tune on: `sim` (in process, the
+    /// default) or `zenoh:tcp/HOST:PORT[/ROBOT]`. Repeat it for a fleet:
+    /// one control loop per robot, all feeding one learner, every
+    /// transition stamped with its robot id. A zenoh robot implies
+    /// --online.
+    #[arg(long = "robot", value_name = "ROBOT")]
+    pub robots: Vec<crate::robots::RobotChoice>,
+    #[command(flatten)]
+    pub zenoh: crate::robots::ZenohArgs,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +121,16 @@ pub enum OnlineClock {
 }
 
 impl TrainArgs {
+    /// Fine-tuning through the loop: `--online`, or implied by a robot
+    /// over zenoh.
+    pub(super) fn is_online(&self) -> bool {
+        self.online
+            || self
+                .robots
+                .iter()
+                .any(|r| r != &crate::robots::RobotChoice::Sim)
+    }
+
     /// The run --resume names: its directory, else --out.
     pub(super) fn resume_dir(&self) -> Option<anyhow::Result<PathBuf>> {
         let dir = self.resume.as_ref()?;
@@ -163,7 +182,7 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     config.validate().map_err(anyhow::Error::msg)?;
     let out = match (&args.out, &resume) {
         (Some(out), _) => out.clone(),
-        (None, Some(dir)) if args.online => {
+        (None, Some(dir)) if args.is_online() => {
             let mut name = dir.file_name().unwrap_or_default().to_os_string();
             name.push("-online");
             dir.with_file_name(name)
@@ -172,7 +191,7 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
         (None, None) => PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)),
     };
     if let Some(dir) = &resume
-        && !args.online
+        && !args.is_online()
         && dir != &out
     {
         anyhow::bail!(
@@ -195,7 +214,7 @@ pub(super) fn source_commit() -> Option<String> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    if args.online {
+    if args.is_online() {
         return super::train_online::run(&args);
     }
     let (config, out) = resolve_config(&args)?;

@@ -8,13 +8,16 @@ use super::train::{OnlineClock, TrainArgs, read, resolve_config, source_commit};
 use crate::control_loop::{ControlLoop, Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
 use crate::learn::eval::{self, EvalReport};
-use crate::learn::online::{LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace};
+use crate::learn::online::{
+    LearnerSink, LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace,
+};
 use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig};
-use cerebellum_core::{Clock, Policy, Robot, SimClock, WallClock};
+use crate::robots::{OperatorInputs, RobotChoice, connect_robot};
+use cerebellum_core::{Policy, Robot, SimClock, WallClock};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
-use cerebellum_sim::{ArmModel, EnvConfig, SimEnv};
+use cerebellum_sim::{ArmModel, EnvConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
@@ -52,8 +55,31 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let (config, out) = resolve_config(args)?;
     let (env_config, model) = config.robot.load(config.task_kind())?;
-    let robot = make_envs(&env_config, model.clone(), 1)?.remove(0);
-    let spec = robot.spec().clone();
+    let contract = checkpoint::load_contract(&from)?;
+    let choices = if args.robots.is_empty() {
+        vec![RobotChoice::Sim]
+    } else {
+        args.robots.clone()
+    };
+    let mut robots = Vec::new();
+    for choice in &choices {
+        let mut operator = OperatorInputs::default();
+        let robot = connect_robot(
+            choice,
+            &args.zenoh,
+            &env_config,
+            model.clone(),
+            &contract.spec,
+            &mut operator,
+        )?;
+        let id = choice.robot_id(&args.zenoh, robot.spec());
+        anyhow::ensure!(
+            robots.iter().all(|(other, _, _)| other != &id),
+            "robot id `{id}` given twice: every robot of a fleet needs its own id"
+        );
+        robots.push((id, robot, operator));
+    }
+    let spec = robots[0].1.spec().clone();
     let (policy, _) = checkpoint::load(&from, Some(&spec))?;
     let state_path = from.join("trainer_state.json");
     let state: Option<TrainerState> = if state_path.exists() {
@@ -77,8 +103,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let fk = model
         .clone()
         .map(|m| Arc::new(ArmKinematics(m)) as Arc<dyn ForwardKinematics>);
-    let envelope = SafetyEnvelope::new(&spec, EnvelopeConfig::default(), fk)
-        .map_err(|e| anyhow::anyhow!("envelope: {e}"))?;
+    let envelope = || {
+        SafetyEnvelope::new(&spec, EnvelopeConfig::default(), fk.clone())
+            .map_err(|e| anyhow::anyhow!("envelope: {e}"))
+    };
     let period = spec.control_period();
     let start_version = policy.version();
     let slot = PolicySlot::new(policy.clone());
@@ -98,8 +126,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
         }
     };
-    let loop_config = LoopConfig {
-        seed: config.seed,
+    let loop_config = |index: usize, robot_id: &str| LoopConfig {
+        // Each robot of a fleet starts from its own task instances.
+        seed: config.seed.wrapping_add(index as u64 * 0x9E37_79B9),
         stochastic: true,
         max_episodes: None,
         max_ticks: None,
@@ -107,14 +136,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             OnlineClock::Wall => Some(LoopConfig::deadline_for(period)),
             OnlineClock::Sim => None,
         },
-        robot_id: spec.name.clone(),
+        robot_id: robot_id.to_owned(),
         episodes_per_start: if config.algo == Algo::Grpo {
             config.group as u64
         } else {
             1
         },
     };
-    let inference = Inference::inline(slot.clone());
     let total_ticks = (args.duration / period.as_secs_f64()).ceil() as u64;
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
@@ -127,23 +155,52 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         out: &out,
         json: args.json,
     };
-    let (summary, status, windows) = match args.clock {
-        OnlineClock::Wall => drive.run(ControlLoop::new(
-            robot,
-            WallClock::new(period, Duration::from_micros(200)),
-            inference,
-            envelope,
-            loop_config,
-        ))?,
-        OnlineClock::Sim => drive.run(ControlLoop::new(
-            robot,
-            SimClock::new(period),
-            inference,
-            envelope,
-            loop_config,
-        ))?,
-    };
-
+    // One loop per robot, each on its own thread, all feeding the learner;
+    // the first reports the windows.
+    let mut loops = Vec::new();
+    for (index, (id, robot, operator)) in robots.into_iter().enumerate() {
+        let config = loop_config(index, &id);
+        let inference = Inference::inline(slot.clone());
+        let control = match args.clock {
+            OnlineClock::Wall => AnyLoop::Wall(operator.attach(ControlLoop::new(
+                robot,
+                WallClock::new(period, Duration::from_micros(200)),
+                inference,
+                envelope()?,
+                config,
+            ))),
+            OnlineClock::Sim => AnyLoop::Sim(operator.attach(ControlLoop::new(
+                robot,
+                SimClock::new(period),
+                inference,
+                envelope()?,
+                config,
+            ))),
+        };
+        loops.push((id, control));
+    }
+    let (first_id, first) = loops.remove(0);
+    let others: Vec<_> = loops
+        .into_iter()
+        .map(|(id, mut control)| {
+            let mut sink = drive.sink.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("loop-{id}"))
+                .spawn(move || {
+                    control.run_to(total_ticks, &mut sink)?;
+                    Ok::<_, anyhow::Error>(control.summary())
+                })
+                .expect("spawn a control loop thread");
+            (id, thread)
+        })
+        .collect();
+    let (summary, status, windows, fleet) = drive.run(first, others)?;
+    let mut per_robot = vec![
+        json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate}),
+    ];
+    per_robot.extend(fleet.iter().map(|(id, s)| {
+        json!({"robot_id": id, "ticks": s.counters.ticks, "episodes": s.counters.episodes, "success_rate": s.success_rate})
+    }));
     let tuned = (*slot.load()).clone();
     let after = evaluate(&tuned, &config, &env_config, model)?;
     std::fs::write(out.join("config.toml"), config.to_toml())?;
@@ -205,6 +262,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             "loop_success_last_windows": last,
             "policy_version": tuned.version(),
             "learner": status,
+            "robots": per_robot,
         });
         report["loop"] = serde_json::to_value(&summary)?;
         for key in [
@@ -259,7 +317,7 @@ fn evaluate(
 
 /// The loop in windows, with the learner beside it.
 struct Drive<'a> {
-    sink: crate::learn::online::LearnerSink,
+    sink: LearnerSink,
     learner: LearnerThread,
     total_ticks: u64,
     window_ticks: u64,
@@ -268,11 +326,59 @@ struct Drive<'a> {
     json: bool,
 }
 
+/// A control loop under either clock, so a fleet's loops share one type.
+enum AnyLoop {
+    Wall(ControlLoop<Box<dyn Robot + Send>, WallClock, GaussianMlpPolicy>),
+    Sim(ControlLoop<Box<dyn Robot + Send>, SimClock, GaussianMlpPolicy>),
+}
+
+impl AnyLoop {
+    fn run_to(&mut self, ticks: u64, sink: &mut LearnerSink) -> anyhow::Result<()> {
+        match self {
+            AnyLoop::Wall(c) => {
+                c.config.max_ticks = Some(ticks);
+                c.run(sink)?
+            }
+            AnyLoop::Sim(c) => {
+                c.config.max_ticks = Some(ticks);
+                c.run(sink)?
+            }
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> LoopSummary {
+        match self {
+            AnyLoop::Wall(c) => c.stats.summary(),
+            AnyLoop::Sim(c) => c.stats.summary(),
+        }
+    }
+
+    fn policy_version(&self) -> u64 {
+        match self {
+            AnyLoop::Wall(c) => c.policy_version(),
+            AnyLoop::Sim(c) => c.policy_version(),
+        }
+    }
+}
+
+type FleetLoop = (String, std::thread::JoinHandle<anyhow::Result<LoopSummary>>);
+
 impl Drive<'_> {
-    fn run<C: Clock>(
+    /// Runs `control` in windows (reporting each) while the `others` of a
+    /// fleet run on their threads; returns the first loop's figures, the
+    /// learner's, the windows and the others' figures.
+    #[allow(clippy::type_complexity)]
+    fn run(
         mut self,
-        mut control: ControlLoop<SimEnv, C, GaussianMlpPolicy>,
-    ) -> anyhow::Result<(LoopSummary, LearnerStatus, Vec<Window>)> {
+        mut control: AnyLoop,
+        others: Vec<FleetLoop>,
+    ) -> anyhow::Result<(
+        LoopSummary,
+        LearnerStatus,
+        Vec<Window>,
+        Vec<(String, LoopSummary)>,
+    )> {
         let bar = if self.json {
             ProgressBar::hidden()
         } else {
@@ -290,13 +396,14 @@ impl Drive<'_> {
         )?;
         let started = Instant::now();
         let mut windows = Vec::new();
-        let mut done = control.stats.counters;
+        let mut done = control.summary().counters;
         let mut failure_reported = false;
-        while control.stats.counters.ticks < self.total_ticks {
-            let target = (control.stats.counters.ticks + self.window_ticks).min(self.total_ticks);
-            control.config.max_ticks = Some(target);
-            control.run(&mut self.sink)?;
-            let now = control.stats.counters;
+        while control.summary().counters.ticks < self.total_ticks {
+            let target =
+                (control.summary().counters.ticks + self.window_ticks).min(self.total_ticks);
+            control.run_to(target, &mut self.sink)?;
+            let summary = control.summary();
+            let now = summary.counters;
             let status = self.learner.status();
             let episodes = now.episodes - done.episodes;
             let window = Window {
@@ -309,7 +416,7 @@ impl Drive<'_> {
                 updates: status.counters.updates,
                 deadline_misses: now.deadline_misses,
                 dropped_transitions: now.dropped_transitions,
-                clamps: control.stats.envelope.clamps(),
+                clamps: summary.clamps,
             };
             writeln!(
                 csv,
@@ -345,9 +452,16 @@ impl Drive<'_> {
             done = now;
         }
         bar.finish_and_clear();
-        let summary = control.stats.summary();
+        let summary = control.summary();
+        let mut fleet = Vec::new();
+        for (id, thread) in others {
+            let result = thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the control loop of `{id}` panicked"))?;
+            fleet.push((id, result?));
+        }
         drop(self.sink);
         let status = self.learner.join();
-        Ok((summary, status, windows))
+        Ok((summary, status, windows, fleet))
     }
 }

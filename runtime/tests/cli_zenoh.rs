@@ -1,0 +1,158 @@
+//! `--robot zenoh:…` end to end: `cerebellum serve-sim` processes serving
+//! the simulated arm, and `cerebellum run` / `train` driving them over real
+//! zenoh sessions on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn cerebellum(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
+}
+
+/// A `serve-sim` process, killed when dropped.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_sim(robot_id: &str) -> Served {
+    let port = cerebellum_firmware_bridge::session::free_local_port();
+    let endpoint = format!("tcp/127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
+        .args([
+            "serve-sim",
+            "--task",
+            "reach",
+            "--robot-id",
+            robot_id,
+            "--listen",
+            &endpoint,
+            "--lockstep",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("serve-sim starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("serving"), "{line}");
+    Served {
+        child,
+        address: format!("zenoh:{endpoint}/{robot_id}"),
+    }
+}
+
+fn trained_reach() -> PathBuf {
+    let out = std::env::temp_dir().join(format!("cerebellum-zenoh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (ok, _, stderr) = cerebellum(&[
+        "train",
+        "--task",
+        "reach",
+        "--steps",
+        "2048",
+        "--envs",
+        "4",
+        "--eval-episodes",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    out
+}
+
+#[test]
+fn run_and_train_drive_serve_sim_over_zenoh_as_they_drive_the_simulator() {
+    let checkpoint = trained_reach();
+    let checkpoint = checkpoint.to_str().unwrap();
+    let run = |robot: &str| {
+        let (ok, stdout, stderr) = cerebellum(&[
+            "run",
+            "--checkpoint",
+            checkpoint,
+            "--robot",
+            robot,
+            "--clock",
+            "sim",
+            "--episodes",
+            "3",
+            "--duration",
+            "1000",
+            "--json",
+        ]);
+        assert!(ok, "run --robot {robot} failed: {stderr}");
+        last_json(&stdout)
+    };
+    let arm0 = serve_sim("arm0");
+    let local = run("sim");
+    let remote = run(&arm0.address);
+    assert_eq!(remote["robot"], arm0.address);
+    // Same seed, same episodes: the wire changes nothing.
+    for key in [
+        "ticks",
+        "episodes",
+        "successes",
+        "success_rate",
+        "clamps",
+        "holds",
+    ] {
+        assert_eq!(local[key], remote[key], "{key}: {local} vs {remote}");
+    }
+    assert_eq!(remote["episodes"], 3);
+
+    // A fleet: two servers, one learner.
+    let arm1 = serve_sim("arm1");
+    let out = std::env::temp_dir().join(format!("cerebellum-fleet-{}", std::process::id()));
+    let (ok, stdout, stderr) = cerebellum(&[
+        "train",
+        "--resume",
+        checkpoint,
+        "--robot",
+        &arm0.address,
+        "--robot",
+        &arm1.address,
+        "--clock",
+        "sim",
+        "--duration",
+        "4",
+        "--eval-episodes",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "train on the fleet failed: {stderr}");
+    let report = last_json(&stdout);
+    let robots = report["robots"].as_array().unwrap();
+    assert_eq!(robots.len(), 2, "{report}");
+    let mut total = 0;
+    for (robot, id) in robots.iter().zip(["arm0", "arm1"]) {
+        assert_eq!(robot["robot_id"], id);
+        assert_eq!(robot["ticks"], 200, "4 s at 50 Hz on each robot");
+        total += robot["ticks"].as_u64().unwrap();
+    }
+    assert_eq!(report["learner"]["received"], total);
+}
