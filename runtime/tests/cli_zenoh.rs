@@ -122,6 +122,26 @@ fn run_and_train_drive_serve_sim_over_zenoh_as_they_drive_the_simulator() {
         assert_eq!(local[key], remote[key], "{key}: {local} vs {remote}");
     }
     assert_eq!(remote["episodes"], 3);
+    let eval = |robot: &str| {
+        let (ok, stdout, stderr) = cerebellum(&[
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--episodes",
+            "3",
+            "--envs",
+            "1",
+            "--robot",
+            robot,
+            "--json",
+        ]);
+        assert!(ok, "eval --robot {robot} failed: {stderr}");
+        last_json(&stdout)
+    };
+    let (local, remote) = (eval("sim"), eval(&arm0.address));
+    for key in ["success_rate", "mean_return", "episode_returns"] {
+        assert_eq!(local[key], remote[key], "{key}: {local} vs {remote}");
+    }
 
     // A fleet: two servers, one learner.
     let arm1 = serve_sim("arm1");

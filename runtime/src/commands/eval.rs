@@ -5,6 +5,7 @@ use super::print_json;
 use crate::learn::TrainConfig;
 use crate::learn::eval;
 use crate::learn::trainer::make_envs;
+use crate::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
 use cerebellum_core::Robot;
 use cerebellum_policies::checkpoint;
 use clap::Args;
@@ -19,6 +20,9 @@ use std::path::PathBuf;
 /// the policy was trained on unless overridden. Example:
 ///
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100 --json
+///
+/// `--robot zenoh:tcp/HOST:PORT[/ROBOT]` evaluates on a robot over zenoh
+/// instead (`serve-sim --lockstep` gives the figures of `--envs 1`).
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
@@ -50,6 +54,11 @@ pub struct EvalArgs {
     /// Save one episode as a strip of camera frames (PNG), arm tasks only.
     #[arg(long, value_name = "PATH.png")]
     pub frame_strip: Option<PathBuf>,
+    /// `sim` (in process) or `zenoh:tcp/HOST:PORT[/ROBOT]`.
+    #[arg(long, default_value = "sim")]
+    pub robot: RobotChoice,
+    #[command(flatten)]
+    pub zenoh: ZenohArgs,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -77,14 +86,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
-    let report = eval::evaluate_with(
-        &mut policy,
-        envs,
-        args.episodes,
-        seed,
-        args.threads,
-        args.sample,
-    )?;
+    let report = match &args.robot {
+        RobotChoice::Sim => eval::evaluate_with(
+            &mut policy,
+            envs,
+            args.episodes,
+            seed,
+            args.threads,
+            args.sample,
+        )?,
+        remote => {
+            let mut robot = connect_robot(
+                remote,
+                &args.zenoh,
+                &env_config,
+                None,
+                &contract.spec,
+                &mut OperatorInputs::default(),
+            )?;
+            eval::evaluate_robot(&mut policy, &mut robot, args.episodes, seed, args.sample)?
+        }
+    };
     println!(
         "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy version {})",
         report.episodes,
@@ -96,6 +118,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.json {
         print_json(&json!({
             "command": "eval",
+            "robot": args.robot.to_string(),
             "task": config.task,
             "checkpoint": args.checkpoint,
             "policy_version": contract.policy_version,

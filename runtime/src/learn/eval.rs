@@ -70,3 +70,55 @@ pub fn evaluate_with(
         episode_successes: flat.iter().map(|r| r.1).collect(),
     })
 }
+
+/// The same evaluation on one robot of any kind (a robot over zenoh): the
+/// held-out starts of `evaluate` with a single copy, one episode after the
+/// other through the tick stages, so a lockstep robot gives the figures
+/// `evaluate` gives the simulator with `envs = 1`.
+pub fn evaluate_robot(
+    policy: &mut dyn Policy,
+    robot: &mut dyn cerebellum_core::Robot,
+    episodes: usize,
+    seed: u64,
+    sample: bool,
+) -> anyhow::Result<EvalReport> {
+    use crate::tick;
+    use cerebellum_core::{ResetRequest, Sampling};
+    anyhow::ensure!(episodes > 0, "evaluation needs at least one episode");
+    let base = seed ^ HELD_OUT;
+    let spec = robot.spec().clone();
+    let (mut returns, mut successes) = (Vec::new(), Vec::new());
+    let mut ticks = 0u64;
+    for episode in 0..episodes as u64 {
+        let start = cerebellum_sim::vec_env::episode_seed(base, 0, episode);
+        let mut observation = robot.reset(&ResetRequest { seed: start })?;
+        let mut episode_return = 0.0;
+        loop {
+            let sampling = if sample {
+                Sampling::Stochastic {
+                    seed: super::rollout::tick_seed(base, ticks),
+                }
+            } else {
+                Sampling::Deterministic
+            };
+            ticks += 1;
+            let output = tick::infer(policy, &spec, std::slice::from_ref(&observation), sampling)?;
+            let outcome = robot.apply(tick::command(&output[0]))?;
+            episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
+            if outcome.done() {
+                returns.push(episode_return);
+                successes.push(outcome.success.unwrap_or(false));
+                break;
+            }
+            observation = robot.observe()?;
+        }
+    }
+    let n = returns.len() as f64;
+    Ok(EvalReport {
+        episodes: returns.len(),
+        success_rate: successes.iter().filter(|s| **s).count() as f64 / n,
+        mean_return: returns.iter().sum::<f64>() / n,
+        episode_returns: returns,
+        episode_successes: successes,
+    })
+}
