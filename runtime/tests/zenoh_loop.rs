@@ -411,3 +411,43 @@ fn a_teleop_takeover_over_zenoh_drives_the_arm_and_is_recorded_as_an_interventio
     assert_eq!(control.stats.counters.intervention_ticks, 10);
     server.stop();
 }
+
+#[test]
+fn a_fleet_reaches_its_robots_through_one_zenoh_router() {
+    let router_endpoint = endpoint();
+    let _router = session::open(&SessionConfig {
+        mode: session::Mode::Router,
+        listen: vec![router_endpoint.clone()],
+        ..SessionConfig::default()
+    })
+    .unwrap();
+    // The robots only connect to the router; nobody connects to them.
+    let servers: Vec<RobotServer> = ["arm0", "arm1"]
+        .iter()
+        .map(|id| {
+            let zenoh = session::open(&SessionConfig {
+                mode: session::Mode::Peer,
+                connect: vec![router_endpoint.clone()],
+                ..SessionConfig::default()
+            })
+            .unwrap();
+            let mut config = ServerConfig::new(RobotKeys::new("cerebellum", id).unwrap());
+            config.lockstep = true;
+            RobotServer::start(zenoh, reach_env(), config).unwrap()
+        })
+        .collect();
+    for id in ["arm0", "arm1"] {
+        let mut arm = connect(id, &router_endpoint, None);
+        let first = arm
+            .reset(&cerebellum_core::ResetRequest { seed: 5 })
+            .unwrap();
+        let hold = cerebellum_core::Action::new(first.state[..6].to_vec());
+        for _ in 0..10 {
+            arm.apply(&hold).unwrap();
+        }
+        assert_eq!(arm.stats().commands_sent, 10);
+    }
+    for server in servers {
+        assert_eq!(server.stop().commands_applied, 10);
+    }
+}
