@@ -36,6 +36,10 @@ impl Drop for Served {
 }
 
 fn serve_sim(robot_id: &str) -> Served {
+    serve_sim_with(robot_id, &["--lockstep"])
+}
+
+fn serve_sim_with(robot_id: &str, extra: &[&str]) -> Served {
     let port = cerebellum_firmware_bridge::session::free_local_port();
     let endpoint = format!("tcp/127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
@@ -47,8 +51,8 @@ fn serve_sim(robot_id: &str) -> Served {
             robot_id,
             "--listen",
             &endpoint,
-            "--lockstep",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("serve-sim starts");
@@ -64,6 +68,11 @@ fn serve_sim(robot_id: &str) -> Served {
 }
 
 fn trained_reach() -> PathBuf {
+    static TRAINED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TRAINED.get_or_init(train_reach).clone()
+}
+
+fn train_reach() -> PathBuf {
     let out = std::env::temp_dir().join(format!("cerebellum-zenoh-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let (ok, _, stderr) = cerebellum(&[
@@ -175,4 +184,44 @@ fn run_and_train_drive_serve_sim_over_zenoh_as_they_drive_the_simulator() {
         total += robot["ticks"].as_u64().unwrap();
     }
     assert_eq!(report["learner"]["received"], total);
+}
+
+#[test]
+fn a_scripted_operator_takes_over_a_straying_arm_and_the_loop_records_it() {
+    let checkpoint = trained_reach();
+    let arm = serve_sim_with("arm0", &[]);
+    let address = arm.address.clone();
+    let teleop = std::thread::spawn(move || {
+        cerebellum(&[
+            "teleop",
+            "--scripted",
+            "--robot",
+            &address,
+            "--stray-ticks",
+            "10",
+            "--duration",
+            "7",
+            "--json",
+        ])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (ok, stdout, stderr) = cerebellum(&[
+        "run",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--robot",
+        &arm.address,
+        "--duration",
+        "5",
+        "--sample",
+        "--json",
+    ]);
+    assert!(ok, "run failed: {stderr}");
+    let run = last_json(&stdout);
+    let (ok, stdout, stderr) = teleop.join().unwrap();
+    assert!(ok, "teleop failed: {stderr}");
+    let teleop = last_json(&stdout);
+    assert!(teleop["takeovers"].as_u64().unwrap() >= 1, "{teleop}");
+    assert!(run["takeovers"].as_u64().unwrap() >= 1, "{run}");
+    assert!(run["intervention_ticks"].as_u64().unwrap() >= 1, "{run}");
 }

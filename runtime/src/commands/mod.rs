@@ -10,6 +10,7 @@ mod eval;
 mod run;
 mod serve_sim;
 mod sim;
+mod teleop;
 mod train;
 mod train_online;
 
@@ -44,6 +45,7 @@ pub enum Command {
     Run(run::RunArgs),
     ServeSim(serve_sim::ServeSimArgs),
     Sim(sim::SimArgs),
+    Teleop(teleop::TeleopArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -55,6 +57,7 @@ impl Command {
             Command::Run(args) => run::run(args),
             Command::ServeSim(args) => serve_sim::run(args),
             Command::Sim(args) => sim::run(args),
+            Command::Teleop(args) => teleop::run(args),
             Command::Bench(args) => bench::run(args),
         }
     }
