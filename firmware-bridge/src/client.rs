@@ -58,12 +58,17 @@ impl ClientConfig {
     }
 }
 
+/// Called with (engaged, reason) when the e-stop is set or cleared.
+pub type EStopHook = Box<dyn Fn(bool, &str) + Send + Sync>;
+/// Called with each teleop message (phase, the operator's command).
+pub type TeleopHook = Box<dyn Fn(TeleopPhase, &[f32]) + Send + Sync>;
+
 /// Callbacks for what operators publish on the robot's keys; they run on
 /// zenoh's thread and must be quick (press a button, store a command).
 #[derive(Default)]
 pub struct ClientHooks {
-    pub on_estop: Option<Box<dyn Fn(bool, &str) + Send + Sync>>,
-    pub on_teleop: Option<Box<dyn Fn(TeleopPhase, &[f32]) + Send + Sync>>,
+    pub on_estop: Option<EStopHook>,
+    pub on_teleop: Option<TeleopHook>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -471,7 +471,7 @@ fn time(field: &'static str, value: f64) -> Result<(), DecodeError> {
 }
 
 fn floats(field: &'static str, values: &Floats) -> Result<(), DecodeError> {
-    if values.byte_len() % 4 != 0 || values.len() > MAX_VALUES {
+    if !values.byte_len().is_multiple_of(4) || values.len() > MAX_VALUES {
         return Err(DecodeError::OutOfRange { field });
     }
     if values.iter().all(f32::is_finite) {

@@ -186,7 +186,7 @@ fn subscribe(
     stats: Arc<Mutex<ServerStats>>,
 ) -> Result<zenoh::pubsub::Subscriber<()>, ServerError> {
     let keys = config.keys.clone();
-    let max_age = (!config.lockstep).then(|| config.max_message_age.as_secs_f64());
+    let max_age = (!config.lockstep).then_some(config.max_message_age.as_secs_f64());
     let inbox = Mutex::new(Inbox::new(keys.clone(), max_age, &[Kind::Command]));
     let all = format!("{}/{}/**", keys.prefix, keys.robot);
     session

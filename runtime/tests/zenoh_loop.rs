@@ -57,7 +57,7 @@ fn connect(robot_id: &str, endpoint: &str, estop: Option<EStopButton>) -> ZenohR
                 } else {
                     button.clear()
                 }
-            }) as Box<dyn Fn(bool, &str) + Send + Sync>
+            }) as cerebellum_firmware_bridge::client::EStopHook
         }),
         on_teleop: None,
     };
@@ -450,4 +450,48 @@ fn a_fleet_reaches_its_robots_through_one_zenoh_router() {
     for server in servers {
         assert_eq!(server.stop().commands_applied, 10);
     }
+}
+
+#[test]
+fn camera_frames_cross_the_wire_with_their_state() {
+    let config = EnvConfig {
+        camera: Some(cerebellum_sim::camera::CameraConfig::default()),
+        ..EnvConfig::default()
+    };
+    let make = || SimEnv::new(config.clone(), Some(so101())).unwrap();
+    let endpoint = endpoint();
+    let zenoh = session::open(&SessionConfig {
+        mode: session::Mode::Peer,
+        listen: vec![endpoint.clone()],
+        ..SessionConfig::default()
+    })
+    .unwrap();
+    let mut server_config = ServerConfig::new(RobotKeys::new("cerebellum", "arm0").unwrap());
+    server_config.lockstep = true;
+    let server = RobotServer::start(zenoh, make(), server_config).unwrap();
+    let mut client_config = ClientConfig::new(
+        SessionConfig {
+            connect: vec![endpoint],
+            ..SessionConfig::default()
+        },
+        RobotKeys::new("cerebellum", "arm0").unwrap(),
+    );
+    client_config.expected_spec = Some(make().spec().clone());
+    let mut remote = ZenohRobot::connect(client_config, ClientHooks::default()).unwrap();
+    let mut local = make();
+    let request = cerebellum_core::ResetRequest { seed: 9 };
+    let first = local.reset(&request).unwrap();
+    assert_eq!(remote.reset(&request).unwrap().images, first.images);
+    assert_eq!(first.images.len(), 1);
+    let mut command = cerebellum_core::Action::new(first.state[..6].to_vec());
+    command.values[0] += 0.2;
+    for _ in 0..5 {
+        local.apply(&command).unwrap();
+        remote.apply(&command).unwrap();
+        let (l, r) = (local.observe().unwrap(), remote.observe().unwrap());
+        assert_eq!(l.state, r.state);
+        // The frame taken with this state, not the one before it.
+        assert_eq!(l.images, r.images);
+    }
+    server.stop();
 }
