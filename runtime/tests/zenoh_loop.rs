@@ -30,7 +30,12 @@ fn endpoint() -> String {
     format!("tcp/127.0.0.1:{}", free_local_port())
 }
 
+/// The reach arm served as firmware would, on a peer session.
 fn serve(robot_id: &str, endpoint: &str, lockstep: bool) -> RobotServer {
+    serve_env(reach_env(), robot_id, endpoint, lockstep)
+}
+
+fn serve_env(env: SimEnv, robot_id: &str, endpoint: &str, lockstep: bool) -> RobotServer {
     let zenoh = session::open(&SessionConfig {
         mode: session::Mode::Peer,
         listen: vec![endpoint.to_owned()],
@@ -39,16 +44,25 @@ fn serve(robot_id: &str, endpoint: &str, lockstep: bool) -> RobotServer {
     .unwrap();
     let mut config = ServerConfig::new(RobotKeys::new("cerebellum", robot_id).unwrap());
     config.lockstep = lockstep;
-    RobotServer::start(zenoh, reach_env(), config).unwrap()
+    RobotServer::start(zenoh, env, config).unwrap()
 }
 
 fn connect(robot_id: &str, endpoint: &str, estop: Option<EStopButton>) -> ZenohRobot {
+    connect_expecting(reach_env().spec(), robot_id, endpoint, estop)
+}
+
+fn connect_expecting(
+    spec: &cerebellum_core::RobotSpec,
+    robot_id: &str,
+    endpoint: &str,
+    estop: Option<EStopButton>,
+) -> ZenohRobot {
     let session = SessionConfig {
         connect: vec![endpoint.to_owned()],
         ..SessionConfig::default()
     };
     let mut config = ClientConfig::new(session, RobotKeys::new("cerebellum", robot_id).unwrap());
-    config.expected_spec = Some(reach_env().spec().clone());
+    config.expected_spec = Some(spec.clone());
     let hooks = ClientHooks {
         on_estop: estop.map(|button| {
             Box::new(move |engaged: bool, _: &str| {
@@ -332,15 +346,7 @@ fn a_teleop_takeover_over_zenoh_drives_the_arm_and_is_recorded_as_an_interventio
     let endpoint = endpoint();
     // The runtime and the operator are both clients of the robot's peer
     // session, which forwards the operator's frames to the runtime.
-    let zenoh = session::open(&SessionConfig {
-        mode: session::Mode::Peer,
-        listen: vec![endpoint.clone()],
-        ..SessionConfig::default()
-    })
-    .unwrap();
-    let mut config = ServerConfig::new(RobotKeys::new("cerebellum", "arm0").unwrap());
-    config.lockstep = true;
-    let server = RobotServer::start(zenoh, reach_env(), config).unwrap();
+    let server = serve("arm0", &endpoint, true);
     let args = ZenohArgs {
         prefix: "cerebellum".into(),
         robot_id: "arm0".into(),
@@ -460,24 +466,8 @@ fn camera_frames_cross_the_wire_with_their_state() {
     };
     let make = || SimEnv::new(config.clone(), Some(so101())).unwrap();
     let endpoint = endpoint();
-    let zenoh = session::open(&SessionConfig {
-        mode: session::Mode::Peer,
-        listen: vec![endpoint.clone()],
-        ..SessionConfig::default()
-    })
-    .unwrap();
-    let mut server_config = ServerConfig::new(RobotKeys::new("cerebellum", "arm0").unwrap());
-    server_config.lockstep = true;
-    let server = RobotServer::start(zenoh, make(), server_config).unwrap();
-    let mut client_config = ClientConfig::new(
-        SessionConfig {
-            connect: vec![endpoint],
-            ..SessionConfig::default()
-        },
-        RobotKeys::new("cerebellum", "arm0").unwrap(),
-    );
-    client_config.expected_spec = Some(make().spec().clone());
-    let mut remote = ZenohRobot::connect(client_config, ClientHooks::default()).unwrap();
+    let server = serve_env(make(), "arm0", &endpoint, true);
+    let mut remote = connect_expecting(make().spec(), "arm0", &endpoint, None);
     let mut local = make();
     let request = cerebellum_core::ResetRequest { seed: 9 };
     let first = local.reset(&request).unwrap();
