@@ -142,6 +142,10 @@ struct Shared {
     last_heard: f64,
     /// The e-stop state last reported to the hook.
     estop: bool,
+    /// The robot's `boot`, and whether it changed since the loop last
+    /// looked (a robot that restarted faster than `lost_after`).
+    robot_boot: Option<u32>,
+    rebooted: bool,
     stats: ClientStats,
 }
 
@@ -195,6 +199,8 @@ impl ZenohRobot {
                 ack: None,
                 last_heard: f64::NEG_INFINITY,
                 estop: false,
+                robot_boot: None,
+                rebooted: false,
                 stats: ClientStats::default(),
             }),
             Condvar::new(),
@@ -411,6 +417,10 @@ fn receive(shared: &Arc<(Mutex<Shared>, Condvar)>, hooks: &ClientHooks, key: &st
     let from_robot = !matches!(frame.body.kind(), Kind::Teleop | Kind::EStop | Kind::Reset);
     if from_robot {
         s.last_heard = now;
+        if s.robot_boot.is_some_and(|boot| boot != frame.header.boot) {
+            s.rebooted = true;
+        }
+        s.robot_boot = Some(frame.header.boot);
     }
     // The e-stop reaches the hook from the operator's frame or, when the
     // operator reaches only the robot (peers do not forward), from the
@@ -515,6 +525,8 @@ impl Robot for ZenohRobot {
         };
         self.episode = episode;
         self.lost = false;
+        // Whatever restarted before this reset, the episode starts on it.
+        self.lock().rebooted = false;
         self.instruction = instruction.filter(|i| !i.is_empty());
         let shared = self.lock();
         let observation = self.observation(&shared, &state);
@@ -524,7 +536,16 @@ impl Robot for ZenohRobot {
     }
 
     fn observe(&mut self) -> Result<Observation, RobotError> {
-        let shared = self.lock();
+        let mut shared = self.lock();
+        // A restart the silence did not reveal loses the episode all the
+        // same: report it as lost (it is back, so the next apply cuts it).
+        let rebooted = std::mem::take(&mut shared.rebooted);
+        if rebooted {
+            drop(shared);
+            let error = self.lost_error();
+            tracing::warn!(robot = self.robot_id(), "robot restarted: {error}");
+            shared = self.lock();
+        }
         if !self.heard_recently(&shared) || self.lost {
             drop(shared);
             return Err(self.lost_error());

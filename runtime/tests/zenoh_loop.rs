@@ -485,3 +485,51 @@ fn camera_frames_cross_the_wire_with_their_state() {
     }
     server.stop();
 }
+
+#[test]
+fn a_robot_that_restarts_faster_than_the_silence_limit_still_cuts_the_episode() {
+    let endpoint = endpoint();
+    let first = serve("arm0", &endpoint, false);
+    let mut config = ClientConfig::new(
+        SessionConfig {
+            connect: vec![endpoint.clone()],
+            ..SessionConfig::default()
+        },
+        RobotKeys::new("cerebellum", "arm0").unwrap(),
+    );
+    // Silence alone would take 30 s to call the robot lost: only the new
+    // boot id in its frames can tell the loop that it restarted.
+    config.lost_after = Duration::from_secs(30);
+    let arm = ZenohRobot::connect(config, ClientHooks::default()).unwrap();
+    let period = arm.spec().control_period();
+    let mut control = ControlLoop::new(
+        arm,
+        WallClock::new(period, Duration::from_micros(200)),
+        Inference::inline(PolicySlot::new(policy())),
+        envelope(),
+        loop_config("arm0", None, Some(20)),
+    );
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    first.stop();
+    let second = serve("arm0", &endpoint, false);
+    let started = Instant::now();
+    while control.robot.stats().recovered == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never noticed the restart"
+        );
+        control.config.max_ticks = Some(control.stats.counters.ticks + 10);
+        control.run(&mut log).unwrap();
+    }
+    control.config.max_ticks = Some(control.stats.counters.ticks + 20);
+    control.run(&mut log).unwrap();
+    let stats = control.robot.stats();
+    assert_eq!((stats.lost, stats.recovered), (1, 1), "{stats:?}");
+    let last = log.last().unwrap();
+    assert!(
+        last.provenance.episode_id >= 1,
+        "the loop moved on to a new episode"
+    );
+    assert!(second.stop().resets >= 1);
+}
