@@ -1,1 +1,15 @@
-//! placeholder
+//! Rewards where the simulator has none: learned progress and success
+//! models, ensembles of them, rewards from people and the envelope, the
+//! transforms that combine them, and the measures that say how far a
+//! learned reward is from the truth before anyone trusts it.
+//!
+//! Formulas and sources: ../shared/ALGORITHMS.md §3–§5.
+//!
+//! - [`shaping`]: the reward transforms (§4) as small pure functions.
+//! - [`ensemble`]: combining members' rewards, and their spread as an
+//!   out-of-distribution alarm (§3.5).
+//! - [`evaluation`]: EPIC distance and Spearman correlation (§5).
+
+pub mod ensemble;
+pub mod evaluation;
+pub mod shaping;
