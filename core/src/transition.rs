@@ -43,4 +43,9 @@ pub struct Transition {
     pub rewards: RewardComponents,
     pub terminated: bool,
     pub truncated: bool,
+    /// Index of the task stage this tick belongs to, where a demonstrator
+    /// annotated it (scripted experts do: the names are in the episodes'
+    /// meta.json); progress models train on it (ALGORITHMS.md §3.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }

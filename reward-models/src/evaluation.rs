@@ -150,7 +150,9 @@ mod tests {
         assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), None);
     }
 
-    fn world() -> (Vec<f64>, Vec<f64>, Vec<(f64, f64, f64)>) {
+    type World = (Vec<f64>, Vec<f64>, Vec<(f64, f64, f64)>);
+
+    fn world() -> World {
         // States on a line, actions as pushes; a fixed pseudo-random set
         // of transitions (no rand crate: a small LCG).
         let states: Vec<f64> = (0..12).map(|i| i as f64 * 0.25 - 1.5).collect();

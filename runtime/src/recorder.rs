@@ -22,6 +22,10 @@ pub struct EpisodesMeta {
     pub format: String,
     pub version: u32,
     pub robot: RobotSpec,
+    /// Names of the task stages `Transition::stage` indexes (empty when the
+    /// episodes carry no stage annotations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
 }
 
 pub struct EpisodeRecorder {
@@ -34,12 +38,22 @@ pub struct EpisodeRecorder {
 
 impl EpisodeRecorder {
     pub fn create(dir: &Path, robot: &RobotSpec) -> anyhow::Result<Self> {
+        Self::create_with_stages(dir, robot, &[])
+    }
+
+    /// A recorder whose episodes carry stage annotations named `stages`.
+    pub fn create_with_stages(
+        dir: &Path,
+        robot: &RobotSpec,
+        stages: &[&str],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         let meta = EpisodesMeta {
             format: FORMAT.into(),
             version: VERSION,
             robot: robot.clone(),
+            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
         };
         std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
         Ok(Self {

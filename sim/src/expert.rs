@@ -156,6 +156,42 @@ impl ScriptedExpert {
         self.cube_start = None;
     }
 
+    /// Names of the stages `stage` reports for `task`, in order.
+    pub fn stage_names(task: TaskKind) -> &'static [&'static str] {
+        match task {
+            TaskKind::Reach => &["approach", "settle"],
+            TaskKind::Lift => &["approach", "grasp", "lift", "hold"],
+            TaskKind::Pendulum => &[],
+        }
+    }
+
+    /// The stage of the task the last command belongs to (an index into
+    /// `stage_names`), the annotation progress models train on: reach moves
+    /// along its path (approach) then holds at the goal (settle); lift
+    /// approaches and descends (approach), closes (grasp), raises (lift)
+    /// and holds up (hold).
+    pub fn stage(&self) -> u32 {
+        // The path keeps its goal as the last waypoint: arrived means no
+        // travel left to it (to a tenth of a milliradian).
+        let moving = match &self.command {
+            Some(command) if !self.waypoints.is_empty() => {
+                let path: Vec<&[f32]> = self.waypoints.iter().map(Vec::as_slice).collect();
+                arm_travel(self.gripper_index, command, &path) > 1e-4
+            }
+            _ => false,
+        };
+        match self.task {
+            TaskKind::Reach => u32::from(!moving),
+            TaskKind::Lift => match self.lift_phase {
+                LiftPhase::Approach | LiftPhase::Descend => 0,
+                LiftPhase::Grasp => 1,
+                LiftPhase::Raise if moving => 2,
+                LiftPhase::Raise => 3,
+            },
+            TaskKind::Pendulum => 0,
+        }
+    }
+
     pub fn act(&mut self, observation: &Observation, spec: &ObservationSpec) -> Action {
         let field = |name: &str| {
             spec.field(&observation.state, name)

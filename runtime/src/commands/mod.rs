@@ -7,6 +7,7 @@ mod bench_physics;
 mod bench_train;
 mod bench_zenoh;
 mod eval;
+mod record;
 mod run;
 mod serve_sim;
 mod sim;
@@ -43,6 +44,7 @@ pub enum Command {
     Train(train::TrainArgs),
     Eval(eval::EvalArgs),
     Run(run::RunArgs),
+    Record(record::RecordArgs),
     ServeSim(serve_sim::ServeSimArgs),
     Sim(sim::SimArgs),
     Teleop(teleop::TeleopArgs),
@@ -55,6 +57,7 @@ impl Command {
             Command::Train(args) => train::run(args),
             Command::Eval(args) => eval::run(args),
             Command::Run(args) => run::run(args),
+            Command::Record(args) => record::run(args),
             Command::ServeSim(args) => serve_sim::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Teleop(args) => teleop::run(args),

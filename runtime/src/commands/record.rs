@@ -1,0 +1,123 @@
+//! `cerebellum record`: demonstrations on disk, with stage annotations,
+//! for behaviour cloning and for training progress models.
+
+use super::{SimRobotArgs, print_json};
+use crate::control_loop::TransitionSink;
+use crate::recorder::EpisodeRecorder;
+use crate::tick;
+use cerebellum_core::{Provenance, ResetRequest, Robot};
+use cerebellum_sim::SimEnv;
+use cerebellum_sim::expert::ScriptedExpert;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Record scripted-expert episodes, each tick annotated with its stage.
+///
+/// Writes the episode format of docs/episodes.md: DATA/meta.json (robot
+/// spec and the stage names) and one JSON Lines file per episode, every
+/// transition with its `stage` index. The stages are the expert's own:
+/// reach approach/settle; lift approach/grasp/lift/hold. Starts are seeded
+/// by --seed + episode index, as `cerebellum sim`. Example:
+///
+///   cerebellum record --task lift --expert --episodes 50 --out data/lift-expert
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub robot: SimRobotArgs,
+    /// Record the scripted expert (the only demonstrator built in; teleop
+    /// takeovers are recorded by `cerebellum run --record`).
+    #[arg(long)]
+    pub expert: bool,
+    #[arg(long, default_value_t = 10)]
+    pub episodes: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_name = "DATA")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.expert,
+        "only --expert is built in: teleop demonstrations are recorded with `cerebellum run --record DIR`"
+    );
+    anyhow::ensure!(args.episodes > 0, "--episodes must be at least 1");
+    let (config, model) = args.robot.load()?;
+    let task = config.task;
+    let mut env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;
+    let SimEnv::Arm(arm) = &env else {
+        anyhow::bail!("task {task} has no scripted expert with stages (reach and lift do)");
+    };
+    let mut expert = ScriptedExpert::new(
+        arm.model().clone(),
+        arm.config().task,
+        arm.config().physics.control_rate_hz(),
+        arm.world().table_height,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let spec = env.spec().clone();
+    let names = ScriptedExpert::stage_names(task);
+    let mut recorder = EpisodeRecorder::create_with_stages(&args.out, &spec, names)?;
+    let (mut successes, mut ticks) = (0u64, 0u64);
+    for episode in 0..args.episodes {
+        let seed = args.seed + episode;
+        let mut observation = env.reset(&ResetRequest { seed })?;
+        expert.reset();
+        for step in 0.. {
+            let action = expert.act(&observation, &spec.observation);
+            let stage = expert.stage();
+            let outcome = env.apply(&action)?;
+            let provenance = Provenance {
+                robot_id: spec.name.clone(),
+                episode_id: episode,
+                task_instance_id: seed,
+                group_id: None,
+                step,
+                policy_version: 0,
+            };
+            let mut transition = tick::record(
+                provenance,
+                observation,
+                action.clone(),
+                None,
+                action,
+                &outcome,
+                tick::wall_clock_now(),
+            );
+            transition.stage = Some(stage);
+            recorder.push(transition);
+            ticks += 1;
+            if outcome.done() {
+                successes += u64::from(outcome.success.unwrap_or(false));
+                break;
+            }
+            observation = env.observe()?;
+        }
+    }
+    if let Some(error) = &recorder.error {
+        anyhow::bail!("recording to {} failed: {error}", args.out.display());
+    }
+    println!(
+        "recorded {} expert episodes of {task} ({ticks} ticks, success {:.1}%) with stages {} → {}",
+        args.episodes,
+        100.0 * successes as f64 / args.episodes as f64,
+        names.join("/"),
+        args.out.display()
+    );
+    if args.json {
+        print_json(&json!({
+            "command": "record",
+            "task": task.name(),
+            "episodes": recorder.episodes_written,
+            "ticks": ticks,
+            "success_rate": successes as f64 / args.episodes as f64,
+            "stages": names,
+            "out": args.out,
+        }));
+    }
+    Ok(())
+}
