@@ -9,7 +9,9 @@
 //! - [`ensemble`]: combining members' rewards, and their spread as an
 //!   out-of-distribution alarm (§3.5).
 //! - [`evaluation`]: EPIC distance and Spearman correlation (§5).
+//! - [`progress`]: the stage-aware progress model (§3.1).
 
 pub mod ensemble;
 pub mod evaluation;
+pub mod progress;
 pub mod shaping;
