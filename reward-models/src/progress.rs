@@ -49,7 +49,39 @@ pub enum ProgressError {
     },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error(
+        "the progress model in {path} was trained on another observation spec ({found}); this robot's is {expected}"
+    )]
+    SpecMismatch {
+        path: String,
+        found: String,
+        expected: String,
+    },
 }
+
+/// What a saved progress model promises: the observations it reads, its
+/// history, its stages and their shares (reward_model.json beside
+/// progress.safetensors).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressContract {
+    pub format: String,
+    pub version: u32,
+    pub kind: String,
+    /// Increases each time the model is retrained.
+    pub model_version: u64,
+    pub observation: cerebellum_core::ObservationSpec,
+    pub history: usize,
+    pub hidden: usize,
+    pub stage_names: Vec<String>,
+    pub stage_shares: Vec<f64>,
+}
+
+const CONTRACT: &str = "reward_model.json";
+const WEIGHTS: &str = "progress.safetensors";
+const FORMAT: &str = "cerebellum-reward-model";
 
 /// One demonstration: each frame's state vector and stage index.
 pub struct AnnotatedEpisode {
@@ -242,6 +274,145 @@ impl ProgressModel {
         Ok((logits, tau))
     }
 
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut named = Vec::new();
+        let mut push = |name: &str, layer: &Linear| {
+            named.push((format!("{name}.weight"), layer.weight().clone()));
+            if let Some(bias) = layer.bias() {
+                named.push((format!("{name}.bias"), bias.clone()));
+            }
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            push(&format!("layer{i}"), layer);
+        }
+        push("stage", &self.stage_head);
+        push("tau", &self.tau_head);
+        let vector = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu).expect("a vector");
+        named.push(("obs_mean".into(), vector(&self.mean)));
+        named.push(("obs_std".into(), vector(&self.std)));
+        named
+    }
+
+    /// Writes progress.safetensors and reward_model.json into `dir`.
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        observation: &cerebellum_core::ObservationSpec,
+        stage_names: &[String],
+        model_version: u64,
+    ) -> Result<ProgressContract, ProgressError> {
+        let file_error = |path: &std::path::Path, e: &dyn std::fmt::Display| ProgressError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, &e))?;
+        let contract = ProgressContract {
+            format: FORMAT.into(),
+            version: 1,
+            kind: "progress".into(),
+            model_version,
+            observation: observation.clone(),
+            history: self.history,
+            hidden: self.layers[0].weight().dim(0)?,
+            stage_names: stage_names.to_vec(),
+            stage_shares: self.stage_shares.clone(),
+        };
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.tensors().into_iter().collect();
+        let weights = dir.join(WEIGHTS);
+        candle_core::safetensors::save(&tensors, &weights).map_err(|e| file_error(&weights, &e))?;
+        let path = dir.join(CONTRACT);
+        let json = serde_json::to_vec_pretty(&contract).map_err(|e| file_error(&path, &e))?;
+        std::fs::write(&path, json).map_err(|e| file_error(&path, &e))?;
+        Ok(contract)
+    }
+
+    /// Loads a model saved by `save`; with `expected`, refuses one trained
+    /// on another observation spec (fields, units, limits, cameras).
+    pub fn load(
+        dir: &std::path::Path,
+        expected: Option<&cerebellum_core::ObservationSpec>,
+    ) -> Result<(Self, ProgressContract), ProgressError> {
+        let path = dir.join(CONTRACT);
+        let file_error = |e: &dyn std::fmt::Display| ProgressError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&e))?;
+        let contract: ProgressContract = serde_json::from_str(&text).map_err(|e| file_error(&e))?;
+        if contract.format != FORMAT || contract.version != 1 || contract.kind != "progress" {
+            return Err(file_error(&format!(
+                "{} version {} kind {}, expected {FORMAT} version 1 kind progress",
+                contract.format, contract.version, contract.kind
+            )));
+        }
+        if let Some(expected) = expected
+            && expected != &contract.observation
+        {
+            let names = |o: &cerebellum_core::ObservationSpec| {
+                o.fields
+                    .iter()
+                    .map(|f| format!("{}[{}]", f.name, f.len()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ProgressError::SpecMismatch {
+                path: dir.display().to_string(),
+                found: names(&contract.observation),
+                expected: names(expected),
+            });
+        }
+        let weights_path = dir.join(WEIGHTS);
+        let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(|e| {
+            ProgressError::File {
+                path: weights_path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let get = |name: &str| {
+            weights
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ProgressError::File {
+                    path: weights_path.display().to_string(),
+                    reason: format!("no tensor `{name}`"),
+                })
+        };
+        let layer = |name: &str| -> Result<Linear, ProgressError> {
+            Ok(Linear::new(
+                get(&format!("{name}.weight"))?,
+                Some(get(&format!("{name}.bias"))?),
+            ))
+        };
+        let dims = contract.observation.state_len();
+        let model = Self {
+            layers: vec![layer("layer0")?, layer("layer1")?],
+            stage_head: layer("stage")?,
+            tau_head: layer("tau")?,
+            mean: get("obs_mean")?.to_vec1()?,
+            std: get("obs_std")?.to_vec1()?,
+            history: contract.history,
+            stage_shares: contract.stage_shares.clone(),
+        };
+        let consistent = model.mean.len() == dims
+            && model.std.len() == dims
+            && model.layers[0].weight().dims() == [contract.hidden, contract.history * dims]
+            && model.stage_head.weight().dim(0)? == contract.stage_names.len()
+            && contract.stage_shares.len() == contract.stage_names.len()
+            && model.tensors().iter().all(|(_, t)| {
+                t.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .is_ok_and(|v| v.iter().all(|x| x.is_finite()))
+            });
+        if !consistent {
+            return Err(ProgressError::File {
+                path: weights_path.display().to_string(),
+                reason: "weights do not match the contract's shapes, or are not finite".into(),
+            });
+        }
+        Ok((model, contract))
+    }
+
     /// Progress in [0, 1] for every frame of an episode (states in order).
     pub fn predict(&self, states: &[Vec<f32>]) -> Result<Vec<f64>, ProgressError> {
         if states.is_empty() {
@@ -311,5 +482,37 @@ mod tests {
         let rho = crate::evaluation::spearman(&time, &progress).unwrap();
         assert!(rho > 0.95, "Spearman {rho}");
         assert!(progress[0] < 0.2 && progress[49] > 0.8, "{progress:?}");
+
+        // Saved and loaded, it predicts the same; a corrupt or foreign
+        // model is refused with the reason.
+        let dir =
+            std::env::temp_dir().join(format!("cerebellum-progress-unit-{}", std::process::id()));
+        let spec = cerebellum_core::ObservationSpec {
+            fields: vec![cerebellum_core::FieldSpec::new(
+                "x",
+                cerebellum_core::Unit::Normalized,
+                &["a", "b"],
+                &[(-2.0, 2.0), (-2.0, 2.0)],
+            )],
+            cameras: vec![],
+            instruction: false,
+        };
+        let names = vec!["first".to_owned(), "second".to_owned()];
+        model.save(&dir, &spec, &names, 3).unwrap();
+        let (loaded, contract) = ProgressModel::load(&dir, Some(&spec)).unwrap();
+        assert_eq!(contract.model_version, 3);
+        assert_eq!(loaded.predict(&held_out.states).unwrap(), progress);
+        let mut other = spec.clone();
+        other.fields[0].name = "y".into();
+        assert!(matches!(
+            ProgressModel::load(&dir, Some(&other)),
+            Err(ProgressError::SpecMismatch { .. })
+        ));
+        std::fs::write(dir.join(WEIGHTS), b"not safetensors").unwrap();
+        let error = ProgressModel::load(&dir, Some(&spec))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("progress.safetensors"), "{error}");
     }
 }
