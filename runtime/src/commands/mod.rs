@@ -8,6 +8,7 @@ mod bench_train;
 mod bench_zenoh;
 mod eval;
 mod record;
+mod reward;
 mod run;
 mod serve_sim;
 mod sim;
@@ -45,6 +46,7 @@ pub enum Command {
     Eval(eval::EvalArgs),
     Run(run::RunArgs),
     Record(record::RecordArgs),
+    Reward(reward::RewardArgs),
     ServeSim(serve_sim::ServeSimArgs),
     Sim(sim::SimArgs),
     Teleop(teleop::TeleopArgs),
@@ -58,6 +60,7 @@ impl Command {
             Command::Eval(args) => eval::run(args),
             Command::Run(args) => run::run(args),
             Command::Record(args) => record::run(args),
+            Command::Reward(args) => reward::run(args),
             Command::ServeSim(args) => serve_sim::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Teleop(args) => teleop::run(args),
