@@ -239,9 +239,7 @@ impl ArmEnv {
                 let hold_ticks =
                     (tasks::LIFT_HOLD_S * self.config.physics.control_rate_hz()).round() as u32;
                 let success = state.held_ticks >= hold_ticks;
-                let reward = -tasks::distance(&ee, &cube)
-                    + (gain / tasks::LIFT_HEIGHT).clamp(0.0, 1.0)
-                    + high as u8 as f32;
+                let reward = tasks::lift_reward(&ee, &cube, state.cube_start_height);
                 let mut rewards = RewardComponents::new().with(RewardComponents::TASK, reward);
                 if success || last_tick {
                     rewards.set(RewardComponents::SUCCESS, success as u8 as f32);

@@ -80,6 +80,39 @@ pub fn reach_reward(distance: f32) -> f32 {
 pub const REACH_HORIZON_S: f64 = 2.0;
 
 pub const LIFT_HEIGHT: f32 = 0.05;
+
+/// Dense lift reward per tick: −distance from the end effector to the cube
+/// (m), plus the cube's height gain as a share of LIFT_HEIGHT, plus 1 while
+/// it is that high.
+pub fn lift_reward(ee: &[f32; 3], cube: &[f32; 3], cube_start_height: f32) -> f32 {
+    let gain = cube[2] - cube_start_height;
+    -distance(ee, cube) + (gain / LIFT_HEIGHT).clamp(0.0, 1.0) + (gain >= LIFT_HEIGHT) as u8 as f32
+}
+
+/// The task's ground-truth reward from an observation's state (what the
+/// simulator scores a step with), for checking learned rewards against it:
+/// `None` for a task without an arm or a state missing the fields. Lift
+/// needs the cube's height at the start of the episode.
+pub fn ground_truth_reward(
+    task: TaskKind,
+    spec: &cerebellum_core::ObservationSpec,
+    state: &[f32],
+    cube_start_height: f32,
+) -> Option<f32> {
+    let point = |name: &str| -> Option<[f32; 3]> { spec.field(state, name)?.try_into().ok() };
+    match task {
+        TaskKind::Reach => Some(reach_reward(distance(
+            &point("ee_position")?,
+            &point("target")?,
+        ))),
+        TaskKind::Lift => Some(lift_reward(
+            &point("ee_position")?,
+            &point("cube_position")?,
+            cube_start_height,
+        )),
+        TaskKind::Pendulum => None,
+    }
+}
 pub const LIFT_HOLD_S: f64 = 1.0;
 pub const LIFT_HORIZON_S: f64 = 5.0;
 

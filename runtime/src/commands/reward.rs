@@ -61,10 +61,14 @@ pub struct RewardTrainArgs {
 ///
 /// Reports `progress_spearman`: the Spearman correlation between predicted
 /// progress and time, averaged over the successful episodes in DATA (1 =
-/// perfectly monotone), and the same over the failed ones. The model's
-/// observation spec must match the episodes'. Example:
+/// perfectly monotone), and the same over the failed ones. With `--task`,
+/// also `epic_distance` (ALGORITHMS.md §5): the learned progress used as a
+/// reward R(s, a, s′) = Φ(s′) against the task's ground-truth reward on
+/// every transition in DATA (0 = equivalent up to shaping and scale, 1 =
+/// opposite). The model's observation spec must match the episodes'.
+/// Example:
 ///
-///   cerebellum reward eval --model models/lift-progress --data data/lift-held-out --json
+///   cerebellum reward eval --model models/lift-progress --data data/lift-held-out --task lift --json
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RewardEvalArgs {
@@ -72,8 +76,59 @@ pub struct RewardEvalArgs {
     pub model: PathBuf,
     #[arg(long, value_name = "DATA")]
     pub data: PathBuf,
+    /// The task DATA was recorded on, for the EPIC distance to its
+    /// ground-truth reward.
+    #[arg(long, value_parser = super::parse_task)]
+    pub task: Option<cerebellum_sim::TaskKind>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// EPIC distance between the progress model as a potential reward and the
+/// task's ground truth, over every transition of `episodes`. Both rewards
+/// depend on the next state only, so the states are indices into a table
+/// of (Φ(s′), r(s′)) computed with each frame's true history.
+fn epic_to_ground_truth(
+    model: &ProgressModel,
+    episodes: &[Vec<Transition>],
+    spec: &cerebellum_core::ObservationSpec,
+    task: cerebellum_sim::TaskKind,
+) -> anyhow::Result<Option<f64>> {
+    use cerebellum_reward_models::evaluation::{Coverage, epic_distance};
+    let mut table: Vec<(f64, f64)> = Vec::new();
+    for episode in episodes {
+        let states: Vec<Vec<f32>> = episode
+            .iter()
+            .map(|t| t.observation.state.clone())
+            .collect();
+        let progress = model.predict(&states)?;
+        let cube_start = spec
+            .field(&states[0], "cube_position")
+            .map_or(0.0, |c| c[2]);
+        for (state, phi) in states.iter().zip(progress).skip(1) {
+            let truth = cerebellum_sim::tasks::ground_truth_reward(task, spec, state, cube_start)
+                .ok_or_else(|| {
+                anyhow::anyhow!("task {task} has no ground-truth reward for these observations")
+            })?;
+            table.push((phi, truth as f64));
+        }
+    }
+    let transitions: Vec<(usize, (), usize)> = (0..table.len()).map(|i| (i, (), i)).collect();
+    let stride = (table.len() / 200).max(1);
+    let coverage_states: Vec<usize> = (0..table.len()).step_by(stride).collect();
+    let coverage = Coverage {
+        states: &coverage_states,
+        actions: &[()],
+    };
+    let learned = |_: &usize, _: &(), next: &usize| table[*next].0;
+    let truth = |_: &usize, _: &(), next: &usize| table[*next].1;
+    Ok(epic_distance(
+        &learned,
+        &truth,
+        &transitions,
+        &coverage,
+        0.99,
+    ))
 }
 
 pub fn run(args: RewardArgs) -> anyhow::Result<()> {
@@ -185,6 +240,10 @@ fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
         episodes.iter().partition(|e| succeeded(e));
     let (mean, min, undefined) = summary(&spearmans(&model, &good)?);
     let (failed_mean, _, _) = summary(&spearmans(&model, &bad)?);
+    let epic = match args.task {
+        Some(task) => epic_to_ground_truth(&model, &episodes, &meta.robot.observation, task)?,
+        None => None,
+    };
     println!(
         "progress model v{} on {}: Spearman {} over {} successful episodes (min {}), {} over {} failed",
         contract.model_version,
@@ -195,6 +254,9 @@ fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
         failed_mean.map_or("n/a".into(), |m| format!("{m:.3}")),
         bad.len()
     );
+    if let Some(d) = epic {
+        println!("EPIC distance to the task's ground-truth reward: {d:.3}");
+    }
     if args.json {
         print_json(&json!({
             "command": "reward eval",
@@ -205,6 +267,7 @@ fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
             "progress_spearman": mean,
             "progress_spearman_min": min,
             "progress_spearman_failed": failed_mean,
+            "epic_distance": epic,
             "undefined": undefined,
         }));
     }
