@@ -9,6 +9,9 @@ use cerebellum_core::{Provenance, ResetRequest, Robot};
 use cerebellum_sim::SimEnv;
 use cerebellum_sim::expert::ScriptedExpert;
 use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -32,6 +35,11 @@ pub struct RecordArgs {
     pub expert: bool,
     #[arg(long, default_value_t = 10)]
     pub episodes: u64,
+    /// Standard deviation (rad) of Gaussian noise added to every expert
+    /// command, seeded by the episode's seed: noisy and failed
+    /// demonstrations for evaluating reward models. 0: the clean expert.
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, value_name = "DATA")]
@@ -46,6 +54,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         "only --expert is built in: teleop demonstrations are recorded with `cerebellum run --record DIR`"
     );
     anyhow::ensure!(args.episodes > 0, "--episodes must be at least 1");
+    anyhow::ensure!(
+        args.noise.is_finite() && args.noise >= 0.0,
+        "--noise must be a non-negative number of radians"
+    );
     let (config, model) = args.robot.load()?;
     let task = config.task;
     let mut env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;
@@ -67,8 +79,16 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         let seed = args.seed + episode;
         let mut observation = env.reset(&ResetRequest { seed })?;
         expert.reset();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E01_5E00);
+        let noise = Normal::new(0.0, args.noise).map_err(|e| anyhow::anyhow!("--noise: {e}"))?;
         for step in 0.. {
-            let action = expert.act(&observation, &spec.observation);
+            let mut action = expert.act(&observation, &spec.observation);
+            if args.noise > 0.0 {
+                let (lower, upper) = spec.action.limits();
+                for ((v, lo), hi) in action.values.iter_mut().zip(&lower).zip(&upper) {
+                    *v = (*v + noise.sample(&mut rng)).clamp(*lo, *hi);
+                }
+            }
             let stage = expert.stage();
             let outcome = env.apply(&action)?;
             let provenance = Provenance {
@@ -116,6 +136,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             "ticks": ticks,
             "success_rate": successes as f64 / args.episodes as f64,
             "stages": names,
+            "noise": args.noise,
             "out": args.out,
         }));
     }
