@@ -10,8 +10,10 @@
 //!   out-of-distribution alarm (§3.5).
 //! - [`evaluation`]: EPIC distance and Spearman correlation (§5).
 //! - [`progress`]: the stage-aware progress model (§3.1).
+//! - [`success`]: the success classifier and its k-frame detector (§3.3).
 
 pub mod ensemble;
 pub mod evaluation;
 pub mod progress;
 pub mod shaping;
+pub mod success;

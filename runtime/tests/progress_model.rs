@@ -114,3 +114,100 @@ fn a_progress_model_trained_on_lift_demonstrations_orders_held_out_episodes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_success_classifier_trained_on_labelled_lift_frames_finds_success_on_held_out_ones() {
+    use cerebellum_reward_models::success::{SuccessClassifier, SuccessDetector};
+    use cerebellum_sim::TaskKind;
+    let base = std::env::temp_dir().join(format!("cerebellum-success-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    // Clean demonstrations succeed; noisy ones mostly fail: both classes.
+    let (clean, noisy) = (base.join("clean"), base.join("noisy"));
+    record("lift", "10", "0", &clean);
+    let (ok, _, stderr) = cerebellum(&[
+        "record",
+        "--task",
+        "lift",
+        "--expert",
+        "--noise",
+        "0.05",
+        "--episodes",
+        "8",
+        "--seed",
+        "500",
+        "--out",
+        noisy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let mut episodes = Vec::new();
+    let mut spec = None;
+    for dir in [&clean, &noisy] {
+        let (meta, mut e) = cerebellum_runtime::recorder::read_episodes(dir).unwrap();
+        spec = Some(meta.robot.observation);
+        episodes.append(&mut e);
+    }
+    let spec = spec.unwrap();
+    // Frames labelled by the simulator's success test at that instant.
+    let label = |episode: &Vec<cerebellum_core::Transition>| -> Vec<(Vec<f32>, bool)> {
+        let start = spec
+            .field(&episode[0].observation.state, "cube_position")
+            .unwrap()[2];
+        episode
+            .iter()
+            .map(|t| {
+                let s = t.observation.state.clone();
+                let y =
+                    cerebellum_sim::tasks::success_state(TaskKind::Lift, &spec, &s, start).unwrap();
+                (s, y)
+            })
+            .collect()
+    };
+    // Held out: the last two clean and last two noisy episodes.
+    let held: Vec<usize> = vec![8, 9, 16, 17];
+    let train: Vec<(Vec<f32>, bool)> = (0..episodes.len())
+        .filter(|i| !held.contains(i))
+        .flat_map(|i| label(&episodes[i]))
+        .collect();
+    let model = SuccessClassifier::train(&train, 64, 400, 0).unwrap();
+    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    for &i in &held {
+        let frames = label(&episodes[i]);
+        let states: Vec<Vec<f32>> = frames.iter().map(|f| f.0.clone()).collect();
+        for (p, (_, y)) in model.predict(&states).unwrap().iter().zip(&frames) {
+            match (p.unwrap() >= 0.9, *y) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) => fn_ += 1,
+                _ => {}
+            }
+        }
+    }
+    let precision = tp as f64 / (tp + fp).max(1) as f64;
+    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    println!(
+        "held-out frames at threshold 0.9: precision {precision:.3}, recall {recall:.3} ({tp} tp, {fp} fp, {fn_} fn)"
+    );
+    assert!(
+        precision >= 0.85 && recall >= 0.95,
+        "precision {precision}, recall {recall}"
+    );
+    // As a terminator (threshold 0.9, 5 frames) it ends the clean held-out
+    // episodes and no episode before the cube is up.
+    for &i in &held[..2] {
+        let states: Vec<Vec<f32>> = episodes[i]
+            .iter()
+            .map(|t| t.observation.state.clone())
+            .collect();
+        let mut detector = SuccessDetector::new(0.9, 5);
+        let fired = model
+            .predict(&states)
+            .unwrap()
+            .into_iter()
+            .position(|p| detector.observe(p));
+        let first_up = label(&episodes[i]).iter().position(|f| f.1);
+        assert!(
+            fired.is_some() && fired >= first_up,
+            "fired {fired:?}, cube up at {first_up:?}"
+        );
+    }
+}

@@ -89,6 +89,26 @@ pub fn lift_reward(ee: &[f32; 3], cube: &[f32; 3], cube_start_height: f32) -> f3
     -distance(ee, cube) + (gain / LIFT_HEIGHT).clamp(0.0, 1.0) + (gain >= LIFT_HEIGHT) as u8 as f32
 }
 
+/// Whether an observation's state meets the task's success test at that
+/// instant (reach: within REACH_SUCCESS_RADIUS of the target; lift: the
+/// cube LIFT_HEIGHT above its start; lift's episode also needs it held for
+/// LIFT_HOLD_S): the ground-truth label of success classifiers.
+pub fn success_state(
+    task: TaskKind,
+    spec: &cerebellum_core::ObservationSpec,
+    state: &[f32],
+    cube_start_height: f32,
+) -> Option<bool> {
+    let point = |name: &str| -> Option<[f32; 3]> { spec.field(state, name)?.try_into().ok() };
+    match task {
+        TaskKind::Reach => {
+            Some(distance(&point("ee_position")?, &point("target")?) < REACH_SUCCESS_RADIUS)
+        }
+        TaskKind::Lift => Some(point("cube_position")?[2] - cube_start_height >= LIFT_HEIGHT),
+        TaskKind::Pendulum => None,
+    }
+}
+
 /// The task's ground-truth reward from an observation's state (what the
 /// simulator scores a step with), for checking learned rewards against it:
 /// `None` for a task without an arm or a state missing the fields. Lift

@@ -1,0 +1,207 @@
+//! Success classifier (SERL, HIL-SERL, RoboFuME; ALGORITHMS.md §3.3):
+//! P(success | observation) from labelled frames, used as a sparse reward
+//! and an episode terminator. One confident frame is not enough: the
+//! detector fires after `k` consecutive frames at or above the threshold,
+//! which guards against false positives.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A small MLP over one normalised observation state.
+pub struct SuccessClassifier {
+    hidden: Linear,
+    out: Linear,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
+
+fn linear(
+    rng: &mut ChaCha8Rng,
+    inputs: usize,
+    outputs: usize,
+    vars: &mut Vec<Var>,
+) -> candle_core::Result<Linear> {
+    let bound = 1.0 / (inputs as f32).sqrt();
+    let w: Vec<f32> = (0..inputs * outputs)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let weight = Var::from_tensor(&Tensor::from_vec(w, (outputs, inputs), &Device::Cpu)?)?;
+    let bias = Var::from_tensor(&Tensor::zeros(outputs, DType::F32, &Device::Cpu)?)?;
+    let layer = Linear::new(weight.as_tensor().clone(), Some(bias.as_tensor().clone()));
+    vars.push(weight);
+    vars.push(bias);
+    Ok(layer)
+}
+
+impl SuccessClassifier {
+    /// Trains on (state, label) frames with binary cross-entropy, the
+    /// positive frames weighted so both classes count equally.
+    pub fn train(
+        frames: &[(Vec<f32>, bool)],
+        hidden: usize,
+        epochs: usize,
+        seed: u64,
+    ) -> candle_core::Result<Self> {
+        let n = frames.len();
+        let dims = frames.first().map_or(0, |f| f.0.len());
+        let mut mean = vec![0f32; dims];
+        for (s, _) in frames {
+            mean.iter_mut().zip(s).for_each(|(m, v)| *m += v / n as f32);
+        }
+        let mut std = vec![0f32; dims];
+        for (s, _) in frames {
+            std.iter_mut()
+                .zip(s)
+                .zip(&mean)
+                .for_each(|((d, v), m)| *d += (v - m).powi(2) / n as f32);
+        }
+        std.iter_mut().for_each(|d| *d = d.sqrt().max(1e-3));
+        let positives = frames.iter().filter(|f| f.1).count().max(1) as f32;
+        let negatives = (n as f32 - positives).max(1.0);
+        let x: Vec<f32> = frames
+            .iter()
+            .flat_map(|(s, _)| {
+                s.iter()
+                    .zip(&mean)
+                    .zip(&std)
+                    .map(|((v, m), d)| (v - m) / d)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let y: Vec<f32> = frames.iter().map(|f| f32::from(u8::from(f.1))).collect();
+        let w: Vec<f32> = frames
+            .iter()
+            .map(|f| {
+                if f.1 {
+                    0.5 * n as f32 / positives
+                } else {
+                    0.5 * n as f32 / negatives
+                }
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut vars = Vec::new();
+        let model = Self {
+            hidden: linear(&mut rng, dims, hidden, &mut vars)?,
+            out: linear(&mut rng, hidden, 1, &mut vars)?,
+            mean,
+            std,
+        };
+        let x = Tensor::from_vec(x, (n, dims), &Device::Cpu)?;
+        let y = Tensor::from_vec(y, (n, 1), &Device::Cpu)?;
+        let w = Tensor::from_vec(w, (n, 1), &Device::Cpu)?;
+        let mut optimizer = AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: 3e-3,
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        for _ in 0..epochs {
+            let logits = model.logits(&x)?;
+            // Weighted BCE with logits: w · (softplus(z) − y z).
+            let softplus = (logits.exp()? + 1.0)?.log()?;
+            let loss = ((softplus - (&y * &logits)?)? * &w)?.mean_all()?;
+            optimizer.backward_step(&loss)?;
+        }
+        Ok(model)
+    }
+
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.out.forward(&self.hidden.forward(x)?.relu()?)
+    }
+
+    /// P(success) per state; a non-finite state gives `None` (missing,
+    /// never a silent 0).
+    pub fn predict(&self, states: &[Vec<f32>]) -> candle_core::Result<Vec<Option<f32>>> {
+        let dims = self.mean.len();
+        let x: Vec<f32> = states
+            .iter()
+            .flat_map(|s| {
+                s.iter()
+                    .zip(&self.mean)
+                    .zip(&self.std)
+                    .map(|((v, m), d)| (v - m) / d)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let x = Tensor::from_vec(x, (states.len(), dims), &Device::Cpu)?;
+        let p = candle_nn::ops::sigmoid(&self.logits(&x)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(p.into_iter().map(|p| p.is_finite().then_some(p)).collect())
+    }
+}
+
+/// Fires once `k` consecutive frames reach `threshold`.
+#[derive(Clone, Debug)]
+pub struct SuccessDetector {
+    pub threshold: f32,
+    pub k: u32,
+    run: u32,
+}
+
+impl SuccessDetector {
+    pub fn new(threshold: f32, k: u32) -> Self {
+        Self {
+            threshold,
+            k: k.max(1),
+            run: 0,
+        }
+    }
+
+    /// Feeds one frame's probability (`None`: missing, which breaks the
+    /// run); true when the episode should end as a success.
+    pub fn observe(&mut self, probability: Option<f32>) -> bool {
+        match probability {
+            Some(p) if p >= self.threshold => self.run += 1,
+            _ => self.run = 0,
+        }
+        self.run >= self.k
+    }
+
+    pub fn reset(&mut self) {
+        self.run = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_detector_needs_k_consecutive_confident_frames() {
+        let mut d = SuccessDetector::new(0.8, 3);
+        let fired: Vec<bool> = [0.9, 0.95, 0.5, 0.9, 0.85, 0.99, 0.99]
+            .iter()
+            .map(|p| d.observe(Some(*p)))
+            .collect();
+        assert_eq!(fired, [false, false, false, false, false, true, true]);
+        d.reset();
+        assert!(!d.observe(Some(1.0)));
+        assert!(!d.observe(None), "a missing frame breaks the run");
+        assert!(!d.observe(Some(1.0)));
+    }
+
+    #[test]
+    fn a_separable_toy_set_is_learned() {
+        let frames: Vec<(Vec<f32>, bool)> = (0..200)
+            .map(|i| {
+                let x = i as f32 / 100.0 - 1.0;
+                (vec![x, 0.3 * x * x], x > 0.4)
+            })
+            .collect();
+        let model = SuccessClassifier::train(&frames, 32, 400, 1).unwrap();
+        let states: Vec<Vec<f32>> = frames.iter().map(|f| f.0.clone()).collect();
+        let p = model.predict(&states).unwrap();
+        let correct = p
+            .iter()
+            .zip(&frames)
+            .filter(|(p, f)| (p.unwrap() >= 0.5) == f.1)
+            .count();
+        assert!(correct >= 190, "{correct}/200");
+    }
+}
