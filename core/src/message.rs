@@ -74,6 +74,8 @@ impl RewardComponents {
     pub const SUCCESS: &'static str = "success";
     pub const INTERVENTION: &'static str = "intervention";
     pub const SAFETY: &'static str = "safety";
+    /// −1 at the tick an operator's e-stop is pressed.
+    pub const ESTOP: &'static str = "estop";
 
     pub fn new() -> Self {
         Self::default()

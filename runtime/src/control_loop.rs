@@ -152,6 +152,11 @@ impl EStopButton {
     }
 }
 
+/// Reward of the `estop` component at the tick an operator's e-stop is
+/// pressed (ALGORITHMS.md §3.4: e-stops are a reward channel like
+/// interventions).
+pub const ESTOP_PENALTY: f32 = -1.0;
+
 /// Reward of the `intervention` component at the tick an operator takes
 /// over (RLIF, ALGORITHMS.md §3.4); every other tick of a loop with a
 /// teleop input carries 0.
@@ -523,6 +528,8 @@ pub struct ControlLoop<R, C, P> {
     pub config: LoopConfig,
     pub stats: LoopStats,
     estop_button: EStopButton,
+    /// The operator's e-stop was pressed at this tick (its reward event).
+    estop_pressed_now: bool,
     teleop: Option<TeleopInput>,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
@@ -557,6 +564,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             config,
             stats: LoopStats::new(),
             estop_button: EStopButton::default(),
+            estop_pressed_now: false,
             teleop: None,
             observation: None,
             episode_open: false,
@@ -780,7 +788,10 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             observation_age_ticks: self.observation_age,
         };
         match (self.estop_button.is_pressed(), self.envelope.estop()) {
-            (true, None) => self.envelope.set_estop(EStopButton::REASON),
+            (true, None) => {
+                self.envelope.set_estop(EStopButton::REASON);
+                self.estop_pressed_now = true;
+            }
             (false, Some(EStopButton::REASON)) => self.envelope.clear_estop(),
             _ => {}
         }
@@ -847,6 +858,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             );
             self.stats.counters.intervention_ticks += u64::from(takeover.is_some());
             self.stats.counters.takeovers += u64::from(begins);
+        }
+        if std::mem::take(&mut self.estop_pressed_now) {
+            transition
+                .rewards
+                .set(RewardComponents::ESTOP, ESTOP_PENALTY);
         }
         transition.safety_clamped = checked.activations.any();
         if transition.safety_clamped {

@@ -263,6 +263,13 @@ fn an_estop_published_mid_chunk_makes_the_next_command_a_hold_until_cleared() {
     control.config.max_ticks = Some(15);
     control.run(&mut log).unwrap();
     let measured = log[4].observation.state[..6].to_vec();
+    // The press is a reward event on the first stopped tick only.
+    assert_eq!(log[5].rewards.get("estop"), Some(-1.0));
+    assert!(
+        log.iter()
+            .enumerate()
+            .all(|(i, t)| i == 5 || t.rewards.get("estop").is_none())
+    );
     for t in &log[5..15] {
         for (c, m) in t.sent_command.values.iter().zip(&measured) {
             assert!((c - m).abs() < 0.02, "not a hold: {c} vs measured {m}");
