@@ -2,6 +2,7 @@
 //! ranks held-out successful episodes in time (`cerebellum record`,
 //! `cerebellum reward train|eval`).
 
+use cerebellum_reward_models::progress::{AnnotatedEpisode, ProgressConfig, ProgressModel};
 use std::path::Path;
 use std::process::Command;
 
@@ -210,4 +211,73 @@ fn a_success_classifier_trained_on_labelled_lift_frames_finds_success_on_held_ou
             "fired {fired:?}, cube up at {first_up:?}"
         );
     }
+}
+
+#[test]
+fn an_ensembles_spread_is_larger_off_the_demonstrations_than_on_them() {
+    use cerebellum_reward_models::ensemble::{Aggregate, aggregate};
+    let base = std::env::temp_dir().join(format!("cerebellum-ensemble-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (clean, unseen, noisy) = (base.join("clean"), base.join("unseen"), base.join("noisy"));
+    record("lift", "8", "0", &clean);
+    record("lift", "3", "900", &unseen);
+    let (ok, _, stderr) = cerebellum(&[
+        "record",
+        "--task",
+        "lift",
+        "--expert",
+        "--noise",
+        "0.08",
+        "--episodes",
+        "3",
+        "--seed",
+        "700",
+        "--out",
+        noisy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let load = |dir: &Path| {
+        let (meta, episodes) = cerebellum_runtime::recorder::read_episodes(dir).unwrap();
+        let annotated: Vec<AnnotatedEpisode> = episodes
+            .iter()
+            .map(|e| AnnotatedEpisode {
+                states: e.iter().map(|t| t.observation.state.clone()).collect(),
+                stages: e.iter().map(|t| t.stage.unwrap()).collect(),
+            })
+            .collect();
+        (meta.stages.len(), annotated)
+    };
+    let (stages, train) = load(&clean);
+    // Members differ in their initialisation seed.
+    let members: Vec<ProgressModel> = (0..3)
+        .map(|seed| {
+            let config = ProgressConfig {
+                seed,
+                epochs: 200,
+                ..ProgressConfig::default()
+            };
+            ProgressModel::train(&train, stages, &config).unwrap()
+        })
+        .collect();
+    let mean_std = |episodes: &[AnnotatedEpisode]| {
+        let (mut sum, mut n) = (0.0, 0);
+        for e in episodes {
+            let predictions: Vec<Vec<f64>> = members
+                .iter()
+                .map(|m| m.predict(&e.states).unwrap())
+                .collect();
+            for t in 0..e.states.len() {
+                let scores: Vec<f64> = predictions.iter().map(|p| p[t]).collect();
+                sum += aggregate(&scores, Aggregate::Mean).unwrap().std;
+                n += 1;
+            }
+        }
+        sum / n as f64
+    };
+    let (on, off) = (mean_std(&load(&unseen).1), mean_std(&load(&noisy).1));
+    println!("ensemble std: {on:.4} on unseen clean demonstrations, {off:.4} on noisy ones");
+    assert!(
+        off > on,
+        "spread off the demonstrations {off} vs on them {on}"
+    );
 }
