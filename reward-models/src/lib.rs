@@ -14,6 +14,7 @@
 
 pub mod ensemble;
 pub mod evaluation;
+mod layers;
 pub mod progress;
 pub mod shaping;
 pub mod success;

@@ -9,9 +9,10 @@
 //! small MLP (candle, CPU) with a stage head (cross-entropy) and a τ head
 //! (sigmoid, squared error).
 
-use candle_core::{DType, Device, Tensor, Var};
+use crate::layers::{linear, normalize_into, state_statistics};
+use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Clone, Debug)]
@@ -101,37 +102,12 @@ pub struct ProgressModel {
     pub stage_shares: Vec<f64>,
 }
 
-fn linear(
-    rng: &mut ChaCha8Rng,
-    inputs: usize,
-    outputs: usize,
-    vars: &mut Vec<Var>,
-) -> candle_core::Result<Linear> {
-    let bound = 1.0 / (inputs as f32).sqrt();
-    let w: Vec<f32> = (0..inputs * outputs)
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
-    let weight = Var::from_tensor(&Tensor::from_vec(w, (outputs, inputs), &Device::Cpu)?)?;
-    let bias = Var::from_tensor(&Tensor::zeros(outputs, DType::F32, &Device::Cpu)?)?;
-    let layer = Linear::new(weight.as_tensor().clone(), Some(bias.as_tensor().clone()));
-    vars.push(weight);
-    vars.push(bias);
-    Ok(layer)
-}
-
 /// The model's input for frame `t`: the last `history` states, oldest
 /// first, normalised.
 fn features(states: &[Vec<f32>], t: usize, history: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
     let mut x = Vec::with_capacity(history * mean.len());
     for back in (0..history).rev() {
-        let frame = &states[t.saturating_sub(back)];
-        x.extend(
-            frame
-                .iter()
-                .zip(mean)
-                .zip(std)
-                .map(|((v, m), s)| (v - m) / s),
-        );
+        normalize_into(&mut x, &states[t.saturating_sub(back)], mean, std);
     }
     x
 }
@@ -195,20 +171,7 @@ impl ProgressModel {
                 }
             }
         }
-        let mut mean = vec![0f32; dims];
-        for s in episodes.iter().flat_map(|e| &e.states) {
-            mean.iter_mut()
-                .zip(s)
-                .for_each(|(m, v)| *m += v / frames as f32);
-        }
-        let mut std = vec![0f32; dims];
-        for s in episodes.iter().flat_map(|e| &e.states) {
-            std.iter_mut()
-                .zip(s)
-                .zip(&mean)
-                .for_each(|((d, v), m)| *d += (v - m).powi(2) / frames as f32);
-        }
-        std.iter_mut().for_each(|d| *d = d.sqrt().max(1e-3));
+        let (mean, std) = state_statistics(episodes.iter().flat_map(|e| &e.states), dims);
         let (mut x, mut labels, mut taus) = (Vec::new(), Vec::new(), Vec::new());
         let mut shares = vec![0.0; stages];
         for e in episodes {

@@ -4,9 +4,10 @@
 //! detector fires after `k` consecutive frames at or above the threshold,
 //! which guards against false positives.
 
-use candle_core::{DType, Device, Tensor, Var};
+use crate::layers::{linear, normalize_into, state_statistics};
+use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// A small MLP over one normalised observation state.
@@ -15,24 +16,6 @@ pub struct SuccessClassifier {
     out: Linear,
     mean: Vec<f32>,
     std: Vec<f32>,
-}
-
-fn linear(
-    rng: &mut ChaCha8Rng,
-    inputs: usize,
-    outputs: usize,
-    vars: &mut Vec<Var>,
-) -> candle_core::Result<Linear> {
-    let bound = 1.0 / (inputs as f32).sqrt();
-    let w: Vec<f32> = (0..inputs * outputs)
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
-    let weight = Var::from_tensor(&Tensor::from_vec(w, (outputs, inputs), &Device::Cpu)?)?;
-    let bias = Var::from_tensor(&Tensor::zeros(outputs, DType::F32, &Device::Cpu)?)?;
-    let layer = Linear::new(weight.as_tensor().clone(), Some(bias.as_tensor().clone()));
-    vars.push(weight);
-    vars.push(bias);
-    Ok(layer)
 }
 
 impl SuccessClassifier {
@@ -46,30 +29,13 @@ impl SuccessClassifier {
     ) -> candle_core::Result<Self> {
         let n = frames.len();
         let dims = frames.first().map_or(0, |f| f.0.len());
-        let mut mean = vec![0f32; dims];
-        for (s, _) in frames {
-            mean.iter_mut().zip(s).for_each(|(m, v)| *m += v / n as f32);
-        }
-        let mut std = vec![0f32; dims];
-        for (s, _) in frames {
-            std.iter_mut()
-                .zip(s)
-                .zip(&mean)
-                .for_each(|((d, v), m)| *d += (v - m).powi(2) / n as f32);
-        }
-        std.iter_mut().for_each(|d| *d = d.sqrt().max(1e-3));
+        let (mean, std) = state_statistics(frames.iter().map(|f| &f.0), dims);
         let positives = frames.iter().filter(|f| f.1).count().max(1) as f32;
         let negatives = (n as f32 - positives).max(1.0);
-        let x: Vec<f32> = frames
-            .iter()
-            .flat_map(|(s, _)| {
-                s.iter()
-                    .zip(&mean)
-                    .zip(&std)
-                    .map(|((v, m), d)| (v - m) / d)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut x = Vec::with_capacity(n * dims);
+        for (state, _) in frames {
+            normalize_into(&mut x, state, &mean, &std);
+        }
         let y: Vec<f32> = frames.iter().map(|f| f32::from(u8::from(f.1))).collect();
         let w: Vec<f32> = frames
             .iter()
@@ -118,16 +84,10 @@ impl SuccessClassifier {
     /// never a silent 0).
     pub fn predict(&self, states: &[Vec<f32>]) -> candle_core::Result<Vec<Option<f32>>> {
         let dims = self.mean.len();
-        let x: Vec<f32> = states
-            .iter()
-            .flat_map(|s| {
-                s.iter()
-                    .zip(&self.mean)
-                    .zip(&self.std)
-                    .map(|((v, m), d)| (v - m) / d)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut x = Vec::with_capacity(states.len() * dims);
+        for state in states {
+            normalize_into(&mut x, state, &self.mean, &self.std);
+        }
         let x = Tensor::from_vec(x, (states.len(), dims), &Device::Cpu)?;
         let p = candle_nn::ops::sigmoid(&self.logits(&x)?)?
             .flatten_all()?
