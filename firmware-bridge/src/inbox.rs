@@ -30,7 +30,9 @@ impl InboxCounters {
 /// the clock offset of the robot.
 pub struct Inbox {
     keys: RobotKeys,
-    sequences: HashMap<(String, u32, Kind), SequenceGuard>,
+    /// Per key, then per (sender boot, kind): keyed by key first so that a
+    /// frame on a known key allocates nothing.
+    sequences: HashMap<String, HashMap<(u32, Kind), SequenceGuard>>,
     clock: ClockOffset,
     /// Frames of these kinds older than this (seconds) are stale; `None`
     /// skips the age check (a robot in lockstep only speaks when spoken to).
@@ -81,9 +83,14 @@ impl Inbox {
             );
             return None;
         }
+        if !self.sequences.contains_key(key) {
+            self.sequences.insert(key.to_owned(), HashMap::new());
+        }
         let guard = self
             .sequences
-            .entry((key.to_owned(), frame.header.boot, kind))
+            .get_mut(key)
+            .expect("inserted above")
+            .entry((frame.header.boot, kind))
             .or_default();
         if let Err(e) = guard.admit(&frame.header) {
             self.refuse(e.name(), key, &e);

@@ -205,8 +205,10 @@ fn robot_round_trips(n: usize) -> anyhow::Result<(Histogram<u64>, Histogram<u64>
     Ok((tick, inference, state_bytes))
 }
 
-/// Transitions per second one learner receives from `n` lockstep servers.
-fn fleet_throughput(n: usize, seconds: f64) -> anyhow::Result<(f64, u64)> {
+/// Transitions per second one learner receives from `n` lockstep servers,
+/// what it received, and what the loops sent (the rest were dropped at a
+/// full channel).
+fn fleet_throughput(n: usize, seconds: f64) -> anyhow::Result<(f64, u64, u64)> {
     let mut servers = Vec::new();
     let mut arms = Vec::new();
     for i in 0..n {
@@ -278,10 +280,10 @@ fn fleet_throughput(n: usize, seconds: f64) -> anyhow::Result<(f64, u64)> {
         "learner failed: {:?}",
         status.failure
     );
-    let _ = ticks;
     Ok((
         status.counters.received as f64 / elapsed,
         status.counters.received,
+        ticks,
     ))
 }
 
@@ -309,12 +311,13 @@ pub fn run(args: ZenohBenchArgs) -> anyhow::Result<()> {
     let mut fleet = Vec::new();
     for &n in &args.fleet {
         anyhow::ensure!(n > 0, "--fleet sizes must be at least 1");
-        let (rate, received) = fleet_throughput(n, args.fleet_seconds)?;
+        let (rate, received, sent) = fleet_throughput(n, args.fleet_seconds)?;
         println!(
-            "fleet of {n} lockstep servers → one learner: {rate:.0} transitions/s ({received} in {:.0} s)",
-            args.fleet_seconds
+            "fleet of {n} lockstep servers → one learner: {rate:.0} transitions/s ({received} in {:.0} s; {} dropped of {sent} sent)",
+            args.fleet_seconds,
+            sent - received
         );
-        fleet.push(json!({"servers": n, "transitions_per_second": rate, "received": received}));
+        fleet.push(json!({"servers": n, "transitions_per_second": rate, "received": received, "sent": sent, "dropped": sent - received}));
     }
     if args.json {
         print_json(&json!({
