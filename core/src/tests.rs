@@ -148,6 +148,7 @@ fn messages_round_trip_through_serde() {
 
     let transition = Transition {
         stage: None,
+        reward_version: None,
         provenance: Provenance {
             robot_id: "arm0".into(),
             episode_id: 3,

@@ -48,4 +48,10 @@ pub struct Transition {
     /// meta.json); progress models train on it (ALGORITHMS.md §3.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<u32>,
+    /// Version of the learned reward models that wrote the learned
+    /// components (`progress`, `success_model`, …); `None` when no model
+    /// labelled this transition. A learner reports which version it
+    /// trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_version: Option<u64>,
 }

@@ -11,9 +11,15 @@
 //! - [`evaluation`]: EPIC distance and Spearman correlation (§5).
 //! - [`progress`]: the stage-aware progress model (§3.1).
 //! - [`success`]: the success classifier and its k-frame detector (§3.3).
+//! - [`contract`]: the on-disk form they share, checked against the robot
+//!   at load.
+//! - [`labeller`]: turns a stream of transitions into learned reward
+//!   components, each stamped with the models' version.
 
+pub mod contract;
 pub mod ensemble;
 pub mod evaluation;
+pub mod labeller;
 mod layers;
 pub mod progress;
 pub mod shaping;

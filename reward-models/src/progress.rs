@@ -38,51 +38,10 @@ impl Default for ProgressConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProgressError {
-    #[error("no annotated frames to train on")]
-    NoData,
-    #[error("episode {episode}, frame {frame}: {reason}")]
-    BadEpisode {
-        episode: usize,
-        frame: usize,
-        reason: String,
-    },
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
-    #[error(
-        "the progress model in {path} was trained on another observation spec ({found}); this robot's is {expected}"
-    )]
-    SpecMismatch {
-        path: String,
-        found: String,
-        expected: String,
-    },
-}
+pub use crate::contract::ModelError as ProgressError;
+use crate::contract::{Expected, RewardModelContract};
 
-/// What a saved progress model promises: the observations it reads, its
-/// history, its stages and their shares (reward_model.json beside
-/// progress.safetensors).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProgressContract {
-    pub format: String,
-    pub version: u32,
-    pub kind: String,
-    /// Increases each time the model is retrained.
-    pub model_version: u64,
-    pub observation: cerebellum_core::ObservationSpec,
-    pub history: usize,
-    pub hidden: usize,
-    pub stage_names: Vec<String>,
-    pub stage_shares: Vec<f64>,
-}
-
-const CONTRACT: &str = "reward_model.json";
 const WEIGHTS: &str = "progress.safetensors";
-const FORMAT: &str = "cerebellum-reward-model";
 
 /// One demonstration: each frame's state vector and stage index.
 pub struct AnnotatedEpisode {
@@ -261,119 +220,106 @@ impl ProgressModel {
         &self,
         dir: &std::path::Path,
         observation: &cerebellum_core::ObservationSpec,
+        instruction: Option<&str>,
         stage_names: &[String],
         model_version: u64,
-    ) -> Result<ProgressContract, ProgressError> {
-        let file_error = |path: &std::path::Path, e: &dyn std::fmt::Display| ProgressError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, &e))?;
-        let contract = ProgressContract {
-            format: FORMAT.into(),
-            version: 1,
-            kind: "progress".into(),
+    ) -> Result<RewardModelContract, ProgressError> {
+        let mut contract = RewardModelContract::new(
+            "progress",
             model_version,
-            observation: observation.clone(),
-            history: self.history,
-            hidden: self.layers[0].weight().dim(0)?,
-            stage_names: stage_names.to_vec(),
-            stage_shares: self.stage_shares.clone(),
-        };
-        let tensors: std::collections::HashMap<String, Tensor> =
-            self.tensors().into_iter().collect();
-        let weights = dir.join(WEIGHTS);
-        candle_core::safetensors::save(&tensors, &weights).map_err(|e| file_error(&weights, &e))?;
-        let path = dir.join(CONTRACT);
-        let json = serde_json::to_vec_pretty(&contract).map_err(|e| file_error(&path, &e))?;
-        std::fs::write(&path, json).map_err(|e| file_error(&path, &e))?;
+            observation,
+            instruction,
+            self.history,
+            self.layers[0].weight().dim(0)?,
+        );
+        contract.stage_names = stage_names.to_vec();
+        contract.stage_shares = self.stage_shares.clone();
+        crate::contract::save(dir, &contract, WEIGHTS, self.tensors())?;
         Ok(contract)
     }
 
     /// Loads a model saved by `save`; with `expected`, refuses one trained
-    /// on another observation spec (fields, units, limits, cameras).
+    /// on another observation spec (fields, units, limits, cameras) or
+    /// another instruction.
     pub fn load(
         dir: &std::path::Path,
-        expected: Option<&cerebellum_core::ObservationSpec>,
-    ) -> Result<(Self, ProgressContract), ProgressError> {
-        let path = dir.join(CONTRACT);
-        let file_error = |e: &dyn std::fmt::Display| ProgressError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| file_error(&e))?;
-        let contract: ProgressContract = serde_json::from_str(&text).map_err(|e| file_error(&e))?;
-        if contract.format != FORMAT || contract.version != 1 || contract.kind != "progress" {
-            return Err(file_error(&format!(
-                "{} version {} kind {}, expected {FORMAT} version 1 kind progress",
-                contract.format, contract.version, contract.kind
-            )));
-        }
-        if let Some(expected) = expected
-            && expected != &contract.observation
-        {
-            let names = |o: &cerebellum_core::ObservationSpec| {
-                o.fields
-                    .iter()
-                    .map(|f| format!("{}[{}]", f.name, f.len()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(ProgressError::SpecMismatch {
-                path: dir.display().to_string(),
-                found: names(&contract.observation),
-                expected: names(expected),
-            });
-        }
-        let weights_path = dir.join(WEIGHTS);
-        let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu).map_err(|e| {
-            ProgressError::File {
-                path: weights_path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        let get = |name: &str| {
-            weights
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ProgressError::File {
-                    path: weights_path.display().to_string(),
-                    reason: format!("no tensor `{name}`"),
-                })
-        };
-        let layer = |name: &str| -> Result<Linear, ProgressError> {
-            Ok(Linear::new(
-                get(&format!("{name}.weight"))?,
-                Some(get(&format!("{name}.bias"))?),
-            ))
-        };
+        expected: Option<Expected<'_>>,
+    ) -> Result<(Self, RewardModelContract), ProgressError> {
+        let loaded = crate::contract::load(dir, "progress", WEIGHTS, expected)?;
+        let contract = loaded.contract.clone();
         let dims = contract.observation.state_len();
         let model = Self {
-            layers: vec![layer("layer0")?, layer("layer1")?],
-            stage_head: layer("stage")?,
-            tau_head: layer("tau")?,
-            mean: get("obs_mean")?.to_vec1()?,
-            std: get("obs_std")?.to_vec1()?,
+            layers: vec![loaded.linear("layer0")?, loaded.linear("layer1")?],
+            stage_head: loaded.linear("stage")?,
+            tau_head: loaded.linear("tau")?,
+            mean: loaded.get("obs_mean")?.to_vec1()?,
+            std: loaded.get("obs_std")?.to_vec1()?,
             history: contract.history,
             stage_shares: contract.stage_shares.clone(),
         };
-        let consistent = model.mean.len() == dims
-            && model.std.len() == dims
-            && model.layers[0].weight().dims() == [contract.hidden, contract.history * dims]
-            && model.stage_head.weight().dim(0)? == contract.stage_names.len()
-            && contract.stage_shares.len() == contract.stage_names.len()
-            && model.tensors().iter().all(|(_, t)| {
-                t.flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .is_ok_and(|v| v.iter().all(|x| x.is_finite()))
-            });
-        if !consistent {
-            return Err(ProgressError::File {
-                path: weights_path.display().to_string(),
-                reason: "weights do not match the contract's shapes, or are not finite".into(),
-            });
-        }
+        loaded.ensure(
+            model.mean.len() == dims
+                && model.std.len() == dims
+                && model.layers[0].weight().dims() == [contract.hidden, contract.history * dims]
+                && model.stage_head.weight().dim(0)? == contract.stage_names.len()
+                && contract.stage_shares.len() == contract.stage_names.len(),
+        )?;
         Ok((model, contract))
+    }
+
+    /// Values per observation state.
+    pub fn state_len(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Frames of history one prediction reads.
+    pub fn history(&self) -> usize {
+        self.history
+    }
+
+    /// Progress for each window of `history` states (oldest first, each
+    /// window `history × state` values): `None` where the model's output
+    /// is not finite (a non-finite state, or weights gone bad), so the
+    /// caller can mark the reward missing instead of zero.
+    pub fn predict_windows(&self, windows: &[f32]) -> Result<Vec<Option<f64>>, ProgressError> {
+        let dims = self.mean.len();
+        let inputs = self.history * dims;
+        let n = windows.len() / inputs.max(1);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut x = Vec::with_capacity(n * inputs);
+        for frame in windows[..n * inputs].chunks_exact(dims) {
+            normalize_into(&mut x, frame, &self.mean, &self.std);
+        }
+        let x = Tensor::from_vec(x, (n, inputs), &Device::Cpu)?;
+        let (logits, tau) = self.forward(&x)?;
+        let logits = logits.to_vec2::<f32>()?;
+        let tau = tau.flatten_all()?.to_vec1::<f32>()?;
+        // A ReLU turns NaN into 0, so a bad input must be caught before it.
+        let finite_inputs = windows[..n * inputs]
+            .chunks_exact(inputs)
+            .map(|w| w.iter().all(|v| v.is_finite()));
+        Ok(logits
+            .iter()
+            .zip(tau)
+            .zip(finite_inputs)
+            .map(|((row, tau), finite)| {
+                if !finite || !tau.is_finite() || row.iter().any(|v| !v.is_finite()) {
+                    return None;
+                }
+                let k = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
+                Some(self.progress(k, tau))
+            })
+            .collect())
+    }
+
+    fn progress(&self, stage: usize, tau: f32) -> f64 {
+        let before: f64 = self.stage_shares[..stage].iter().sum();
+        (before + self.stage_shares[stage] * tau as f64).clamp(0.0, 1.0)
     }
 
     /// Progress in [0, 1] for every frame of an episode (states in order).
@@ -392,10 +338,7 @@ impl ProgressModel {
         Ok(stages
             .iter()
             .zip(tau)
-            .map(|(&k, tau)| {
-                let before: f64 = self.stage_shares[..k as usize].iter().sum();
-                (before + self.stage_shares[k as usize] * tau as f64).clamp(0.0, 1.0)
-            })
+            .map(|(&k, tau)| self.progress(k as usize, tau))
             .collect())
     }
 }
@@ -461,18 +404,44 @@ mod tests {
             instruction: false,
         };
         let names = vec!["first".to_owned(), "second".to_owned()];
-        model.save(&dir, &spec, &names, 3).unwrap();
-        let (loaded, contract) = ProgressModel::load(&dir, Some(&spec)).unwrap();
+        let expect = |observation| Expected {
+            observation,
+            instruction: Some("rank it"),
+        };
+        model.save(&dir, &spec, Some("rank it"), &names, 3).unwrap();
+        let (loaded, contract) = ProgressModel::load(&dir, Some(expect(&spec))).unwrap();
         assert_eq!(contract.model_version, 3);
         assert_eq!(loaded.predict(&held_out.states).unwrap(), progress);
         let mut other = spec.clone();
         other.fields[0].name = "y".into();
         assert!(matches!(
-            ProgressModel::load(&dir, Some(&other)),
+            ProgressModel::load(&dir, Some(expect(&other))),
             Err(ProgressError::SpecMismatch { .. })
         ));
+        let other_task = Expected {
+            observation: &spec,
+            instruction: Some("something else"),
+        };
+        assert!(matches!(
+            ProgressModel::load(&dir, Some(other_task)),
+            Err(ProgressError::InstructionMismatch { .. })
+        ));
+        // Windows give what whole episodes give.
+        let h = loaded.history();
+        let windows: Vec<f32> = (0..held_out.states.len())
+            .flat_map(|t| {
+                (0..h)
+                    .rev()
+                    .flat_map(|back| held_out.states[t.saturating_sub(back)].clone())
+                    .collect::<Vec<f32>>()
+            })
+            .collect();
+        let by_window = loaded.predict_windows(&windows).unwrap();
+        for (a, b) in by_window.iter().zip(&progress) {
+            assert!((a.unwrap() - b).abs() < 1e-6);
+        }
         std::fs::write(dir.join(WEIGHTS), b"not safetensors").unwrap();
-        let error = ProgressModel::load(&dir, Some(&spec))
+        let error = ProgressModel::load(&dir, Some(expect(&spec)))
             .err()
             .unwrap()
             .to_string();

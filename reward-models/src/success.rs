@@ -4,6 +4,7 @@
 //! detector fires after `k` consecutive frames at or above the threshold,
 //! which guards against false positives.
 
+use crate::contract::{Expected, ModelError, RewardModelContract};
 use crate::layers::{linear, normalize_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
@@ -92,7 +93,69 @@ impl SuccessClassifier {
         let p = candle_nn::ops::sigmoid(&self.logits(&x)?)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        Ok(p.into_iter().map(|p| p.is_finite().then_some(p)).collect())
+        // A ReLU turns NaN into 0, so a bad input must be caught before it.
+        Ok(p.into_iter()
+            .zip(states)
+            .map(|(p, s)| (p.is_finite() && s.iter().all(|v| v.is_finite())).then_some(p))
+            .collect())
+    }
+}
+
+const WEIGHTS: &str = "success.safetensors";
+
+impl SuccessClassifier {
+    /// Writes success.safetensors and reward_model.json into `dir`.
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        observation: &cerebellum_core::ObservationSpec,
+        instruction: Option<&str>,
+        model_version: u64,
+    ) -> Result<RewardModelContract, ModelError> {
+        let contract = RewardModelContract::new(
+            "success",
+            model_version,
+            observation,
+            instruction,
+            1,
+            self.hidden.weight().dim(0)?,
+        );
+        let vector = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu);
+        let tensors = vec![
+            ("hidden.weight".into(), self.hidden.weight().clone()),
+            (
+                "hidden.bias".into(),
+                self.hidden.bias().expect("biased").clone(),
+            ),
+            ("out.weight".into(), self.out.weight().clone()),
+            ("out.bias".into(), self.out.bias().expect("biased").clone()),
+            ("obs_mean".into(), vector(&self.mean)?),
+            ("obs_std".into(), vector(&self.std)?),
+        ];
+        crate::contract::save(dir, &contract, WEIGHTS, tensors)?;
+        Ok(contract)
+    }
+
+    /// Loads a classifier saved by `save`, checked against `expected`.
+    pub fn load(
+        dir: &std::path::Path,
+        expected: Option<Expected<'_>>,
+    ) -> Result<(Self, RewardModelContract), ModelError> {
+        let loaded = crate::contract::load(dir, "success", WEIGHTS, expected)?;
+        let dims = loaded.contract.observation.state_len();
+        let model = Self {
+            hidden: loaded.linear("hidden")?,
+            out: loaded.linear("out")?,
+            mean: loaded.get("obs_mean")?.to_vec1()?,
+            std: loaded.get("obs_std")?.to_vec1()?,
+        };
+        loaded.ensure(
+            model.mean.len() == dims
+                && model.std.len() == dims
+                && model.hidden.weight().dims() == [loaded.contract.hidden, dims]
+                && model.out.weight().dims() == [1, loaded.contract.hidden],
+        )?;
+        Ok((model, loaded.contract))
     }
 }
 
@@ -163,5 +226,37 @@ mod tests {
             .filter(|(p, f)| (p.unwrap() >= 0.5) == f.1)
             .count();
         assert!(correct >= 190, "{correct}/200");
+
+        let dir =
+            std::env::temp_dir().join(format!("cerebellum-success-unit-{}", std::process::id()));
+        let spec = cerebellum_core::ObservationSpec {
+            fields: vec![cerebellum_core::FieldSpec::new(
+                "x",
+                cerebellum_core::Unit::Normalized,
+                &["a", "b"],
+                &[(-2.0, 2.0), (-2.0, 2.0)],
+            )],
+            cameras: vec![],
+            instruction: false,
+        };
+        let expected = Expected {
+            observation: &spec,
+            instruction: None,
+        };
+        model.save(&dir, &spec, None, 2).unwrap();
+        let (loaded, contract) = SuccessClassifier::load(&dir, Some(expected)).unwrap();
+        assert_eq!(
+            (contract.kind.as_str(), contract.model_version),
+            ("success", 2)
+        );
+        assert_eq!(loaded.predict(&states).unwrap(), p);
+        let error = crate::progress::ProgressModel::load(&dir, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("a success model, expected a progress model"),
+            "{error}"
+        );
     }
 }

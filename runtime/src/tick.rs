@@ -76,6 +76,7 @@ pub fn record(
         terminated: outcome.terminated,
         truncated: outcome.truncated,
         stage: None,
+        reward_version: None,
     }
 }
 

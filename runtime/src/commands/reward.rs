@@ -2,10 +2,12 @@
 //! recorded episodes (docs/episodes.md).
 
 use super::print_json;
-use crate::recorder::read_episodes;
+use crate::recorder::{EpisodesMeta, read_episodes};
 use cerebellum_core::{RewardComponents, Transition};
+use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::evaluation::spearman;
 use cerebellum_reward_models::progress::{AnnotatedEpisode, ProgressConfig, ProgressModel};
+use cerebellum_reward_models::success::SuccessClassifier;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ pub enum RewardCommand {
 pub enum RewardKind {
     /// Stage-aware progress (SARM): needs stage-annotated episodes.
     Progress,
+    /// Success classifier: P(success | observation) on labelled frames.
+    Success,
 }
 
 /// Train a reward model on recorded episodes.
@@ -34,17 +38,31 @@ pub enum RewardKind {
 /// `--kind progress` trains the stage-aware progress model on episodes
 /// with stage annotations (`cerebellum record --task lift --expert`),
 /// holds the last `--held-out` episodes out and reports the Spearman
-/// correlation of predicted progress with time on them. Example:
+/// correlation of predicted progress with time on them.
+///
+/// `--kind success` trains the success classifier. Frame labels: with
+/// `--task`, the simulator's success test at each frame (data recorded in
+/// the simulation); without it, the last `--positive-frames` frames of
+/// every successful episode are positives and all other frames negatives
+/// (an operator's "it succeeded here"). Reports frame precision and recall
+/// on the held-out episodes at `--threshold`.
+///
+/// Retraining into the same --out raises the model's version; a run that
+/// trains on the model's rewards records which version labelled each
+/// transition. Examples:
 ///
 ///   cerebellum record --task lift --expert --episodes 50 --out data/lift
 ///   cerebellum reward train --kind progress --data data/lift --out models/lift-progress
+///   cerebellum reward train --kind success --task lift --data data/lift --out models/lift-success
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RewardTrainArgs {
     #[arg(long, value_enum)]
     pub kind: RewardKind,
-    #[arg(long, value_name = "DATA")]
-    pub data: PathBuf,
+    /// Recorded episodes (docs/episodes.md); repeat --data to pool several
+    /// recordings of one robot (held-out episodes are the last ones).
+    #[arg(long = "data", value_name = "DATA", required = true)]
+    pub data: Vec<PathBuf>,
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[arg(long, default_value_t = 4)]
@@ -53,12 +71,25 @@ pub struct RewardTrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// --kind success: label frames with this simulated task's success test.
+    #[arg(long, value_parser = super::parse_task)]
+    pub task: Option<cerebellum_sim::TaskKind>,
+    /// --kind success without --task: positives per successful episode.
+    #[arg(long, default_value_t = 10)]
+    pub positive_frames: usize,
+    /// --kind success: P(success) at which a frame counts as successful
+    /// when reporting precision and recall.
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f32,
     #[arg(long)]
     pub json: bool,
 }
 
 /// Evaluate a reward model on recorded episodes.
 ///
+/// A success classifier (its reward_model.json says `success`) reports
+/// `success_precision` and `success_recall` over every frame of DATA,
+/// labelled as for `reward train --kind success`. A progress model:
 /// Reports `progress_spearman`: the Spearman correlation between predicted
 /// progress and time, averaged over the successful episodes in DATA (1 =
 /// perfectly monotone), and the same over the failed ones. With `--task`,
@@ -74,12 +105,20 @@ pub struct RewardTrainArgs {
 pub struct RewardEvalArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    #[arg(long, value_name = "DATA")]
-    pub data: PathBuf,
+    /// Recorded episodes (docs/episodes.md); repeat --data to pool several
+    /// recordings of one robot (held-out episodes are the last ones).
+    #[arg(long = "data", value_name = "DATA", required = true)]
+    pub data: Vec<PathBuf>,
     /// The task DATA was recorded on, for the EPIC distance to its
-    /// ground-truth reward.
+    /// ground-truth reward (and, for a success classifier, the frame labels).
     #[arg(long, value_parser = super::parse_task)]
     pub task: Option<cerebellum_sim::TaskKind>,
+    /// Success classifier without --task: positives per successful episode.
+    #[arg(long, default_value_t = 10)]
+    pub positive_frames: usize,
+    /// Success classifier: P(success) at which a frame counts as successful.
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f32,
     #[arg(long)]
     pub json: bool,
 }
@@ -169,18 +208,178 @@ fn summary(values: &[Option<f64>]) -> (Option<f64>, Option<f64>, usize) {
     (mean, min, values.len() - defined.len())
 }
 
+/// The episodes of every recording, in order; all must share one robot
+/// spec and one set of stage names.
+fn read_all(paths: &[PathBuf]) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
+    let mut pooled: Option<(EpisodesMeta, Vec<Vec<Transition>>)> = None;
+    for path in paths {
+        let (meta, mut episodes) = read_episodes(path)?;
+        match &mut pooled {
+            None => pooled = Some((meta, episodes)),
+            Some((first, all)) => {
+                anyhow::ensure!(
+                    first.robot == meta.robot && first.stages == meta.stages,
+                    "{} was recorded with another robot spec or other stages than {}",
+                    path.display(),
+                    paths[0].display()
+                );
+                all.append(&mut episodes);
+            }
+        }
+    }
+    pooled.ok_or_else(|| anyhow::anyhow!("no --data given"))
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The instruction the episodes were recorded under, if any.
+fn instruction(episodes: &[Vec<Transition>]) -> Option<&str> {
+    episodes
+        .first()?
+        .first()?
+        .observation
+        .instruction
+        .as_deref()
+}
+
+/// Each frame with its success label (see `RewardTrainArgs`).
+fn success_frames(
+    episodes: &[Vec<Transition>],
+    spec: &cerebellum_core::ObservationSpec,
+    task: Option<cerebellum_sim::TaskKind>,
+    positive_frames: usize,
+) -> anyhow::Result<Vec<Vec<(Vec<f32>, bool)>>> {
+    episodes
+        .iter()
+        .map(|e| {
+            let cube_start = spec
+                .field(&e[0].observation.state, "cube_position")
+                .map_or(0.0, |c| c[2]);
+            let positives_from = if succeeded(e) {
+                e.len().saturating_sub(positive_frames)
+            } else {
+                usize::MAX
+            };
+            e.iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let s = &t.observation.state;
+                    let y = match task {
+                        Some(task) => {
+                            cerebellum_sim::tasks::success_state(task, spec, s, cube_start)
+                                .ok_or_else(|| {
+                                    anyhow::anyhow!(
+                                        "task {task} has no success test for these observations"
+                                    )
+                                })?
+                        }
+                        None => i >= positives_from,
+                    };
+                    Ok((s.clone(), y))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// (precision, recall, positives) of `classifier` at `threshold` over labelled frames.
+fn precision_recall(
+    classifier: &SuccessClassifier,
+    frames: &[(Vec<f32>, bool)],
+    threshold: f32,
+) -> anyhow::Result<(Option<f64>, Option<f64>, usize)> {
+    let states: Vec<Vec<f32>> = frames.iter().map(|f| f.0.clone()).collect();
+    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+    for (p, (_, y)) in classifier.predict(&states)?.iter().zip(frames) {
+        match (p.is_some_and(|p| p >= threshold), *y) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    Ok((ratio(tp, tp + fp), ratio(tp, tp + fn_), tp + fn_))
+}
+
+fn next_version(dir: &std::path::Path) -> u64 {
+    read_contract(dir).map_or(1, |c| c.model_version + 1)
+}
+
+fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
+    let (meta, episodes) = read_all(&args.data)?;
+    anyhow::ensure!(
+        episodes.len() > args.held_out,
+        "{} has {} episodes; --held-out {} leaves none to train on",
+        show_paths(&args.data),
+        episodes.len(),
+        args.held_out
+    );
+    let spec = &meta.robot.observation;
+    let labelled = success_frames(&episodes, spec, args.task, args.positive_frames)?;
+    let split = episodes.len() - args.held_out;
+    let train: Vec<(Vec<f32>, bool)> = labelled[..split].iter().flatten().cloned().collect();
+    let positives = train.iter().filter(|f| f.1).count();
+    anyhow::ensure!(
+        positives > 0 && positives < train.len(),
+        "the training frames need both classes ({positives} of {} are successful): record failed episodes too (`record --noise`)",
+        train.len()
+    );
+    let started = std::time::Instant::now();
+    let classifier = SuccessClassifier::train(&train, 64, args.epochs, args.seed)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let held: Vec<(Vec<f32>, bool)> = labelled[split..].iter().flatten().cloned().collect();
+    let (precision, recall, held_positives) = precision_recall(&classifier, &held, args.threshold)?;
+    let version = next_version(&args.out);
+    classifier.save(&args.out, spec, instruction(&episodes), version)?;
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
+    println!(
+        "success classifier v{version} trained on {} frames ({positives} successful) in {seconds:.1} s; held-out frames at {}: precision {}, recall {} ({held_positives} successful) → {}",
+        train.len(),
+        args.threshold,
+        show(precision),
+        show(recall),
+        args.out.display()
+    );
+    if args.json {
+        print_json(&json!({
+            "command": "reward train",
+            "kind": "success",
+            "model_version": version,
+            "train_episodes": split,
+            "train_frames": train.len(),
+            "train_positives": positives,
+            "held_out_frames": held.len(),
+            "success_precision": precision,
+            "success_recall": recall,
+            "threshold": args.threshold,
+            "train_seconds": seconds,
+            "out": args.out,
+        }));
+    }
+    Ok(())
+}
+
 fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
-    let RewardKind::Progress = args.kind;
-    let (meta, episodes) = read_episodes(&args.data)?;
+    if let RewardKind::Success = args.kind {
+        return train_success(args);
+    }
+    let (meta, episodes) = read_all(&args.data)?;
     anyhow::ensure!(
         !meta.stages.is_empty(),
         "{} has no stage annotations: record it with `cerebellum record --expert`",
-        args.data.display()
+        show_paths(&args.data)
     );
     anyhow::ensure!(
         episodes.len() > args.held_out,
         "{} has {} episodes; --held-out {} leaves none to train on",
-        args.data.display(),
+        show_paths(&args.data),
         episodes.len(),
         args.held_out
     );
@@ -206,8 +405,14 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
     let held_out: Vec<&Vec<Transition>> =
         episodes[split..].iter().filter(|e| succeeded(e)).collect();
     let (mean, min, undefined) = summary(&spearmans(&model, &held_out)?);
-    let version = ProgressModel::load(&args.out, None).map_or(1, |(_, c)| c.model_version + 1);
-    model.save(&args.out, &meta.robot.observation, &meta.stages, version)?;
+    let version = next_version(&args.out);
+    model.save(
+        &args.out,
+        &meta.robot.observation,
+        instruction(&episodes),
+        &meta.stages,
+        version,
+    )?;
     println!(
         "progress model v{version} trained on {split} episodes in {seconds:.1} s; held-out Spearman {} (min {}, {} successful episodes) → {}",
         mean.map_or("n/a".into(), |m| format!("{m:.3}")),
@@ -233,9 +438,55 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn eval_success(args: RewardEvalArgs) -> anyhow::Result<()> {
+    let (meta, episodes) = read_all(&args.data)?;
+    let spec = &meta.robot.observation;
+    let expected = Expected {
+        observation: spec,
+        instruction: instruction(&episodes),
+    };
+    let (classifier, contract) = SuccessClassifier::load(&args.model, Some(expected))?;
+    let frames: Vec<(Vec<f32>, bool)> =
+        success_frames(&episodes, spec, args.task, args.positive_frames)?
+            .into_iter()
+            .flatten()
+            .collect();
+    let (precision, recall, positives) = precision_recall(&classifier, &frames, args.threshold)?;
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
+    println!(
+        "success classifier v{} on {} frames ({positives} successful) at {}: precision {}, recall {}",
+        contract.model_version,
+        frames.len(),
+        args.threshold,
+        show(precision),
+        show(recall)
+    );
+    if args.json {
+        print_json(&json!({
+            "command": "reward eval",
+            "kind": "success",
+            "model_version": contract.model_version,
+            "episodes": episodes.len(),
+            "frames": frames.len(),
+            "successful_frames": positives,
+            "success_precision": precision,
+            "success_recall": recall,
+            "threshold": args.threshold,
+        }));
+    }
+    Ok(())
+}
+
 fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
-    let (meta, episodes) = read_episodes(&args.data)?;
-    let (model, contract) = ProgressModel::load(&args.model, Some(&meta.robot.observation))?;
+    if read_contract(&args.model)?.kind == "success" {
+        return eval_success(args);
+    }
+    let (meta, episodes) = read_all(&args.data)?;
+    let expected = Expected {
+        observation: &meta.robot.observation,
+        instruction: instruction(&episodes),
+    };
+    let (model, contract) = ProgressModel::load(&args.model, Some(expected))?;
     let (good, bad): (Vec<&Vec<Transition>>, Vec<&Vec<Transition>>) =
         episodes.iter().partition(|e| succeeded(e));
     let (mean, min, undefined) = summary(&spearmans(&model, &good)?);
@@ -247,7 +498,7 @@ fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
     println!(
         "progress model v{} on {}: Spearman {} over {} successful episodes (min {}), {} over {} failed",
         contract.model_version,
-        args.data.display(),
+        show_paths(&args.data),
         mean.map_or("n/a".into(), |m| format!("{m:.3}")),
         good.len(),
         min.map_or("n/a".into(), |m| format!("{m:.3}")),

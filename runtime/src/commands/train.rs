@@ -95,6 +95,16 @@ pub struct TrainArgs {
     /// runs as fast as the CPU allows, learner in lockstep, deterministic.
     #[arg(long, value_enum, default_value_t = OnlineClock::Wall)]
     pub clock: OnlineClock,
+    /// Train on learned rewards instead of the simulator's: a comma-separated
+    /// list of `progress:DIR` (a progress model as a potential: γΦ(s′) − Φ(s);
+    /// repeat it for an ensemble), `success:DIR` (success classifier: +1 and
+    /// the episode's end when it fires on k consecutive frames) and
+    /// `intervention` (−1 at an operator's takeover, −1 at an e-stop). The
+    /// simulator's reward is then only logged (return, success rate).
+    /// Models are checked against the robot's spec and instruction at load.
+    /// Example: --reward progress:models/reach-p,success:models/reach-s
+    #[arg(long, value_name = "SOURCES")]
+    pub reward: Option<String>,
     #[command(flatten)]
     pub robot: RobotSourceArgs,
     /// --online: the robot to fine-tune on: `sim` (in process, the
@@ -178,6 +188,9 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     if let Some(steps) = args.steps {
         config.total_steps = steps;
     }
+    if let Some(sources) = &args.reward {
+        apply_reward_sources(&mut config, sources)?;
+    }
     args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
     let out = match (&args.out, &resume) {
@@ -201,6 +214,42 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
         );
     }
     Ok((config, out))
+}
+
+/// `--reward progress:DIR,success:DIR,intervention`: the learned models to
+/// load and the reward components to train on, replacing the simulator's.
+pub(super) fn apply_reward_sources(config: &mut TrainConfig, sources: &str) -> anyhow::Result<()> {
+    use cerebellum_core::RewardComponents;
+    use cerebellum_reward_models::labeller::{LEARNED_SUCCESS, PROGRESS};
+    config.reward.progress.clear();
+    config.reward.success = None;
+    let mut weights = std::collections::BTreeMap::new();
+    for source in sources.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match source.split_once(':') {
+            Some(("progress", dir)) => {
+                config.reward.progress.push(PathBuf::from(dir));
+                weights.insert(PROGRESS.to_owned(), 1.0);
+            }
+            Some(("success", dir)) => {
+                anyhow::ensure!(
+                    config.reward.success.is_none(),
+                    "--reward: one success classifier at most"
+                );
+                config.reward.success = Some(PathBuf::from(dir));
+                weights.insert(LEARNED_SUCCESS.to_owned(), 1.0);
+            }
+            None if source == "intervention" => {
+                weights.insert(RewardComponents::INTERVENTION.to_owned(), 1.0);
+                weights.insert(RewardComponents::ESTOP.to_owned(), 1.0);
+            }
+            _ => anyhow::bail!(
+                "--reward: `{source}` is not progress:DIR, success:DIR or intervention"
+            ),
+        }
+    }
+    anyhow::ensure!(!weights.is_empty(), "--reward: name at least one source");
+    config.reward_weights = weights;
+    Ok(())
 }
 
 pub(super) fn source_commit() -> Option<String> {
@@ -267,8 +316,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     let mut last_return = None;
     let mut last_success = None;
+    let mut reward_version = None;
+    let mut learned_successes = 0;
     while !trainer.done() {
         let report = trainer.iterate()?;
+        reward_version = report.reward_version.or(reward_version);
+        learned_successes += report.learned_successes;
         files.write(&report, trainer.steps_per_iteration())?;
         if report.update.rolled_back {
             bar.println(format!(
@@ -340,6 +393,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "mean_return": evaluation.as_ref().map(|e| e.mean_return),
             "eval_episodes": evaluation.as_ref().map(|e| e.episodes),
             "bc": bc,
+            "reward_components": config.reward_weights,
+            "reward_version": reward_version,
+            "learned_successes": learned_successes,
         });
         if args.timings {
             report["timings"] = json!({

@@ -6,6 +6,7 @@ use crate::learn::bc::BcConfig;
 use crate::learn::online::OnlineConfig;
 use crate::learn::ppo::PpoConfig;
 use cerebellum_policies::{ActionMode, GaussianConfig};
+use cerebellum_reward_models::labeller::RewardModelConfig;
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,6 +63,11 @@ pub struct TrainConfig {
     /// Fine-tuning through the control loop (`train --online`).
     #[serde(default)]
     pub online: OnlineConfig,
+    /// Learned reward models that label every transition (`train --reward`);
+    /// the components they write (`progress`, `success_model`) take part
+    /// in the reward through `reward_weights` like any other.
+    #[serde(default, skip_serializing_if = "RewardModelConfig::is_empty")]
+    pub reward: RewardModelConfig,
     pub policy: GaussianConfig,
     pub ppo: PpoConfig,
     pub robot: RobotSource,
@@ -126,6 +132,7 @@ impl TrainConfig {
             eval_episodes: 100,
             bc: BcConfig::default(),
             online: OnlineConfig::default(),
+            reward: RewardModelConfig::default(),
             policy: GaussianConfig::default(),
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
@@ -244,6 +251,7 @@ impl TrainConfig {
         }
         self.bc.validate()?;
         self.online.validate()?;
+        self.reward.validate()?;
         if self.reward_weights.values().any(|w| !w.is_finite()) {
             return fail("reward_weights", "weights must be finite");
         }

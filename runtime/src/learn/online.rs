@@ -396,6 +396,7 @@ impl OnlinePpo {
             &learning.config,
             &mut self.reward_scale,
             &rollout,
+            None,
         );
         let value_coef = learning.config.ppo.value_coef;
         learning.update(&batch, value_coef)

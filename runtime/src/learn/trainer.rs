@@ -11,6 +11,8 @@ use super::ppo::{self, Batch, UpdateStats};
 use super::rollout::{Collector, Rollout};
 use cerebellum_core::{Observation, Robot, Transition};
 use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use cerebellum_reward_models::contract::Expected;
+use cerebellum_reward_models::labeller::{self, Labeller, RewardModels};
 use cerebellum_sim::vec_env::episode_seed;
 use cerebellum_sim::{ArmModel, EnvConfig, SimEnv, VecEnv};
 use rand::SeedableRng;
@@ -29,8 +31,15 @@ pub struct IterationReport {
     pub mean_return: Option<f64>,
     pub success_rate: Option<f64>,
     pub update: UpdateStats,
-    /// Transitions refused because an observation or reward was not finite.
+    /// Transitions refused because an observation or reward was not finite,
+    /// or a learned reward was missing.
     pub rejected: usize,
+    /// Version of the reward models that labelled this batch (`--reward`).
+    pub reward_version: Option<u64>,
+    /// Mean ensemble spread of the learned progress over the batch.
+    pub progress_std: Option<f64>,
+    /// Times the learned success detector fired in this batch.
+    pub learned_successes: u64,
     pub collect_seconds: f64,
     pub update_seconds: f64,
 }
@@ -90,6 +99,8 @@ pub struct Trainer {
     horizon: usize,
     /// Demonstrations still cloned during RL (`bc.rl_weight`).
     cloning: Option<bc::CloningSet>,
+    /// Learned reward models labelling each rollout (`config.reward`).
+    labeller: Option<Labeller>,
 }
 
 /// The simulated robots a run trains on.
@@ -112,6 +123,17 @@ impl Trainer {
         config.validate().map_err(anyhow::Error::msg)?;
         let envs = make_envs(env_config, model, config.envs)?;
         let spec = envs[0].spec().clone();
+        let labeller = if config.reward.is_empty() {
+            None
+        } else {
+            let instruction = config.task_kind().instruction();
+            let expected = Expected {
+                observation: &spec.observation,
+                instruction: Some(instruction),
+            };
+            let models = RewardModels::load(&config.reward, expected, config.gamma as f64)?;
+            Some(Labeller::new(Arc::new(models)))
+        };
         let horizon = match &envs[0] {
             SimEnv::Arm(arm) => arm.horizon() as usize,
             SimEnv::Pendulum(_) => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
@@ -136,6 +158,7 @@ impl Trainer {
             collector,
             horizon,
             cloning: None,
+            labeller,
         })
     }
 
@@ -218,6 +241,12 @@ impl Trainer {
                 r
             }
         };
+        let mut rollout = rollout;
+        let labelled = match self.labeller.as_mut() {
+            Some(labeller) => Some(label_rollout(labeller, &mut rollout)?),
+            None => None,
+        };
+        let usable = labelled.as_ref().map(|l| l.usable.as_slice());
         let collect_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
         let (batch, rejected, episodes) = match self.config.algo {
@@ -227,10 +256,11 @@ impl Trainer {
                     &self.config,
                     &mut self.state.reward_scale,
                     &rollout,
+                    usable,
                 );
                 (batch, rejected, finished_stats(&rollout))
             }
-            Algo::Grpo => self.group_batch(&rollout),
+            Algo::Grpo => self.group_batch(&rollout, usable),
         };
         let mut ppo_config = self.config.ppo.clone();
         if self.config.algo == Algo::Grpo {
@@ -291,6 +321,9 @@ impl Trainer {
             success_rate: episodes.2,
             update,
             rejected,
+            reward_version: labelled.as_ref().map(|l| l.version),
+            progress_std: labelled.as_ref().and_then(|l| l.progress_std),
+            learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
         })
@@ -302,6 +335,7 @@ impl Trainer {
     fn group_batch(
         &mut self,
         rollout: &Rollout,
+        usable: Option<&[bool]>,
     ) -> (Batch, usize, (usize, Option<f64>, Option<f64>)) {
         let envs = rollout.envs;
         let mut returns = vec![0.0f32; envs];
@@ -316,7 +350,10 @@ impl Trainer {
                 continue;
             }
             let r = reward(&self.config, t);
-            if r.is_finite() && t.observation.state.iter().all(|v| v.is_finite()) {
+            if r.is_finite()
+                && t.observation.state.iter().all(|v| v.is_finite())
+                && usable.is_none_or(|u| u[i])
+            {
                 returns[e] += r;
                 rows[e].push(i);
             } else {
@@ -366,6 +403,42 @@ impl Trainer {
     }
 }
 
+/// What labelling a rollout with learned rewards gave.
+struct LabelledRollout {
+    /// Per transition: every learned component present, and not after a
+    /// learned success ended the episode.
+    usable: Vec<bool>,
+    version: u64,
+    progress_std: Option<f64>,
+    successes: u64,
+}
+
+fn label_rollout(
+    labeller: &mut Labeller,
+    rollout: &mut Rollout,
+) -> anyhow::Result<LabelledRollout> {
+    let before = labeller.counts.successes;
+    let mut items: Vec<(&mut Transition, Option<&Observation>)> = rollout
+        .transitions
+        .iter_mut()
+        .zip(rollout.next_observations.iter().map(Some))
+        .collect();
+    let labels = labeller.label(&mut items)?;
+    let spreads: Vec<f64> = rollout
+        .transitions
+        .iter()
+        .filter_map(|t| t.rewards.get(labeller::PROGRESS_STD))
+        .map(f64::from)
+        .collect();
+    Ok(LabelledRollout {
+        usable: labels.iter().map(|l| l.usable()).collect(),
+        version: labeller.models().version,
+        progress_std: (!spreads.is_empty())
+            .then(|| spreads.iter().sum::<f64>() / spreads.len() as f64),
+        successes: labeller.counts.successes - before,
+    })
+}
+
 /// (episodes, mean return, success rate) of the episodes that ended.
 fn finished_stats(rollout: &Rollout) -> (usize, Option<f64>, Option<f64>) {
     let n = rollout.finished.len();
@@ -402,14 +475,16 @@ pub fn normalized(policy: &GaussianMlpPolicy, observations: &[&Observation]) -> 
 }
 
 /// GAE over a time-major rollout, rewards scaled by `reward_scale` when the
-/// config asks. Rows whose observation or reward is not finite are left out
-/// and cut the advantage recursion on both sides. Returns the batch and how
-/// many rows were left out.
+/// config asks. Rows whose observation or reward is not finite, or that
+/// `usable` rules out (a learned reward missing), are left out and cut the
+/// advantage recursion on both sides. Returns the batch and how many rows
+/// were left out.
 pub fn gae_batch(
     policy: &mut GaussianMlpPolicy,
     config: &TrainConfig,
     reward_scale: &mut RewardScale,
     rollout: &Rollout,
+    usable: Option<&[bool]>,
 ) -> (Batch, usize) {
     let n = rollout.transitions.len();
     let envs = rollout.envs;
@@ -433,6 +508,7 @@ pub fn gae_batch(
     let valid: Vec<bool> = (0..n)
         .map(|i| {
             rewards[i].is_finite()
+                && usable.is_none_or(|u| u[i])
                 && observations[i].state.iter().all(|v| v.is_finite())
                 && next[i].state.iter().all(|v| v.is_finite())
         })
@@ -447,7 +523,9 @@ pub fn gae_batch(
     }
     for i in (0..n).filter(|&i| !valid[i]) {
         (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
-        if i >= envs {
+        // The row before is cut too, unless it already ends its episode
+        // (a learned success that ended it keeps its termination).
+        if i >= envs && !ended[i - envs] {
             ended[i - envs] = true;
             terminated[i - envs] = false;
             next_values[i - envs] = values[i - envs];
