@@ -398,6 +398,41 @@ impl Labeller {
     }
 }
 
+/// Labels a buffer again from scratch with `models` (after a retrain):
+/// the learned components are cleared first, so a model that now gives
+/// no value leaves the component missing rather than stale. Transitions
+/// are in arrival order (robots may interleave); a transition's s′ is the
+/// next one of its episode when that is the following step. A
+/// termination an earlier success detector decided stays.
+pub fn relabel(
+    models: Arc<RewardModels>,
+    transitions: &mut [Transition],
+) -> Result<(Vec<Label>, LabelCounts), ModelError> {
+    let mut next: Vec<Option<Observation>> = vec![None; transitions.len()];
+    let mut last: HashMap<(&str, u64), usize> = HashMap::new();
+    for (i, t) in transitions.iter().enumerate() {
+        let key = (t.provenance.robot_id.as_str(), t.provenance.episode_id);
+        if let Some(&j) = last.get(&key)
+            && transitions[j].provenance.step + 1 == t.provenance.step
+        {
+            next[j] = Some(t.observation.clone());
+        }
+        last.insert(key, i);
+    }
+    for t in transitions.iter_mut() {
+        for name in [PROGRESS, PROGRESS_STD, LEARNED_SUCCESS] {
+            t.rewards.0.remove(name);
+        }
+    }
+    let mut labeller = Labeller::new(models);
+    let mut items: Vec<(&mut Transition, Option<&Observation>)> = transitions
+        .iter_mut()
+        .zip(next.iter().map(Option::as_ref))
+        .collect();
+    let labels = labeller.label(&mut items)?;
+    Ok((labels, labeller.counts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,6 +665,21 @@ mod tests {
         labeller.forget_episodes();
         label_in_pieces(&mut labeller, &mut transitions, 12);
         assert!(transitions.iter().all(|t| t.reward_version == Some(2)));
+        // Relabelling a buffer gives what labelling it in order gave.
+        let labelled = transitions.clone();
+        for t in transitions.iter_mut() {
+            t.rewards.set(PROGRESS, 99.0);
+        }
+        let models = labeller.models().clone();
+        let (_, counts) = relabel(models, &mut transitions).unwrap();
+        assert_eq!(counts.labelled, 12);
+        for (a, b) in labelled.iter().zip(&transitions) {
+            let (a, b) = (
+                a.rewards.get(PROGRESS).unwrap(),
+                b.rewards.get(PROGRESS).unwrap(),
+            );
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
         assert!(
             RewardModels::new(vec![], None, RewardModelConfig::default(), 0.99, 0).is_err(),
             "no model at all is refused"

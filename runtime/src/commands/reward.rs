@@ -248,13 +248,16 @@ fn instruction(episodes: &[Vec<Transition>]) -> Option<&str> {
         .as_deref()
 }
 
+/// An episode's frames (state, successful?).
+type LabelledFrames = Vec<(Vec<f32>, bool)>;
+
 /// Each frame with its success label (see `RewardTrainArgs`).
 fn success_frames(
     episodes: &[Vec<Transition>],
     spec: &cerebellum_core::ObservationSpec,
     task: Option<cerebellum_sim::TaskKind>,
     positive_frames: usize,
-) -> anyhow::Result<Vec<Vec<(Vec<f32>, bool)>>> {
+) -> anyhow::Result<Vec<LabelledFrames>> {
     episodes
         .iter()
         .map(|e| {

@@ -8,6 +8,7 @@ use super::train::{OnlineClock, TrainArgs, read, resolve_config, source_commit};
 use crate::control_loop::{ControlLoop, Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
 use crate::learn::eval::{self, EvalReport};
+use crate::learn::labeller_thread::{LabellerThread, RewardModelSlot, watch_models};
 use crate::learn::online::{
     LearnerSink, LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace,
 };
@@ -17,6 +18,8 @@ use crate::robots::{OperatorInputs, RobotChoice, connect_robot};
 use cerebellum_core::{Policy, Robot, SimClock, WallClock};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
+use cerebellum_reward_models::contract::Expected;
+use cerebellum_reward_models::labeller::RewardModels;
 use cerebellum_sim::{ArmModel, EnvConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -126,6 +129,46 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
         }
     };
+    // Learned rewards: a labeller thread in front of the learner, and a
+    // watcher that reloads retrained models.
+    let (sink, labeller) = if config.reward.is_empty() {
+        (sink, None)
+    } else {
+        let load = {
+            let (reward, observation) = (config.reward.clone(), spec.observation.clone());
+            let (instruction, gamma) = (config.task_kind().instruction(), config.gamma as f64);
+            move || {
+                let expected = Expected {
+                    observation: &observation,
+                    instruction: Some(instruction),
+                };
+                RewardModels::load(&reward, expected, gamma)
+            }
+        };
+        let models = load()?;
+        println!(
+            "learned rewards: {} (version {})",
+            config
+                .reward_weights
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            models.version
+        );
+        let reward_slot = RewardModelSlot::new(models);
+        watch_models(
+            reward_slot.clone(),
+            move || {
+                load()
+                    .inspect_err(|e| tracing::warn!("reward models: {e}"))
+                    .ok()
+            },
+            std::time::Duration::from_secs(2),
+        );
+        let (sink, thread) = LabellerThread::spawn(reward_slot, sink, pace);
+        (sink, Some(thread))
+    };
     let loop_config = |index: usize, robot_id: &str| LoopConfig {
         // Each robot of a fleet starts from its own task instances.
         seed: config.seed.wrapping_add(index as u64 * 0x9E37_79B9),
@@ -195,6 +238,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         })
         .collect();
     let (summary, status, windows, fleet) = drive.run(first, others)?;
+    let labeller = labeller.map(LabellerThread::join);
     let mut per_robot = vec![
         json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate}),
     ];
@@ -262,6 +306,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             "loop_success_last_windows": last,
             "policy_version": tuned.version(),
             "learner": status,
+            "labeller": labeller,
             "robots": per_robot,
         });
         report["loop"] = serde_json::to_value(&summary)?;

@@ -5,6 +5,7 @@ pub mod advantage;
 pub mod bc;
 pub mod config;
 pub mod eval;
+pub mod labeller_thread;
 pub mod online;
 pub mod ppo;
 pub mod rollout;

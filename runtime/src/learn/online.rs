@@ -31,6 +31,7 @@ use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, normalize
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
 use cerebellum_core::{Observation, Policy, Transition};
 use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use cerebellum_reward_models::labeller::{RewardModels, relabel};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -100,6 +101,11 @@ pub struct LearnerCounters {
     /// published).
     pub rolled_back: u64,
     pub last_update: Option<UpdateStats>,
+    /// Transitions labelled again because the reward models changed.
+    pub relabelled: u64,
+    /// The reward-model version each update trained on, in order (with
+    /// learned rewards; every row of an update carries one version).
+    pub reward_versions: Vec<u64>,
 }
 
 /// The learner as the loop's owner sees it, updated while it runs.
@@ -121,6 +127,9 @@ pub trait OnlineLearner: Send + 'static {
     /// Takes one transition; returns the new weights when it completed an
     /// update.
     fn learn(&mut self, transition: Transition) -> Option<Self::Policy>;
+    /// The reward models were retrained: label what is held for the next
+    /// update again, so no update mixes two reward versions.
+    fn relabel(&mut self, _models: &Arc<RewardModels>) {}
     /// The slot refused the last weights: go on from the published ones.
     fn recover(&mut self, published: &Self::Policy);
     fn counters(&self) -> LearnerCounters;
@@ -139,23 +148,60 @@ pub enum Pace {
 /// acknowledgement, whichever loop's transition it was for).
 #[derive(Clone)]
 pub struct LearnerSink {
-    sender: Sender<Transition>,
+    sender: Sender<LearnerInput>,
     /// Lockstep: one acknowledgement per transition, sent after the update
     /// (and publication) it completed.
     acks: Option<Receiver<()>>,
 }
 
+/// What reaches the learner thread, in order.
+// Nearly every input is a transition: boxing it would add an allocation
+// per tick to save space on the rare relabel message.
+#[allow(clippy::large_enum_variant)]
+pub enum LearnerInput {
+    Transition(Transition),
+    /// New reward models: relabel the held transitions with them.
+    Relabel(Arc<RewardModels>),
+}
+
 impl TransitionSink for LearnerSink {
     fn push(&mut self, transition: Transition) -> bool {
+        let input = LearnerInput::Transition(transition);
         match &self.acks {
-            None => match self.sender.try_send(transition) {
+            None => match self.sender.try_send(input) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             },
             // A learner that stopped answers neither: the transition is
             // dropped and the loop goes on.
-            Some(acks) => self.sender.send(transition).is_ok() && acks.recv().is_ok(),
+            Some(acks) => self.sender.send(input).is_ok() && acks.recv().is_ok(),
         }
+    }
+}
+
+impl LearnerSink {
+    /// A sink and the receiving thread's ends: its inbox, and in lockstep
+    /// the sender of the acknowledgement each push waits for.
+    pub(crate) fn channel(pace: Pace) -> (LearnerSink, Receiver<LearnerInput>, Option<Sender<()>>) {
+        let (sender, inbox) = match pace {
+            Pace::WallTime { capacity } => crossbeam_channel::bounded(capacity.max(1)),
+            Pace::Lockstep => crossbeam_channel::bounded(1),
+        };
+        let (ack, acks) = match pace {
+            Pace::WallTime { .. } => (None, None),
+            Pace::Lockstep => {
+                let (s, r) = crossbeam_channel::bounded(1);
+                (Some(s), Some(r))
+            }
+        };
+        (LearnerSink { sender, acks }, inbox, ack)
+    }
+
+    /// Tells the learner the reward models changed; it relabels before it
+    /// takes the next transition. Blocks until there is room (it is never
+    /// called from the control thread).
+    pub fn relabel(&self, models: Arc<RewardModels>) -> bool {
+        self.sender.send(LearnerInput::Relabel(models)).is_ok()
     }
 }
 
@@ -172,24 +218,23 @@ impl LearnerThread {
         slot: Arc<PolicySlot<L::Policy>>,
         pace: Pace,
     ) -> (LearnerSink, LearnerThread) {
-        let (sender, inbox) = match pace {
-            Pace::WallTime { capacity } => crossbeam_channel::bounded(capacity.max(1)),
-            Pace::Lockstep => crossbeam_channel::bounded(1),
-        };
-        let (ack, acks) = match pace {
-            Pace::WallTime { .. } => (None, None),
-            Pace::Lockstep => {
-                let (s, r) = crossbeam_channel::bounded(1);
-                (Some(s), Some(r))
-            }
-        };
+        let (sink, inbox, ack) = LearnerSink::channel(pace);
         let status = Arc::new(Mutex::new(LearnerStatus::default()));
         let shared = status.clone();
         let handle = std::thread::Builder::new()
             .name("learner".into())
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    for transition in inbox.iter() {
+                    for input in inbox.iter() {
+                        let transition = match input {
+                            LearnerInput::Transition(t) => t,
+                            LearnerInput::Relabel(models) => {
+                                learner.relabel(&models);
+                                let mut status = shared.lock().unwrap_or_else(|p| p.into_inner());
+                                status.counters = learner.counters();
+                                continue;
+                            }
+                        };
                         let weights = learner.learn(transition);
                         let mut status = shared.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(weights) = weights {
@@ -227,7 +272,7 @@ impl LearnerThread {
             })
             .expect("spawn the learner thread");
         (
-            LearnerSink { sender, acks },
+            sink,
             LearnerThread {
                 status,
                 handle: Some(handle),
@@ -292,6 +337,25 @@ impl Learning {
             return false;
         }
         true
+    }
+
+    /// Records which reward-model version the rows of an update carry.
+    fn note_reward_version(&mut self, rows: &[Transition]) {
+        if let Some(version) = rows.iter().filter_map(|t| t.reward_version).max() {
+            debug_assert!(
+                rows.iter().all(|t| t.reward_version == Some(version)),
+                "relabelling keeps one version per update"
+            );
+            self.counters.reward_versions.push(version);
+        }
+    }
+
+    /// Labels `transitions` again with `models`.
+    fn relabel(&mut self, models: &Arc<RewardModels>, transitions: &mut [Transition]) {
+        match relabel(models.clone(), transitions) {
+            Ok((_, counts)) => self.counters.relabelled += counts.labelled,
+            Err(e) => tracing::error!("relabelling failed: {e}; the rows keep their old labels"),
+        }
     }
 
     /// One PPO update at the online step size; the new weights, one version
@@ -368,6 +432,7 @@ impl OnlinePpo {
         let n = self.learning.config.online.batch_transitions;
         let rest = self.pending.split_off(n);
         let rows = std::mem::replace(&mut self.pending, rest);
+        self.learning.note_reward_version(&rows);
         let next_observations: Vec<Observation> = rows
             .iter()
             .enumerate()
@@ -422,6 +487,12 @@ impl OnlineLearner for OnlinePpo {
         (self.pending.len() > self.learning.config.online.batch_transitions)
             .then(|| self.update())
             .flatten()
+    }
+
+    fn relabel(&mut self, models: &Arc<RewardModels>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        self.learning.relabel(models, &mut pending);
+        self.pending = pending;
     }
 
     fn recover(&mut self, published: &GaussianMlpPolicy) {
@@ -480,6 +551,8 @@ impl OnlineGrpo {
             return None;
         }
         let members = self.groups.remove(&group_id).expect("just filled");
+        let rows: Vec<Transition> = members.iter().flat_map(|(e, _)| e.clone()).collect();
+        learning.note_reward_version(&rows);
         let returns: Vec<f32> = members
             .iter()
             .map(|(e, _)| e.iter().map(|t| reward(&learning.config, t)).sum())
@@ -542,6 +615,18 @@ impl OnlineLearner for OnlineGrpo {
         let ended = t.terminated || t.truncated;
         self.episode.push(t);
         if ended { self.finish_episode() } else { None }
+    }
+
+    fn relabel(&mut self, models: &Arc<RewardModels>) {
+        // Each episode is labelled on its own: its frames are whole.
+        let mut groups = std::mem::take(&mut self.groups);
+        for (episode, _) in groups.values_mut().flatten() {
+            self.learning.relabel(models, episode);
+        }
+        self.groups = groups;
+        let mut episode = std::mem::take(&mut self.episode);
+        self.learning.relabel(models, &mut episode);
+        self.episode = episode;
     }
 
     fn recover(&mut self, published: &GaussianMlpPolicy) {

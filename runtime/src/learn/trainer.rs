@@ -455,12 +455,24 @@ fn finished_stats(rollout: &Rollout) -> (usize, Option<f64>, Option<f64>) {
     (n, Some(mean), Some(success))
 }
 
-/// The weighted sum of a transition's reward components the config trains on.
+/// The weighted sum of a transition's reward components the config trains
+/// on. A component a learned model should have written but did not (a
+/// non-finite output) makes the sum NaN, so the row is left out and
+/// counted, never trained on as a zero; other absent components are 0
+/// (an intervention reward only exists where an operator took over).
 pub fn reward(config: &TrainConfig, t: &Transition) -> f32 {
+    let learned = |name: &str| {
+        (name == labeller::PROGRESS && !config.reward.progress.is_empty())
+            || (name == labeller::LEARNED_SUCCESS && config.reward.success.is_some())
+    };
     config
         .reward_weights
         .iter()
-        .map(|(name, w)| w * t.rewards.get(name).unwrap_or(0.0))
+        .map(|(name, w)| match t.rewards.get(name) {
+            Some(r) => w * r,
+            None if learned(name) => f32::NAN,
+            None => 0.0,
+        })
         .sum()
 }
 

@@ -1,0 +1,167 @@
+//! Learned rewards beside the loop: a labeller thread between the control
+//! loop and the online learner labels each transition with the reward
+//! models' progress, stamped with their version; when the models are
+//! retrained mid-run the learner relabels what it holds, so every update
+//! trains on one version, and it says which.
+
+mod common;
+
+use cerebellum_core::{ResetRequest, Robot, SimClock, Transition};
+use cerebellum_policies::GaussianMlpPolicy;
+use cerebellum_reward_models::labeller::{PROGRESS, RewardModelConfig, RewardModels};
+use cerebellum_reward_models::progress::{AnnotatedEpisode, ProgressConfig, ProgressModel};
+use cerebellum_runtime::control_loop::{
+    ControlLoop, Inference, LoopConfig, PolicySlot, Tee, TransitionSink,
+};
+use cerebellum_runtime::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
+use cerebellum_runtime::learn::TrainConfig;
+use cerebellum_runtime::learn::labeller_thread::{LabellerStatus, LabellerThread, RewardModelSlot};
+use cerebellum_runtime::learn::online::{
+    LearnerSink, LearnerStatus, LearnerThread, OnlinePpo, Pace,
+};
+use cerebellum_sim::{EnvConfig, SimEnv, TaskKind};
+use common::{log_bytes, so101};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A small progress model over the reach arm's states: stage 1 in the
+/// second half of each episode. What it scores does not matter here, only
+/// that it scores and carries a version.
+fn progress_models(version: u64, seed: u64) -> RewardModels {
+    let mut env = SimEnv::new(EnvConfig::default(), Some(so101())).unwrap();
+    let mut episodes = Vec::new();
+    for k in 0..3 {
+        let mut states = vec![env.reset(&ResetRequest { seed: k }).unwrap().state];
+        let hold = cerebellum_core::Action::new(states[0][..6].to_vec());
+        for _ in 0..40 {
+            env.apply(&hold).unwrap();
+            states.push(env.observe().unwrap().state);
+        }
+        let stages = (0..states.len()).map(|t| u32::from(t >= 20)).collect();
+        episodes.push(AnnotatedEpisode { states, stages });
+    }
+    let config = ProgressConfig {
+        epochs: 20,
+        hidden: 16,
+        seed,
+        ..ProgressConfig::default()
+    };
+    let model = ProgressModel::train(&episodes, 2, &config).unwrap();
+    RewardModels::new(vec![model], None, reward_config(), 0.95, version).unwrap()
+}
+
+fn reward_config() -> RewardModelConfig {
+    RewardModelConfig {
+        progress: vec![PathBuf::from("in memory")],
+        ..RewardModelConfig::default()
+    }
+}
+
+/// Publishes the retrained models after `at` transitions.
+struct RetrainAfter {
+    inner: LearnerSink,
+    pushed: usize,
+    at: usize,
+    slot: Arc<RewardModelSlot>,
+    retrained: Option<RewardModels>,
+}
+
+impl TransitionSink for RetrainAfter {
+    fn push(&mut self, transition: Transition) -> bool {
+        if self.pushed == self.at
+            && let Some(models) = self.retrained.take()
+        {
+            self.slot.publish(models).unwrap();
+        }
+        self.pushed += 1;
+        self.inner.push(transition)
+    }
+}
+
+fn run() -> (Vec<Transition>, LabellerStatus, LearnerStatus) {
+    let model = so101();
+    let env = SimEnv::new(EnvConfig::default(), Some(model.clone())).unwrap();
+    let spec = env.spec().clone();
+    let mut config = TrainConfig::for_task(TaskKind::Reach);
+    config.online.batch_transitions = 128;
+    config.ppo.epochs = 2;
+    config.ppo.minibatch_size = 64;
+    config.reward = reward_config();
+    config.reward_weights = [(PROGRESS.to_owned(), 1.0)].into();
+    let mut initial = GaussianMlpPolicy::new(&spec, config.policy.clone(), 5).unwrap();
+    initial.set_version(1);
+    let slot = PolicySlot::new(initial.clone());
+    let (learner_sink, learner) = LearnerThread::spawn(
+        OnlinePpo::new(initial, config, None),
+        slot.clone(),
+        Pace::Lockstep,
+    );
+    let reward_slot = RewardModelSlot::new(progress_models(1, 0));
+    let (sink, labeller) = LabellerThread::spawn(reward_slot.clone(), learner_sink, Pace::Lockstep);
+    let envelope = SafetyEnvelope::new(
+        &spec,
+        EnvelopeConfig::default(),
+        Some(Arc::new(ArmKinematics(model))),
+    )
+    .unwrap();
+    let mut control = ControlLoop::new(
+        env,
+        SimClock::new(spec.control_period()),
+        Inference::inline(slot),
+        envelope,
+        LoopConfig {
+            seed: 11,
+            stochastic: true,
+            max_episodes: Some(6),
+            max_ticks: None,
+            inference_deadline: None,
+            robot_id: "arm0".into(),
+            episodes_per_start: 1,
+        },
+    );
+    let mut log = Vec::new();
+    let retrain = RetrainAfter {
+        inner: sink,
+        pushed: 0,
+        at: 200,
+        slot: reward_slot,
+        retrained: Some(progress_models(2, 1)),
+    };
+    let mut tee = Tee(retrain, &mut log);
+    control.run(&mut tee).unwrap();
+    drop(tee);
+    let labeller = labeller.join();
+    let learner = learner.join();
+    (log, labeller, learner)
+}
+
+#[test]
+fn a_retrained_reward_model_relabels_the_learners_buffer_and_each_update_names_its_version() {
+    let (log, labeller, learner) = run();
+    assert_eq!(log.len(), 600);
+    assert!(
+        log.iter().all(|t| t.reward_version.is_none()),
+        "the loop records the robot's rewards only; labelling happens off its thread"
+    );
+    assert_eq!(labeller.counts.labelled, 600, "{labeller:?}");
+    assert_eq!(labeller.counts.progress_missing, 0);
+    assert_eq!((labeller.model_changes, labeller.reward_version), (1, 2));
+    assert_eq!(labeller.dropped, 0, "lockstep never drops");
+    assert!(labeller.label_us_mean > 0.0 && labeller.failure.is_none());
+    // Updates at 129, 258, 387, 516 transitions received; the models
+    // changed at the 200th, when the learner held the rows of its second
+    // update labelled by version 1: those were labelled again.
+    assert_eq!(learner.counters.updates, 4, "{learner:?}");
+    assert_eq!(learner.counters.reward_versions, vec![1, 2, 2, 2]);
+    assert!(
+        (60..=80).contains(&learner.counters.relabelled),
+        "{}",
+        learner.counters.relabelled
+    );
+    assert!(learner.failure.is_none());
+
+    // Same seed, same run: the weights changed at the same ticks.
+    let (again, _, learner_again) = run();
+    assert_eq!(log_bytes(&log), log_bytes(&again));
+    assert_eq!(learner.counters, learner_again.counters);
+}
