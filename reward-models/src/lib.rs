@@ -11,6 +11,7 @@
 //! - [`evaluation`]: EPIC distance and Spearman correlation (§5).
 //! - [`progress`]: the stage-aware progress model (§3.1).
 //! - [`success`]: the success classifier and its k-frame detector (§3.3).
+//! - [`ra_bc`]: reward-aligned behaviour cloning weights from progress.
 //! - [`contract`]: the on-disk form they share, checked against the robot
 //!   at load.
 //! - [`labeller`]: turns a stream of transitions into learned reward
@@ -22,5 +23,6 @@ pub mod evaluation;
 pub mod labeller;
 mod layers;
 pub mod progress;
+pub mod ra_bc;
 pub mod shaping;
 pub mod success;

@@ -165,14 +165,22 @@ fn behaviour_cloning_refuses_demonstrations_that_break_the_spec() {
         Demonstration {
             observation: bad,
             command: vec![0.0; joints],
+            weight: 1.0,
         },
         Demonstration {
             observation: observation.clone(),
             command: vec![1e3; joints],
+            weight: 1.0,
+        },
+        Demonstration {
+            observation: observation.clone(),
+            command: vec![0.0; joints + 1],
+            weight: 1.0,
         },
         Demonstration {
             observation,
-            command: vec![0.0; joints + 1],
+            command: vec![0.0; joints],
+            weight: f32::NAN,
         },
     ] {
         let err = pretrain(&mut trainer.policy, &[demo], &BcConfig::default(), 0).unwrap_err();

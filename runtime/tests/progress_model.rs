@@ -281,3 +281,139 @@ fn an_ensembles_spread_is_larger_off_the_demonstrations_than_on_them() {
         "spread off the demonstrations {off} vs on them {on}"
     );
 }
+
+/// `train --reward progress:DIR,success:DIR --init-bc DATA`: the policy is
+/// cloned from recordings with RA-BC weights, then PPO trains on the
+/// learned components only, each stamped with the models' version; a model
+/// of another robot is refused at load, naming why.
+#[test]
+fn training_on_learned_rewards_from_recordings_end_to_end() {
+    let base = std::env::temp_dir().join(format!("cerebellum-learned-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (clean, noisy, lift) = (base.join("clean"), base.join("noisy"), base.join("lift"));
+    record("reach", "8", "0", &clean);
+    let (ok, _, stderr) = cerebellum(&[
+        "record",
+        "--task",
+        "reach",
+        "--expert",
+        "--noise",
+        "0.1",
+        "--episodes",
+        "8",
+        "--seed",
+        "100",
+        "--out",
+        noisy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (progress, success) = (base.join("progress"), base.join("success"));
+    let (ok, _, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "progress",
+        "--epochs",
+        "60",
+        "--held-out",
+        "2",
+        "--data",
+        clean.to_str().unwrap(),
+        "--out",
+        progress.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, trained, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "success",
+        "--task",
+        "reach",
+        "--epochs",
+        "100",
+        "--held-out",
+        "2",
+        "--data",
+        clean.to_str().unwrap(),
+        "--data",
+        noisy.to_str().unwrap(),
+        "--out",
+        success.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(trained["success_precision"].is_number(), "{trained}");
+    let reward = format!(
+        "progress:{},success:{}",
+        progress.display(),
+        success.display()
+    );
+    let out = base.join("run");
+    let (ok, report, stderr) = cerebellum(&[
+        "train",
+        "--reward",
+        &reward,
+        "--init-bc",
+        clean.to_str().unwrap(),
+        "--steps",
+        "2048",
+        "--eval-episodes",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        report["reward_components"],
+        serde_json::json!({"progress": 1.0, "success_model": 1.0})
+    );
+    assert_eq!(report["reward_version"], 2, "progress v1 + success v1");
+    let demos = &report["bc"]["demonstrations"];
+    assert_eq!(demos["successful"], 8, "{report}");
+    let mean_weight = demos["mean_weight"].as_f64().unwrap();
+    assert!(
+        mean_weight > 0.0 && mean_weight < 1.0,
+        "RA-BC weights: {demos}"
+    );
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("[reward]") && config.contains("ra_bc_progress"),
+        "{config}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(metrics.lines().nth(1).unwrap().contains(",2,"), "{metrics}");
+
+    // A lift model on the reach arm: refused before anything runs.
+    record("lift", "3", "0", &lift);
+    let lift_model = base.join("lift-progress");
+    let (ok, _, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "progress",
+        "--epochs",
+        "10",
+        "--held-out",
+        "1",
+        "--data",
+        lift.to_str().unwrap(),
+        "--out",
+        lift_model.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cerebellum(&[
+        "train",
+        "--reward",
+        &format!("progress:{}", lift_model.display()),
+        "--steps",
+        "64",
+        "--out",
+        base.join("refused").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("another observation spec"),
+        "{stderr}"
+    );
+}

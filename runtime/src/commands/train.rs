@@ -105,6 +105,18 @@ pub struct TrainArgs {
     /// Example: --reward progress:models/reach-p,success:models/reach-s
     #[arg(long, value_name = "SOURCES")]
     pub reward: Option<String>,
+    /// Behaviour-clone the policy on recorded episodes before RL, instead
+    /// of the scripted expert: every tick of successful episodes without
+    /// an operator (`cerebellum record --expert`), and the ticks an
+    /// operator was in control (`run --record` with teleop). Repeat it to
+    /// pool recordings.
+    #[arg(long = "init-bc", value_name = "DATA")]
+    pub init_bc: Vec<PathBuf>,
+    /// RA-BC: weight each cloned tick by the progress this model sees its
+    /// next `bc.ra_bc_horizon` ticks make (undoing progress → 0). Default:
+    /// the first `--reward progress:` model, if any.
+    #[arg(long, value_name = "DIR")]
+    pub init_bc_progress: Option<PathBuf>,
     #[command(flatten)]
     pub robot: RobotSourceArgs,
     /// --online: the robot to fine-tune on: `sim` (in process, the
@@ -190,6 +202,14 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     }
     if let Some(sources) = &args.reward {
         apply_reward_sources(&mut config, sources)?;
+    }
+    if !args.init_bc.is_empty() {
+        config.bc.data = args.init_bc.clone();
+        config.bc.expert_episodes = 0;
+        config.bc.ra_bc_progress = args
+            .init_bc_progress
+            .clone()
+            .or_else(|| config.reward.progress.first().cloned());
     }
     args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
@@ -425,8 +445,8 @@ fn pretrain(
     if config.eval_episodes > 0 {
         let e = held_out_evaluation(trainer, env_config, model)?;
         bar.suspend(|| println!(
-            "behaviour cloning: {} expert ticks, loss {:.4} → {:.4}; held-out success {:.1}% before RL",
-            report.demonstrations.ticks,
+            "behaviour cloning: {} demonstrated ticks, loss {:.4} → {:.4}; held-out success {:.1}% before RL",
+            report.demonstrations["ticks"],
             report.initial_loss,
             report.final_loss,
             100.0 * e.success_rate

@@ -45,6 +45,18 @@ pub struct BcConfig {
     pub rl_weight: f64,
     pub rl_decay: f64,
     pub rl_minibatches: usize,
+    /// Recorded episodes to clone instead of the scripted expert
+    /// (`train --init-bc DATA`): expert runs, and the takeovers of teleop
+    /// sessions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<std::path::PathBuf>,
+    /// A progress model that weights each recorded tick by RA-BC
+    /// (`train --init-bc-progress DIR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ra_bc_progress: Option<std::path::PathBuf>,
+    /// RA-BC look-ahead H in ticks (the policy acts per tick; one tick's
+    /// progress is mostly noise).
+    pub ra_bc_horizon: usize,
 }
 
 impl Default for BcConfig {
@@ -59,6 +71,9 @@ impl Default for BcConfig {
             rl_weight: 0.0,
             rl_decay: 0.99,
             rl_minibatches: 4,
+            data: Vec::new(),
+            ra_bc_progress: None,
+            ra_bc_horizon: 10,
         }
     }
 }
@@ -66,8 +81,11 @@ impl Default for BcConfig {
 impl BcConfig {
     pub fn validate(&self) -> Result<(), String> {
         let fail = |key: &str, why: &str| Err(format!("config key `bc.{key}`: {why}"));
-        if self.expert_episodes == 0 {
+        if self.expert_episodes == 0 && self.data.is_empty() {
             return Ok(());
+        }
+        if self.ra_bc_horizon == 0 {
+            return fail("ra_bc_horizon", "must be at least 1");
         }
         if !(self.expert_noise >= 0.0 && self.expert_noise.is_finite()) {
             return fail("expert_noise", "must be zero or positive");
@@ -94,11 +112,13 @@ impl BcConfig {
     }
 }
 
-/// One demonstrated tick: what was seen and the command that was sent.
+/// One demonstrated tick: what was seen and the command that was sent,
+/// and how much it counts in L_BC (1, or its RA-BC weight).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Demonstration {
     pub observation: Observation,
     pub command: Vec<f32>,
+    pub weight: f32,
 }
 
 /// Runs `controller` from each seed and keeps every tick of the successful
@@ -130,6 +150,7 @@ pub fn demonstrations(
             episode.push(Demonstration {
                 observation: observation.clone(),
                 command: command.values,
+                weight: 1.0,
             });
             sent
         })?;
@@ -153,7 +174,8 @@ pub struct DemoReport {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BcReport {
-    pub demonstrations: DemoReport,
+    /// What the demonstrations were (`DemoReport` or `RecordedReport`).
+    pub demonstrations: serde_json::Value,
     /// L_BC over all demonstrations before and after training.
     pub initial_loss: f32,
     pub final_loss: f32,
@@ -164,6 +186,7 @@ pub struct BcReport {
 pub struct CloningSet {
     states: Vec<f32>,
     targets: Vec<f32>,
+    weights: Vec<f32>,
     adam: Adam,
     rng: ChaCha8Rng,
     tape: cerebellum_policies::MlpTape,
@@ -190,6 +213,13 @@ impl CloningSet {
         let spec = &policy.spec;
         let mut states = Vec::with_capacity(demos.len() * policy.obs_size());
         let mut targets = Vec::with_capacity(demos.len() * policy.act_size());
+        anyhow::ensure!(
+            demos
+                .iter()
+                .all(|d| d.weight.is_finite() && d.weight >= 0.0)
+                && demos.iter().any(|d| d.weight > 0.0),
+            "behaviour cloning needs finite, non-negative weights, not all zero"
+        );
         for d in demos {
             spec.observation.check(&d.observation)?;
             spec.action
@@ -200,6 +230,7 @@ impl CloningSet {
         Ok(Self {
             states,
             targets,
+            weights: demos.iter().map(|d| d.weight).collect(),
             adam: Adam::new(config.learning_rate, &[policy.actor.params().len()]),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xB_C0DE),
             tape: Default::default(),
@@ -207,10 +238,16 @@ impl CloningSet {
         })
     }
 
-    /// L_BC over every demonstration.
+    /// L_BC over every demonstration, weighted.
     pub fn loss(&mut self, policy: &GaussianMlpPolicy) -> f32 {
         let inputs = self.normalized(policy, None);
-        loss(policy, &inputs, &self.targets, &mut self.tape)
+        loss(
+            policy,
+            &inputs,
+            &self.targets,
+            &self.weights,
+            &mut self.tape,
+        )
     }
 
     fn normalized(&self, policy: &GaussianMlpPolicy, rows: Option<&[usize]>) -> Vec<f32> {
@@ -262,15 +299,23 @@ impl CloningSet {
                     target.extend_from_slice(&self.targets[i * act..(i + 1) * act]);
                 }
                 let rows = minibatch.len();
+                let total: f32 = minibatch.iter().map(|&i| self.weights[i]).sum();
+                if total <= 0.0 {
+                    continue;
+                }
                 policy.actor.forward(&inputs, rows, &mut self.tape);
-                // d L_BC / d μ = (μ − u*) / n
+                // d L_BC / d μ_i = w_i (μ_i − u*_i) / Σ w
                 output_grad.clear();
                 output_grad.extend(
                     self.tape
                         .output()
-                        .iter()
-                        .zip(&target)
-                        .map(|(m, u)| (m - u) / rows as f32),
+                        .chunks_exact(act)
+                        .zip(target.chunks_exact(act))
+                        .zip(minibatch)
+                        .flat_map(|((m, u), &i)| {
+                            let w = self.weights[i] / total;
+                            m.iter().zip(u).map(move |(m, u)| w * (m - u))
+                        }),
                 );
                 self.grads.iter_mut().for_each(|g| *g = 0.0);
                 policy
@@ -318,17 +363,24 @@ fn loss(
     policy: &GaussianMlpPolicy,
     inputs: &[f32],
     targets: &[f32],
+    weights: &[f32],
     tape: &mut cerebellum_policies::MlpTape,
 ) -> f32 {
-    let n = targets.len() / policy.act_size();
+    let act = policy.act_size();
+    let n = targets.len() / act;
     policy.actor.forward(inputs, n, tape);
     let sum: f64 = tape
         .output()
-        .iter()
-        .zip(targets)
-        .map(|(m, u)| 0.5 * f64::from(m - u).powi(2))
+        .chunks_exact(act)
+        .zip(targets.chunks_exact(act))
+        .zip(weights)
+        .map(|((m, u), &w)| {
+            let squared: f64 = m.iter().zip(u).map(|(m, u)| f64::from(m - u).powi(2)).sum();
+            0.5 * f64::from(w) * squared
+        })
         .sum();
-    (sum / n as f64) as f32
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    (sum / total.max(f64::MIN_POSITIVE)) as f32
 }
 
 /// Demonstrations of the scripted expert on `env`'s task from seeds no
@@ -349,6 +401,90 @@ pub fn expert_demonstrations(
         "the scripted expert succeeded in none of {episodes} episodes on {spec_name}"
     );
     Ok(result)
+}
+
+/// What cloning recorded episodes found in them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RecordedReport {
+    pub episodes: usize,
+    /// Episodes cloned whole: successful ones without an operator.
+    pub successful: usize,
+    /// Ticks an operator was in control (cloned from any episode).
+    pub intervention_ticks: usize,
+    pub ticks: usize,
+    /// RA-BC: the mean weight and the ticks weighted 0 (progress undone).
+    pub mean_weight: Option<f64>,
+    pub zero_weight_ticks: Option<usize>,
+}
+
+/// Demonstrations from recorded episodes (docs/episodes.md): every tick of
+/// a successful episode without an operator (an expert run), and the ticks
+/// an operator was in control of any other (a teleop takeover); the rest
+/// is the policy's own behaviour and is not cloned. With `progress`, each
+/// tick is weighted by RA-BC over `horizon` ticks (ALGORITHMS.md §3.1).
+pub fn recorded_demonstrations(
+    episodes: &[Vec<cerebellum_core::Transition>],
+    progress: Option<&cerebellum_reward_models::progress::ProgressModel>,
+    horizon: usize,
+) -> anyhow::Result<(Vec<Demonstration>, RecordedReport)> {
+    use cerebellum_reward_models::ra_bc;
+    let mut report = RecordedReport {
+        episodes: episodes.len(),
+        ..RecordedReport::default()
+    };
+    let mut kept: Vec<(Demonstration, f64)> = Vec::new();
+    for episode in episodes {
+        let operated = episode.iter().any(|t| t.intervention);
+        let successful = episode
+            .last()
+            .and_then(|t| t.rewards.get(cerebellum_core::RewardComponents::SUCCESS))
+            .is_some_and(|s| s > 0.5);
+        if !operated && !successful {
+            continue;
+        }
+        report.successful += usize::from(!operated);
+        let deltas = match progress {
+            Some(model) => {
+                let states: Vec<Vec<f32>> = episode
+                    .iter()
+                    .map(|t| t.observation.state.clone())
+                    .collect();
+                ra_bc::progress_deltas(&model.predict(&states)?, horizon)
+            }
+            None => vec![0.0; episode.len()],
+        };
+        for (t, delta) in episode.iter().zip(deltas) {
+            if operated && !t.intervention {
+                continue;
+            }
+            report.intervention_ticks += usize::from(t.intervention);
+            kept.push((
+                Demonstration {
+                    observation: t.observation.clone(),
+                    command: t.sent_command.values.clone(),
+                    weight: 1.0,
+                },
+                delta,
+            ));
+        }
+    }
+    anyhow::ensure!(
+        !kept.is_empty(),
+        "no demonstrations in {} recorded episodes: none succeeded and no operator took over",
+        episodes.len()
+    );
+    if progress.is_some() {
+        let deltas: Vec<f64> = kept.iter().map(|k| k.1).collect();
+        let (mean, std) = ra_bc::statistics(&deltas);
+        for (demo, delta) in &mut kept {
+            demo.weight = ra_bc::weight(*delta, mean, std, ra_bc::KAPPA) as f32;
+        }
+        let weights: Vec<f64> = kept.iter().map(|k| f64::from(k.0.weight)).collect();
+        report.mean_weight = Some(weights.iter().sum::<f64>() / weights.len() as f64);
+        report.zero_weight_ticks = Some(weights.iter().filter(|&&w| w == 0.0).count());
+    }
+    report.ticks = kept.len();
+    Ok((kept.into_iter().map(|k| k.0).collect(), report))
 }
 
 /// Demonstration seeds are drawn from a stream of their own.

@@ -170,6 +170,9 @@ impl Trainer {
         model: Option<Arc<ArmModel>>,
     ) -> anyhow::Result<Option<BcReport>> {
         let bc = &self.config.bc;
+        if !bc.data.is_empty() {
+            return self.pretrain_from_recordings().map(Some);
+        }
         if bc.expert_episodes == 0 {
             return Ok(None);
         }
@@ -186,10 +189,53 @@ impl Trainer {
             self.cloning = Some(set);
         }
         Ok(Some(BcReport {
-            demonstrations,
+            demonstrations: serde_json::to_value(demonstrations)?,
             initial_loss,
             final_loss,
         }))
+    }
+
+    /// Behaviour cloning on the recorded episodes of `bc.data`, RA-BC
+    /// weighted when `bc.ra_bc_progress` names a progress model.
+    fn pretrain_from_recordings(&mut self) -> anyhow::Result<BcReport> {
+        let bc = self.config.bc.clone();
+        let spec = self.policy.spec.clone();
+        let mut episodes = Vec::new();
+        for path in &bc.data {
+            let (meta, mut recorded) = crate::recorder::read_episodes(path)?;
+            anyhow::ensure!(
+                meta.robot.observation == spec.observation && meta.robot.action == spec.action,
+                "{} was recorded on another robot spec ({}) than this run's ({})",
+                path.display(),
+                meta.robot.name,
+                spec.name
+            );
+            episodes.append(&mut recorded);
+        }
+        let progress = match &bc.ra_bc_progress {
+            Some(dir) => {
+                let expected = Expected {
+                    observation: &spec.observation,
+                    instruction: Some(self.config.task_kind().instruction()),
+                };
+                Some(
+                    cerebellum_reward_models::progress::ProgressModel::load(dir, Some(expected))?.0,
+                )
+            }
+            None => None,
+        };
+        let (demos, report) =
+            bc::recorded_demonstrations(&episodes, progress.as_ref(), bc.ra_bc_horizon)?;
+        let (initial_loss, final_loss, set) =
+            bc::pretrain(&mut self.policy, &demos, &bc, self.config.seed)?;
+        if bc.rl_weight > 0.0 {
+            self.cloning = Some(set);
+        }
+        Ok(BcReport {
+            demonstrations: serde_json::to_value(report)?,
+            initial_loss,
+            final_loss,
+        })
     }
 
     /// Env steps one iteration collects.
