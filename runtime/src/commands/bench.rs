@@ -24,6 +24,9 @@ pub enum BenchKind {
     /// State → policy → command round trip over zenoh against bare zenoh
     /// ping–pong, and a fleet's transitions per second into one learner.
     Zenoh(super::bench_zenoh::ZenohBenchArgs),
+    /// Learned-reward inference per transition against the policy's, and
+    /// the loop's jitter with and without the labeller thread.
+    Reward(super::bench_reward::RewardBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Train(args) => super::bench_train::run(args),
         BenchKind::Loop(args) => super::bench_loop::run(args),
         BenchKind::Zenoh(args) => super::bench_zenoh::run(args),
+        BenchKind::Reward(args) => super::bench_reward::run(args),
     }
 }
 

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_loop;
 mod bench_physics;
+mod bench_reward;
 mod bench_train;
 mod bench_zenoh;
 mod eval;

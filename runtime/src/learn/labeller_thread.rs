@@ -47,6 +47,13 @@ impl RewardModelSlot {
         })
     }
 
+    /// A slot starting from models already shared elsewhere.
+    pub fn shared(models: Arc<RewardModels>) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::new(models),
+        })
+    }
+
     pub fn load(&self) -> Arc<RewardModels> {
         self.current.load_full()
     }
