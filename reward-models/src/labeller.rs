@@ -39,6 +39,8 @@ use std::sync::Arc;
 pub const PROGRESS: &str = RewardComponents::PROGRESS;
 pub const PROGRESS_STD: &str = "progress_std";
 pub const LEARNED_SUCCESS: &str = "success_model";
+/// P(success | s) as `RewardModel::score` reports it.
+pub const SUCCESS_PROBABILITY: &str = "success_probability";
 
 /// Which models to load and how to use them (the `[reward]` table of a
 /// training config).
@@ -168,6 +170,58 @@ impl RewardModels {
 
     fn history(&self) -> usize {
         self.progress.first().map_or(1, |m| m.history())
+    }
+}
+
+/// The models as core's `RewardModel`: the newest frame of a history
+/// scored without shaping (Φ, the members' spread, P(success)), for
+/// callers that score observations one at a time.
+impl cerebellum_core::RewardModel for RewardModels {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn score(
+        &mut self,
+        history: &[Observation],
+        instruction: Option<&str>,
+    ) -> Result<RewardComponents, cerebellum_core::RewardModelError> {
+        use cerebellum_core::RewardModelError;
+        let _ = instruction; // checked against the contract at load
+        let newest = history.last().ok_or(RewardModelError::EmptyHistory)?;
+        let other = |e: ModelError| RewardModelError::Other(e.to_string());
+        let mut out = RewardComponents::new();
+        if !self.progress.is_empty() {
+            let h = self.history();
+            let window: Vec<f32> = (0..h)
+                .rev()
+                .flat_map(|back| {
+                    let i = history.len().saturating_sub(1 + back);
+                    history[i].state.iter().copied()
+                })
+                .collect();
+            let members: Option<Vec<f64>> = self
+                .progress
+                .iter()
+                .map(|m| m.predict_windows(&window).map(|p| p[0]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(other)?
+                .into_iter()
+                .collect();
+            if let Some(score) = members.and_then(|m| aggregate(&m, self.config.aggregate)) {
+                out.set(PROGRESS, score.reward as f32);
+                out.set(PROGRESS_STD, score.std as f32);
+            }
+        }
+        if let Some(classifier) = &self.success {
+            let p = classifier
+                .predict(std::slice::from_ref(&newest.state))
+                .map_err(|e| other(e.into()))?;
+            if let Some(p) = p[0] {
+                out.set(SUCCESS_PROBABILITY, p);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -577,6 +631,19 @@ mod tests {
         );
         assert!(phi[39] - phi[0] > 0.7, "the toy task is learned: {phi:?}");
         assert!(whole.iter().all(|t| t.reward_version == Some(7)));
+        // Scored one history at a time, as core's RewardModel, Φ matches.
+        let mut scorer = toy_models(
+            RewardModelConfig {
+                success: None,
+                ..RewardModelConfig::default()
+            },
+            1.0,
+            7,
+        );
+        let history: Vec<Observation> = whole[..3].iter().map(|t| t.observation.clone()).collect();
+        let scored = cerebellum_core::RewardModel::score(&mut scorer, &history, None).unwrap();
+        assert!((scored.get(PROGRESS).unwrap() as f64 - phi[2]).abs() < 1e-5);
+        assert_eq!(cerebellum_core::RewardModel::version(&scorer), 7);
         assert!(
             whole
                 .iter()

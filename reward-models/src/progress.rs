@@ -12,7 +12,7 @@
 use crate::layers::{linear, normalize_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 #[derive(Clone, Debug)]
@@ -24,6 +24,13 @@ pub struct ProgressConfig {
     pub epochs: usize,
     pub learning_rate: f64,
     pub seed: u64,
+    /// Rewound copies per demonstration (ReWiND, Zhang et al. 2025): the
+    /// episode up to a random frame, then played backwards for a random
+    /// length, every frame keeping its own label. The history of a
+    /// rewound frame shows motion away from the goal with the progress of
+    /// where it is, so the model learns progress from where the robot is,
+    /// not from how demonstrations happen to move.
+    pub rewinds: usize,
 }
 
 impl Default for ProgressConfig {
@@ -34,6 +41,7 @@ impl Default for ProgressConfig {
             epochs: 400,
             learning_rate: 3e-3,
             seed: 0,
+            rewinds: 0,
         }
     }
 }
@@ -133,18 +141,33 @@ impl ProgressModel {
         let (mean, std) = state_statistics(episodes.iter().flat_map(|e| &e.states), dims);
         let (mut x, mut labels, mut taus) = (Vec::new(), Vec::new(), Vec::new());
         let mut shares = vec![0.0; stages];
+        let mut rewind_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x2E_3140);
         for e in episodes {
             let (t, s) = targets(e, stages);
             shares
                 .iter_mut()
                 .zip(s)
                 .for_each(|(a, b)| *a += b / episodes.len() as f64);
-            for (frame, (k, tau)) in t.into_iter().enumerate() {
+            for (frame, (k, tau)) in t.iter().enumerate() {
                 x.extend(features(&e.states, frame, config.history, &mean, &std));
-                labels.push(k);
-                taus.push(tau);
+                labels.push(*k);
+                taus.push(*tau);
+            }
+            let n = e.states.len();
+            let rewinds = if n > 2 { config.rewinds } else { 0 };
+            for _ in 0..rewinds {
+                let cut = rewind_rng.random_range(n / 4..n - 1).max(1);
+                let length = rewind_rng.random_range(1..=cut);
+                let order: Vec<usize> = (0..=cut).chain((cut - length..cut).rev()).collect();
+                let states: Vec<Vec<f32>> = order.iter().map(|&i| e.states[i].clone()).collect();
+                for (frame, &i) in order.iter().enumerate().skip(cut + 1) {
+                    x.extend(features(&states, frame, config.history, &mean, &std));
+                    labels.push(t[i].0);
+                    taus.push(t[i].1);
+                }
             }
         }
+        let frames = labels.len();
         let total: f64 = shares.iter().sum();
         shares.iter_mut().for_each(|s| *s /= total);
 

@@ -71,6 +71,17 @@ pub struct RewardTrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// --kind progress: frames of observation history per prediction
+    /// (more frames show motion, which a policy can learn to imitate
+    /// without progressing; 1 reads the state alone).
+    #[arg(long, default_value_t = 3)]
+    pub history: usize,
+    /// --kind progress: rewound copies of each demonstration (ReWiND):
+    /// the episode played backwards from a random frame, each frame keeping
+    /// its own progress label, so that moving away from the goal reads as
+    /// losing progress.
+    #[arg(long, default_value_t = 0)]
+    pub rewinds: usize,
     /// --kind success: label frames with this simulated task's success test.
     #[arg(long, value_parser = super::parse_task)]
     pub task: Option<cerebellum_sim::TaskKind>,
@@ -397,9 +408,12 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
         });
     }
     let split = episodes.len() - args.held_out;
+    anyhow::ensure!(args.history >= 1, "--history must be at least 1");
     let config = ProgressConfig {
         epochs: args.epochs,
         seed: args.seed,
+        history: args.history,
+        rewinds: args.rewinds,
         ..ProgressConfig::default()
     };
     let started = std::time::Instant::now();
