@@ -27,6 +27,7 @@ use cerebellum_core::{
     Action, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest, RewardComponents,
     Robot, RobotError, RobotSpec, Sampling, Transition,
 };
+use cerebellum_reward_models::labeller::LEARNED_SUCCESS;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -302,6 +303,8 @@ pub struct LoopCounters {
     /// Ticks the operator commanded, and takeovers begun.
     pub intervention_ticks: u64,
     pub takeovers: u64,
+    /// Episodes a learned success detector ended (`with_success_judge`).
+    pub learned_successes: u64,
 }
 
 /// Counters and latency histograms of a run, readable while it runs.
@@ -531,6 +534,7 @@ pub struct ControlLoop<R, C, P> {
     /// The operator's e-stop was pressed at this tick (its reward event).
     estop_pressed_now: bool,
     teleop: Option<TeleopInput>,
+    success_judge: Option<crate::success_judge::SuccessJudge>,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
     spec: RobotSpec,
@@ -566,6 +570,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             estop_button: EStopButton::default(),
             estop_pressed_now: false,
             teleop: None,
+            success_judge: None,
             observation: None,
             episode_open: false,
             last_timestamp: f64::NEG_INFINITY,
@@ -613,6 +618,9 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         self.observation_age = 0;
         self.chunk.clear();
         self.envelope.begin_episode();
+        if let Some(judge) = &mut self.success_judge {
+            judge.begin_episode();
+        }
         self.step = 0;
         self.episode_open = true;
         Ok(())
@@ -643,10 +651,22 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             self.stats.counters.holds += 1;
         }
         let proposed = planned.as_ref().map(|(a, _, _)| a.clone());
-        let Some((outcome, checked)) = self.send(proposed.as_ref(), Some(&observation), started)?
+        let Some((mut outcome, checked)) =
+            self.send(proposed.as_ref(), Some(&observation), started)?
         else {
             return Ok(());
         };
+        if let Some(judge) = &mut self.success_judge {
+            let fired = !outcome.done() && judge.judge(self.episode_id, self.tick, &observation);
+            outcome
+                .rewards
+                .set(LEARNED_SUCCESS, f32::from(u8::from(fired)));
+            if fired {
+                outcome.terminated = true;
+                outcome.success = Some(true);
+                self.stats.counters.learned_successes += 1;
+            }
+        }
         self.record(sink, observation, planned, checked, &outcome, takeover);
         self.step += 1;
         if outcome.done() {
@@ -880,6 +900,19 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     pub fn with_estop_button(mut self, button: EStopButton) -> Self {
         self.estop_button = button;
         self
+    }
+
+    /// Ends episodes when a learned success detector fires (see
+    /// `success_judge`): inline under simulated time, lagged under wall
+    /// time.
+    pub fn with_success_judge(mut self, judge: crate::success_judge::SuccessJudge) -> Self {
+        self.success_judge = Some(judge);
+        self
+    }
+
+    /// What the success judge counted, when there is one.
+    pub fn success_judge_counters(&self) -> Option<crate::success_judge::JudgeCounters> {
+        self.success_judge.as_ref().map(|j| j.counters.clone())
     }
 
     /// Lets an operator take over through `teleop` (see `TeleopInput`).

@@ -9,4 +9,5 @@ pub mod learn;
 pub mod recorder;
 pub mod report;
 pub mod robots;
+pub mod success_judge;
 pub mod tick;

@@ -165,3 +165,100 @@ fn a_retrained_reward_model_relabels_the_learners_buffer_and_each_update_names_i
     assert_eq!(log_bytes(&log), log_bytes(&again));
     assert_eq!(learner.counters, learner_again.counters);
 }
+
+/// Runs the sweeping policy on the reach arm for `episodes` with an
+/// optional success judge; returns the log and the judge's counters.
+fn sweep(
+    episodes: u64,
+    judge: Option<cerebellum_runtime::success_judge::SuccessJudge>,
+) -> (
+    Vec<Transition>,
+    Option<cerebellum_runtime::success_judge::JudgeCounters>,
+    u64,
+) {
+    let model = so101();
+    let env = SimEnv::new(EnvConfig::default(), Some(model.clone())).unwrap();
+    let spec = env.spec().clone();
+    let envelope = SafetyEnvelope::new(
+        &spec,
+        EnvelopeConfig::default(),
+        Some(Arc::new(ArmKinematics(model))),
+    )
+    .unwrap();
+    let mut control = ControlLoop::new(
+        env,
+        SimClock::new(spec.control_period()),
+        Inference::inline(PolicySlot::new(common::SweepPolicy)),
+        envelope,
+        LoopConfig {
+            seed: 3,
+            stochastic: false,
+            max_episodes: Some(episodes),
+            max_ticks: None,
+            inference_deadline: None,
+            robot_id: "arm0".into(),
+            episodes_per_start: 1,
+        },
+    );
+    if let Some(judge) = judge {
+        control = control.with_success_judge(judge);
+    }
+    let mut log = Vec::new();
+    control.run(&mut log).unwrap();
+    let learned = control.stats.counters.learned_successes;
+    (log, control.success_judge_counters(), learned)
+}
+
+#[test]
+fn a_learned_success_detector_ends_episodes_inline_in_sim_time_and_at_a_fixed_lag_in_wall_time() {
+    use cerebellum_reward_models::labeller::LEARNED_SUCCESS;
+    use cerebellum_reward_models::success::SuccessClassifier;
+    use cerebellum_runtime::success_judge::SuccessJudge;
+    // "Success" here: joint 0 swept 0.5 rad past where it started.
+    let (plain, _, _) = sweep(1, None);
+    let start = plain[0].observation.state[0];
+    let frames: Vec<(Vec<f32>, bool)> = plain
+        .iter()
+        .map(|t| {
+            (
+                t.observation.state.clone(),
+                t.observation.state[0] > start + 0.5,
+            )
+        })
+        .collect();
+    let crossing = frames
+        .iter()
+        .position(|f| f.1)
+        .expect("the sweep gets there");
+    let classifier = || SuccessClassifier::train(&frames, 16, 400, 0).unwrap();
+
+    let (inline, counters, learned) = sweep(1, Some(SuccessJudge::inline(classifier(), 0.5, 3)));
+    let end = inline.len() - 1;
+    assert!(
+        (crossing + 1..crossing + 8).contains(&end),
+        "ended at step {end}, frames successful from {crossing}"
+    );
+    let last = &inline[end];
+    assert!(last.terminated && last.rewards.get(LEARNED_SUCCESS) == Some(1.0));
+    assert!(
+        inline[..end]
+            .iter()
+            .all(|t| t.rewards.get(LEARNED_SUCCESS) == Some(0.0))
+    );
+    assert_eq!((learned, counters.unwrap().fired), (1, 1));
+    // Deterministic under the simulated clock.
+    let (again, _, _) = sweep(1, Some(SuccessJudge::inline(classifier(), 0.5, 3)));
+    assert_eq!(log_bytes(&inline), log_bytes(&again));
+
+    // Off the control thread, the same verdict lands `lag` ticks later
+    // (later still only if the judge thread was late, which is counted).
+    let (lagged, counters, _) = sweep(1, Some(SuccessJudge::lagged(classifier(), 0.5, 3, 3)));
+    let counters = counters.unwrap();
+    let lagged_end = lagged.len() - 1;
+    if counters.late == 0 {
+        assert_eq!(lagged_end, end + 3);
+    } else {
+        assert!(lagged_end > end + 3, "{counters:?}");
+    }
+    assert!(lagged[lagged_end].terminated);
+}
