@@ -59,6 +59,9 @@ pub struct RewardModelConfig {
     pub success_frames: u32,
     /// The episode ends (terminated) when the detector fires.
     pub success_ends_episode: bool,
+    /// In the wall-clock loop, the detector's verdict on a tick ends the
+    /// episode this many ticks later (it runs off the control thread).
+    pub success_lag_ticks: u64,
 }
 
 impl Default for RewardModelConfig {
@@ -70,6 +73,7 @@ impl Default for RewardModelConfig {
             success_threshold: 0.9,
             success_frames: 3,
             success_ends_episode: true,
+            success_lag_ticks: 2,
         }
     }
 }

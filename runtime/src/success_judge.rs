@@ -165,3 +165,25 @@ impl SuccessJudge {
         fired
     }
 }
+
+/// The judge for a loop: the classifier in `dir`, checked against the
+/// robot, inline under the simulated clock, else `lag` ticks behind.
+pub fn load(
+    dir: &std::path::Path,
+    expected: cerebellum_reward_models::contract::Expected<'_>,
+    threshold: f32,
+    frames: u32,
+    simulated_clock: bool,
+    lag: u64,
+) -> anyhow::Result<SuccessJudge> {
+    anyhow::ensure!(
+        threshold > 0.0 && threshold <= 1.0 && frames > 0,
+        "success threshold must be in (0, 1] and frames at least 1"
+    );
+    let (classifier, _) = SuccessClassifier::load(dir, Some(expected))?;
+    Ok(if simulated_clock {
+        SuccessJudge::inline(classifier, threshold, frames)
+    } else {
+        SuccessJudge::lagged(classifier, threshold, frames, lag)
+    })
+}

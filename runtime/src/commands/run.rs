@@ -74,6 +74,19 @@ pub struct RunArgs {
     /// Sample from the policy's distribution instead of its mean.
     #[arg(long)]
     pub sample: bool,
+    /// End episodes when this success classifier (`reward train --kind
+    /// success`) sees success on --success-frames consecutive ticks, for a
+    /// robot that cannot judge success itself. Under --clock sim it runs on
+    /// the control thread (deterministic); in wall time on a thread of its
+    /// own, its verdict ending the episode --success-lag ticks later.
+    #[arg(long, value_name = "DIR")]
+    pub success_model: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.9)]
+    pub success_threshold: f32,
+    #[arg(long, default_value_t = 3)]
+    pub success_frames: u32,
+    #[arg(long, default_value_t = 2)]
+    pub success_lag: u64,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -143,7 +156,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(dir) => Some(EpisodeRecorder::create(dir, &spec)?),
         None => None,
     };
-    let summary = match args.clock {
+    let judge = match &args.success_model {
+        Some(dir) => Some(crate::success_judge::load(
+            dir,
+            cerebellum_reward_models::contract::Expected {
+                observation: &spec.observation,
+                instruction: args.task.map(|t| t.instruction()),
+            },
+            args.success_threshold,
+            args.success_frames,
+            args.clock == ClockMode::Sim,
+            args.success_lag,
+        )?),
+        None => None,
+    };
+    let (summary, judged) = match args.clock {
         ClockMode::Wall => drive(
             robot,
             WallClock::new(period, Duration::from_micros(200)),
@@ -151,6 +178,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             envelope,
             loop_config,
             &operator,
+            judge,
             recorder.as_mut(),
         )?,
         ClockMode::Sim => drive(
@@ -160,6 +188,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             envelope,
             loop_config,
             &operator,
+            judge,
             recorder.as_mut(),
         )?,
     };
@@ -186,6 +215,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         report["control_rate_hz"] = json!(spec.control_rate_hz);
         report["robot"] = json!(args.robot.to_string());
         report["recorded_episodes"] = json!(recorder.as_ref().map(|r| r.episodes_written));
+        report["success_judge"] = json!(judged);
         print_json(&report);
     }
     Ok(())
@@ -198,12 +228,19 @@ fn drive<C: Clock>(
     envelope: SafetyEnvelope,
     config: LoopConfig,
     operator: &OperatorInputs,
+    judge: Option<crate::success_judge::SuccessJudge>,
     recorder: Option<&mut EpisodeRecorder>,
-) -> anyhow::Result<crate::control_loop::LoopSummary> {
+) -> anyhow::Result<(
+    crate::control_loop::LoopSummary,
+    Option<crate::success_judge::JudgeCounters>,
+)> {
     let mut control = operator.attach(ControlLoop::new(robot, clock, inference, envelope, config));
+    if let Some(judge) = judge {
+        control = control.with_success_judge(judge);
+    }
     match recorder {
         Some(r) => control.run(r)?,
         None => control.run(&mut NoSink)?,
     }
-    Ok(control.stats.summary())
+    Ok((control.stats.summary(), control.success_judge_counters()))
 }

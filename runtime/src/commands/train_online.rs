@@ -15,11 +15,12 @@ use crate::learn::online::{
 use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig};
 use crate::robots::{OperatorInputs, RobotChoice, connect_robot};
+use crate::success_judge::SuccessJudge;
 use cerebellum_core::{Policy, Robot, SimClock, WallClock};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
 use cerebellum_reward_models::contract::Expected;
-use cerebellum_reward_models::labeller::RewardModels;
+use cerebellum_reward_models::labeller::{RewardModelConfig, RewardModels};
 use cerebellum_sim::{ArmModel, EnvConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -131,11 +132,17 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     };
     // Learned rewards: a labeller thread in front of the learner, and a
     // watcher that reloads retrained models.
-    let (sink, labeller) = if config.reward.is_empty() {
+    // In the loop, success is the loop's own judge (it ends episodes); the
+    // labeller scores progress.
+    let progress_only = RewardModelConfig {
+        success: None,
+        ..config.reward.clone()
+    };
+    let (sink, labeller) = if progress_only.is_empty() {
         (sink, None)
     } else {
         let load = {
-            let (reward, observation) = (config.reward.clone(), spec.observation.clone());
+            let (reward, observation) = (progress_only, spec.observation.clone());
             let (instruction, gamma) = (config.task_kind().instruction(), config.gamma as f64);
             move || {
                 let expected = Expected {
@@ -202,23 +209,53 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // the first reports the windows.
     let mut loops = Vec::new();
     for (index, (id, robot, operator)) in robots.into_iter().enumerate() {
-        let config = loop_config(index, &id);
+        let loop_settings = loop_config(index, &id);
         let inference = Inference::inline(slot.clone());
+        let judge = || -> anyhow::Result<Option<SuccessJudge>> {
+            let reward = &config.reward;
+            let Some(dir) = &reward.success else {
+                return Ok(None);
+            };
+            let expected = Expected {
+                observation: &spec.observation,
+                instruction: Some(config.task_kind().instruction()),
+            };
+            Ok(Some(crate::success_judge::load(
+                dir,
+                expected,
+                reward.success_threshold,
+                reward.success_frames,
+                args.clock == OnlineClock::Sim,
+                reward.success_lag_ticks,
+            )?))
+        };
         let control = match args.clock {
-            OnlineClock::Wall => AnyLoop::Wall(operator.attach(ControlLoop::new(
-                robot,
-                WallClock::new(period, Duration::from_micros(200)),
-                inference,
-                envelope()?,
-                config,
-            ))),
-            OnlineClock::Sim => AnyLoop::Sim(operator.attach(ControlLoop::new(
-                robot,
-                SimClock::new(period),
-                inference,
-                envelope()?,
-                config,
-            ))),
+            OnlineClock::Wall => {
+                let mut c = operator.attach(ControlLoop::new(
+                    robot,
+                    WallClock::new(period, Duration::from_micros(200)),
+                    inference,
+                    envelope()?,
+                    loop_settings,
+                ));
+                if let Some(j) = judge()? {
+                    c = c.with_success_judge(j);
+                }
+                AnyLoop::Wall(c)
+            }
+            OnlineClock::Sim => {
+                let mut c = operator.attach(ControlLoop::new(
+                    robot,
+                    SimClock::new(period),
+                    inference,
+                    envelope()?,
+                    loop_settings,
+                ));
+                if let Some(j) = judge()? {
+                    c = c.with_success_judge(j);
+                }
+                AnyLoop::Sim(c)
+            }
         };
         loops.push((id, control));
     }
