@@ -177,8 +177,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             inference,
             envelope,
             loop_config,
-            &operator,
-            judge,
+            Attachments {
+                operator: &operator,
+                judge,
+            },
             recorder.as_mut(),
         )?,
         ClockMode::Sim => drive(
@@ -187,8 +189,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             inference,
             envelope,
             loop_config,
-            &operator,
-            judge,
+            Attachments {
+                operator: &operator,
+                judge,
+            },
             recorder.as_mut(),
         )?,
     };
@@ -221,21 +225,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is plugged into the loop besides robot, clock and policy.
+struct Attachments<'a> {
+    operator: &'a OperatorInputs,
+    judge: Option<crate::success_judge::SuccessJudge>,
+}
+
 fn drive<C: Clock>(
     robot: Box<dyn Robot + Send>,
     clock: C,
     inference: Inference<cerebellum_policies::GaussianMlpPolicy>,
     envelope: SafetyEnvelope,
     config: LoopConfig,
-    operator: &OperatorInputs,
-    judge: Option<crate::success_judge::SuccessJudge>,
+    attachments: Attachments<'_>,
     recorder: Option<&mut EpisodeRecorder>,
 ) -> anyhow::Result<(
     crate::control_loop::LoopSummary,
     Option<crate::success_judge::JudgeCounters>,
 )> {
-    let mut control = operator.attach(ControlLoop::new(robot, clock, inference, envelope, config));
-    if let Some(judge) = judge {
+    let mut control = attachments
+        .operator
+        .attach(ControlLoop::new(robot, clock, inference, envelope, config));
+    if let Some(judge) = attachments.judge {
         control = control.with_success_judge(judge);
     }
     match recorder {
