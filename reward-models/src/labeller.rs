@@ -7,6 +7,8 @@
 //!   the model's observation history ending at that state. Raw progress
 //!   would pay a policy for hovering in high-progress states (§3.2);
 //!   the shaped form sums to γ^T Φ(s_T) − Φ(s_0) over an episode.
+//! - `progress_potential`: Φ(s′) itself, logged to compare with a ground
+//!   truth where one exists.
 //! - `progress_std`: the ensemble members' spread at s′, the
 //!   out-of-distribution / reward-hacking alarm (§3.5); logged, never
 //!   optimised unless a weight asks for it.
@@ -38,6 +40,9 @@ use std::sync::Arc;
 /// The component names the labeller writes.
 pub const PROGRESS: &str = RewardComponents::PROGRESS;
 pub const PROGRESS_STD: &str = "progress_std";
+/// Φ(s′) itself, logged beside the shaped reward (to compare with a
+/// ground truth where there is one; never optimised unless asked).
+pub const PROGRESS_POTENTIAL: &str = "progress_potential";
 pub const LEARNED_SUCCESS: &str = "success_model";
 /// P(success | s) as `RewardModel::score` reports it.
 pub const SUCCESS_PROBABILITY: &str = "success_probability";
@@ -406,6 +411,7 @@ impl Labeller {
                             potential_shaping(0.0, a.reward, b.reward, self.models.gamma, false);
                         t.rewards.set(PROGRESS, shaped as f32);
                         t.rewards.set(PROGRESS_STD, b.std as f32);
+                        t.rewards.set(PROGRESS_POTENTIAL, b.reward as f32);
                     }
                     _ => {
                         label.missing = true;
@@ -478,7 +484,7 @@ pub fn relabel(
         last.insert(key, i);
     }
     for t in transitions.iter_mut() {
-        for name in [PROGRESS, PROGRESS_STD, LEARNED_SUCCESS] {
+        for name in [PROGRESS, PROGRESS_STD, PROGRESS_POTENTIAL, LEARNED_SUCCESS] {
             t.rewards.0.remove(name);
         }
     }

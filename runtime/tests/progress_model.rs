@@ -384,6 +384,17 @@ fn training_on_learned_rewards_from_recordings_end_to_end() {
     );
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert!(metrics.lines().nth(1).unwrap().contains(",2,"), "{metrics}");
+    // The hacking monitor: learned Φ against the simulator's reward.
+    assert!(
+        metrics.starts_with("iteration")
+            && metrics
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("learned_truth_pearson")
+    );
+    let monitor = report["learned_truth_pearson_last"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&monitor), "{report}");
 
     // A lift model on the reach arm: refused before anything runs.
     record("lift", "3", "0", &lift);

@@ -338,8 +338,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut last_success = None;
     let mut reward_version = None;
     let mut learned_successes = 0;
+    let mut truth_pearson: (Option<f64>, Option<f64>) = (None, None);
     while !trainer.done() {
         let report = trainer.iterate()?;
+        if let Some(p) = report.learned_truth_pearson {
+            truth_pearson = (truth_pearson.0.or(Some(p)), Some(p));
+        }
         reward_version = report.reward_version.or(reward_version);
         learned_successes += report.learned_successes;
         files.write(&report, trainer.steps_per_iteration())?;
@@ -416,6 +420,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "reward_components": config.reward_weights,
             "reward_version": reward_version,
             "learned_successes": learned_successes,
+            "learned_truth_pearson_first": truth_pearson.0,
+            "learned_truth_pearson_last": truth_pearson.1,
         });
         if args.timings {
             report["timings"] = json!({

@@ -40,6 +40,11 @@ pub struct IterationReport {
     pub progress_std: Option<f64>,
     /// Times the learned success detector fired in this batch.
     pub learned_successes: u64,
+    /// Hacking monitor (ALGORITHMS.md §5): Pearson correlation over the
+    /// batch between the learned potential Φ(s′) and the simulator's
+    /// `task` reward, where the simulator gives one. A policy that games
+    /// the learned reward drives it down while the learned return rises.
+    pub learned_truth_pearson: Option<f64>,
     pub collect_seconds: f64,
     pub update_seconds: f64,
 }
@@ -370,6 +375,7 @@ impl Trainer {
             reward_version: labelled.as_ref().map(|l| l.version),
             progress_std: labelled.as_ref().and_then(|l| l.progress_std),
             learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
+            learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
         })
@@ -457,6 +463,7 @@ struct LabelledRollout {
     version: u64,
     progress_std: Option<f64>,
     successes: u64,
+    truth_pearson: Option<f64>,
 }
 
 fn label_rollout(
@@ -482,7 +489,22 @@ fn label_rollout(
         progress_std: (!spreads.is_empty())
             .then(|| spreads.iter().sum::<f64>() / spreads.len() as f64),
         successes: labeller.counts.successes - before,
+        truth_pearson: learned_truth_pearson(&rollout.transitions),
     })
+}
+
+/// Pearson of Φ(s′) against the simulator's `task` reward over the
+/// transitions that have both.
+fn learned_truth_pearson(transitions: &[Transition]) -> Option<f64> {
+    let (learned, truth): (Vec<f64>, Vec<f64>) = transitions
+        .iter()
+        .filter_map(|t| {
+            let phi = t.rewards.get(labeller::PROGRESS_POTENTIAL)?;
+            let truth = t.rewards.get(cerebellum_core::RewardComponents::TASK)?;
+            Some((f64::from(phi), f64::from(truth)))
+        })
+        .unzip();
+    cerebellum_reward_models::evaluation::pearson(&learned, &truth)
 }
 
 /// (episodes, mean return, success rate) of the episodes that ended.
