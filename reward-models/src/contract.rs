@@ -65,6 +65,10 @@ pub struct RewardModelContract {
     pub stage_names: Vec<String>,
     #[serde(default)]
     pub stage_shares: Vec<f64>,
+    /// Progress: the camera image pooled to this grid side and appended
+    /// to the state (0: none).
+    #[serde(default)]
+    pub image_pool: usize,
 }
 
 impl RewardModelContract {
@@ -87,6 +91,7 @@ impl RewardModelContract {
             hidden,
             stage_names: Vec::new(),
             stage_shares: Vec::new(),
+            image_pool: 0,
         }
     }
 }

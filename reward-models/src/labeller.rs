@@ -157,11 +157,12 @@ impl RewardModels {
         if progress.is_empty() && success.is_none() {
             return Err(bad("no progress model and no success classifier"));
         }
-        if progress
-            .iter()
-            .any(|m| m.history() != progress[0].history())
-        {
-            return Err(bad("ensemble members read different history lengths"));
+        if progress.iter().any(|m| {
+            m.history() != progress[0].history() || m.input_len() != progress[0].input_len()
+        }) {
+            return Err(bad(
+                "ensemble members read different inputs or history lengths",
+            ));
         }
         config.validate().map_err(|e| bad(&e))?;
         Ok(Self {
@@ -206,7 +207,7 @@ impl cerebellum_core::RewardModel for RewardModels {
                 .rev()
                 .flat_map(|back| {
                     let i = history.len().saturating_sub(1 + back);
-                    history[i].state.iter().copied()
+                    self.progress[0].input(&history[i])
                 })
                 .collect();
             let members: Option<Vec<f64>> = self
@@ -328,7 +329,11 @@ impl Labeller {
         items: &mut [(&mut Transition, Option<&Observation>)],
     ) -> Result<Vec<Label>, ModelError> {
         let history = self.models.history();
-        let dims = self.models.progress.first().map(|m| m.state_len());
+        let dims = self.models.progress.first().map(|m| m.input_len());
+        let input = |o: &Observation| match self.models.progress.first() {
+            Some(m) => m.input(o),
+            None => o.state.clone(),
+        };
         let with_progress = !self.models.progress.is_empty();
         let mut windows: Vec<f32> = Vec::new();
         let mut window_count = 0;
@@ -355,13 +360,13 @@ impl Labeller {
                 ended: false,
             });
             if stream.frames.is_empty() {
-                stream.frames.push_back(t.observation.state.clone());
+                stream.frames.push_back(input(&t.observation));
                 stream.phi = request(&stream.frames, &mut windows);
             }
             let phi = stream.phi;
             match next {
                 Some(next) => {
-                    stream.frames.push_back(next.state.clone());
+                    stream.frames.push_back(input(next));
                     while stream.frames.len() > history {
                         stream.frames.pop_front();
                     }

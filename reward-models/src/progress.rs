@@ -31,6 +31,9 @@ pub struct ProgressConfig {
     /// where it is, so the model learns progress from where the robot is,
     /// not from how demonstrations happen to move.
     pub rewinds: usize,
+    /// Side of the grey-level grid the first camera's image is pooled to
+    /// and appended to the state (0: state only). See `model_input`.
+    pub image_pool: usize,
 }
 
 impl Default for ProgressConfig {
@@ -42,6 +45,7 @@ impl Default for ProgressConfig {
             learning_rate: 3e-3,
             seed: 0,
             rewinds: 0,
+            image_pool: 0,
         }
     }
 }
@@ -65,8 +69,48 @@ pub struct ProgressModel {
     mean: Vec<f32>,
     std: Vec<f32>,
     history: usize,
+    image_pool: usize,
     /// ᾱ_k per stage, summing to 1.
     pub stage_shares: Vec<f64>,
+}
+
+/// What a progress model reads of one observation: the state, then, with
+/// `image_pool` = P > 0, the first camera's image averaged over a P × P
+/// grid of cells in grey levels scaled to [0, 1] (P² values). An
+/// observation without an image gives NaN there, which the model reports
+/// as a missing output rather than a guess.
+pub fn model_input(observation: &cerebellum_core::Observation, image_pool: usize) -> Vec<f32> {
+    let mut input = observation.state.clone();
+    if image_pool == 0 {
+        return input;
+    }
+    let Some(image) = observation.images.first().filter(|i| {
+        i.width > 0 && i.height > 0 && i.data.len() == (i.width * i.height * i.channels) as usize
+    }) else {
+        input.extend(std::iter::repeat_n(f32::NAN, image_pool * image_pool));
+        return input;
+    };
+    let (w, h, c) = (
+        image.width as usize,
+        image.height as usize,
+        image.channels.max(1) as usize,
+    );
+    let mut sums = vec![0.0f32; image_pool * image_pool];
+    let mut counts = vec![0u32; image_pool * image_pool];
+    for y in 0..h {
+        for x in 0..w {
+            let cell = (y * image_pool / h) * image_pool + x * image_pool / w;
+            let pixel = &image.data[(y * w + x) * c..][..c];
+            sums[cell] += pixel.iter().map(|&v| f32::from(v)).sum::<f32>() / (255.0 * c as f32);
+            counts[cell] += 1;
+        }
+    }
+    input.extend(
+        sums.iter()
+            .zip(&counts)
+            .map(|(s, &n)| if n > 0 { s / n as f32 } else { 0.0 }),
+    );
+    input
 }
 
 /// The model's input for frame `t`: the last `history` states, oldest
@@ -187,6 +231,7 @@ impl ProgressModel {
             mean,
             std,
             history: config.history,
+            image_pool: config.image_pool,
             stage_shares: shares,
         };
         let x = Tensor::from_vec(x, (frames, inputs), &Device::Cpu)?;
@@ -257,6 +302,7 @@ impl ProgressModel {
         );
         contract.stage_names = stage_names.to_vec();
         contract.stage_shares = self.stage_shares.clone();
+        contract.image_pool = self.image_pool;
         crate::contract::save(dir, &contract, WEIGHTS, self.tensors())?;
         Ok(contract)
     }
@@ -270,7 +316,14 @@ impl ProgressModel {
     ) -> Result<(Self, RewardModelContract), ProgressError> {
         let loaded = crate::contract::load(dir, "progress", WEIGHTS, expected)?;
         let contract = loaded.contract.clone();
-        let dims = contract.observation.state_len();
+        let dims = contract.observation.state_len() + contract.image_pool.pow(2);
+        if contract.image_pool > 0 && contract.observation.cameras.is_empty() {
+            return Err(ProgressError::File {
+                path: dir.display().to_string(),
+                reason: "the model reads a camera image but its observation spec has no camera"
+                    .into(),
+            });
+        }
         let model = Self {
             layers: vec![loaded.linear("layer0")?, loaded.linear("layer1")?],
             stage_head: loaded.linear("stage")?,
@@ -278,6 +331,7 @@ impl ProgressModel {
             mean: loaded.get("obs_mean")?.to_vec1()?,
             std: loaded.get("obs_std")?.to_vec1()?,
             history: contract.history,
+            image_pool: contract.image_pool,
             stage_shares: contract.stage_shares.clone(),
         };
         loaded.ensure(
@@ -290,9 +344,14 @@ impl ProgressModel {
         Ok((model, contract))
     }
 
-    /// Values per observation state.
-    pub fn state_len(&self) -> usize {
+    /// Values per frame of input (`model_input`).
+    pub fn input_len(&self) -> usize {
         self.mean.len()
+    }
+
+    /// This model's input for one observation.
+    pub fn input(&self, observation: &cerebellum_core::Observation) -> Vec<f32> {
+        model_input(observation, self.image_pool)
     }
 
     /// Frames of history one prediction reads.
@@ -369,6 +428,37 @@ impl ProgressModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_camera_image_is_pooled_to_grey_cells_after_the_state() {
+        let image = cerebellum_core::Image {
+            camera: "front".into(),
+            width: 2,
+            height: 2,
+            channels: 3,
+            // Pixels: black, white / red, grey 51.
+            data: vec![0, 0, 0, 255, 255, 255, 255, 0, 0, 51, 51, 51],
+        };
+        let observation = cerebellum_core::Observation {
+            state: vec![7.0],
+            images: vec![image],
+            instruction: None,
+            timestamp: 0.0,
+        };
+        let two = model_input(&observation, 2);
+        let expected = [7.0, 0.0, 1.0, 1.0 / 3.0, 0.2];
+        for (a, b) in two.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{two:?}");
+        }
+        let one = model_input(&observation, 1);
+        assert!((one[1] - (1.0 + 1.0 / 3.0 + 0.2) / 4.0).abs() < 1e-6);
+        assert_eq!(model_input(&observation, 0), vec![7.0]);
+        let blind = cerebellum_core::Observation {
+            images: vec![],
+            ..observation
+        };
+        assert!(model_input(&blind, 2)[1..].iter().all(|v| v.is_nan()));
+    }
 
     #[test]
     fn targets_and_shares_follow_the_stage_spans() {

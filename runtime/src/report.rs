@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return,success_rate,policy_loss,value_loss,entropy,approx_kl,clip_fraction,grad_norm,rolled_back,rejected,reward_version,progress_std,learned_successes,learned_truth_pearson";
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return,success_rate,policy_loss,value_loss,entropy,approx_kl,clip_fraction,grad_norm,rolled_back,rejected,reward_version,progress_std,learned_successes,learned_truth_pearson,progress_mean";
 pub const TIMING_HEADER: &str =
     "iteration,env_steps,collect_seconds,update_seconds,steps_per_second";
 
@@ -49,7 +49,7 @@ impl RunFiles {
         let u = &r.update;
         writeln!(
             self.metrics,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.iteration,
             r.env_steps,
             r.episodes,
@@ -66,7 +66,8 @@ impl RunFiles {
             r.reward_version.map(|v| v.to_string()).unwrap_or_default(),
             opt(r.progress_std),
             r.learned_successes,
-            opt(r.learned_truth_pearson)
+            opt(r.learned_truth_pearson),
+            opt(r.progress_mean)
         )?;
         let seconds = r.collect_seconds + r.update_seconds;
         writeln!(

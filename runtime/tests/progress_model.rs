@@ -428,3 +428,93 @@ fn training_on_learned_rewards_from_recordings_end_to_end() {
         "{stderr}"
     );
 }
+
+/// With `--image-pool`, the progress model also reads the camera: the
+/// pooled image is part of its input and its contract, and a robot without
+/// that camera is refused.
+#[test]
+fn a_progress_model_can_read_the_camera() {
+    let base = std::env::temp_dir().join(format!("cerebellum-camera-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let env = base.join("camera.toml");
+    std::fs::write(&env, "[camera]\nwidth = 24\nheight = 16\n").unwrap();
+    let data = base.join("data");
+    let (ok, _, stderr) = cerebellum(&[
+        "record",
+        "--task",
+        "reach",
+        "--expert",
+        "--episodes",
+        "4",
+        "--env-config",
+        env.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let model = base.join("model");
+    let (ok, trained, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "progress",
+        "--image-pool",
+        "4",
+        "--epochs",
+        "30",
+        "--held-out",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(trained["progress_spearman"].is_number(), "{trained}");
+    let contract: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("reward_model.json")).unwrap())
+            .unwrap();
+    assert_eq!(contract["image_pool"], 4);
+    let (ok, eval, stderr) = cerebellum(&[
+        "reward",
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--task",
+        "reach",
+        "--json",
+    ]);
+    assert!(ok && eval["epic_distance"].is_number(), "{stderr}");
+    // Without the camera the spec differs: refused at load.
+    let plain = base.join("plain");
+    record("reach", "2", "0", &plain);
+    let (ok, _, stderr) = cerebellum(&[
+        "reward",
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("camera front 24x16"), "{stderr}");
+    // And a state-only recording cannot train an image model.
+    let (ok, _, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "progress",
+        "--image-pool",
+        "4",
+        "--data",
+        plain.to_str().unwrap(),
+        "--held-out",
+        "1",
+        "--out",
+        base.join("no").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("camera images"), "{stderr}");
+}

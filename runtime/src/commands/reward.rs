@@ -6,7 +6,9 @@ use crate::recorder::{EpisodesMeta, read_episodes};
 use cerebellum_core::{RewardComponents, Transition};
 use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::evaluation::spearman;
-use cerebellum_reward_models::progress::{AnnotatedEpisode, ProgressConfig, ProgressModel};
+use cerebellum_reward_models::progress::{
+    AnnotatedEpisode, ProgressConfig, ProgressModel, model_input,
+};
 use cerebellum_reward_models::success::SuccessClassifier;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -82,6 +84,11 @@ pub struct RewardTrainArgs {
     /// losing progress.
     #[arg(long, default_value_t = 0)]
     pub rewinds: usize,
+    /// --kind progress: also read the first camera's image, pooled to a
+    /// P × P grey grid (record with a `[camera]` in --env-config); 0: the
+    /// state only.
+    #[arg(long, default_value_t = 0)]
+    pub image_pool: usize,
     /// --kind success: label frames with this simulated task's success test.
     #[arg(long, value_parser = super::parse_task)]
     pub task: Option<cerebellum_sim::TaskKind>,
@@ -147,15 +154,16 @@ fn epic_to_ground_truth(
     use cerebellum_reward_models::evaluation::{Coverage, epic_distance};
     let mut table: Vec<(f64, f64)> = Vec::new();
     for episode in episodes {
-        let states: Vec<Vec<f32>> = episode
+        let inputs: Vec<Vec<f32>> = episode
             .iter()
-            .map(|t| t.observation.state.clone())
+            .map(|t| model.input(&t.observation))
             .collect();
-        let progress = model.predict(&states)?;
+        let progress = model.predict(&inputs)?;
         let cube_start = spec
-            .field(&states[0], "cube_position")
+            .field(&episode[0].observation.state, "cube_position")
             .map_or(0.0, |c| c[2]);
-        for (state, phi) in states.iter().zip(progress).skip(1) {
+        let states = episode.iter().map(|t| &t.observation.state);
+        for (state, phi) in states.zip(progress).skip(1) {
             let truth = cerebellum_sim::tasks::ground_truth_reward(task, spec, state, cube_start)
                 .ok_or_else(|| {
                 anyhow::anyhow!("task {task} has no ground-truth reward for these observations")
@@ -204,8 +212,8 @@ fn spearmans(
     episodes
         .iter()
         .map(|e| {
-            let states: Vec<Vec<f32>> = e.iter().map(|t| t.observation.state.clone()).collect();
-            let progress = model.predict(&states)?;
+            let inputs: Vec<Vec<f32>> = e.iter().map(|t| model.input(&t.observation)).collect();
+            let progress = model.predict(&inputs)?;
             let time: Vec<f64> = (0..progress.len()).map(|t| t as f64).collect();
             Ok(spearman(&time, &progress))
         })
@@ -397,13 +405,20 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
         episodes.len(),
         args.held_out
     );
+    anyhow::ensure!(
+        args.image_pool == 0 || !meta.robot.observation.cameras.is_empty(),
+        "--image-pool needs episodes with camera images: record them with a [camera] in --env-config"
+    );
     let mut annotated = Vec::new();
     for (i, e) in episodes.iter().enumerate() {
         let stages: Option<Vec<u32>> = e.iter().map(|t| t.stage).collect();
         let stages =
             stages.ok_or_else(|| anyhow::anyhow!("episode {i} has frames without a stage"))?;
         annotated.push(AnnotatedEpisode {
-            states: e.iter().map(|t| t.observation.state.clone()).collect(),
+            states: e
+                .iter()
+                .map(|t| model_input(&t.observation, args.image_pool))
+                .collect(),
             stages,
         });
     }
@@ -414,6 +429,7 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         history: args.history,
         rewinds: args.rewinds,
+        image_pool: args.image_pool,
         ..ProgressConfig::default()
     };
     let started = std::time::Instant::now();

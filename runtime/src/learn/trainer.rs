@@ -45,6 +45,9 @@ pub struct IterationReport {
     /// `task` reward, where the simulator gives one. A policy that games
     /// the learned reward drives it down while the learned return rises.
     pub learned_truth_pearson: Option<f64>,
+    /// Mean learned potential Φ(s′) over the batch: rising while the
+    /// ground-truth return falls is the other face of reward hacking.
+    pub progress_mean: Option<f64>,
     pub collect_seconds: f64,
     pub update_seconds: f64,
 }
@@ -376,6 +379,7 @@ impl Trainer {
             progress_std: labelled.as_ref().and_then(|l| l.progress_std),
             learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
             learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
+            progress_mean: labelled.as_ref().and_then(|l| l.progress_mean),
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
         })
@@ -464,6 +468,7 @@ struct LabelledRollout {
     progress_std: Option<f64>,
     successes: u64,
     truth_pearson: Option<f64>,
+    progress_mean: Option<f64>,
 }
 
 fn label_rollout(
@@ -477,17 +482,20 @@ fn label_rollout(
         .zip(rollout.next_observations.iter().map(Some))
         .collect();
     let labels = labeller.label(&mut items)?;
-    let spreads: Vec<f64> = rollout
-        .transitions
-        .iter()
-        .filter_map(|t| t.rewards.get(labeller::PROGRESS_STD))
-        .map(f64::from)
-        .collect();
+    let mean_of = |name: &str| {
+        let values: Vec<f64> = rollout
+            .transitions
+            .iter()
+            .filter_map(|t| t.rewards.get(name))
+            .map(f64::from)
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
     Ok(LabelledRollout {
         usable: labels.iter().map(|l| l.usable()).collect(),
         version: labeller.models().version,
-        progress_std: (!spreads.is_empty())
-            .then(|| spreads.iter().sum::<f64>() / spreads.len() as f64),
+        progress_std: mean_of(labeller::PROGRESS_STD),
+        progress_mean: mean_of(labeller::PROGRESS_POTENTIAL),
         successes: labeller.counts.successes - before,
         truth_pearson: learned_truth_pearson(&rollout.transitions),
     })
