@@ -159,9 +159,35 @@ impl ProgressModel {
         stages: usize,
         config: &ProgressConfig,
     ) -> Result<Self, ProgressError> {
+        Self::train_with_negatives(episodes, &[], stages, config)
+    }
+
+    /// Trains as `train`, with the frames of `negatives` (episodes that
+    /// failed: the policy's own rollouts an operator marked as failures)
+    /// as zero progress (first stage, τ = 0). Demonstrations alone say
+    /// nothing about the states a policy reaches by going elsewhere; these
+    /// frames teach the model that looking busy is not progress.
+    pub fn train_with_negatives(
+        episodes: &[AnnotatedEpisode],
+        negatives: &[Vec<Vec<f32>>],
+        stages: usize,
+        config: &ProgressConfig,
+    ) -> Result<Self, ProgressError> {
         let frames: usize = episodes.iter().map(|e| e.states.len()).sum();
         if frames == 0 || stages == 0 {
             return Err(ProgressError::NoData);
+        }
+        let dims_of_first = episodes[0].states[0].len();
+        for (i, e) in negatives.iter().enumerate() {
+            for (t, s) in e.iter().enumerate() {
+                if s.len() != dims_of_first || s.iter().any(|v| !v.is_finite()) {
+                    return Err(ProgressError::BadEpisode {
+                        episode: i,
+                        frame: t,
+                        reason: "negative frame of the wrong size or not finite".into(),
+                    });
+                }
+            }
         }
         let dims = episodes[0].states[0].len();
         for (i, e) in episodes.iter().enumerate() {
@@ -209,6 +235,13 @@ impl ProgressModel {
                     labels.push(t[i].0);
                     taus.push(t[i].1);
                 }
+            }
+        }
+        for e in negatives {
+            for frame in 0..e.len() {
+                x.extend(features(e, frame, config.history, &mean, &std));
+                labels.push(0);
+                taus.push(0.0);
             }
         }
         let frames = labels.len();
@@ -428,6 +461,49 @@ impl ProgressModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_rollouts_as_negatives_lower_the_progress_of_what_they_visit() {
+        // Demonstrations: a moves 0 → 1, then b does. A failed rollout
+        // wiggles b without ever finishing a: no progress there.
+        let demos: Vec<AnnotatedEpisode> = (0..4)
+            .map(|i| {
+                let n: usize = 30 + 2 * i;
+                let states = (0..n)
+                    .map(|t| {
+                        let a = (2 * t).min(n) as f32 / n as f32;
+                        let b = (2 * t).saturating_sub(n) as f32 / n as f32;
+                        vec![a, b]
+                    })
+                    .collect();
+                let stages = (0..n).map(|t| u32::from(2 * t >= n)).collect();
+                AnnotatedEpisode { states, stages }
+            })
+            .collect();
+        let failed: Vec<Vec<f32>> = (0..30)
+            .map(|t| vec![0.3, 0.5 + 0.4 * ((t % 4) as f32 / 4.0)])
+            .collect();
+        let config = ProgressConfig {
+            epochs: 200,
+            history: 1,
+            hidden: 32,
+            ..ProgressConfig::default()
+        };
+        let plain = ProgressModel::train(&demos, 2, &config).unwrap();
+        let taught =
+            ProgressModel::train_with_negatives(&demos, &[failed.clone()], 2, &config).unwrap();
+        let mean = |m: &ProgressModel| m.predict(&failed).unwrap().iter().sum::<f64>() / 30.0;
+        assert!(
+            mean(&taught) < 0.5 * mean(&plain),
+            "{} vs {}",
+            mean(&taught),
+            mean(&plain)
+        );
+        // The demonstrations still rank in time.
+        let p = taught.predict(&demos[0].states).unwrap();
+        let time: Vec<f64> = (0..p.len()).map(|t| t as f64).collect();
+        assert!(crate::evaluation::spearman(&time, &p).unwrap() > 0.9);
+    }
 
     #[test]
     fn the_camera_image_is_pooled_to_grey_cells_after_the_state() {

@@ -89,6 +89,12 @@ pub struct RewardTrainArgs {
     /// state only.
     #[arg(long, default_value_t = 0)]
     pub image_pool: usize,
+    /// --kind progress: recordings of the policy (`cerebellum run
+    /// --record`) whose failed episodes teach zero progress: what the
+    /// demonstrations cannot say about where a policy goes instead.
+    /// Repeatable.
+    #[arg(long = "negatives", value_name = "DATA")]
+    pub negatives: Vec<PathBuf>,
     /// --kind success: label frames with this simulated task's success test.
     #[arg(long, value_parser = super::parse_task)]
     pub task: Option<cerebellum_sim::TaskKind>,
@@ -433,7 +439,25 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
         ..ProgressConfig::default()
     };
     let started = std::time::Instant::now();
-    let model = ProgressModel::train(&annotated[..split], meta.stages.len(), &config)?;
+    let mut negatives = Vec::new();
+    if !args.negatives.is_empty() {
+        let (negative_meta, recorded) = read_all(&args.negatives)?;
+        anyhow::ensure!(
+            negative_meta.robot == meta.robot,
+            "--negatives were recorded on another robot spec than --data"
+        );
+        negatives.extend(recorded.iter().filter(|e| !succeeded(e)).map(|e| {
+            e.iter()
+                .map(|t| model_input(&t.observation, args.image_pool))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let model = ProgressModel::train_with_negatives(
+        &annotated[..split],
+        &negatives,
+        meta.stages.len(),
+        &config,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let held_out: Vec<&Vec<Transition>> =
         episodes[split..].iter().filter(|e| succeeded(e)).collect();
