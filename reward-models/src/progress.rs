@@ -491,7 +491,8 @@ mod tests {
         };
         let plain = ProgressModel::train(&demos, 2, &config).unwrap();
         let taught =
-            ProgressModel::train_with_negatives(&demos, &[failed.clone()], 2, &config).unwrap();
+            ProgressModel::train_with_negatives(&demos, std::slice::from_ref(&failed), 2, &config)
+                .unwrap();
         let mean = |m: &ProgressModel| m.predict(&failed).unwrap().iter().sum::<f64>() / 30.0;
         assert!(
             mean(&taught) < 0.5 * mean(&plain),
