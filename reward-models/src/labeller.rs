@@ -29,7 +29,7 @@
 use crate::contract::{Expected, ModelError};
 use crate::ensemble::{Aggregate, EnsembleReward, aggregate};
 use crate::progress::ProgressModel;
-use crate::shaping::potential_shaping;
+use crate::shaping::{delta, potential_shaping};
 use crate::success::{SuccessClassifier, SuccessDetector};
 use cerebellum_core::{Observation, RewardComponents, Transition};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,22 @@ pub struct RewardModelConfig {
     /// In the wall-clock loop, the detector's verdict on a tick ends the
     /// episode this many ticks later (it runs off the control thread).
     pub success_lag_ticks: u64,
+    /// How progress becomes a reward (ALGORITHMS.md §4).
+    pub progress_shaping: ProgressShaping,
+}
+
+/// How the `progress` component is formed from Φ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressShaping {
+    /// γΦ(s′) − Φ(s) (Ng et al. 1999): leaves the optimal policy of the
+    /// other components unchanged, and so, with no other reward, prefers
+    /// no policy over another: pair it with a success reward.
+    #[default]
+    Potential,
+    /// Φ(s′) − Φ(s): undiscounted, so it pays for progress on its own
+    /// (its sum telescopes: repeating a step cannot farm it).
+    Delta,
 }
 
 impl Default for RewardModelConfig {
@@ -79,6 +95,7 @@ impl Default for RewardModelConfig {
             success_frames: 3,
             success_ends_episode: true,
             success_lag_ticks: 2,
+            progress_shaping: ProgressShaping::Potential,
         }
     }
 }
@@ -412,8 +429,12 @@ impl Labeller {
             if with_progress {
                 match (resolve(p.phi), resolve(p.phi_next)) {
                     (Some(a), Some(b)) => {
-                        let shaped =
-                            potential_shaping(0.0, a.reward, b.reward, self.models.gamma, false);
+                        let shaped = match config.progress_shaping {
+                            ProgressShaping::Potential => {
+                                potential_shaping(0.0, a.reward, b.reward, self.models.gamma, false)
+                            }
+                            ProgressShaping::Delta => delta(a.reward, b.reward),
+                        };
                         t.rewards.set(PROGRESS, shaped as f32);
                         t.rewards.set(PROGRESS_STD, b.std as f32);
                         t.rewards.set(PROGRESS_POTENTIAL, b.reward as f32);
@@ -646,6 +667,27 @@ mod tests {
         );
         assert!(phi[39] - phi[0] > 0.7, "the toy task is learned: {phi:?}");
         assert!(whole.iter().all(|t| t.reward_version == Some(7)));
+        // Delta shaping telescopes whatever the learner's discount.
+        let delta_models = toy_models(
+            RewardModelConfig {
+                success: None,
+                progress_shaping: ProgressShaping::Delta,
+                ..RewardModelConfig::default()
+            },
+            0.5,
+            7,
+        );
+        let mut delta_run = episode("arm0", 1, &states);
+        label_in_pieces(
+            &mut Labeller::new(Arc::new(delta_models)),
+            &mut delta_run,
+            5,
+        );
+        let sum: f64 = delta_run
+            .iter()
+            .map(|t| t.rewards.get(PROGRESS).unwrap() as f64)
+            .sum();
+        assert!((sum - (phi[39] - phi[0])).abs() < 1e-4, "{sum}");
         // Scored one history at a time, as core's RewardModel, Φ matches.
         let mut scorer = toy_models(
             RewardModelConfig {
