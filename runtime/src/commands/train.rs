@@ -102,6 +102,11 @@ pub struct TrainArgs {
     /// `intervention` (−1 at an operator's takeover, −1 at an e-stop). The
     /// simulator's reward is then only logged (return, success rate).
     /// Models are checked against the robot's spec and instruction at load.
+    /// The `[reward]` table of --config tunes them: `progress_shaping =
+    /// "potential" | "delta"`, `aggregate` (ensembles), `success_threshold`,
+    /// `success_frames`, `success_ends_episode`, `success_lag_ticks`
+    /// (docs/rewards.md). metrics.csv logs the learned potential against
+    /// the simulator's reward, to catch a policy gaming the model.
     /// Example: --reward progress:models/reach-p,success:models/reach-s
     #[arg(long, value_name = "SOURCES")]
     pub reward: Option<String>,
