@@ -19,7 +19,7 @@ use crate::success_judge::SuccessJudge;
 use cerebellum_core::{Policy, Robot, SimClock, WallClock};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
-use cerebellum_reward_models::contract::Expected;
+use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::labeller::{RewardModelConfig, RewardModels};
 use cerebellum_sim::{ArmModel, EnvConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -163,13 +163,25 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 .join(", "),
             models.version
         );
+        let mut loaded_version = models.version;
         let reward_slot = RewardModelSlot::new(models);
+        let dirs = config.reward.progress.clone();
         watch_models(
             reward_slot.clone(),
             move || {
-                load()
+                // Only the contracts are read until a version moved.
+                let version: u64 = dirs
+                    .iter()
+                    .map(|d| read_contract(d).map_or(0, |c| c.model_version))
+                    .sum();
+                if version == loaded_version {
+                    return None;
+                }
+                let models = load()
                     .inspect_err(|e| tracing::warn!("reward models: {e}"))
-                    .ok()
+                    .ok()?;
+                loaded_version = models.version;
+                Some(models)
             },
             std::time::Duration::from_secs(2),
         );
