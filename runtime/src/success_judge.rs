@@ -38,7 +38,11 @@ enum Mode {
     },
     Lagged {
         requests: Sender<(u64, u64, Vec<f32>)>,
-        verdicts: Receiver<(u64, u64, bool, bool)>,
+        /// (episode, tick, fired, missing, the state's buffer back).
+        verdicts: Receiver<(u64, u64, bool, bool, Vec<f32>)>,
+        /// Buffers the judge thread gave back: after the first few ticks
+        /// the control thread allocates nothing to send a state.
+        spare: Vec<Vec<f32>>,
         lag: u64,
     },
 }
@@ -63,7 +67,8 @@ impl SuccessJudge {
     /// Judges on a thread of its own; verdicts apply `lag` ticks later.
     pub fn lagged(classifier: SuccessClassifier, threshold: f32, frames: u32, lag: u64) -> Self {
         let (requests, inbox) = crossbeam_channel::unbounded::<(u64, u64, Vec<f32>)>();
-        let (answers, verdicts) = crossbeam_channel::unbounded();
+        let (answers, verdicts) =
+            crossbeam_channel::unbounded::<(u64, u64, bool, bool, Vec<f32>)>();
         std::thread::Builder::new()
             .name("success-judge".into())
             .spawn(move || {
@@ -80,7 +85,7 @@ impl SuccessJudge {
                         .and_then(|p| p[0]);
                     let fired = detector.observe(probability);
                     if answers
-                        .send((e, tick, fired, probability.is_none()))
+                        .send((e, tick, fired, probability.is_none(), state))
                         .is_err()
                     {
                         break;
@@ -91,6 +96,7 @@ impl SuccessJudge {
         Self::with_mode(Mode::Lagged {
             requests,
             verdicts,
+            spare: Vec::new(),
             lag,
         })
     }
@@ -135,11 +141,16 @@ impl SuccessJudge {
             Mode::Lagged {
                 requests,
                 verdicts,
+                spare,
                 lag,
             } => {
+                let mut state = spare.pop().unwrap_or_default();
+                state.clear();
+                state.extend_from_slice(&observation.state);
                 // A judge thread that died leaves the episode to the robot.
-                let _ = requests.send((episode, tick, observation.state.clone()));
-                for (e, judged, verdict, missing) in verdicts.try_iter() {
+                let _ = requests.send((episode, tick, state));
+                for (e, judged, verdict, missing, buffer) in verdicts.try_iter() {
+                    spare.push(buffer);
                     if e == episode {
                         self.counters.missing += u64::from(missing);
                         self.arrived.push_back((judged, verdict));

@@ -95,18 +95,27 @@ pub struct RewardTrainArgs {
     /// Repeatable.
     #[arg(long = "negatives", value_name = "DATA")]
     pub negatives: Vec<PathBuf>,
-    /// --kind success: label frames with this simulated task's success test.
-    #[arg(long, value_parser = super::parse_task)]
-    pub task: Option<cerebellum_sim::TaskKind>,
-    /// --kind success without --task: positives per successful episode.
-    #[arg(long, default_value_t = 10)]
-    pub positive_frames: usize,
-    /// --kind success: P(success) at which a frame counts as successful
-    /// when reporting precision and recall.
-    #[arg(long, default_value_t = 0.9)]
-    pub threshold: f32,
+    #[command(flatten)]
+    pub labels: SuccessLabels,
     #[arg(long)]
     pub json: bool,
+}
+
+/// How success classifiers' frames are labelled and judged (train and eval).
+#[derive(Args, Debug)]
+pub struct SuccessLabels {
+    /// The task DATA was recorded on: frames are labelled by its success
+    /// test (and `reward eval` of a progress model gives the EPIC distance
+    /// to its ground-truth reward).
+    #[arg(long, value_parser = super::parse_task)]
+    pub task: Option<cerebellum_sim::TaskKind>,
+    /// Without --task: positives per successful episode (its last frames).
+    #[arg(long, default_value_t = 10)]
+    pub positive_frames: usize,
+    /// P(success) at which a frame counts as successful in precision and
+    /// recall.
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f32,
 }
 
 /// Evaluate a reward model on recorded episodes.
@@ -133,16 +142,8 @@ pub struct RewardEvalArgs {
     /// recordings of one robot (held-out episodes are the last ones).
     #[arg(long = "data", value_name = "DATA", required = true)]
     pub data: Vec<PathBuf>,
-    /// The task DATA was recorded on, for the EPIC distance to its
-    /// ground-truth reward (and, for a success classifier, the frame labels).
-    #[arg(long, value_parser = super::parse_task)]
-    pub task: Option<cerebellum_sim::TaskKind>,
-    /// Success classifier without --task: positives per successful episode.
-    #[arg(long, default_value_t = 10)]
-    pub positive_frames: usize,
-    /// Success classifier: P(success) at which a frame counts as successful.
-    #[arg(long, default_value_t = 0.9)]
-    pub threshold: f32,
+    #[command(flatten)]
+    pub labels: SuccessLabels,
     #[arg(long)]
     pub json: bool,
 }
@@ -350,7 +351,12 @@ fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
         args.held_out
     );
     let spec = &meta.robot.observation;
-    let labelled = success_frames(&episodes, spec, args.task, args.positive_frames)?;
+    let labelled = success_frames(
+        &episodes,
+        spec,
+        args.labels.task,
+        args.labels.positive_frames,
+    )?;
     let split = episodes.len() - args.held_out;
     let train: Vec<(Vec<f32>, bool)> = labelled[..split].iter().flatten().cloned().collect();
     let positives = train.iter().filter(|f| f.1).count();
@@ -363,14 +369,15 @@ fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
     let classifier = SuccessClassifier::train(&train, 64, args.epochs, args.seed)?;
     let seconds = started.elapsed().as_secs_f64();
     let held: Vec<(Vec<f32>, bool)> = labelled[split..].iter().flatten().cloned().collect();
-    let (precision, recall, held_positives) = precision_recall(&classifier, &held, args.threshold)?;
+    let (precision, recall, held_positives) =
+        precision_recall(&classifier, &held, args.labels.threshold)?;
     let version = next_version(&args.out);
     classifier.save(&args.out, spec, instruction(&episodes), version)?;
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     println!(
         "success classifier v{version} trained on {} frames ({positives} successful) in {seconds:.1} s; held-out frames at {}: precision {}, recall {} ({held_positives} successful) → {}",
         train.len(),
-        args.threshold,
+        args.labels.threshold,
         show(precision),
         show(recall),
         args.out.display()
@@ -386,7 +393,7 @@ fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
             "held_out_frames": held.len(),
             "success_precision": precision,
             "success_recall": recall,
-            "threshold": args.threshold,
+            "threshold": args.labels.threshold,
             "train_seconds": seconds,
             "out": args.out,
         }));
@@ -503,18 +510,23 @@ fn eval_success(args: RewardEvalArgs) -> anyhow::Result<()> {
         instruction: instruction(&episodes),
     };
     let (classifier, contract) = SuccessClassifier::load(&args.model, Some(expected))?;
-    let frames: Vec<(Vec<f32>, bool)> =
-        success_frames(&episodes, spec, args.task, args.positive_frames)?
-            .into_iter()
-            .flatten()
-            .collect();
-    let (precision, recall, positives) = precision_recall(&classifier, &frames, args.threshold)?;
+    let frames: Vec<(Vec<f32>, bool)> = success_frames(
+        &episodes,
+        spec,
+        args.labels.task,
+        args.labels.positive_frames,
+    )?
+    .into_iter()
+    .flatten()
+    .collect();
+    let (precision, recall, positives) =
+        precision_recall(&classifier, &frames, args.labels.threshold)?;
     let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.3}"));
     println!(
         "success classifier v{} on {} frames ({positives} successful) at {}: precision {}, recall {}",
         contract.model_version,
         frames.len(),
-        args.threshold,
+        args.labels.threshold,
         show(precision),
         show(recall)
     );
@@ -528,7 +540,7 @@ fn eval_success(args: RewardEvalArgs) -> anyhow::Result<()> {
             "successful_frames": positives,
             "success_precision": precision,
             "success_recall": recall,
-            "threshold": args.threshold,
+            "threshold": args.labels.threshold,
         }));
     }
     Ok(())
@@ -548,7 +560,7 @@ fn eval(args: RewardEvalArgs) -> anyhow::Result<()> {
         episodes.iter().partition(|e| succeeded(e));
     let (mean, min, undefined) = summary(&spearmans(&model, &good)?);
     let (failed_mean, _, _) = summary(&spearmans(&model, &bad)?);
-    let epic = match args.task {
+    let epic = match args.labels.task {
         Some(task) => epic_to_ground_truth(&model, &episodes, &meta.robot.observation, task)?,
         None => None,
     };

@@ -23,7 +23,7 @@
 //! before it, so runs stay deterministic; in wall time every channel is
 //! bounded and drops are counted, never waited on.
 
-use super::online::{LearnerInput, LearnerSink, Pace};
+use super::online::{LearnerInput, LearnerSink, Pace, panic_message};
 use crate::control_loop::TransitionSink;
 use arc_swap::ArcSwap;
 use cerebellum_core::Transition;
@@ -195,11 +195,7 @@ impl LabellerThread {
                     forwarding.flush();
                 }));
                 if let Err(payload) = outcome {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    let message = panic_message(payload.as_ref());
                     tracing::error!("labeller thread panicked: {message}");
                     shared.lock().unwrap_or_else(|p| p.into_inner()).failure =
                         Some(format!("labeller panicked: {message}"));

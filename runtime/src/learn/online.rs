@@ -154,6 +154,15 @@ pub struct LearnerSink {
     acks: Option<Receiver<()>>,
 }
 
+/// The text a panic carried (`panic!("…")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 /// What reaches the learner thread, in order.
 // Nearly every input is a transition: boxing it would add an allocation
 // per tick to save space on the rare relabel message.
@@ -258,11 +267,7 @@ impl LearnerThread {
                     }
                 }));
                 if let Err(payload) = outcome {
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    let message = panic_message(payload.as_ref());
                     tracing::error!(
                         "learner thread panicked: {message}; the loop keeps the last good weights"
                     );
