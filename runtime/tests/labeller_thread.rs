@@ -255,10 +255,12 @@ fn a_learned_success_detector_ends_episodes_inline_in_sim_time_and_at_a_fixed_la
     let (lagged, counters, _) = sweep(1, Some(SuccessJudge::lagged(classifier(), 0.5, 3, 3)));
     let counters = counters.unwrap();
     let lagged_end = lagged.len() - 1;
+    // Never earlier than the lag; exactly the lag when no verdict was late
+    // (a late one may be another tick's: the judge thread's first
+    // predictions are slow while the simulated clock does not wait).
+    assert!(lagged_end >= end + 3, "{lagged_end} vs {end}: {counters:?}");
     if counters.late == 0 {
         assert_eq!(lagged_end, end + 3);
-    } else {
-        assert!(lagged_end > end + 3, "{counters:?}");
     }
     assert!(lagged[lagged_end].terminated);
 }
