@@ -41,6 +41,8 @@ pub enum ModelError {
         found: String,
         expected: String,
     },
+    #[error("the observation has no field `{name}`; its fields are {known}")]
+    UnknownField { name: String, known: String },
 }
 
 /// What a saved reward model promises (reward_model.json).
@@ -69,6 +71,9 @@ pub struct RewardModelContract {
     /// to the state (0: none).
     #[serde(default)]
     pub image_pool: usize,
+    /// The observation fields the model reads (empty: all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
 }
 
 impl RewardModelContract {
@@ -92,6 +97,7 @@ impl RewardModelContract {
             stage_names: Vec::new(),
             stage_shares: Vec::new(),
             image_pool: 0,
+            fields: Vec::new(),
         }
     }
 }

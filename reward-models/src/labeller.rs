@@ -83,6 +83,11 @@ pub enum ProgressShaping {
     /// Φ(s′) − Φ(s): undiscounted, so it pays for progress on its own
     /// (its sum telescopes: repeating a step cannot farm it).
     Delta,
+    /// Φ(s′) every tick: progress itself as a dense reward, the form a
+    /// task's own distance-style reward has. Pays for every tick spent far
+    /// along, so it is only as good as Φ where the policy goes (restrict
+    /// the model's `--fields` to what success depends on).
+    Level,
 }
 
 impl Default for RewardModelConfig {
@@ -434,6 +439,7 @@ impl Labeller {
                                 potential_shaping(0.0, a.reward, b.reward, self.models.gamma, false)
                             }
                             ProgressShaping::Delta => delta(a.reward, b.reward),
+                            ProgressShaping::Level => b.reward,
                         };
                         t.rewards.set(PROGRESS, shaped as f32);
                         t.rewards.set(PROGRESS_STD, b.std as f32);
@@ -526,6 +532,7 @@ pub fn relabel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::FieldSelection;
     use crate::progress::{AnnotatedEpisode, ProgressConfig};
     use cerebellum_core::{Action, Provenance};
 
@@ -562,7 +569,8 @@ mod tests {
             .iter()
             .flat_map(|e| e.states.iter().map(|s| (s.clone(), s[1] > 0.8)))
             .collect();
-        let success = SuccessClassifier::train(&frames, 16, 300, 0).unwrap();
+        let success =
+            SuccessClassifier::train(&frames, &FieldSelection::all(), 16, 300, 0).unwrap();
         let success = with_success.then_some(success);
         RewardModels::new(vec![progress], success, config, gamma, version).unwrap()
     }
@@ -688,6 +696,30 @@ mod tests {
             .map(|t| t.rewards.get(PROGRESS).unwrap() as f64)
             .sum();
         assert!((sum - (phi[39] - phi[0])).abs() < 1e-4, "{sum}");
+        // Level: Φ(s′) itself each tick (the last one has no s′: Φ(s)).
+        let level_models = toy_models(
+            RewardModelConfig {
+                success: None,
+                progress_shaping: ProgressShaping::Level,
+                ..RewardModelConfig::default()
+            },
+            0.5,
+            7,
+        );
+        let mut level_run = episode("arm0", 1, &states);
+        label_in_pieces(
+            &mut Labeller::new(Arc::new(level_models)),
+            &mut level_run,
+            5,
+        );
+        for (t, transition) in level_run.iter().enumerate() {
+            let expected = phi[(t + 1).min(39)];
+            let got = transition.rewards.get(PROGRESS).unwrap() as f64;
+            assert!(
+                (got - expected).abs() < 1e-5,
+                "tick {t}: {got} vs {expected}"
+            );
+        }
         // Scored one history at a time, as core's RewardModel, Φ matches.
         let mut scorer = toy_models(
             RewardModelConfig {

@@ -12,6 +12,7 @@
 //! - [`progress`]: the stage-aware progress model (§3.1).
 //! - [`success`]: the success classifier and its k-frame detector (§3.3).
 //! - [`ra_bc`]: reward-aligned behaviour cloning weights from progress.
+//! - [`fields`]: which observation fields a model reads.
 //! - [`contract`]: the on-disk form they share, checked against the robot
 //!   at load.
 //! - [`labeller`]: turns a stream of transitions into learned reward
@@ -20,6 +21,7 @@
 pub mod contract;
 pub mod ensemble;
 pub mod evaluation;
+pub mod fields;
 pub mod labeller;
 mod layers;
 pub mod progress;

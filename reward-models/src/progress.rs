@@ -9,6 +9,7 @@
 //! small MLP (candle, CPU) with a stage head (cross-entropy) and a τ head
 //! (sigmoid, squared error).
 
+use crate::fields::FieldSelection;
 use crate::layers::{linear, normalize_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
@@ -34,6 +35,8 @@ pub struct ProgressConfig {
     /// Side of the grey-level grid the first camera's image is pooled to
     /// and appended to the state (0: state only). See `model_input`.
     pub image_pool: usize,
+    /// The values of each input frame the model reads (all by default).
+    pub fields: FieldSelection,
 }
 
 impl Default for ProgressConfig {
@@ -46,6 +49,7 @@ impl Default for ProgressConfig {
             seed: 0,
             rewinds: 0,
             image_pool: 0,
+            fields: FieldSelection::all(),
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct ProgressModel {
     std: Vec<f32>,
     history: usize,
     image_pool: usize,
+    fields: FieldSelection,
+    /// Values per input frame before the selection (`model_input`).
+    frame_len: usize,
     /// ᾱ_k per stage, summing to 1.
     pub stage_shares: Vec<f64>,
 }
@@ -208,6 +215,25 @@ impl ProgressModel {
                 }
             }
         }
+        let select_all = |states: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            states.iter().map(|s| config.fields.select(s)).collect()
+        };
+        let selected: Vec<AnnotatedEpisode> = episodes
+            .iter()
+            .map(|e| AnnotatedEpisode {
+                states: select_all(&e.states),
+                stages: e.stages.clone(),
+            })
+            .collect();
+        let negatives: Vec<Vec<Vec<f32>>> = negatives.iter().map(|e| select_all(e)).collect();
+        if selected[0].states[0].iter().any(|v| !v.is_finite()) {
+            return Err(ProgressError::BadEpisode {
+                episode: 0,
+                frame: 0,
+                reason: format!("the field selection reads past the {dims} values of a frame"),
+            });
+        }
+        let (episodes, frame_len, dims) = (&selected, dims, config.fields.len(dims));
         let (mean, std) = state_statistics(episodes.iter().flat_map(|e| &e.states), dims);
         let (mut x, mut labels, mut taus) = (Vec::new(), Vec::new(), Vec::new());
         let mut shares = vec![0.0; stages];
@@ -237,7 +263,7 @@ impl ProgressModel {
                 }
             }
         }
-        for e in negatives {
+        for e in &negatives {
             for frame in 0..e.len() {
                 x.extend(features(e, frame, config.history, &mean, &std));
                 labels.push(0);
@@ -265,6 +291,8 @@ impl ProgressModel {
             std,
             history: config.history,
             image_pool: config.image_pool,
+            fields: config.fields.clone(),
+            frame_len,
             stage_shares: shares,
         };
         let x = Tensor::from_vec(x, (frames, inputs), &Device::Cpu)?;
@@ -336,6 +364,7 @@ impl ProgressModel {
         contract.stage_names = stage_names.to_vec();
         contract.stage_shares = self.stage_shares.clone();
         contract.image_pool = self.image_pool;
+        contract.fields = self.fields.names().to_vec();
         crate::contract::save(dir, &contract, WEIGHTS, self.tensors())?;
         Ok(contract)
     }
@@ -349,7 +378,13 @@ impl ProgressModel {
     ) -> Result<(Self, RewardModelContract), ProgressError> {
         let loaded = crate::contract::load(dir, "progress", WEIGHTS, expected)?;
         let contract = loaded.contract.clone();
-        let dims = contract.observation.state_len() + contract.image_pool.pow(2);
+        let frame_len = contract.observation.state_len() + contract.image_pool.pow(2);
+        let fields = FieldSelection::new(
+            &contract.observation,
+            &contract.fields,
+            contract.image_pool.pow(2),
+        )?;
+        let dims = fields.len(frame_len);
         if contract.image_pool > 0 && contract.observation.cameras.is_empty() {
             return Err(ProgressError::File {
                 path: dir.display().to_string(),
@@ -365,6 +400,8 @@ impl ProgressModel {
             std: loaded.get("obs_std")?.to_vec1()?,
             history: contract.history,
             image_pool: contract.image_pool,
+            fields,
+            frame_len,
             stage_shares: contract.stage_shares.clone(),
         };
         loaded.ensure(
@@ -379,7 +416,7 @@ impl ProgressModel {
 
     /// Values per frame of input (`model_input`).
     pub fn input_len(&self) -> usize {
-        self.mean.len()
+        self.frame_len
     }
 
     /// This model's input for one observation.
@@ -397,14 +434,19 @@ impl ProgressModel {
     /// is not finite (a non-finite state, or weights gone bad), so the
     /// caller can mark the reward missing instead of zero.
     pub fn predict_windows(&self, windows: &[f32]) -> Result<Vec<Option<f64>>, ProgressError> {
-        let dims = self.mean.len();
-        let inputs = self.history * dims;
-        let n = windows.len() / inputs.max(1);
+        let window_len = self.history * self.frame_len;
+        let n = windows.len() / window_len.max(1);
         if n == 0 {
             return Ok(Vec::new());
         }
+        let selected: Vec<f32> = windows[..n * window_len]
+            .chunks_exact(self.frame_len)
+            .flat_map(|frame| self.fields.select(frame))
+            .collect();
+        let windows = &selected;
+        let inputs = self.history * self.mean.len();
         let mut x = Vec::with_capacity(n * inputs);
-        for frame in windows[..n * inputs].chunks_exact(dims) {
+        for frame in windows.chunks_exact(self.mean.len()) {
             normalize_into(&mut x, frame, &self.mean, &self.std);
         }
         let x = Tensor::from_vec(x, (n, inputs), &Device::Cpu)?;
@@ -443,8 +485,9 @@ impl ProgressModel {
             return Ok(Vec::new());
         }
         let inputs = self.history * self.mean.len();
+        let states: Vec<Vec<f32>> = states.iter().map(|s| self.fields.select(s)).collect();
         let x: Vec<f32> = (0..states.len())
-            .flat_map(|t| features(states, t, self.history, &self.mean, &self.std))
+            .flat_map(|t| features(&states, t, self.history, &self.mean, &self.std))
             .collect();
         let x = Tensor::from_vec(x, (states.len(), inputs), &Device::Cpu)?;
         let (logits, tau) = self.forward(&x)?;
@@ -636,5 +679,88 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("progress.safetensors"), "{error}");
+    }
+
+    #[test]
+    fn a_model_reads_only_its_fields_and_keeps_them_through_save_and_load() {
+        // State: x = (a, b) moving 0 → 1 in turn, then a distractor that
+        // demonstrations happen to move with time too.
+        let spec = cerebellum_core::ObservationSpec {
+            fields: vec![
+                cerebellum_core::FieldSpec::new(
+                    "x",
+                    cerebellum_core::Unit::Normalized,
+                    &["a", "b"],
+                    &[(-2.0, 2.0), (-2.0, 2.0)],
+                ),
+                cerebellum_core::FieldSpec::new(
+                    "busy",
+                    cerebellum_core::Unit::Normalized,
+                    &["v"],
+                    &[(-2.0, 2.0)],
+                ),
+            ],
+            cameras: vec![],
+            instruction: false,
+        };
+        let episode = |len: usize| {
+            let half = len / 2;
+            let states = (0..len)
+                .map(|t| {
+                    let a = t.min(half) as f32 / half as f32;
+                    let b = t.saturating_sub(half) as f32 / (len - half) as f32;
+                    vec![a, b, t as f32 / len as f32]
+                })
+                .collect();
+            let stages = (0..len).map(|t| u32::from(t >= half)).collect();
+            AnnotatedEpisode { states, stages }
+        };
+        let train: Vec<_> = (0..6).map(|i| episode(40 + 4 * i)).collect();
+        let config = ProgressConfig {
+            epochs: 300,
+            history: 2,
+            fields: FieldSelection::new(&spec, &["x".to_owned()], 0).unwrap(),
+            ..ProgressConfig::default()
+        };
+        let model = ProgressModel::train(&train, 2, &config).unwrap();
+        assert_eq!(model.input_len(), 3);
+        let held_out = episode(50);
+        let progress = model.predict(&held_out.states).unwrap();
+        // Only looking busy: the distractor at its final value changes nothing.
+        let busy: Vec<Vec<f32>> = held_out
+            .states
+            .iter()
+            .map(|s| vec![s[0], s[1], 1.0])
+            .collect();
+        assert_eq!(model.predict(&busy).unwrap(), progress);
+
+        let dir =
+            std::env::temp_dir().join(format!("cerebellum-progress-fields-{}", std::process::id()));
+        let names = vec!["first".to_owned(), "second".to_owned()];
+        let contract = model.save(&dir, &spec, None, &names, 1).unwrap();
+        assert_eq!(contract.fields, vec!["x".to_owned()]);
+        let expected = Expected {
+            observation: &spec,
+            instruction: None,
+        };
+        let (loaded, _) = ProgressModel::load(&dir, Some(expected)).unwrap();
+        assert_eq!(loaded.predict(&held_out.states).unwrap(), progress);
+        // Windows of whole frames (as the labeller builds them) agree.
+        let windows: Vec<f32> = (0..held_out.states.len())
+            .flat_map(|t| {
+                [t.saturating_sub(1), t]
+                    .into_iter()
+                    .flat_map(|i| held_out.states[i].clone())
+            })
+            .collect();
+        for (a, b) in loaded
+            .predict_windows(&windows)
+            .unwrap()
+            .iter()
+            .zip(&progress)
+        {
+            assert!((a.unwrap() - b).abs() < 1e-6);
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

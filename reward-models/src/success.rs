@@ -5,36 +5,42 @@
 //! which guards against false positives.
 
 use crate::contract::{Expected, ModelError, RewardModelContract};
+use crate::fields::FieldSelection;
 use crate::layers::{linear, normalize_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// A small MLP over one normalised observation state.
+/// A small MLP over the selected fields of one normalised observation state.
 pub struct SuccessClassifier {
     hidden: Linear,
     out: Linear,
     mean: Vec<f32>,
     std: Vec<f32>,
+    fields: FieldSelection,
 }
 
 impl SuccessClassifier {
     /// Trains on (state, label) frames with binary cross-entropy, the
-    /// positive frames weighted so both classes count equally.
+    /// positive frames weighted so both classes count equally; the model
+    /// reads `fields` of each state.
     pub fn train(
         frames: &[(Vec<f32>, bool)],
+        fields: &FieldSelection,
         hidden: usize,
         epochs: usize,
         seed: u64,
     ) -> candle_core::Result<Self> {
+        let frames: Vec<(Vec<f32>, bool)> =
+            frames.iter().map(|(s, y)| (fields.select(s), *y)).collect();
         let n = frames.len();
         let dims = frames.first().map_or(0, |f| f.0.len());
         let (mean, std) = state_statistics(frames.iter().map(|f| &f.0), dims);
         let positives = frames.iter().filter(|f| f.1).count().max(1) as f32;
         let negatives = (n as f32 - positives).max(1.0);
         let mut x = Vec::with_capacity(n * dims);
-        for (state, _) in frames {
+        for (state, _) in &frames {
             normalize_into(&mut x, state, &mean, &std);
         }
         let y: Vec<f32> = frames.iter().map(|f| f32::from(u8::from(f.1))).collect();
@@ -55,6 +61,7 @@ impl SuccessClassifier {
             out: linear(&mut rng, hidden, 1, &mut vars)?,
             mean,
             std,
+            fields: fields.clone(),
         };
         let x = Tensor::from_vec(x, (n, dims), &Device::Cpu)?;
         let y = Tensor::from_vec(y, (n, 1), &Device::Cpu)?;
@@ -85,8 +92,9 @@ impl SuccessClassifier {
     /// never a silent 0).
     pub fn predict(&self, states: &[Vec<f32>]) -> candle_core::Result<Vec<Option<f32>>> {
         let dims = self.mean.len();
+        let states: Vec<Vec<f32>> = states.iter().map(|s| self.fields.select(s)).collect();
         let mut x = Vec::with_capacity(states.len() * dims);
-        for state in states {
+        for state in &states {
             normalize_into(&mut x, state, &self.mean, &self.std);
         }
         let x = Tensor::from_vec(x, (states.len(), dims), &Device::Cpu)?;
@@ -95,7 +103,7 @@ impl SuccessClassifier {
             .to_vec1::<f32>()?;
         // A ReLU turns NaN into 0, so a bad input must be caught before it.
         Ok(p.into_iter()
-            .zip(states)
+            .zip(&states)
             .map(|(p, s)| (p.is_finite() && s.iter().all(|v| v.is_finite())).then_some(p))
             .collect())
     }
@@ -112,7 +120,7 @@ impl SuccessClassifier {
         instruction: Option<&str>,
         model_version: u64,
     ) -> Result<RewardModelContract, ModelError> {
-        let contract = RewardModelContract::new(
+        let mut contract = RewardModelContract::new(
             "success",
             model_version,
             observation,
@@ -120,6 +128,7 @@ impl SuccessClassifier {
             1,
             self.hidden.weight().dim(0)?,
         );
+        contract.fields = self.fields.names().to_vec();
         let vector = |v: &[f32]| Tensor::from_slice(v, v.len(), &Device::Cpu);
         let tensors = vec![
             ("hidden.weight".into(), self.hidden.weight().clone()),
@@ -142,12 +151,15 @@ impl SuccessClassifier {
         expected: Option<Expected<'_>>,
     ) -> Result<(Self, RewardModelContract), ModelError> {
         let loaded = crate::contract::load(dir, "success", WEIGHTS, expected)?;
-        let dims = loaded.contract.observation.state_len();
+        let contract = &loaded.contract;
+        let fields = FieldSelection::new(&contract.observation, &contract.fields, 0)?;
+        let dims = fields.len(contract.observation.state_len());
         let model = Self {
             hidden: loaded.linear("hidden")?,
             out: loaded.linear("out")?,
             mean: loaded.get("obs_mean")?.to_vec1()?,
             std: loaded.get("obs_std")?.to_vec1()?,
+            fields,
         };
         loaded.ensure(
             model.mean.len() == dims
@@ -217,9 +229,27 @@ mod tests {
                 (vec![x, 0.3 * x * x], x > 0.4)
             })
             .collect();
-        let model = SuccessClassifier::train(&frames, 32, 400, 1).unwrap();
+        let spec = cerebellum_core::ObservationSpec {
+            fields: ["x", "y"]
+                .map(|name| {
+                    cerebellum_core::FieldSpec::new(
+                        name,
+                        cerebellum_core::Unit::Normalized,
+                        &["v"],
+                        &[(-2.0, 2.0)],
+                    )
+                })
+                .to_vec(),
+            cameras: vec![],
+            instruction: false,
+        };
+        // Success depends on x alone; the classifier is told to read only x.
+        let fields = FieldSelection::new(&spec, &["x".to_owned()], 0).unwrap();
+        let model = SuccessClassifier::train(&frames, &fields, 32, 400, 1).unwrap();
         let states: Vec<Vec<f32>> = frames.iter().map(|f| f.0.clone()).collect();
         let p = model.predict(&states).unwrap();
+        let y_moved: Vec<Vec<f32>> = states.iter().map(|s| vec![s[0], 1.5]).collect();
+        assert_eq!(model.predict(&y_moved).unwrap(), p);
         let correct = p
             .iter()
             .zip(&frames)
@@ -229,16 +259,6 @@ mod tests {
 
         let dir =
             std::env::temp_dir().join(format!("cerebellum-success-unit-{}", std::process::id()));
-        let spec = cerebellum_core::ObservationSpec {
-            fields: vec![cerebellum_core::FieldSpec::new(
-                "x",
-                cerebellum_core::Unit::Normalized,
-                &["a", "b"],
-                &[(-2.0, 2.0), (-2.0, 2.0)],
-            )],
-            cameras: vec![],
-            instruction: false,
-        };
         let expected = Expected {
             observation: &spec,
             instruction: None,
@@ -249,6 +269,7 @@ mod tests {
             (contract.kind.as_str(), contract.model_version),
             ("success", 2)
         );
+        assert_eq!(contract.fields, vec!["x".to_owned()]);
         assert_eq!(loaded.predict(&states).unwrap(), p);
         let error = crate::progress::ProgressModel::load(&dir, None)
             .err()

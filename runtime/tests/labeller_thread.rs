@@ -211,6 +211,7 @@ fn sweep(
 
 #[test]
 fn a_learned_success_detector_ends_episodes_inline_in_sim_time_and_at_a_fixed_lag_in_wall_time() {
+    use cerebellum_reward_models::fields::FieldSelection;
     use cerebellum_reward_models::labeller::LEARNED_SUCCESS;
     use cerebellum_reward_models::success::SuccessClassifier;
     use cerebellum_runtime::success_judge::SuccessJudge;
@@ -230,7 +231,8 @@ fn a_learned_success_detector_ends_episodes_inline_in_sim_time_and_at_a_fixed_la
         .iter()
         .position(|f| f.1)
         .expect("the sweep gets there");
-    let classifier = || SuccessClassifier::train(&frames, 16, 400, 0).unwrap();
+    let classifier =
+        || SuccessClassifier::train(&frames, &FieldSelection::all(), 16, 400, 0).unwrap();
 
     let (inline, counters, learned) = sweep(1, Some(SuccessJudge::inline(classifier(), 0.5, 3)));
     let end = inline.len() - 1;

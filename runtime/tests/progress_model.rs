@@ -118,6 +118,7 @@ fn a_progress_model_trained_on_lift_demonstrations_orders_held_out_episodes() {
 
 #[test]
 fn a_success_classifier_trained_on_labelled_lift_frames_finds_success_on_held_out_ones() {
+    use cerebellum_reward_models::fields::FieldSelection;
     use cerebellum_reward_models::success::{SuccessClassifier, SuccessDetector};
     use cerebellum_sim::TaskKind;
     let base = std::env::temp_dir().join(format!("cerebellum-success-{}", std::process::id()));
@@ -169,7 +170,7 @@ fn a_success_classifier_trained_on_labelled_lift_frames_finds_success_on_held_ou
         .filter(|i| !held.contains(i))
         .flat_map(|i| label(&episodes[i]))
         .collect();
-    let model = SuccessClassifier::train(&train, 64, 400, 0).unwrap();
+    let model = SuccessClassifier::train(&train, &FieldSelection::all(), 64, 400, 0).unwrap();
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
     for &i in &held {
         let frames = label(&episodes[i]);
@@ -331,19 +332,42 @@ fn training_on_learned_rewards_from_recordings_end_to_end() {
         "--task",
         "reach",
         "--epochs",
-        "100",
+        "400",
         "--held-out",
         "2",
         "--data",
         clean.to_str().unwrap(),
         "--data",
         noisy.to_str().unwrap(),
+        "--fields",
+        "target_offset",
         "--out",
         success.to_str().unwrap(),
         "--json",
     ]);
     assert!(ok, "{stderr}");
     assert!(trained["success_precision"].is_number(), "{trained}");
+    assert_eq!(trained["fields"], serde_json::json!(["target_offset"]));
+    let contract = std::fs::read_to_string(success.join("reward_model.json")).unwrap();
+    assert!(contract.contains("\"fields\""), "{contract}");
+    let (ok, _, stderr) = cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "success",
+        "--task",
+        "reach",
+        "--data",
+        clean.to_str().unwrap(),
+        "--fields",
+        "target_offset,speed",
+        "--out",
+        base.join("refused-fields").to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("no field `speed`") && stderr.contains("target_offset"),
+        "{stderr}"
+    );
     let reward = format!(
         "progress:{},success:{}",
         progress.display(),

@@ -11,6 +11,7 @@ use cerebellum_core::{
     Observation, Policy, Provenance, RewardComponents, Robot, Sampling, Transition,
 };
 use cerebellum_policies::GaussianMlpPolicy;
+use cerebellum_reward_models::fields::FieldSelection;
 use cerebellum_reward_models::labeller::{Labeller, PROGRESS, RewardModelConfig, RewardModels};
 use cerebellum_reward_models::progress::{AnnotatedEpisode, ProgressConfig, ProgressModel};
 use cerebellum_reward_models::success::SuccessClassifier;
@@ -74,7 +75,7 @@ fn models(states: &[Vec<f32>]) -> anyhow::Result<RewardModels> {
         .enumerate()
         .map(|(t, s)| (s.clone(), t >= half))
         .collect();
-    let success = SuccessClassifier::train(&frames, 64, 2, 0)?;
+    let success = SuccessClassifier::train(&frames, &FieldSelection::all(), 64, 2, 0)?;
     let config = RewardModelConfig {
         progress: vec![PathBuf::from("bench")],
         success: Some(PathBuf::from("bench")),

@@ -6,6 +6,7 @@ use crate::recorder::{EpisodesMeta, read_episodes};
 use cerebellum_core::{RewardComponents, Transition};
 use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::evaluation::spearman;
+use cerebellum_reward_models::fields::FieldSelection;
 use cerebellum_reward_models::progress::{
     AnnotatedEpisode, ProgressConfig, ProgressModel, model_input,
 };
@@ -95,6 +96,12 @@ pub struct RewardTrainArgs {
     /// Repeatable.
     #[arg(long = "negatives", value_name = "DATA")]
     pub negatives: Vec<PathBuf>,
+    /// Observation fields the model reads (comma-separated names from the
+    /// robot's spec, e.g. `target_offset`; default: all). A model can only
+    /// be gamed through what it reads: leave out what success does not
+    /// depend on (how fast the joints move, where the arm's base is).
+    #[arg(long, value_name = "FIELD,...", value_delimiter = ',')]
+    pub fields: Vec<String>,
     #[command(flatten)]
     pub labels: SuccessLabels,
     #[arg(long)]
@@ -366,7 +373,8 @@ fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
         train.len()
     );
     let started = std::time::Instant::now();
-    let classifier = SuccessClassifier::train(&train, 64, args.epochs, args.seed)?;
+    let fields = FieldSelection::new(spec, &args.fields, 0)?;
+    let classifier = SuccessClassifier::train(&train, &fields, 64, args.epochs, args.seed)?;
     let seconds = started.elapsed().as_secs_f64();
     let held: Vec<(Vec<f32>, bool)> = labelled[split..].iter().flatten().cloned().collect();
     let (precision, recall, held_positives) =
@@ -387,6 +395,7 @@ fn train_success(args: RewardTrainArgs) -> anyhow::Result<()> {
             "command": "reward train",
             "kind": "success",
             "model_version": version,
+            "fields": fields.names(),
             "train_episodes": split,
             "train_frames": train.len(),
             "train_positives": positives,
@@ -443,6 +452,11 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
         history: args.history,
         rewinds: args.rewinds,
         image_pool: args.image_pool,
+        fields: FieldSelection::new(
+            &meta.robot.observation,
+            &args.fields,
+            args.image_pool.pow(2),
+        )?,
         ..ProgressConfig::default()
     };
     let started = std::time::Instant::now();
@@ -489,6 +503,7 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
             "command": "reward train",
             "kind": "progress",
             "model_version": version,
+            "fields": config.fields.names(),
             "train_episodes": split,
             "held_out_episodes": held_out.len(),
             "progress_spearman": mean,

@@ -103,7 +103,7 @@ pub struct TrainArgs {
     /// simulator's reward is then only logged (return, success rate).
     /// Models are checked against the robot's spec and instruction at load.
     /// The `[reward]` table of --config tunes them: `progress_shaping =
-    /// "potential" | "delta"`, `aggregate` (ensembles), `success_threshold`,
+    /// "potential" | "delta" | "level"`, `aggregate` (ensembles), `success_threshold`,
     /// `success_frames`, `success_ends_episode`, `success_lag_ticks`
     /// (docs/rewards.md). metrics.csv logs the learned potential against
     /// the simulator's reward, to catch a policy gaming the model.
