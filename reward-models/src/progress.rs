@@ -37,14 +37,6 @@ pub struct ProgressConfig {
     pub image_pool: usize,
     /// The values of each input frame the model reads (all by default).
     pub fields: FieldSelection,
-    /// Negative frames within this distance (in the model's normalised
-    /// input units, the frame itself without its history) of a
-    /// demonstration frame take that frame's label; only those with no
-    /// demonstration near are taught zero progress. `None`: every negative
-    /// frame is zero progress. A failed episode still passes through states
-    /// the demonstrations vouch for; labelling those zero flattens Φ
-    /// everywhere but at the goal.
-    pub evidence_radius: Option<f32>,
 }
 
 impl Default for ProgressConfig {
@@ -58,7 +50,6 @@ impl Default for ProgressConfig {
             rewinds: 0,
             image_pool: 0,
             fields: FieldSelection::all(),
-            evidence_radius: None,
         }
     }
 }
@@ -168,65 +159,6 @@ fn targets(episode: &AnnotatedEpisode, stages: usize) -> (Vec<(u32, f32)>, Vec<f
     (out, shares)
 }
 
-/// The demonstrations' frames (normalised) and their labels, to label a
-/// policy's frame by the nearest one within a radius.
-struct Evidence {
-    frames: Vec<Vec<f32>>,
-    labels: Vec<(u32, f32)>,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    radius_squared: f32,
-}
-
-impl Evidence {
-    fn new(
-        episodes: &[AnnotatedEpisode],
-        stages: usize,
-        mean: &[f32],
-        std: &[f32],
-        radius: f32,
-    ) -> Self {
-        let mut frames = Vec::new();
-        let mut labels = Vec::new();
-        for e in episodes {
-            let (t, _) = targets(e, stages);
-            for (state, label) in e.states.iter().zip(t) {
-                let mut frame = Vec::with_capacity(state.len());
-                normalize_into(&mut frame, state, mean, std);
-                frames.push(frame);
-                labels.push(label);
-            }
-        }
-        Self {
-            frames,
-            labels,
-            mean: mean.to_vec(),
-            std: std.to_vec(),
-            radius_squared: radius * radius,
-        }
-    }
-
-    /// The label of the nearest demonstration frame, if within the radius.
-    fn label(&self, state: &[f32]) -> Option<(u32, f32)> {
-        let mut query = Vec::with_capacity(state.len());
-        normalize_into(&mut query, state, &self.mean, &self.std);
-        let squared = |frame: &Vec<f32>| -> f32 {
-            frame
-                .iter()
-                .zip(&query)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum()
-        };
-        let (best, distance) = self
-            .frames
-            .iter()
-            .map(squared)
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(&b.1))?;
-        (distance <= self.radius_squared).then(|| self.labels[best])
-    }
-}
-
 impl ProgressModel {
     /// Trains on `episodes` with `stages` named stages.
     pub fn train(
@@ -239,11 +171,9 @@ impl ProgressModel {
 
     /// Trains as `train`, with the frames of `negatives` (episodes that
     /// failed: the policy's own rollouts an operator marked as failures)
-    /// as zero progress (first stage, τ = 0), or with
-    /// `evidence_radius`, as the nearest demonstration frame's label where
-    /// one is that near. Demonstrations alone say nothing about the states
-    /// a policy reaches by going elsewhere; these frames teach the model
-    /// that looking busy is not progress.
+    /// as zero progress (first stage, τ = 0). Demonstrations alone say
+    /// nothing about the states a policy reaches by going elsewhere; these
+    /// frames teach the model that looking busy is not progress.
     pub fn train_with_negatives(
         episodes: &[AnnotatedEpisode],
         negatives: &[Vec<Vec<f32>>],
@@ -333,18 +263,11 @@ impl ProgressModel {
                 }
             }
         }
-        let evidence = config
-            .evidence_radius
-            .map(|radius| Evidence::new(episodes, stages, &mean, &std, radius));
         for e in &negatives {
             for frame in 0..e.len() {
                 x.extend(features(e, frame, config.history, &mean, &std));
-                let (k, tau) = evidence
-                    .as_ref()
-                    .and_then(|evidence| evidence.label(&e[frame]))
-                    .unwrap_or((0, 0.0));
-                labels.push(k);
-                taus.push(tau);
+                labels.push(0);
+                taus.push(0.0);
             }
         }
         let frames = labels.len();
@@ -624,66 +547,6 @@ mod tests {
         let p = taught.predict(&demos[0].states).unwrap();
         let time: Vec<f64> = (0..p.len()).map(|t| t as f64).collect();
         assert!(crate::evaluation::spearman(&time, &p).unwrap() > 0.9);
-    }
-
-    #[test]
-    fn with_an_evidence_radius_negatives_on_the_demonstrations_path_keep_its_labels() {
-        let demos: Vec<AnnotatedEpisode> = (0..4)
-            .map(|i| {
-                let n: usize = 30 + 2 * i;
-                let states = (0..n)
-                    .map(|t| {
-                        let a = (2 * t).min(n) as f32 / n as f32;
-                        let b = (2 * t).saturating_sub(n) as f32 / n as f32;
-                        vec![a, b]
-                    })
-                    .collect();
-                let stages = (0..n).map(|t| u32::from(2 * t >= n)).collect();
-                AnnotatedEpisode { states, stages }
-            })
-            .collect();
-        // A failed episode that gets half way along the demonstrations'
-        // path and then wiggles off it.
-        let on_path: Vec<Vec<f32>> = demos[0].states[..20].to_vec();
-        let off_path: Vec<Vec<f32>> = (0..30)
-            .map(|t| vec![0.3, 0.5 + 0.4 * ((t % 4) as f32 / 4.0)])
-            .collect();
-        let failed: Vec<Vec<f32>> = on_path.iter().chain(&off_path).cloned().collect();
-        let config = ProgressConfig {
-            epochs: 200,
-            history: 1,
-            hidden: 32,
-            ..ProgressConfig::default()
-        };
-        // Several such episodes: as many failed frames on the path as
-        // demonstrated ones.
-        let negatives = &vec![failed; 6][..];
-        let plain = ProgressModel::train(&demos, 2, &config).unwrap();
-        let zeroed = ProgressModel::train_with_negatives(&demos, negatives, 2, &config).unwrap();
-        let vouched = ProgressModel::train_with_negatives(
-            &demos,
-            negatives,
-            2,
-            &ProgressConfig {
-                evidence_radius: Some(0.1),
-                ..config
-            },
-        )
-        .unwrap();
-        let mean = |m: &ProgressModel, states: &[Vec<f32>]| {
-            m.predict(states).unwrap().iter().sum::<f64>() / states.len() as f64
-        };
-        let (plain_on, zeroed_on, vouched_on) = (
-            mean(&plain, &on_path),
-            mean(&zeroed, &on_path),
-            mean(&vouched, &on_path),
-        );
-        assert!(
-            (vouched_on - plain_on).abs() < 0.05 && zeroed_on < plain_on - 0.1,
-            "on the path: plain {plain_on}, zeroed {zeroed_on}, vouched {vouched_on}"
-        );
-        // Off the path nothing vouches: lowered either way.
-        assert!(mean(&vouched, &off_path) < 0.5 * mean(&plain, &off_path));
     }
 
     #[test]

@@ -102,13 +102,6 @@ pub struct RewardTrainArgs {
     /// depend on (how fast the joints move, where the arm's base is).
     #[arg(long, value_name = "FIELD,...", value_delimiter = ',')]
     pub fields: Vec<String>,
-    /// --kind progress with --negatives: a negative frame within this
-    /// distance of a demonstration frame (in the model's normalised input
-    /// units, e.g. 0.2) takes that frame's progress instead of zero; only
-    /// what no demonstration vouches for is taught zero. Keeps Φ graded on
-    /// the way to the goal instead of flat everywhere but at it.
-    #[arg(long, value_name = "R")]
-    pub evidence_radius: Option<f32>,
     #[command(flatten)]
     pub labels: SuccessLabels,
     #[arg(long)]
@@ -453,11 +446,6 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
     }
     let split = episodes.len() - args.held_out;
     anyhow::ensure!(args.history >= 1, "--history must be at least 1");
-    anyhow::ensure!(
-        args.evidence_radius
-            .is_none_or(|r| r.is_finite() && r >= 0.0),
-        "--evidence-radius must be a finite distance ≥ 0"
-    );
     let config = ProgressConfig {
         epochs: args.epochs,
         seed: args.seed,
@@ -469,7 +457,6 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
             &args.fields,
             args.image_pool.pow(2),
         )?,
-        evidence_radius: args.evidence_radius,
         ..ProgressConfig::default()
     };
     let started = std::time::Instant::now();
