@@ -675,43 +675,29 @@ mod tests {
         );
         assert!(phi[39] - phi[0] > 0.7, "the toy task is learned: {phi:?}");
         assert!(whole.iter().all(|t| t.reward_version == Some(7)));
+        // Labelled in pieces of 5 with γ = 0.5 and the given shaping.
+        let shaped = |progress_shaping| {
+            let models = toy_models(
+                RewardModelConfig {
+                    success: None,
+                    progress_shaping,
+                    ..RewardModelConfig::default()
+                },
+                0.5,
+                7,
+            );
+            let mut run = episode("arm0", 1, &states);
+            label_in_pieces(&mut Labeller::new(Arc::new(models)), &mut run, 5);
+            run
+        };
         // Delta shaping telescopes whatever the learner's discount.
-        let delta_models = toy_models(
-            RewardModelConfig {
-                success: None,
-                progress_shaping: ProgressShaping::Delta,
-                ..RewardModelConfig::default()
-            },
-            0.5,
-            7,
-        );
-        let mut delta_run = episode("arm0", 1, &states);
-        label_in_pieces(
-            &mut Labeller::new(Arc::new(delta_models)),
-            &mut delta_run,
-            5,
-        );
-        let sum: f64 = delta_run
+        let sum: f64 = shaped(ProgressShaping::Delta)
             .iter()
             .map(|t| t.rewards.get(PROGRESS).unwrap() as f64)
             .sum();
         assert!((sum - (phi[39] - phi[0])).abs() < 1e-4, "{sum}");
         // Level: Φ(s′) itself each tick (the last one has no s′: Φ(s)).
-        let level_models = toy_models(
-            RewardModelConfig {
-                success: None,
-                progress_shaping: ProgressShaping::Level,
-                ..RewardModelConfig::default()
-            },
-            0.5,
-            7,
-        );
-        let mut level_run = episode("arm0", 1, &states);
-        label_in_pieces(
-            &mut Labeller::new(Arc::new(level_models)),
-            &mut level_run,
-            5,
-        );
+        let level_run = shaped(ProgressShaping::Level);
         for (t, transition) in level_run.iter().enumerate() {
             let expected = phi[(t + 1).min(39)];
             let got = transition.rewards.get(PROGRESS).unwrap() as f64;
