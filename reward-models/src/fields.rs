@@ -71,17 +71,30 @@ impl FieldSelection {
         self.indices.as_ref().map_or(frame_len, Vec::len)
     }
 
-    /// The read values of `frame`, in order; a frame too short for the
-    /// selection gives NaN where values are missing (reported missing, never
-    /// guessed).
+    /// The read values of `frame`, in order, without copying it; a frame
+    /// too short for the selection gives NaN where values are missing
+    /// (reported missing, never guessed).
+    pub fn values<'a>(&'a self, frame: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
+        let (whole, picked) = match &self.indices {
+            None => (Some(frame.iter().copied()), None),
+            Some(indices) => (
+                None,
+                Some(
+                    indices
+                        .iter()
+                        .map(|&i| frame.get(i).copied().unwrap_or(f32::NAN)),
+                ),
+            ),
+        };
+        whole
+            .into_iter()
+            .flatten()
+            .chain(picked.into_iter().flatten())
+    }
+
+    /// `values` collected (for training sets, which keep the selection).
     pub fn select(&self, frame: &[f32]) -> Vec<f32> {
-        match &self.indices {
-            None => frame.to_vec(),
-            Some(indices) => indices
-                .iter()
-                .map(|&i| frame.get(i).copied().unwrap_or(f32::NAN))
-                .collect(),
-        }
+        self.values(frame).collect()
     }
 }
 

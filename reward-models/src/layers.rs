@@ -51,11 +51,16 @@ pub(crate) fn state_statistics<'a>(
 
 /// `state` normalised by `mean` and `std`, appended to `out`.
 pub(crate) fn normalize_into(out: &mut Vec<f32>, state: &[f32], mean: &[f32], std: &[f32]) {
-    out.extend(
-        state
-            .iter()
-            .zip(mean)
-            .zip(std)
-            .map(|((v, m), s)| (v - m) / s),
-    );
+    normalize_values_into(out, state.iter().copied(), mean, std);
+}
+
+/// `values` normalised by `mean` and `std`, appended to `out`: reads a
+/// field selection straight from the frame, with no copy in between.
+pub(crate) fn normalize_values_into(
+    out: &mut Vec<f32>,
+    values: impl Iterator<Item = f32>,
+    mean: &[f32],
+    std: &[f32],
+) {
+    out.extend(values.zip(mean).zip(std).map(|((v, m), s)| (v - m) / s));
 }

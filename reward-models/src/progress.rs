@@ -10,7 +10,7 @@
 //! (sigmoid, squared error).
 
 use crate::fields::FieldSelection;
-use crate::layers::{linear, normalize_into, state_statistics};
+use crate::layers::{linear, normalize_into, normalize_values_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
@@ -439,24 +439,21 @@ impl ProgressModel {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let selected: Vec<f32> = windows[..n * window_len]
-            .chunks_exact(self.frame_len)
-            .flat_map(|frame| self.fields.select(frame))
-            .collect();
-        let windows = &selected;
         let inputs = self.history * self.mean.len();
         let mut x = Vec::with_capacity(n * inputs);
-        for frame in windows.chunks_exact(self.mean.len()) {
-            normalize_into(&mut x, frame, &self.mean, &self.std);
+        for frame in windows[..n * window_len].chunks_exact(self.frame_len) {
+            normalize_values_into(&mut x, self.fields.values(frame), &self.mean, &self.std);
         }
+        // A ReLU turns NaN into 0, so a bad input must be caught before it
+        // (a non-finite value read stays non-finite once normalised).
+        let finite_inputs: Vec<bool> = x
+            .chunks_exact(inputs.max(1))
+            .map(|w| w.iter().all(|v| v.is_finite()))
+            .collect();
         let x = Tensor::from_vec(x, (n, inputs), &Device::Cpu)?;
         let (logits, tau) = self.forward(&x)?;
         let logits = logits.to_vec2::<f32>()?;
         let tau = tau.flatten_all()?.to_vec1::<f32>()?;
-        // A ReLU turns NaN into 0, so a bad input must be caught before it.
-        let finite_inputs = windows[..n * inputs]
-            .chunks_exact(inputs)
-            .map(|w| w.iter().all(|v| v.is_finite()));
         Ok(logits
             .iter()
             .zip(tau)

@@ -6,7 +6,7 @@
 
 use crate::contract::{Expected, ModelError, RewardModelContract};
 use crate::fields::FieldSelection;
-use crate::layers::{linear, normalize_into, state_statistics};
+use crate::layers::{linear, normalize_into, normalize_values_into, state_statistics};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
@@ -92,19 +92,23 @@ impl SuccessClassifier {
     /// never a silent 0).
     pub fn predict(&self, states: &[Vec<f32>]) -> candle_core::Result<Vec<Option<f32>>> {
         let dims = self.mean.len();
-        let states: Vec<Vec<f32>> = states.iter().map(|s| self.fields.select(s)).collect();
         let mut x = Vec::with_capacity(states.len() * dims);
-        for state in &states {
-            normalize_into(&mut x, state, &self.mean, &self.std);
+        for state in states {
+            normalize_values_into(&mut x, self.fields.values(state), &self.mean, &self.std);
         }
+        // A ReLU turns NaN into 0, so a bad input must be caught before it
+        // (a non-finite value read stays non-finite once normalised).
+        let finite: Vec<bool> = x
+            .chunks_exact(dims.max(1))
+            .map(|row| row.iter().all(|v| v.is_finite()))
+            .collect();
         let x = Tensor::from_vec(x, (states.len(), dims), &Device::Cpu)?;
         let p = candle_nn::ops::sigmoid(&self.logits(&x)?)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        // A ReLU turns NaN into 0, so a bad input must be caught before it.
         Ok(p.into_iter()
-            .zip(&states)
-            .map(|(p, s)| (p.is_finite() && s.iter().all(|v| v.is_finite())).then_some(p))
+            .zip(finite)
+            .map(|(p, finite)| (p.is_finite() && finite).then_some(p))
             .collect())
     }
 }
