@@ -351,8 +351,9 @@ pub struct Frame<'a> {
 pub enum DecodeError {
     /// The bytes end before the frame does.
     Truncated,
-    /// The bytes are not a frame (bad varint, unknown message tag, invalid
-    /// UTF-8, a bool that is neither 0 nor 1, …).
+    /// The bytes are not a frame (a varint that overflows its type or is
+    /// not in its shortest form, unknown message tag, invalid UTF-8, a bool
+    /// that is neither 0 nor 1, …).
     Malformed,
     /// Bytes left over after a complete frame.
     TrailingBytes {
@@ -423,10 +424,13 @@ impl fmt::Display for DecodeError {
 }
 
 /// Decodes and checks one frame. The version is read first, so a frame of
-/// another version is reported as such even when its layout changed.
+/// another version is reported as such even when its layout changed. Only
+/// the one encoding [`encode`] writes is accepted: a varint padded with
+/// continuation bytes (`80 00` for 0) is malformed.
 pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let version = match postcard::take_from_bytes::<u16>(bytes) {
-        Ok((version, _)) => version,
+        Ok((version, rest)) if bytes.len() - rest.len() == varint_len(version.into()) => version,
+        Ok(_) => return Err(DecodeError::Malformed),
         Err(postcard::Error::DeserializeUnexpectedEnd) => return Err(DecodeError::Truncated),
         Err(_) => return Err(DecodeError::Malformed),
     };
@@ -437,11 +441,31 @@ pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, DecodeError> {
         postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
         _ => DecodeError::Malformed,
     })?;
+    // postcard reads a varint padded with continuation bytes (`80 00` for
+    // 0) as its value. Every other part of a frame has exactly one
+    // encoding and the encoder writes every varint in its shortest form,
+    // so a frame read from more bytes than it encodes to held an
+    // over-long varint: refused, so that each frame has one encoding.
+    if encoded_len(&frame) != bytes.len() - rest.len() {
+        return Err(DecodeError::Malformed);
+    }
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes { count: rest.len() });
     }
     frame.validate()?;
     Ok(frame)
+}
+
+/// Bytes of the shortest LEB128 varint of `value` (1 for 0..=127).
+const fn varint_len(value: u64) -> usize {
+    let bits = 64 - value.leading_zeros() as usize;
+    if bits == 0 { 1 } else { bits.div_ceil(7) }
+}
+
+/// How many bytes [`encode`] writes for `frame` (to size a buffer).
+pub fn encoded_len(frame: &Frame) -> usize {
+    postcard::serialize_with_flavor(frame, postcard::ser_flavors::Size::default())
+        .expect("counting bytes cannot fail")
 }
 
 /// Encodes a frame into `buffer`, returning the used part.
@@ -483,7 +507,10 @@ fn floats(field: &'static str, values: &Floats) -> Result<(), DecodeError> {
 
 impl Frame<'_> {
     /// The checks a frame passes whatever its key: finite numbers, sane
-    /// sizes, times that are not negative.
+    /// sizes, times that are not negative. Fields are checked in wire
+    /// order (the header's stamp first) and the first failure is
+    /// returned; within a field, a time is checked for being finite
+    /// before its sign, a float array for its size before its values.
     pub fn validate(&self) -> Result<(), DecodeError> {
         if self.header.protocol != PROTOCOL_VERSION {
             return Err(DecodeError::UnknownVersion {
@@ -524,12 +551,12 @@ impl Frame<'_> {
             },
             Body::Meta(meta) => {
                 finite("meta.control_rate_hz", meta.control_rate_hz as f64)?;
-                finite("meta.command_timeout_s", meta.command_timeout_s as f64)?;
                 if meta.control_rate_hz <= 0.0 || meta.control_rate_hz > 100_000.0 {
                     return Err(DecodeError::OutOfRange {
                         field: "meta.control_rate_hz",
                     });
                 }
+                finite("meta.command_timeout_s", meta.command_timeout_s as f64)?;
                 if meta.command_timeout_s <= 0.0 {
                     return Err(DecodeError::OutOfRange {
                         field: "meta.command_timeout_s",

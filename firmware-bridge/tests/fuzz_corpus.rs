@@ -1,8 +1,9 @@
 //! Replays the `decode` fuzz target's corpus (fuzz/corpus/decode) and every
 //! crash it saved (fuzz/artifacts/decode, when present) as an ordinary test,
 //! with the checks of fuzz/fuzz_targets/decode.rs: decoding never panics, an
-//! accepted frame passes `validate`, and re-encoding it gives bytes that
-//! decode to the same frame and re-encode to themselves. See fuzz/README.md.
+//! accepted frame passes `validate`, and re-encoding it gives back exactly
+//! the input (the decoder accepts only shortest varints), which decodes to
+//! the same frame. See fuzz/README.md.
 
 use cerebellum_firmware_bridge::protocol::{self, Frame};
 use std::path::{Path, PathBuf};
@@ -30,9 +31,15 @@ fn check(path: &Path, data: &[u8]) -> bool {
     let name = path.display();
     assert!(frame.validate().is_ok(), "{name}: decoded an invalid frame");
     let bytes = protocol::encode_to_vec(&frame);
-    assert!(
-        bytes.len() <= data.len(),
-        "{name}: re-encoded frame is longer than the input"
+    // Only the shortest varints decode, so a frame has one encoding.
+    assert_eq!(
+        bytes, data,
+        "{name}: re-encoded frame differs from the input"
+    );
+    assert_eq!(
+        protocol::encoded_len(&frame),
+        bytes.len(),
+        "{name}: encoded_len"
     );
     let again: Frame = protocol::decode(&bytes)
         .unwrap_or_else(|e| panic!("{name}: re-encoded frame does not decode: {e:?}"));

@@ -181,6 +181,190 @@ fn malformed_bytes_are_refused() {
     );
 }
 
+/// Bytes from a hex string with spaces (as the frames in
+/// docs/protocol.md are written).
+fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
+        .collect()
+}
+
+/// The Command with multi-byte varints in docs/protocol.md: boot 0x1234,
+/// seq 300, stamp 2.0; episode 3, policy_version 12, expires_at 2.06,
+/// values [0.1, -0.2].
+const COMMAND_EXAMPLE: &str = "01 04 61 72 6d 30 b4 24 ac 02 00 00 00 00 00 00 00 40 \
+                               02 03 0c 7b 14 ae 47 e1 7a 00 40 \
+                               08 cd cc cc 3d cd cc 4c be";
+
+/// `bytes` with the varint whose last byte is at `at` padded with one
+/// continuation byte: the same value in one byte more (`05` → `85 00`).
+fn pad_varint(bytes: &[u8], at: usize) -> Vec<u8> {
+    assert!(bytes[at] < 0x80, "byte {at} does not end a varint");
+    let mut padded = bytes.to_vec();
+    padded[at] |= 0x80;
+    padded.insert(at + 1, 0x00);
+    padded
+}
+
+#[test]
+fn the_command_example_in_docs_protocol_md_decodes() {
+    let bytes = hex(COMMAND_EXAMPLE);
+    assert_eq!(bytes.len(), 38);
+    let frame = decode(&bytes).unwrap();
+    assert_eq!(
+        frame.header,
+        Header {
+            protocol: 1,
+            robot: "arm0",
+            boot: 0x1234,
+            seq: 300,
+            stamp: 2.0
+        }
+    );
+    assert_eq!(
+        frame.body,
+        Body::Command(Command {
+            episode: 3,
+            policy_version: 12,
+            expires_at: 2.06,
+            values: Floats::Values(&[0.1, -0.2]),
+        })
+    );
+    assert_eq!(encode_to_vec(&frame), bytes);
+}
+
+#[test]
+fn over_long_varints_are_malformed_wherever_they_are() {
+    // The last byte of every varint of the worked State example: protocol,
+    // robot length, boot, seq, body tag, episode, applied_command and the
+    // float byte count.
+    let state = state_bytes();
+    for (at, field) in [
+        (0, "protocol"),
+        (1, "robot length"),
+        (6, "boot"),
+        (7, "seq"),
+        (16, "body tag"),
+        (17, "episode"),
+        (18, "applied_command"),
+        (21, "values byte count"),
+    ] {
+        let padded = pad_varint(&state, at);
+        assert_eq!(decode(&padded), Err(DecodeError::Malformed), "{field}");
+        // Padded twice, and padded with the frame cut after the padding.
+        let twice = pad_varint(&padded, at + 1);
+        assert_eq!(decode(&twice), Err(DecodeError::Malformed), "{field}");
+    }
+    // Multi-byte varints (boot b4 24, seq ac 02) and a u64
+    // (policy_version) of the Command example.
+    let command = hex(COMMAND_EXAMPLE);
+    for (at, field) in [(7, "boot"), (9, "seq"), (20, "policy_version")] {
+        assert_eq!(
+            decode(&pad_varint(&command, at)),
+            Err(DecodeError::Malformed),
+            "{field}"
+        );
+    }
+    // A version padded is malformed, not another version, and not read on.
+    assert_eq!(decode(&hex("81 00")), Err(DecodeError::Malformed));
+    assert_eq!(decode(&hex("82 00 ff")), Err(DecodeError::Malformed));
+    assert_eq!(decode(&hex("81 80 00")), Err(DecodeError::Malformed));
+    // Maximal varints in their shortest form are fine: seq u32::MAX is
+    // `ff ff ff ff 0f`, policy_version u64::MAX ten bytes.
+    let mut header = header(u32::MAX);
+    header.boot = u32::MAX;
+    let max = encode_to_vec(&Frame {
+        header,
+        body: Body::Command(Command {
+            episode: u32::MAX,
+            policy_version: u64::MAX,
+            expires_at: 1.0,
+            values: Floats::Values(&JOINTS),
+        }),
+    });
+    assert_eq!(&max[6..11], &hex("ff ff ff ff 0f")[..]);
+    assert!(decode(&max).is_ok());
+}
+
+#[test]
+fn every_accepted_frame_has_exactly_the_bytes_encode_writes() {
+    // Fuzz-corpus style: inputs written by hand as bytes, each with what
+    // the decoder must answer. What it accepts re-encodes to itself.
+    let command = hex(COMMAND_EXAMPLE);
+    let mut empty_values = command[..command.len() - 9].to_vec();
+    empty_values.push(0x00);
+    let mut padded_empty_values = command[..command.len() - 9].to_vec();
+    padded_empty_values.extend_from_slice(&[0x80, 0x00]);
+    let cases: Vec<(&str, Vec<u8>, Result<(), DecodeError>)> = vec![
+        ("the Command example", command.clone(), Ok(())),
+        ("no values", empty_values, Ok(())),
+        (
+            "no values, count 0 as 80 00",
+            padded_empty_values,
+            Err(DecodeError::Malformed),
+        ),
+        ("empty", vec![], Err(DecodeError::Truncated)),
+        (
+            "a version cut in its varint",
+            hex("81"),
+            Err(DecodeError::Truncated),
+        ),
+        (
+            "version 1 as 81 00",
+            hex("81 00"),
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "version 1 as 81 80 00",
+            hex("81 80 00"),
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "a u16 version of 4 bytes",
+            hex("81 80 80 00"),
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "version 2",
+            hex("02 ff"),
+            Err(DecodeError::UnknownVersion { found: 2 }),
+        ),
+        (
+            "seq 300 as ac 82 00",
+            pad_varint(&command, 9),
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "boot as b4 a4 00",
+            pad_varint(&command, 7),
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "seq overflowing u32",
+            {
+                let mut b = command[..8].to_vec();
+                b.extend_from_slice(&hex("ff ff ff ff 1f"));
+                b.extend_from_slice(&command[10..]);
+                b
+            },
+            Err(DecodeError::Malformed),
+        ),
+        (
+            "episode as 83 00, then cut",
+            pad_varint(&command, 19)[..21].to_vec(),
+            Err(DecodeError::Truncated),
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let got = decode(&bytes);
+        assert_eq!(got.map(|_| ()), expected, "{what}");
+        if let Ok(frame) = got {
+            assert_eq!(encode_to_vec(&frame), bytes, "{what}: re-encoded");
+            assert_eq!(encoded_len(&frame), bytes.len(), "{what}: encoded_len");
+        }
+    }
+}
+
 #[test]
 fn non_finite_values_are_refused_wherever_they_are() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
@@ -390,6 +574,8 @@ fn random_bytes_never_panic_and_never_decode_to_invalid_frames() {
         .run(&proptest::collection::vec(any::<u8>(), 0..200), |bytes| {
             if let Ok(frame) = decode(&bytes) {
                 prop_assert!(frame.validate().is_ok());
+                // One encoding per frame: what decodes re-encodes to itself.
+                prop_assert_eq!(encode_to_vec(&frame), bytes);
             }
             Ok(())
         })
@@ -405,6 +591,7 @@ fn random_bytes_never_panic_and_never_decode_to_invalid_frames() {
                 bytes[i] = byte;
                 if let Ok(frame) = decode(&bytes) {
                     prop_assert!(frame.validate().is_ok());
+                    prop_assert_eq!(encode_to_vec(&frame), bytes);
                 }
                 Ok(())
             },
