@@ -147,6 +147,7 @@ fn messages_round_trip_through_serde() {
     assert_eq!(serde_json::from_str::<RobotSpec>(&json).unwrap(), spec);
 
     let transition = Transition {
+        success: None,
         stage: None,
         reward_version: None,
         provenance: Provenance {

@@ -43,6 +43,10 @@ pub struct Transition {
     pub rewards: RewardComponents,
     pub terminated: bool,
     pub truncated: bool,
+    /// Whether the episode succeeded, on the tick that ends it when the
+    /// robot (or a success detector) knows; `None` elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
     /// Index of the task stage this tick belongs to, where a demonstrator
     /// annotated it (scripted experts do: the names are in the episodes'
     /// meta.json); progress models train on it (ALGORITHMS.md §3.1).

@@ -610,6 +610,7 @@ mod tests {
                 rewards: RewardComponents::new(),
                 terminated: false,
                 truncated: t + 1 == n,
+                success: None,
                 stage: None,
                 reward_version: None,
             })

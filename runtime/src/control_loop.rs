@@ -522,9 +522,10 @@ impl Chunk {
     }
 }
 
-/// One robot, one clock, one policy, one envelope.
+/// One robot, one clock, one policy, one envelope. The robot is private:
+/// the loop is the one place that commands it (`send`, after the envelope).
 pub struct ControlLoop<R, C, P> {
-    pub robot: R,
+    robot: R,
     pub clock: C,
     pub inference: Inference<P>,
     pub envelope: SafetyEnvelope,
@@ -919,6 +920,12 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     pub fn with_teleop(mut self, teleop: TeleopInput) -> Self {
         self.teleop = Some(teleop);
         self
+    }
+
+    /// The robot, to read (its figures, what it received); only the loop
+    /// commands it.
+    pub fn robot(&self) -> &R {
+        &self.robot
     }
 
     /// A handle on the loop's e-stop for the operator's side.

@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod control_loop;
 pub mod envelope;
+pub mod interrupt;
 pub mod episodes;
 pub mod learn;
 pub mod recorder;

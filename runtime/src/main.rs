@@ -3,12 +3,18 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cerebellum_runtime::commands::Cli::parse();
-    cerebellum_runtime::commands::init_logging(cli.verbose);
+    use cerebellum_runtime::commands;
+    let cli = commands::Cli::parse();
+    commands::init_logging(cli.verbose);
+    let json = std::env::args().any(|a| a == "--json");
+    let name = cli.command.name();
     match cli.command.run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", commands::error_text(&error));
+            if json {
+                commands::print_json_error(name, &error);
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -2,16 +2,30 @@
 //! rapier arm in process, `--robot zenoh:tcp/HOST:PORT[/ROBOT]` a robot
 //! (or `cerebellum serve-sim`) over zenoh. Nothing else in a command
 //! changes; the loop sees a `Robot` either way.
+//!
+//! A connected robot ([`ConnectedRobot`]) has no `apply` of its own: the
+//! only thing it can become is a [`ControlLoop`], so every command a
+//! `--robot` receives, whichever subcommand sends it, passes the loop's
+//! safety envelope at the robot's rate. A robot that steps on its own clock
+//! is driven only under a wall clock at its rate; simulated time (as fast
+//! as the CPU allows) is for robots that step only when commanded (the
+//! in-process simulator, `serve-sim --lockstep`).
 
-use crate::control_loop::{ControlLoop, EStopButton, TeleopInput};
+use crate::control_loop::{
+    CheckedWeights, ControlLoop, EStopButton, Inference, LoopConfig, TeleopInput,
+};
+use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
 use crate::learn::trainer::make_envs;
-use cerebellum_core::{Action, Clock, Robot, RobotSpec};
-use cerebellum_firmware_bridge::client::{ClientConfig, ClientHooks, ZenohRobot};
+use cerebellum_core::{
+    Action, Clock, Observation, Policy, ResetRequest, Robot, RobotError, RobotSpec, SimClock,
+    StepOutcome, WallClock,
+};
+use cerebellum_firmware_bridge::client::{ClientConfig, ClientHooks, ClientStats, ZenohRobot};
 use cerebellum_firmware_bridge::keys::{DEFAULT_PREFIX, RobotKeys};
 use cerebellum_firmware_bridge::session::{RobotAddress, SessionConfig};
-use clap::Args;
-use std::path::PathBuf;
-use std::sync::Arc;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where the robot is.
@@ -152,9 +166,13 @@ pub fn connect_robot(
     model: Option<Arc<cerebellum_sim::ArmModel>>,
     expected: &cerebellum_core::RobotSpec,
     operator: &mut OperatorInputs,
-) -> anyhow::Result<Box<dyn Robot + Send>> {
+) -> anyhow::Result<ConnectedRobot> {
     Ok(match choice {
-        RobotChoice::Sim => Box::new(make_envs(env_config, model, 1)?.remove(0)),
+        RobotChoice::Sim => ConnectedRobot {
+            robot: Box::new(make_envs(env_config, model, 1)?.remove(0)),
+            steps: Stepping::Lockstep,
+            link: None,
+        },
         RobotChoice::Zenoh(address) => {
             let button = operator.estop.clone();
             let teleop = operator
@@ -184,7 +202,238 @@ pub fn connect_robot(
                     }
                 })),
             };
-            Box::new(zenoh.connect(address, expected, hooks)?)
+            let robot = zenoh.connect(address, expected, hooks)?;
+            let steps = if robot.is_lockstep() {
+                Stepping::Lockstep
+            } else {
+                Stepping::OwnClock
+            };
+            let link = LinkStats::default();
+            ConnectedRobot {
+                robot: Box::new(Remote {
+                    robot,
+                    link: link.clone(),
+                }),
+                steps,
+                link: Some(link),
+            }
         }
     })
+}
+
+/// How a robot advances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stepping {
+    /// One control period per command, whenever it comes (the in-process
+    /// simulator, `serve-sim --lockstep`): any clock may drive it.
+    Lockstep,
+    /// On its own clock (real firmware, `serve-sim` without `--lockstep`):
+    /// only a wall clock at the robot's rate may drive it.
+    OwnClock,
+}
+
+/// Which clock a loop runs under (`--clock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// Hold the robot's control rate in wall time (deployment).
+    Wall,
+    /// Tick as fast as the robot answers, every result reproducible (a
+    /// robot in lockstep only).
+    Sim,
+}
+
+impl std::fmt::Display for ClockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClockMode::Wall => "wall",
+            ClockMode::Sim => "sim",
+        })
+    }
+}
+
+/// The loop's clock, chosen at run time.
+pub enum LoopClock {
+    Wall(WallClock),
+    Sim(SimClock),
+}
+
+impl Clock for LoopClock {
+    fn now(&self) -> Duration {
+        match self {
+            LoopClock::Wall(c) => c.now(),
+            LoopClock::Sim(c) => c.now(),
+        }
+    }
+
+    fn wait_for_next_tick(&mut self) -> Duration {
+        match self {
+            LoopClock::Wall(c) => c.wait_for_next_tick(),
+            LoopClock::Sim(c) => c.wait_for_next_tick(),
+        }
+    }
+
+    fn period(&self) -> Duration {
+        match self {
+            LoopClock::Wall(c) => c.period(),
+            LoopClock::Sim(c) => c.period(),
+        }
+    }
+}
+
+/// The control loop every command to a `--robot` goes through.
+pub type RobotLoop<P> = ControlLoop<Box<dyn Robot + Send>, LoopClock, P>;
+
+/// What a robot over zenoh counted (refused frames by reason, commands
+/// sent, losses and recoveries), as of its last reset or its loop's end.
+#[derive(Clone, Default)]
+pub struct LinkStats(Arc<Mutex<Option<ClientStats>>>);
+
+impl LinkStats {
+    pub fn get(&self) -> Option<ClientStats> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, stats: ClientStats) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
+}
+
+/// A robot over zenoh that leaves its link figures behind.
+struct Remote {
+    robot: ZenohRobot,
+    link: LinkStats,
+}
+
+impl Robot for Remote {
+    fn spec(&self) -> &RobotSpec {
+        self.robot.spec()
+    }
+
+    fn reset(&mut self, request: &ResetRequest) -> Result<Observation, RobotError> {
+        let result = self.robot.reset(request);
+        self.link.set(self.robot.stats());
+        result
+    }
+
+    fn observe(&mut self) -> Result<Observation, RobotError> {
+        self.robot.observe()
+    }
+
+    fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
+        self.robot.apply(command)
+    }
+
+    fn set_policy_version(&mut self, version: u64) {
+        self.robot.set_policy_version(version)
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.link.set(self.robot.stats());
+    }
+}
+
+/// A robot `--robot` named, connected, that only a control loop can
+/// command (see the module's doc).
+pub struct ConnectedRobot {
+    robot: Box<dyn Robot + Send>,
+    steps: Stepping,
+    link: Option<LinkStats>,
+}
+
+impl ConnectedRobot {
+    pub fn spec(&self) -> &RobotSpec {
+        self.robot.spec()
+    }
+
+    pub fn stepping(&self) -> Stepping {
+        self.steps
+    }
+
+    /// The clock a command uses when the user did not choose: simulated
+    /// time for a robot in lockstep (as fast and reproducible as
+    /// possible), the wall clock otherwise.
+    pub fn natural_clock(&self) -> ClockMode {
+        match self.steps {
+            Stepping::Lockstep => ClockMode::Sim,
+            Stepping::OwnClock => ClockMode::Wall,
+        }
+    }
+
+    /// The link's figures (robots over zenoh), readable after the loop
+    /// built from this robot has ended.
+    pub fn link_stats(&self) -> Option<LinkStats> {
+        self.link.clone()
+    }
+
+    /// The control loop that drives this robot: its clock at the robot's
+    /// period, an inference deadline in wall time (none in simulated time,
+    /// where every answer is waited for). Simulated time is refused for a
+    /// robot that steps on its own clock: the loop would command it as
+    /// fast as the CPU allows.
+    pub fn into_loop<P: Policy + CheckedWeights + Clone + Send + Sync + 'static>(
+        self,
+        clock: ClockMode,
+        inference: Inference<P>,
+        envelope: SafetyEnvelope,
+        mut config: LoopConfig,
+    ) -> anyhow::Result<RobotLoop<P>> {
+        let period = self.spec().control_period();
+        anyhow::ensure!(
+            !(clock == ClockMode::Sim && self.steps == Stepping::OwnClock),
+            "--clock sim: robot `{}` steps on its own clock (its Meta says it is not in lockstep), so only the wall clock at its {} Hz may drive it; use --clock wall, or serve the simulator with `serve-sim --lockstep`",
+            self.spec().name,
+            self.spec().control_rate_hz
+        );
+        let clock = match clock {
+            ClockMode::Wall => {
+                config.inference_deadline = Some(LoopConfig::deadline_for(period));
+                LoopClock::Wall(WallClock::new(period, Duration::from_micros(200)))
+            }
+            ClockMode::Sim => {
+                config.inference_deadline = None;
+                LoopClock::Sim(SimClock::new(period))
+            }
+        };
+        Ok(ControlLoop::new(
+            self.robot, clock, inference, envelope, config,
+        ))
+    }
+}
+
+/// The safety envelope's limits beyond the spec's (`--envelope FILE`), for
+/// every command that drives a robot.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EnvelopeArgs {
+    /// Safety envelope limits (TOML, the keys of `EnvelopeConfig`: joint
+    /// speeds, per-tick steps, an end-effector box, the stale-observation
+    /// watchdog, a safe pose; docs/safety.md). Without it only the robot
+    /// spec's limits and the watchdog apply.
+    #[arg(long, value_name = "FILE")]
+    pub envelope: Option<PathBuf>,
+}
+
+impl EnvelopeArgs {
+    /// The envelope for `spec`, with the arm's forward kinematics for the
+    /// workspace box when the robot is a simulated arm model.
+    pub fn build(
+        &self,
+        spec: &RobotSpec,
+        model: Option<Arc<cerebellum_sim::ArmModel>>,
+    ) -> anyhow::Result<SafetyEnvelope> {
+        let config = match &self.envelope {
+            Some(path) => read_envelope(path)?,
+            None => EnvelopeConfig::default(),
+        };
+        let fk = model.map(|m| Arc::new(ArmKinematics(m)) as Arc<dyn ForwardKinematics>);
+        SafetyEnvelope::new(spec, config, fk).map_err(|e| anyhow::anyhow!("envelope: {e}"))
+    }
+}
+
+fn read_envelope(path: &Path) -> anyhow::Result<EnvelopeConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -75,6 +75,7 @@ pub fn record(
         rewards: outcome.rewards.clone(),
         terminated: outcome.terminated,
         truncated: outcome.truncated,
+        success: outcome.success.filter(|_| outcome.done()),
         stage: None,
         reward_version: None,
     }

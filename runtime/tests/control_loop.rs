@@ -215,7 +215,7 @@ fn bad_robots_and_wild_policies_never_get_an_unchecked_command_through() {
     );
     assert!(s.clamps > 0 && s.counters.holds > 0);
     let (lower, upper) = spec.action.limits();
-    let received = &control.robot.received;
+    let received = &control.robot().received;
     assert_eq!(received.len(), 600);
     for command in received {
         for (j, &b) in command.values.iter().enumerate() {
@@ -370,7 +370,7 @@ fn an_estop_during_a_chunk_holds_the_measured_pose_until_the_operator_clears_it(
     std::thread::spawn(move || button.press()).join().unwrap();
     control.config.max_ticks = Some(25);
     control.run(&mut log).unwrap();
-    let held = control.robot.received[5..25].to_vec();
+    let held = control.robot().received[5..25].to_vec();
     assert!(
         held.iter().all(|c| c == &held[0]),
         "one pose held while the stop is pressed"
@@ -388,7 +388,7 @@ fn an_estop_during_a_chunk_holds_the_measured_pose_until_the_operator_clears_it(
     control.estop_button().clear();
     control.config.max_ticks = Some(35);
     control.run(&mut log).unwrap();
-    let moved = &control.robot.received[25..35];
+    let moved = &control.robot().received[25..35];
     assert!(
         moved.iter().any(|c| c != &held[0]),
         "moving again after the clear"

@@ -199,7 +199,7 @@ fn a_server_killed_mid_episode_makes_the_loop_hold_and_a_new_one_resumes_it() {
         );
     }
     let killed_at = log.len();
-    let lost = control.robot.stats();
+    let lost = control.robot().stats();
     assert_eq!(lost.lost, 1, "{lost:?}");
     // The envelope held from the second silent tick on (watchdog at 2).
     let stale = control.stats.envelope.stale_holds - holds_before;
@@ -208,7 +208,7 @@ fn a_server_killed_mid_episode_makes_the_loop_hold_and_a_new_one_resumes_it() {
     // truncated and the loop starts a fresh one on it.
     let second = serve("arm0", &endpoint, false);
     let started = Instant::now();
-    while control.robot.stats().recovered == 0 {
+    while control.robot().stats().recovered == 0 {
         assert!(started.elapsed() < Duration::from_secs(10), "never resumed");
         control.config.max_ticks = Some(control.stats.counters.ticks + 10);
         control.run(&mut log).unwrap();
@@ -349,7 +349,9 @@ fn two_servers_feed_one_learner_and_every_transition_names_its_robot() {
 #[test]
 fn a_teleop_takeover_over_zenoh_drives_the_arm_and_is_recorded_as_an_intervention() {
     use cerebellum_firmware_bridge::protocol::TeleopPhase;
-    use cerebellum_runtime::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
+    use cerebellum_runtime::robots::{
+        ClockMode, OperatorInputs, RobotChoice, ZenohArgs, connect_robot,
+    };
     let endpoint = endpoint();
     // The runtime and the operator are both clients of the robot's peer
     // session, which forwards the operator's frames to the runtime.
@@ -367,13 +369,15 @@ fn a_teleop_takeover_over_zenoh_drives_the_arm_and_is_recorded_as_an_interventio
     let env_config = EnvConfig::default();
     let arm = connect_robot(&choice, &args, &env_config, None, &spec, &mut inputs).unwrap();
     let teleop = inputs.teleop.clone().expect("zenoh robots take teleop");
-    let mut control = inputs.attach(ControlLoop::new(
-        arm,
-        SimClock::new(spec.control_period()),
-        Inference::inline(PolicySlot::new(policy())),
-        envelope(),
-        loop_config("arm0", None, Some(5)),
-    ));
+    let mut control = inputs.attach(
+        arm.into_loop(
+            ClockMode::Sim,
+            Inference::inline(PolicySlot::new(policy())),
+            envelope(),
+            loop_config("arm0", None, Some(5)),
+        )
+        .unwrap(),
+    );
     let mut log = Vec::new();
     control.run(&mut log).unwrap();
     let mut operator = Operator::connect(
@@ -521,7 +525,7 @@ fn a_robot_that_restarts_faster_than_the_silence_limit_still_cuts_the_episode() 
     first.stop();
     let second = serve("arm0", &endpoint, false);
     let started = Instant::now();
-    while control.robot.stats().recovered == 0 {
+    while control.robot().stats().recovered == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "never noticed the restart"
@@ -531,7 +535,7 @@ fn a_robot_that_restarts_faster_than_the_silence_limit_still_cuts_the_episode() 
     }
     control.config.max_ticks = Some(control.stats.counters.ticks + 20);
     control.run(&mut log).unwrap();
-    let stats = control.robot.stats();
+    let stats = control.robot().stats();
     assert_eq!((stats.lost, stats.recovered), (1, 1), "{stats:?}");
     let last = log.last().unwrap();
     assert!(

@@ -111,6 +111,7 @@ fn transition(observation: &Observation, step: u32) -> Transition {
         rewards: RewardComponents::new(),
         terminated: false,
         truncated: step % 100 == 99,
+        success: None,
         stage: None,
         reward_version: None,
     }

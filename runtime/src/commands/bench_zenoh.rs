@@ -161,10 +161,16 @@ fn reach_policy(spec: &cerebellum_core::RobotSpec) -> anyhow::Result<GaussianMlp
 }
 
 /// The robot path: observe → infer → apply, each apply waiting for the
-/// state the command produced.
+/// state the command produced. It measures the transport alone, so it
+/// commands the robot without the control loop: allowed only because the
+/// robot is the simulator in lockstep, served by this bench itself.
 fn robot_round_trips(n: usize) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, usize)> {
     let (server, endpoint) = serve_reach("arm0")?;
     let mut arm = connect("arm0", &endpoint)?;
+    anyhow::ensure!(
+        arm.is_lockstep(),
+        "the round-trip bench commands its robot outside the control loop: only a simulator in lockstep may be"
+    );
     let spec = arm.spec().clone();
     let mut policy = reach_policy(&spec)?;
     let mut tick = histogram();

@@ -5,7 +5,9 @@ use super::print_json;
 use crate::learn::TrainConfig;
 use crate::learn::eval;
 use crate::learn::trainer::make_envs;
-use crate::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
+use crate::robots::{
+    ClockMode, EnvelopeArgs, OperatorInputs, RobotChoice, ZenohArgs, connect_robot,
+};
 use cerebellum_core::Robot;
 use cerebellum_policies::checkpoint;
 use clap::Args;
@@ -22,7 +24,10 @@ use std::path::PathBuf;
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100 --json
 ///
 /// `--robot zenoh:tcp/HOST:PORT[/ROBOT]` evaluates on a robot over zenoh
-/// instead (`serve-sim --lockstep` gives the figures of `--envs 1`).
+/// instead, through the control loop and its safety envelope like every
+/// command to a robot (`--envelope`): in simulated time for a robot in
+/// lockstep (`serve-sim --lockstep` gives the figures of `--envs 1`), at
+/// the robot's rate in wall time for one on its own clock.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
@@ -59,6 +64,17 @@ pub struct EvalArgs {
     pub robot: RobotChoice,
     #[command(flatten)]
     pub zenoh: ZenohArgs,
+    /// --robot zenoh: the loop's clock [default: `sim` for a robot in
+    /// lockstep, `wall` (its control rate) otherwise; `sim` is refused for
+    /// a robot on its own clock].
+    #[arg(long, value_enum)]
+    pub clock: Option<ClockMode>,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+    /// --robot zenoh: give up (an error) when the episodes have not ended
+    /// after this many seconds of robot time.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
+    pub timeout: f64,
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -82,29 +98,54 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     )?;
     let (mut policy, contract) = checkpoint::load(&args.checkpoint, Some(envs[0].spec()))?;
     if let Some(path) = &args.frame_strip {
-        let env = make_envs(&env_config, model, 1)?.remove(0);
+        let env = make_envs(&env_config, model.clone(), 1)?.remove(0);
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
-    let report = match &args.robot {
-        RobotChoice::Sim => eval::evaluate_with(
-            &mut policy,
-            envs,
-            args.episodes,
-            seed,
-            args.threads,
-            args.sample,
-        )?,
+    let (report, robot_loop) = match &args.robot {
+        RobotChoice::Sim => (
+            eval::evaluate_with(
+                &mut policy,
+                envs,
+                args.episodes,
+                seed,
+                args.threads,
+                args.sample,
+            )?,
+            None,
+        ),
         remote => {
-            let mut robot = connect_robot(
+            anyhow::ensure!(
+                args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 1e6,
+                "--timeout {}: give a number of seconds in (0, 1e6]",
+                args.timeout
+            );
+            let mut operator = OperatorInputs::default();
+            let robot = connect_robot(
                 remote,
                 &args.zenoh,
                 &env_config,
                 None,
                 &contract.spec,
-                &mut OperatorInputs::default(),
+                &mut operator,
             )?;
-            eval::evaluate_robot(&mut policy, &mut robot, args.episodes, seed, args.sample)?
+            let spec = robot.spec().clone();
+            let clock = args.clock.unwrap_or(robot.natural_clock());
+            let link = robot.link_stats();
+            let envelope = args.envelope.build(&spec, model)?;
+            let request = eval::RobotEval {
+                episodes: args.episodes,
+                seed,
+                sample: args.sample,
+                robot_id: args.robot.robot_id(&args.zenoh, &spec),
+                max_ticks: (args.timeout * spec.control_rate_hz).ceil() as u64,
+            };
+            let (report, summary) =
+                eval::evaluate_robot(policy, robot, clock, envelope, &operator, request)?;
+            let mut figures = serde_json::to_value(&summary)?;
+            figures["clock"] = json!(clock);
+            figures["link"] = json!(link.and_then(|l| l.get()));
+            (report, Some(figures))
         }
     };
     println!(
@@ -129,6 +170,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "mean_return": report.mean_return,
             "episode_returns": report.episode_returns,
             "episode_successes": report.episode_successes,
+            "loop": robot_loop,
         }));
     }
     Ok(())

@@ -55,6 +55,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// The subcommand's name, as `--json` reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Train(_) => "train",
+            Command::Eval(_) => "eval",
+            Command::Run(_) => "run",
+            Command::Record(_) => "record",
+            Command::Reward(_) => "reward",
+            Command::ServeSim(_) => "serve-sim",
+            Command::Sim(_) => "sim",
+            Command::Teleop(_) => "teleop",
+            Command::Bench(_) => "bench",
+        }
+    }
+
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Train(args) => train::run(args),
@@ -68,6 +83,33 @@ impl Command {
             Command::Bench(args) => bench::run(args),
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose
+/// text the message above it already quotes is not repeated.
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// What `--json` prints when a command fails: the error as the last line
+/// of stdout.
+pub fn print_json_error(command: &str, error: &anyhow::Error) {
+    print_json(&serde_json::json!({
+        "command": command,
+        "ok": false,
+        "error": error_text(error),
+    }));
 }
 
 pub fn init_logging(verbose: u8) {

@@ -1,18 +1,17 @@
 //! `cerebellum run`: the control loop in wall time with a trained policy.
 
 use super::print_json;
-use crate::control_loop::{ControlLoop, Inference, LoopConfig, NoSink, PolicySlot};
-use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
+use crate::control_loop::{Inference, LoopConfig, NoSink, PolicySlot};
 use crate::learn::TrainConfig;
 use crate::recorder::EpisodeRecorder;
-use crate::robots::{OperatorInputs, RobotChoice, ZenohArgs, connect_robot};
-use cerebellum_core::{Clock, Robot, SimClock, WallClock};
-use cerebellum_policies::checkpoint;
+pub use crate::robots::ClockMode;
+use crate::robots::{
+    EnvelopeArgs, OperatorInputs, RobotChoice, RobotLoop, ZenohArgs, connect_robot,
+};
+use cerebellum_policies::{GaussianMlpPolicy, checkpoint};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Run a trained policy in the real-time control loop.
 ///
@@ -46,7 +45,7 @@ pub struct RunArgs {
     pub zenoh: ZenohArgs,
     /// `wall`: hold the control rate (deployment). `sim`: tick as fast as
     /// the robot answers, with every result reproducible (the simulator,
-    /// or `serve-sim --lockstep`).
+    /// or `serve-sim --lockstep`; refused for a robot on its own clock).
     #[arg(long, value_enum, default_value_t = ClockMode::Wall)]
     pub clock: ClockMode,
     /// The task to run in the simulation [default: the one the checkpoint
@@ -63,9 +62,8 @@ pub struct RunArgs {
     /// Run the policy on the loop's thread or on a worker thread.
     #[arg(long, value_enum, default_value_t = InferenceMode::Inline)]
     pub inference: InferenceMode,
-    /// Safety envelope limits (TOML, the keys of `EnvelopeConfig`).
-    #[arg(long, value_name = "FILE")]
-    pub envelope: Option<PathBuf>,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
     /// Write every episode to this directory (docs/episodes.md).
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
@@ -90,12 +88,6 @@ pub struct RunArgs {
     /// Print one JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ClockMode {
-    Wall,
-    Sim,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -124,18 +116,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         &mut operator,
     )?;
     let spec = robot.spec().clone();
+    let link = robot.link_stats();
     let (policy, _) = checkpoint::load(&args.checkpoint, Some(&spec))?;
-    let envelope_config: EnvelopeConfig = match &args.envelope {
-        Some(path) => toml::from_str(
-            &std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => EnvelopeConfig::default(),
-    };
-    let fk = model.map(|m| Arc::new(ArmKinematics(m)) as Arc<dyn ForwardKinematics>);
-    let envelope = SafetyEnvelope::new(&spec, envelope_config, fk)
-        .map_err(|e| anyhow::anyhow!("envelope: {e}"))?;
+    let envelope = args.envelope.build(&spec, model)?;
     let period = spec.control_period();
     let slot = PolicySlot::new(policy);
     let inference = match args.inference {
@@ -147,11 +130,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         stochastic: args.sample,
         max_episodes: args.episodes,
         max_ticks: Some((args.duration / period.as_secs_f64()).ceil() as u64),
-        inference_deadline: (args.clock == ClockMode::Wall)
-            .then(|| LoopConfig::deadline_for(period)),
+        // Set by the clock (`ConnectedRobot::into_loop`).
+        inference_deadline: None,
         robot_id: args.robot.robot_id(&args.zenoh, &spec),
         episodes_per_start: 1,
     };
+    let control = robot.into_loop(args.clock, inference, envelope, loop_config)?;
     let mut recorder = match &args.record {
         Some(dir) => Some(EpisodeRecorder::create(dir, &spec)?),
         None => None,
@@ -170,32 +154,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let (summary, judged) = match args.clock {
-        ClockMode::Wall => drive(
-            robot,
-            WallClock::new(period, Duration::from_micros(200)),
-            inference,
-            envelope,
-            loop_config,
-            Attachments {
-                operator: &operator,
-                judge,
-            },
-            recorder.as_mut(),
-        )?,
-        ClockMode::Sim => drive(
-            robot,
-            SimClock::new(period),
-            inference,
-            envelope,
-            loop_config,
-            Attachments {
-                operator: &operator,
-                judge,
-            },
-            recorder.as_mut(),
-        )?,
-    };
+    let (summary, judged) = drive(
+        control,
+        Attachments {
+            operator: &operator,
+            judge,
+        },
+        recorder.as_mut(),
+    )?;
     if let Some(error) = recorder.as_ref().and_then(|r| r.error.clone()) {
         eprintln!("warning: {error}");
     }
@@ -220,6 +186,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         report["robot"] = json!(args.robot.to_string());
         report["recorded_episodes"] = json!(recorder.as_ref().map(|r| r.episodes_written));
         report["success_judge"] = json!(judged);
+        report["clock"] = json!(args.clock);
+        report["link"] = json!(link.and_then(|l| l.get()));
         print_json(&report);
     }
     Ok(())
@@ -231,21 +199,15 @@ struct Attachments<'a> {
     judge: Option<crate::success_judge::SuccessJudge>,
 }
 
-fn drive<C: Clock>(
-    robot: Box<dyn Robot + Send>,
-    clock: C,
-    inference: Inference<cerebellum_policies::GaussianMlpPolicy>,
-    envelope: SafetyEnvelope,
-    config: LoopConfig,
+fn drive(
+    control: RobotLoop<GaussianMlpPolicy>,
     attachments: Attachments<'_>,
     recorder: Option<&mut EpisodeRecorder>,
 ) -> anyhow::Result<(
     crate::control_loop::LoopSummary,
     Option<crate::success_judge::JudgeCounters>,
 )> {
-    let mut control = attachments
-        .operator
-        .attach(ControlLoop::new(robot, clock, inference, envelope, config));
+    let mut control = attachments.operator.attach(control);
     if let Some(judge) = attachments.judge {
         control = control.with_success_judge(judge);
     }
@@ -253,5 +215,9 @@ fn drive<C: Clock>(
         Some(r) => control.run(r)?,
         None => control.run(&mut NoSink)?,
     }
-    Ok((control.stats.summary(), control.success_judge_counters()))
+    let figures = (control.stats.summary(), control.success_judge_counters());
+    // The robot's link figures are final once the loop (and with it the
+    // robot) is gone.
+    drop(control);
+    Ok(figures)
 }

@@ -93,8 +93,12 @@ pub struct TrainArgs {
     pub duration: f64,
     /// --online: `wall` holds the robot's rate (the on-board mode); `sim`
     /// runs as fast as the CPU allows, learner in lockstep, deterministic.
+    /// A robot on its own clock (real firmware, `serve-sim` without
+    /// `--lockstep`) runs only under `wall`.
     #[arg(long, value_enum, default_value_t = OnlineClock::Wall)]
     pub clock: OnlineClock,
+    #[command(flatten)]
+    pub envelope: crate::robots::EnvelopeArgs,
     /// Train on learned rewards instead of the simulator's: a comma-separated
     /// list of `progress:DIR` (a progress model as a potential: γΦ(s′) − Φ(s);
     /// repeat it for an ensemble), `success:DIR` (success classifier: +1 and
@@ -141,11 +145,8 @@ pub struct TrainArgs {
     pub timings: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnlineClock {
-    Wall,
-    Sim,
-}
+/// The loop's clock under `--online` (the one every robot command uses).
+pub use crate::robots::ClockMode as OnlineClock;
 
 impl TrainArgs {
     /// Fine-tuning through the loop: `--online`, or implied by a robot

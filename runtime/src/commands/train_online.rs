@@ -5,8 +5,7 @@
 
 use super::print_json;
 use super::train::{OnlineClock, TrainArgs, read, resolve_config, source_commit};
-use crate::control_loop::{ControlLoop, Inference, LoopConfig, LoopSummary, PolicySlot};
-use crate::envelope::{ArmKinematics, EnvelopeConfig, ForwardKinematics, SafetyEnvelope};
+use crate::control_loop::{Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::labeller_thread::{LabellerThread, RewardModelSlot, watch_models};
 use crate::learn::online::{
@@ -14,9 +13,9 @@ use crate::learn::online::{
 };
 use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig};
-use crate::robots::{OperatorInputs, RobotChoice, connect_robot};
+use crate::robots::{OperatorInputs, RobotChoice, RobotLoop, connect_robot};
 use crate::success_judge::SuccessJudge;
-use cerebellum_core::{Policy, Robot, SimClock, WallClock};
+use cerebellum_core::Policy;
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
 use cerebellum_reward_models::contract::{Expected, read_contract};
@@ -77,11 +76,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             &mut operator,
         )?;
         let id = choice.robot_id(&args.zenoh, robot.spec());
+        let link = robot.link_stats();
         anyhow::ensure!(
-            robots.iter().all(|(other, _, _)| other != &id),
+            robots.iter().all(|(other, _, _, _)| other != &id),
             "robot id `{id}` given twice: every robot of a fleet needs its own id"
         );
-        robots.push((id, robot, operator));
+        robots.push((id, robot, operator, link));
     }
     let spec = robots[0].1.spec().clone();
     let (policy, _) = checkpoint::load(&from, Some(&spec))?;
@@ -104,13 +104,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         );
     }
 
-    let fk = model
-        .clone()
-        .map(|m| Arc::new(ArmKinematics(m)) as Arc<dyn ForwardKinematics>);
-    let envelope = || {
-        SafetyEnvelope::new(&spec, EnvelopeConfig::default(), fk.clone())
-            .map_err(|e| anyhow::anyhow!("envelope: {e}"))
-    };
+    let envelope = || args.envelope.build(&spec, model.clone());
     let period = spec.control_period();
     let start_version = policy.version();
     let slot = PolicySlot::new(policy.clone());
@@ -194,10 +188,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         stochastic: true,
         max_episodes: None,
         max_ticks: None,
-        inference_deadline: match args.clock {
-            OnlineClock::Wall => Some(LoopConfig::deadline_for(period)),
-            OnlineClock::Sim => None,
-        },
+        // Set by the clock (`ConnectedRobot::into_loop`).
+        inference_deadline: None,
         robot_id: robot_id.to_owned(),
         episodes_per_start: if config.algo == Algo::Grpo {
             config.group as u64
@@ -220,7 +212,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // One loop per robot, each on its own thread, all feeding the learner;
     // the first reports the windows.
     let mut loops = Vec::new();
-    for (index, (id, robot, operator)) in robots.into_iter().enumerate() {
+    for (index, (id, robot, operator, link)) in robots.into_iter().enumerate() {
         let loop_settings = loop_config(index, &id);
         let inference = Inference::inline(slot.clone());
         let judge = || -> anyhow::Result<Option<SuccessJudge>> {
@@ -241,33 +233,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 reward.success_lag_ticks,
             )?))
         };
-        let control = match args.clock {
-            OnlineClock::Wall => {
-                let mut c = operator.attach(ControlLoop::new(
-                    robot,
-                    WallClock::new(period, Duration::from_micros(200)),
-                    inference,
-                    envelope()?,
-                    loop_settings,
-                ));
-                if let Some(j) = judge()? {
-                    c = c.with_success_judge(j);
-                }
-                AnyLoop::Wall(c)
-            }
-            OnlineClock::Sim => {
-                let mut c = operator.attach(ControlLoop::new(
-                    robot,
-                    SimClock::new(period),
-                    inference,
-                    envelope()?,
-                    loop_settings,
-                ));
-                if let Some(j) = judge()? {
-                    c = c.with_success_judge(j);
-                }
-                AnyLoop::Sim(c)
-            }
+        let mut control =
+            operator.attach(robot.into_loop(args.clock, inference, envelope()?, loop_settings)?);
+        if let Some(j) = judge()? {
+            control = control.with_success_judge(j);
+        }
+        let control = FleetMember {
+            control,
+            link: link.clone(),
         };
         loops.push((id, control));
     }
@@ -280,19 +253,19 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 .name(format!("loop-{id}"))
                 .spawn(move || {
                     control.run_to(total_ticks, &mut sink)?;
-                    Ok::<_, anyhow::Error>(control.summary())
+                    Ok::<_, anyhow::Error>(control.finish())
                 })
                 .expect("spawn a control loop thread");
             (id, thread)
         })
         .collect();
-    let (summary, status, windows, fleet) = drive.run(first, others)?;
+    let ((summary, first_link), status, windows, fleet) = drive.run(first, others)?;
     let labeller = labeller.map(LabellerThread::join);
     let mut per_robot = vec![
-        json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate}),
+        json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate, "clamps": summary.clamps, "link": first_link}),
     ];
-    per_robot.extend(fleet.iter().map(|(id, s)| {
-        json!({"robot_id": id, "ticks": s.counters.ticks, "episodes": s.counters.episodes, "success_rate": s.success_rate})
+    per_robot.extend(fleet.iter().map(|(id, (s, link))| {
+        json!({"robot_id": id, "ticks": s.counters.ticks, "episodes": s.counters.episodes, "success_rate": s.success_rate, "clamps": s.clamps, "link": link})
     }));
     let tuned = (*slot.load()).clone();
     let after = evaluate(&tuned, &config, &env_config, model)?;
@@ -420,43 +393,40 @@ struct Drive<'a> {
     json: bool,
 }
 
-/// A control loop under either clock, so a fleet's loops share one type.
-enum AnyLoop {
-    Wall(ControlLoop<Box<dyn Robot + Send>, WallClock, GaussianMlpPolicy>),
-    Sim(ControlLoop<Box<dyn Robot + Send>, SimClock, GaussianMlpPolicy>),
+/// One robot's loop (a fleet's loops share one type whatever the clock)
+/// and its link figures.
+struct FleetMember {
+    control: RobotLoop<GaussianMlpPolicy>,
+    link: Option<crate::robots::LinkStats>,
 }
 
-impl AnyLoop {
+impl FleetMember {
     fn run_to(&mut self, ticks: u64, sink: &mut LearnerSink) -> anyhow::Result<()> {
-        match self {
-            AnyLoop::Wall(c) => {
-                c.config.max_ticks = Some(ticks);
-                c.run(sink)?
-            }
-            AnyLoop::Sim(c) => {
-                c.config.max_ticks = Some(ticks);
-                c.run(sink)?
-            }
-        }
+        self.control.config.max_ticks = Some(ticks);
+        self.control.run(sink)?;
         Ok(())
     }
 
     fn summary(&self) -> LoopSummary {
-        match self {
-            AnyLoop::Wall(c) => c.stats.summary(),
-            AnyLoop::Sim(c) => c.stats.summary(),
-        }
+        self.control.stats.summary()
     }
 
     fn policy_version(&self) -> u64 {
-        match self {
-            AnyLoop::Wall(c) => c.policy_version(),
-            AnyLoop::Sim(c) => c.policy_version(),
-        }
+        self.control.policy_version()
+    }
+
+    /// Ends the loop (closing the robot's link) and returns its figures.
+    fn finish(self) -> (LoopSummary, Option<serde_json::Value>) {
+        let summary = self.summary();
+        let link = self.link.clone();
+        drop(self.control);
+        (summary, link.and_then(|l| l.get()).map(|s| json!(s)))
     }
 }
 
-type FleetLoop = (String, std::thread::JoinHandle<anyhow::Result<LoopSummary>>);
+/// A loop's figures and its robot's link figures (robots over zenoh).
+type Figures = (LoopSummary, Option<serde_json::Value>);
+type FleetLoop = (String, std::thread::JoinHandle<anyhow::Result<Figures>>);
 
 impl Drive<'_> {
     /// Runs `control` in windows (reporting each) while the `others` of a
@@ -465,14 +435,9 @@ impl Drive<'_> {
     #[allow(clippy::type_complexity)]
     fn run(
         mut self,
-        mut control: AnyLoop,
+        mut control: FleetMember,
         others: Vec<FleetLoop>,
-    ) -> anyhow::Result<(
-        LoopSummary,
-        LearnerStatus,
-        Vec<Window>,
-        Vec<(String, LoopSummary)>,
-    )> {
+    ) -> anyhow::Result<(Figures, LearnerStatus, Vec<Window>, Vec<(String, Figures)>)> {
         let bar = if self.json {
             ProgressBar::hidden()
         } else {
@@ -546,7 +511,7 @@ impl Drive<'_> {
             done = now;
         }
         bar.finish_and_clear();
-        let summary = control.summary();
+        let figures = control.finish();
         let mut fleet = Vec::new();
         for (id, thread) in others {
             let result = thread
@@ -556,6 +521,6 @@ impl Drive<'_> {
         }
         drop(self.sink);
         let status = self.learner.join();
-        Ok((summary, status, windows, fleet))
+        Ok((figures, status, windows, fleet))
     }
 }

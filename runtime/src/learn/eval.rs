@@ -71,54 +71,100 @@ pub fn evaluate_with(
     })
 }
 
-/// The same evaluation on one robot of any kind (a robot over zenoh): the
-/// held-out starts of `evaluate` with a single copy, one episode after the
-/// other through the tick stages, so a lockstep robot gives the figures
-/// `evaluate` gives the simulator with `envs = 1`.
+/// The same evaluation on one robot of any kind (a robot over zenoh),
+/// through the control loop and its safety envelope like every command to a
+/// robot: the held-out starts of `evaluate` with a single copy, one episode
+/// after the other, so a lockstep robot under `ClockMode::Sim` gives the
+/// figures `evaluate` gives the simulator with `envs = 1`. A robot on its
+/// own clock is driven at its rate under the wall clock. At most
+/// `max_ticks` ticks run: fewer finished episodes than asked is an error.
 pub fn evaluate_robot(
-    policy: &mut dyn Policy,
-    robot: &mut dyn cerebellum_core::Robot,
-    episodes: usize,
-    seed: u64,
-    sample: bool,
-) -> anyhow::Result<EvalReport> {
-    use crate::tick;
-    use cerebellum_core::{ResetRequest, Sampling};
-    anyhow::ensure!(episodes > 0, "evaluation needs at least one episode");
-    let base = seed ^ HELD_OUT;
-    let spec = robot.spec().clone();
-    let (mut returns, mut successes) = (Vec::new(), Vec::new());
-    let mut ticks = 0u64;
-    for episode in 0..episodes as u64 {
-        let start = cerebellum_sim::vec_env::episode_seed(base, 0, episode);
-        let mut observation = robot.reset(&ResetRequest { seed: start })?;
-        let mut episode_return = 0.0;
-        loop {
-            let sampling = if sample {
-                Sampling::Stochastic {
-                    seed: super::rollout::tick_seed(base, ticks),
-                }
-            } else {
-                Sampling::Deterministic
-            };
-            ticks += 1;
-            let output = tick::infer(policy, &spec, std::slice::from_ref(&observation), sampling)?;
-            let outcome = robot.apply(tick::command(&output[0]))?;
-            episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
-            if outcome.done() {
-                returns.push(episode_return);
-                successes.push(outcome.success.unwrap_or(false));
-                break;
-            }
-            observation = robot.observe()?;
+    policy: cerebellum_policies::GaussianMlpPolicy,
+    robot: crate::robots::ConnectedRobot,
+    clock: crate::robots::ClockMode,
+    envelope: crate::envelope::SafetyEnvelope,
+    operator: &crate::robots::OperatorInputs,
+    request: RobotEval,
+) -> anyhow::Result<(EvalReport, crate::control_loop::LoopSummary)> {
+    use crate::control_loop::{Inference, LoopConfig, PolicySlot};
+    anyhow::ensure!(
+        request.episodes > 0,
+        "evaluation needs at least one episode"
+    );
+    let config = LoopConfig {
+        seed: request.seed ^ HELD_OUT,
+        stochastic: request.sample,
+        max_episodes: Some(request.episodes as u64),
+        max_ticks: Some(request.max_ticks),
+        inference_deadline: None,
+        robot_id: request.robot_id,
+        episodes_per_start: 1,
+    };
+    let inference = Inference::inline(PolicySlot::new(policy));
+    let mut control = operator.attach(robot.into_loop(clock, inference, envelope, config)?);
+    let mut tally = EpisodeTally::default();
+    control.run(&mut tally)?;
+    let summary = control.stats.summary();
+    drop(control);
+    anyhow::ensure!(
+        tally.returns.len() == request.episodes,
+        "the robot finished {} of {} episodes within {} ticks",
+        tally.returns.len(),
+        request.episodes,
+        request.max_ticks
+    );
+    let n = tally.returns.len() as f64;
+    Ok((
+        EvalReport {
+            episodes: tally.returns.len(),
+            success_rate: tally.successes.iter().filter(|s| **s).count() as f64 / n,
+            mean_return: tally.returns.iter().sum::<f64>() / n,
+            episode_returns: tally.returns,
+            episode_successes: tally.successes,
+        },
+        summary,
+    ))
+}
+
+/// What `evaluate_robot` runs.
+pub struct RobotEval {
+    pub episodes: usize,
+    pub seed: u64,
+    /// Sample from the policy's distribution instead of its mean.
+    pub sample: bool,
+    pub robot_id: String,
+    /// Give up after this many ticks.
+    pub max_ticks: u64,
+}
+
+/// Returns and successes of the episodes a loop finishes. A return sums
+/// the robot's reward components, not the ones the loop adds (safety,
+/// intervention, e-stop), so it compares with the simulator's.
+#[derive(Default)]
+struct EpisodeTally {
+    current: f64,
+    returns: Vec<f64>,
+    successes: Vec<bool>,
+}
+
+impl crate::control_loop::TransitionSink for EpisodeTally {
+    fn push(&mut self, transition: cerebellum_core::Transition) -> bool {
+        use cerebellum_core::RewardComponents;
+        let added_by_loop = [
+            RewardComponents::SAFETY,
+            RewardComponents::INTERVENTION,
+            RewardComponents::ESTOP,
+        ];
+        self.current += transition
+            .rewards
+            .iter()
+            .filter(|(name, _)| !added_by_loop.contains(name))
+            .map(|(_, r)| r as f64)
+            .sum::<f64>();
+        if transition.terminated || transition.truncated {
+            self.returns.push(std::mem::take(&mut self.current));
+            self.successes.push(transition.success.unwrap_or(false));
         }
+        true
     }
-    let n = returns.len() as f64;
-    Ok(EvalReport {
-        episodes: returns.len(),
-        success_rate: successes.iter().filter(|s| **s).count() as f64 / n,
-        mean_return: returns.iter().sum::<f64>() / n,
-        episode_returns: returns,
-        episode_successes: successes,
-    })
 }
