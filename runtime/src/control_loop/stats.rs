@@ -1,0 +1,98 @@
+//! What a loop counted and how long its ticks took, readable while it
+//! runs.
+
+use crate::envelope::EnvelopeCounters;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// What a run counted, tick by tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LoopCounters {
+    pub ticks: u64,
+    pub episodes: u64,
+    pub successes: u64,
+    pub deadline_misses: u64,
+    /// Ticks with no action left to send (the envelope held position).
+    pub holds: u64,
+    pub stale_ticks: u64,
+    pub observe_errors: u64,
+    pub apply_errors: u64,
+    pub policy_errors: u64,
+    pub dropped_transitions: u64,
+    pub weight_updates: u64,
+    /// Ticks the operator commanded, and takeovers begun.
+    pub intervention_ticks: u64,
+    pub takeovers: u64,
+    /// Episodes a learned success detector ended (`with_success_judge`).
+    pub learned_successes: u64,
+}
+
+/// Counters and latency histograms of a run, readable while it runs.
+#[derive(Clone, Debug)]
+pub struct LoopStats {
+    pub counters: LoopCounters,
+    pub envelope: EnvelopeCounters,
+    /// Time from the start of a tick to its command being sent (µs).
+    pub tick_latency_us: Histogram<u64>,
+    /// How late each tick started against its schedule (µs).
+    pub jitter_us: Histogram<u64>,
+    /// Observation-to-answer delay of each chunk (µs).
+    pub inference_delay_us: Histogram<u64>,
+}
+
+impl LoopStats {
+    pub(super) fn new() -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Self {
+            counters: LoopCounters::default(),
+            envelope: EnvelopeCounters::default(),
+            tick_latency_us: histogram(),
+            jitter_us: histogram(),
+            inference_delay_us: histogram(),
+        }
+    }
+
+    pub fn summary(&self) -> LoopSummary {
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        let c = self.counters;
+        LoopSummary {
+            counters: c,
+            success_rate: (c.episodes > 0).then(|| c.successes as f64 / c.episodes as f64),
+            clamps: self.envelope.clamps(),
+            envelope: self.envelope,
+            tick_latency_p50_us: q(&self.tick_latency_us, 0.5),
+            tick_latency_p99_us: q(&self.tick_latency_us, 0.99),
+            tick_latency_max_us: self.tick_latency_us.max(),
+            jitter_p50_us: q(&self.jitter_us, 0.5),
+            jitter_p99_us: q(&self.jitter_us, 0.99),
+            jitter_max_us: self.jitter_us.max(),
+            inference_delay_p50_us: q(&self.inference_delay_us, 0.5),
+            inference_delay_max_us: self.inference_delay_us.max(),
+        }
+    }
+}
+
+/// The figures of a run, as `cerebellum run --json` prints them (the
+/// counters flattened into the top level).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoopSummary {
+    #[serde(flatten)]
+    pub counters: LoopCounters,
+    pub success_rate: Option<f64>,
+    pub clamps: u64,
+    pub envelope: EnvelopeCounters,
+    pub tick_latency_p50_us: u64,
+    pub tick_latency_p99_us: u64,
+    pub tick_latency_max_us: u64,
+    pub jitter_p50_us: u64,
+    pub jitter_p99_us: u64,
+    pub jitter_max_us: u64,
+    pub inference_delay_p50_us: u64,
+    pub inference_delay_max_us: u64,
+}
