@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const ALLOWED_APPLY: &[(&str, &str)] = &[
     // The one way to a robot: after the envelope, at the clock's rate.
     (
-        "runtime/src/control_loop.rs",
+        "runtime/src/control_loop/mod.rs",
         "self.robot.apply(&checked.command)",
     ),
     // Delegation: `Box<dyn Robot>`, and the zenoh wrapper the loop drives.
