@@ -13,7 +13,10 @@ mod transition;
 
 pub use clock::{Clock, SimClock, WallClock};
 pub use message::{Action, ActionChunk, Image, Observation, RewardComponents, StepOutcome};
-pub use spec::{ActionSpec, CameraSpec, FieldSpec, ObservationSpec, RobotSpec, SpecError, Unit};
+pub use spec::{
+    ActionSpec, CameraSpec, FieldSpec, ObservationSpec, RATE_TOLERANCE, RobotSpec, SpecError,
+    SpecMismatch, Unit, rates_match,
+};
 pub use traits::{
     Evaluation, Policy, PolicyError, PolicyOutput, ResetRequest, RewardModel, RewardModelError,
     Robot, RobotError, Sampling,
