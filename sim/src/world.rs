@@ -51,8 +51,29 @@ impl Default for PhysicsConfig {
 }
 
 impl PhysicsConfig {
+    /// The control rate, 1 / (dt · substeps), in Hz.
+    ///
+    /// `dt` is an `f32`, and `0.005f32` is really 0.004999999888…, which
+    /// would make the default 50.00000111758712 Hz instead of the 50 Hz the
+    /// config says. So `dt` is taken as the decimal it was written as: its
+    /// shortest representation (`5e-3`), which reads back as the same `f32`,
+    /// parsed as an `f64`. The default is then exactly 50.0 and a spec
+    /// written by hand (`control_rate_hz: 50.0`) is equal to it, not merely
+    /// within `cerebellum_core::RATE_TOLERANCE`.
     pub fn control_rate_hz(&self) -> f64 {
-        1.0 / (self.dt as f64 * self.substeps as f64)
+        // `{:e}` prints the shortest digits that read back as `dt` (at most
+        // 15 bytes for an f32, e.g. `-1.1754942e-38`); no allocation, as
+        // observations call this every tick.
+        use std::io::Write;
+        let mut buf = [0u8; 32];
+        let mut out = &mut buf[..];
+        write!(out, "{:e}", self.dt).expect("an f32 fits in 32 bytes");
+        let written = 32 - out.len();
+        let dt: f64 = std::str::from_utf8(&buf[..written])
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(f64::from(self.dt));
+        1.0 / (dt * f64::from(self.substeps))
     }
 }
 
