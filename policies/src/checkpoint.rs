@@ -3,23 +3,33 @@
 //! the frozen normalisation statistics, the control rate, the chunk length,
 //! the policy kind and version, and how the weights were trained.
 //!
-//! Loading checks everything before a single weight is used: a truncated or
-//! corrupt file, a tensor of the wrong shape, a non-finite weight, or a
-//! contract that does not match the robot are errors that say which file,
-//! tensor or field is wrong.
+//! Loading checks everything before a single weight is used: a contract
+//! that does not match the robot (by [`RobotSpec::check_compatible`], the
+//! rule every path shares), a truncated or corrupt file, weights that are not
+//! the ones the contract was saved with (their SHA-256, see
+//! [`crate::weights_hash`]), a tensor of the wrong shape, or a non-finite
+//! weight are errors that say which file, tensor or field is wrong.
+//!
+//! Format history: version 2 added the weights hash (`weights_sha256`,
+//! `tensor_sha256`). Version 1 contracts are refused, since nothing vouches
+//! for their weights; [`upgrade_format_1`] adopts such a checkpoint's weights
+//! as they are, for whoever knows where it came from.
 
 use crate::gaussian::{GaussianConfig, GaussianMlpPolicy};
 use crate::mlp::Mlp;
 use crate::normalizer::Normalizer;
-use cerebellum_core::{FieldSpec, RobotSpec};
+use crate::weights_hash::{self, WeightsHash, WeightsMismatch};
+use cerebellum_core::RobotSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "checkpoint.safetensors";
 pub const CONTRACT_FILE: &str = "contract.json";
 const FORMAT: &str = "cerebellum-checkpoint";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the contract carries the weights hash. 1: no hash (refused).
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +45,22 @@ pub struct Contract {
     pub policy: GaussianConfig,
     pub normalizer: Normalizer,
     pub provenance: TrainingProvenance,
+    /// SHA-256 (hex) of every tensor in `checkpoint.safetensors`, in name
+    /// order, in the layout [`crate::weights_hash`] documents; checked at
+    /// load before any weight is used.
+    pub weights_sha256: String,
+    /// Each tensor's own SHA-256 (hex), to name the tensor that changed.
+    pub tensor_sha256: BTreeMap<String, String>,
+}
+
+impl Contract {
+    /// The weights hash the contract promises.
+    pub fn weights_hash(&self) -> WeightsHash {
+        WeightsHash {
+            weights_sha256: self.weights_sha256.clone(),
+            tensor_sha256: self.tensor_sha256.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -59,8 +85,14 @@ pub enum CheckpointError {
     Contract { path: PathBuf, reason: String },
     #[error("{path} is corrupt or truncated: {reason}")]
     Weights { path: PathBuf, reason: String },
+    /// The weights are not the ones the contract was saved with.
+    #[error("{path} does not hold the weights its contract was saved with: {mismatch}")]
+    Integrity {
+        path: PathBuf,
+        mismatch: WeightsMismatch,
+    },
     #[error("the checkpoint does not fit this robot: {0}")]
-    Mismatch(String),
+    Mismatch(#[from] cerebellum_core::SpecMismatch),
 }
 
 /// Writes the weights and the contract into `dir` (created if needed). Each
@@ -77,19 +109,6 @@ pub fn save(
         move |source| CheckpointError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut normalizer = policy.normalizer.clone();
-    normalizer.frozen = true;
-    let contract = Contract {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        policy_kind: "gaussian_mlp".into(),
-        policy_version: policy.version(),
-        spec: policy.spec.clone(),
-        action_chunk: 1,
-        policy: policy.config.clone(),
-        normalizer,
-        provenance,
-    };
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, mlp) in [("actor", &policy.actor), ("critic", &policy.critic)] {
         for (k, (w, b)) in mlp.layers().into_iter().enumerate() {
@@ -115,10 +134,33 @@ pub fn save(
             (name.clone(), view)
         })
         .collect();
-    let weights = safetensors::serialize(views, None).map_err(|e| CheckpointError::Weights {
+    let corrupt = |e: safetensors::SafeTensorError| CheckpointError::Weights {
         path: dir.join(WEIGHTS_FILE),
         reason: e.to_string(),
-    })?;
+    };
+    let weights = safetensors::serialize(views, None).map_err(corrupt)?;
+    // Hashed from the bytes as written, the way `load` will read them.
+    let hash = weights_hash::hash(
+        &SafeTensors::deserialize(&weights)
+            .map_err(corrupt)?
+            .iter()
+            .collect::<Vec<_>>(),
+    );
+    let mut normalizer = policy.normalizer.clone();
+    normalizer.frozen = true;
+    let contract = Contract {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        policy_kind: "gaussian_mlp".into(),
+        policy_version: policy.version(),
+        spec: policy.spec.clone(),
+        action_chunk: 1,
+        policy: policy.config.clone(),
+        normalizer,
+        provenance,
+        weights_sha256: hash.weights_sha256,
+        tensor_sha256: hash.tensor_sha256,
+    };
     write_atomically(&dir.join(WEIGHTS_FILE), &weights)?;
     let json = serde_json::to_vec_pretty(&contract).expect("contract serialises");
     write_atomically(&dir.join(CONTRACT_FILE), &json)
@@ -145,8 +187,16 @@ pub fn load_contract(dir: &Path) -> Result<Contract, CheckpointError> {
         path: path.clone(),
         source,
     })?;
+    parse_contract(&path, &text)
+}
+
+/// The contract in `text` (read from `path`), checked for everything that
+/// does not need the weights.
+fn parse_contract(path: &Path, text: &[u8]) -> Result<Contract, CheckpointError> {
+    let path = path.to_path_buf();
+    refuse_format_1(&path, text)?;
     let contract: Contract =
-        serde_json::from_slice(&text).map_err(|e| CheckpointError::Contract {
+        serde_json::from_slice(text).map_err(|e| CheckpointError::Contract {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -190,7 +240,79 @@ pub fn load_contract(dir: &Path) -> Result<Contract, CheckpointError> {
     Ok(contract)
 }
 
-/// Loads a policy and checks its contract against `robot` (when given).
+/// A format 1 contract fails to parse (no hash fields), so it is recognised
+/// first and refused with a message that says why and what to do.
+fn refuse_format_1(path: &Path, text: &[u8]) -> Result<(), CheckpointError> {
+    #[derive(Deserialize)]
+    struct Version {
+        format: Option<String>,
+        format_version: Option<u32>,
+    }
+    match serde_json::from_slice::<Version>(text) {
+        Ok(Version {
+            format: Some(format),
+            format_version: Some(1),
+        }) if format == FORMAT => Err(CheckpointError::Contract {
+            path: path.to_path_buf(),
+            reason: format!(
+                "format version 1 predates the weights hash, so nothing vouches that \
+                 {WEIGHTS_FILE} holds the weights it was saved with; this build reads \
+                 version {FORMAT_VERSION} only. Retrain, or, if you trust where it came from, \
+                 adopt its weights as they are with \
+                 `cerebellum_policies::checkpoint::upgrade_format_1`"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Adopts the weights of a format 1 checkpoint in `dir` as they are:
+/// checks that they load (shapes, finite values), hashes them and rewrites
+/// the contract as the current format. Nothing can tell whether the weights
+/// changed since they were saved; call it only for a checkpoint whose
+/// origin you trust.
+pub fn upgrade_format_1(dir: &Path) -> Result<Contract, CheckpointError> {
+    let path = dir.join(CONTRACT_FILE);
+    let bad = |reason: String| CheckpointError::Contract {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if json["format"] != FORMAT || json["format_version"] != 1 {
+        return Err(bad(format!(
+            "not a `{FORMAT}` version 1 contract (format {}, version {})",
+            json["format"], json["format_version"]
+        )));
+    }
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let data = std::fs::read(&weights_path).map_err(|source| CheckpointError::Io {
+        path: weights_path.clone(),
+        source,
+    })?;
+    let tensors = SafeTensors::deserialize(&data).map_err(|e| CheckpointError::Weights {
+        path: weights_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let hash = weights_hash::hash(&tensors.iter().collect::<Vec<_>>());
+    json["format_version"] = FORMAT_VERSION.into();
+    json["weights_sha256"] = hash.weights_sha256.into();
+    json["tensor_sha256"] = serde_json::to_value(hash.tensor_sha256).expect("strings");
+    let json = serde_json::to_vec_pretty(&json).expect("contract serialises");
+    // Everything else `load` checks, before the contract is replaced.
+    let contract = parse_contract(&path, &json)?;
+    read_policy(dir, &contract, &tensors)?;
+    write_atomically(&path, &json)?;
+    Ok(contract)
+}
+
+/// Loads a policy and checks its contract against `robot` (when given):
+/// the spec first ([`check_contract`]), then the weights hash, then each
+/// tensor's shape and values, all before any weight is used.
 pub fn load(
     dir: &Path,
     robot: Option<&RobotSpec>,
@@ -209,6 +331,30 @@ pub fn load(
         reason,
     };
     let tensors = SafeTensors::deserialize(&data).map_err(|e| corrupt(e.to_string()))?;
+    weights_hash::verify(
+        &tensors.iter().collect::<Vec<_>>(),
+        &contract.weights_hash(),
+    )
+    .map_err(|mismatch| CheckpointError::Integrity {
+        path: path.clone(),
+        mismatch,
+    })?;
+    let policy = read_policy(dir, &contract, &tensors)?;
+    Ok((policy, contract))
+}
+
+/// The policy the contract describes, from tensors checked for shape and
+/// finite values.
+fn read_policy(
+    dir: &Path,
+    contract: &Contract,
+    tensors: &SafeTensors<'_>,
+) -> Result<GaussianMlpPolicy, CheckpointError> {
+    let path = dir.join(WEIGHTS_FILE);
+    let corrupt = |reason: String| CheckpointError::Weights {
+        path: path.clone(),
+        reason,
+    };
     let mut policy =
         GaussianMlpPolicy::new(&contract.spec, contract.policy.clone(), 0).map_err(|e| {
             CheckpointError::Contract {
@@ -252,85 +398,13 @@ pub fn load(
     policy.log_std = read("log_std", &[policy.act_size()])?;
     policy.normalizer = contract.normalizer.clone();
     policy.set_version(contract.policy_version);
-    Ok((policy, contract))
+    Ok(policy)
 }
 
 /// Refuses a robot whose spec differs from the one the policy was trained
-/// on, naming the first difference.
+/// on, naming the first difference: [`RobotSpec::check_compatible`], the
+/// rule the zenoh client and the reward models apply too (exact equality,
+/// control rates within `cerebellum_core::RATE_TOLERANCE`).
 pub fn check_contract(trained: &RobotSpec, robot: &RobotSpec) -> Result<(), CheckpointError> {
-    let mismatch = |s: String| Err(CheckpointError::Mismatch(s));
-    if (trained.control_rate_hz - robot.control_rate_hz).abs() > 1e-9 {
-        return mismatch(format!(
-            "control rate: the policy runs at {} Hz, the robot at {} Hz",
-            trained.control_rate_hz, robot.control_rate_hz
-        ));
-    }
-    compare_fields(
-        "observation",
-        &trained.observation.fields,
-        &robot.observation.fields,
-    )?;
-    compare_fields("action", &trained.action.fields, &robot.action.fields)?;
-    let cams = |s: &RobotSpec| {
-        s.observation
-            .cameras
-            .iter()
-            .map(|c| format!("{} {}×{}×{}", c.name, c.height, c.width, c.channels))
-            .collect::<Vec<_>>()
-    };
-    if cams(trained) != cams(robot) {
-        return mismatch(format!(
-            "cameras: the policy expects {:?}, the robot has {:?}",
-            cams(trained),
-            cams(robot)
-        ));
-    }
-    Ok(())
-}
-
-fn compare_fields(
-    kind: &str,
-    trained: &[FieldSpec],
-    robot: &[FieldSpec],
-) -> Result<(), CheckpointError> {
-    let names = |f: &[FieldSpec]| f.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
-    if names(trained) != names(robot) {
-        return Err(CheckpointError::Mismatch(format!(
-            "{kind} fields: the policy expects {:?}, the robot has {:?}",
-            names(trained),
-            names(robot)
-        )));
-    }
-    for (t, r) in trained.iter().zip(robot) {
-        let field = format!("{kind} field `{}`", t.name);
-        let element_name = |e: &str| format!("{kind} field `{}[{e}]`", t.name);
-        if t.elements != r.elements {
-            return Err(CheckpointError::Mismatch(format!(
-                "{field}: the policy expects elements {:?}, the robot has {:?}",
-                t.elements, r.elements
-            )));
-        }
-        if t.unit != r.unit {
-            return Err(CheckpointError::Mismatch(format!(
-                "{field}: the policy expects {}, the robot measures {}",
-                t.unit, r.unit
-            )));
-        }
-        for (i, element) in t.elements.iter().enumerate() {
-            let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * (1.0 + a.abs());
-            if !close(t.lower[i], r.lower[i]) || !close(t.upper[i], r.upper[i]) {
-                return Err(CheckpointError::Mismatch(format!(
-                    "{}: the policy was trained with limits [{}, {}] {}, the robot has [{}, {}] {}",
-                    element_name(element),
-                    t.lower[i],
-                    t.upper[i],
-                    t.unit,
-                    r.lower[i],
-                    r.upper[i],
-                    r.unit
-                )));
-            }
-        }
-    }
-    Ok(())
+    Ok(trained.check_compatible(robot)?)
 }

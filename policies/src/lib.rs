@@ -11,9 +11,11 @@ pub mod gaussian;
 pub mod mlp;
 pub mod normalizer;
 pub mod optim;
+pub mod weights_hash;
 
 pub use checkpoint::{CheckpointError, Contract, TrainingProvenance};
 pub use gaussian::{ActionMode, Draw, GaussianConfig, GaussianMlpPolicy};
 pub use mlp::{Mlp, MlpTape};
 pub use normalizer::Normalizer;
 pub use optim::Adam;
+pub use weights_hash::{WeightsHash, WeightsMismatch};

@@ -144,7 +144,9 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
             other => panic!("truncated at {cut}: {:?}", other.map(|_| ())),
         }
     }
-    // A NaN where a weight was.
+    // A NaN where a weight was: the weights hash refuses it, naming the
+    // tensor; saved with a NaN (the hash matching), the finiteness check
+    // names the value.
     let mut nan = good.clone();
     let at = nan.len() - 4;
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
@@ -153,11 +155,28 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("NaN"), "{err}");
-    std::fs::write(&weights, &good).unwrap();
-
+    assert!(err.contains("tensor `log_std` has SHA-256"), "{err}");
     let contract = dir.join(checkpoint::CONTRACT_FILE);
     let text = std::fs::read_to_string(&contract).unwrap();
+    let hash = cerebellum_policies::weights_hash::hash(
+        &safetensors::SafeTensors::deserialize(&nan)
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+    );
+    let mut rehashed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    rehashed["weights_sha256"] = hash.weights_sha256.into();
+    rehashed["tensor_sha256"] = serde_json::to_value(hash.tensor_sha256).unwrap();
+    std::fs::write(&contract, rehashed.to_string()).unwrap();
+    let err = checkpoint::load(&dir, Some(&spec()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("NaN"), "{err}");
+    std::fs::write(&weights, &good).unwrap();
+    std::fs::write(&contract, &text).unwrap();
+    assert!(checkpoint::load(&dir, Some(&spec())).is_ok());
+
     std::fs::write(&contract, &text[..text.len() / 3]).unwrap();
     assert!(matches!(
         checkpoint::load(&dir, Some(&spec())),
