@@ -373,37 +373,15 @@ impl ZenohRobot {
     }
 }
 
-/// Where two specs differ, in words; `None` when they agree.
+/// Where the robot's spec differs from the expected one, in words; `None`
+/// when it fits. The rule every path shares:
+/// [`RobotSpec::check_compatible`] (exact equality, control rates within
+/// `cerebellum_core::RATE_TOLERANCE`).
 fn spec_difference(expected: &RobotSpec, found: &RobotSpec) -> Option<String> {
-    if expected == found {
-        return None;
-    }
-    let names = |s: &RobotSpec| {
-        s.observation
-            .fields
-            .iter()
-            .map(|f| format!("{}[{}]", f.name, f.len()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Some(if expected.action != found.action {
-        format!(
-            "action spec differs (expected {} values, robot takes {})",
-            expected.action.len(),
-            found.action.len()
-        )
-    } else if expected.observation != found.observation {
-        format!(
-            "observation spec differs (expected {}; robot sends {})",
-            names(expected),
-            names(found)
-        )
-    } else {
-        format!(
-            "robot `{}` at {} Hz, expected `{}` at {} Hz",
-            found.name, found.control_rate_hz, expected.name, expected.control_rate_hz
-        )
-    })
+    expected
+        .check_compatible(found)
+        .err()
+        .map(|m| m.to_string())
 }
 
 /// The subscriber's side: check one sample and update the shared state.

@@ -25,13 +25,12 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
-    #[error(
-        "the reward model in {path} was trained on another observation spec ({found}); this robot's is {expected}"
-    )]
+    /// The robot's observations do not fit the model's, by the rule every
+    /// path shares ([`cerebellum_core::ObservationSpec::check_compatible`]).
+    #[error("the reward model in {path} was trained on another observation spec: {mismatch}")]
     SpecMismatch {
         path: String,
-        found: String,
-        expected: String,
+        mismatch: cerebellum_core::SpecMismatch,
     },
     #[error(
         "the reward model in {path} was trained for the instruction {found:?}; this robot's task is {expected:?}"
@@ -210,24 +209,10 @@ pub(crate) fn load(
         ));
     }
     if let Some(expected) = expected {
-        if expected.observation != &contract.observation {
-            let names = |o: &cerebellum_core::ObservationSpec| {
-                let mut parts: Vec<String> = o
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}[{}]", f.name, f.len()))
-                    .collect();
-                parts.extend(
-                    o.cameras
-                        .iter()
-                        .map(|c| format!("camera {} {}x{}", c.name, c.width, c.height)),
-                );
-                parts.join(", ")
-            };
+        if let Err(mismatch) = contract.observation.check_compatible(expected.observation) {
             return Err(ModelError::SpecMismatch {
                 path: dir.display().to_string(),
-                found: names(&contract.observation),
-                expected: names(expected.observation),
+                mismatch,
             });
         }
         if let (Some(found), Some(wanted)) = (&contract.instruction, expected.instruction)
