@@ -78,7 +78,7 @@ pub enum ClientError {
     #[error("zenoh: {0}")]
     Zenoh(String),
     #[error(
-        "no Meta from robot `{robot}` on {key} within {timeout:?}: is `cerebellum serve-sim` (or the firmware) running and reachable at {endpoints:?}?"
+        "no Meta from robot `{robot}` on {key} within {timeout:?}: is `cerebellum serve-sim` (or the firmware) running and reachable at {endpoints:?}? The robot may not be listening yet: retry the command, or wait longer with --meta-timeout SECONDS."
     )]
     NoMeta {
         robot: String,
@@ -88,6 +88,14 @@ pub enum ClientError {
     },
     #[error("robot `{robot}` announced a spec that is not valid JSON: {reason}")]
     BadMeta { robot: String, reason: String },
+    #[error(
+        "robot `{robot}` announces {meta_hz} Hz in its Meta (`control_rate_hz`) but {spec_hz} Hz in its spec (`spec_json`): commands would expire on the wrong clock. Make the firmware announce one rate."
+    )]
+    RateMismatch {
+        robot: String,
+        meta_hz: f64,
+        spec_hz: f64,
+    },
     #[error(
         "robot `{robot}` does not match the policy's contract: {difference}. Serve the task the policy was trained on (or retrain)."
     )]
@@ -99,6 +107,12 @@ pub enum ClientError {
 pub struct ClientStats {
     pub inbox: InboxCounters,
     pub commands_sent: u64,
+    /// Commands refused before sending because they came faster than the
+    /// robot's rate allows (wall-clock robots; see `ZenohRobot::apply`).
+    pub commands_over_rate: u64,
+    /// Commands not sent because the robot had already reported the end of
+    /// the episode they belonged to (the apply returned that end instead).
+    pub commands_after_end: u64,
     /// States whose values broke the robot's spec (never handed on).
     pub out_of_spec: u64,
     /// Times the robot fell silent, and times it came back.
@@ -149,12 +163,57 @@ struct Shared {
     stats: ClientStats,
 }
 
+/// Capacity of the pacing bucket: a wall clock that ran one tick late may
+/// catch up once, no more.
+const PACING_BURST: f64 = 2.0;
+
+/// The bucket refills this much faster than the control rate, so that a
+/// loop ticking at exactly the rate, on a period rounded to nanoseconds or
+/// a Meta rate rounded to `f32`, is never refused.
+const PACING_SLACK: f64 = 1e-4;
+
+/// A token bucket: one token per command, refilled at the control rate.
+#[derive(Clone, Copy, Debug)]
+struct Pacing {
+    tokens: f64,
+    refilled_at: f64,
+    rate_hz: f64,
+}
+
+impl Pacing {
+    fn new(rate_hz: f64) -> Self {
+        Self {
+            tokens: PACING_BURST,
+            refilled_at: f64::NEG_INFINITY,
+            rate_hz: rate_hz * (1.0 + PACING_SLACK),
+        }
+    }
+
+    /// Takes a token at `now` (seconds) if one is there.
+    fn take(&mut self, now: f64) -> bool {
+        let earned = (now - self.refilled_at).max(0.0) * self.rate_hz;
+        self.tokens = (self.tokens + earned).min(PACING_BURST);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A robot across zenoh.
 pub struct ZenohRobot {
     config: ClientConfig,
     spec: RobotSpec,
     lockstep: bool,
     period: f64,
+    /// Wall-clock robots: never more commands than the rate allows.
+    pacing: Pacing,
+    /// The robot reported the end of the current episode: nothing more is
+    /// sent for it until the next reset.
+    episode_over: bool,
     session: zenoh::Session,
     _subscriber: zenoh::pubsub::Subscriber<()>,
     shared: Arc<(Mutex<Shared>, Condvar)>,
@@ -241,6 +300,15 @@ impl ZenohRobot {
             robot: keys.robot.clone(),
             reason: e.to_string(),
         })?;
+        // Meta's rate sets command expiry (and pacing), the spec's rate is
+        // the one the policy was trained at: they must be one rate.
+        if !cerebellum_core::rates_match(rate, spec.control_rate_hz) {
+            return Err(ClientError::RateMismatch {
+                robot: keys.robot.clone(),
+                meta_hz: rate,
+                spec_hz: spec.control_rate_hz,
+            });
+        }
         if let Some(expected) = &config.expected_spec
             && let Some(difference) = spec_difference(expected, &spec)
         {
@@ -255,9 +323,11 @@ impl ZenohRobot {
         }
         Ok(Self {
             config,
-            spec,
             lockstep,
             period: 1.0 / rate,
+            pacing: Pacing::new(rate.max(spec.control_rate_hz)),
+            spec,
+            episode_over: false,
             session,
             _subscriber: subscriber,
             shared,
@@ -384,6 +454,37 @@ fn spec_difference(expected: &RobotSpec, found: &RobotSpec) -> Option<String> {
         .map(|m| m.to_string())
 }
 
+/// Folds the received events of `episode` into one step's outcome (rewards
+/// summed, ends or-ed, the latest success) and drops them with those of
+/// earlier episodes.
+fn take_outcome(events: &mut Vec<EventIn>, episode: u32) -> StepOutcome {
+    let mut outcome = StepOutcome::default();
+    let mut reward = None;
+    events.retain(|event| {
+        if event.episode != episode {
+            return event.episode > episode;
+        }
+        if let Some(r) = event.reward {
+            *reward.get_or_insert(0.0) += r;
+        }
+        outcome.terminated |= event.terminated;
+        outcome.truncated |= event.truncated;
+        outcome.success = event.success.or(outcome.success);
+        false
+    });
+    if let Some(r) = reward {
+        outcome.rewards.set(RewardComponents::TASK, r);
+    }
+    // At the end, the outcome as a reward component too, as simulated
+    // tasks give it.
+    if let Some(success) = outcome.success.filter(|_| outcome.done()) {
+        outcome
+            .rewards
+            .set(RewardComponents::SUCCESS, success as u8 as f32);
+    }
+    outcome
+}
+
 /// The subscriber's side: check one sample and update the shared state.
 fn receive(shared: &Arc<(Mutex<Shared>, Condvar)>, hooks: &ClientHooks, key: &str, bytes: &[u8]) {
     let (lock, ready) = &**shared;
@@ -502,6 +603,7 @@ impl Robot for ZenohRobot {
             )));
         };
         self.episode = episode;
+        self.episode_over = false;
         self.lost = false;
         // Whatever restarted before this reset, the episode starts on it.
         self.lock().rebooted = false;
@@ -546,6 +648,14 @@ impl Robot for ZenohRobot {
         Ok(observation)
     }
 
+    /// Sends one command and returns what the robot reported since the
+    /// previous one. Nothing is sent when the robot is lost, when the
+    /// command breaks the action spec, when the robot has already reported
+    /// the end of this episode (the apply returns that end), or, for a
+    /// robot on its own clock, when commands come faster than its rate: a
+    /// token bucket refilled at the control rate and holding two commands
+    /// (a loop that ran one tick late may catch up once) refuses the excess
+    /// with an error, counted in `ClientStats::commands_over_rate`.
     fn apply(&mut self, command: &Action) -> Result<StepOutcome, RobotError> {
         if self.lost {
             let back = self.heard_recently(&self.lock());
@@ -555,6 +665,7 @@ impl Robot for ZenohRobot {
             // The robot is back, but the episode in progress is gone (it
             // may have restarted): end it so the loop resets.
             self.lost = false;
+            self.episode_over = true;
             self.lock().stats.recovered += 1;
             tracing::info!(robot = self.robot_id(), "robot back; episode cut");
             return Ok(StepOutcome {
@@ -562,12 +673,42 @@ impl Robot for ZenohRobot {
                 ..StepOutcome::default()
             });
         }
+        let episode = self.episode;
+        if self.episode_over {
+            return Err(RobotError::Other(format!(
+                "episode {episode} of robot `{}` has ended: reset it before commanding it",
+                self.config.keys.robot
+            )));
+        }
+        {
+            // The robot closed the episode and said so: a command for it
+            // would only be ignored. Hand the end to the caller instead.
+            let mut shared = self.lock();
+            let ended = shared
+                .events
+                .iter()
+                .any(|e| e.episode == episode && (e.terminated || e.truncated));
+            if ended {
+                shared.stats.commands_after_end += 1;
+                let outcome = take_outcome(&mut shared.events, episode);
+                drop(shared);
+                self.episode_over = true;
+                return Ok(outcome);
+            }
+        }
         self.spec.action.check(command)?;
-        let (robot_now, episode) = {
+        if !self.lockstep && !self.pacing.take(monotonic_now()) {
+            self.lock().stats.commands_over_rate += 1;
+            return Err(RobotError::Other(format!(
+                "command refused: it exceeds robot `{}`'s rate of {} Hz (more than {PACING_BURST} commands ahead of its clock); nothing was sent",
+                self.config.keys.robot, self.spec.control_rate_hz
+            )));
+        }
+        let robot_now = {
             let shared = self.lock();
             let stamp = shared.state.as_ref().map_or(0.0, |s| s.stamp);
             let now = shared.inbox.robot_now(monotonic_now()).unwrap_or(stamp);
-            (now.max(stamp), self.episode)
+            now.max(stamp)
         };
         let expires_at = robot_now + self.config.command_ttl_periods as f64 * self.period;
         let key = self.config.keys.command();
@@ -598,30 +739,9 @@ impl Robot for ZenohRobot {
             self.lock()
         };
         shared.stats.commands_sent += 1;
-        let mut outcome = StepOutcome::default();
-        let mut reward = None;
-        shared.events.retain(|event| {
-            if event.episode != episode {
-                return event.episode > episode;
-            }
-            if let Some(r) = event.reward {
-                *reward.get_or_insert(0.0) += r;
-            }
-            outcome.terminated |= event.terminated;
-            outcome.truncated |= event.truncated;
-            outcome.success = event.success.or(outcome.success);
-            false
-        });
-        if let Some(r) = reward {
-            outcome.rewards.set(RewardComponents::TASK, r);
-        }
-        // At the end, the outcome as a reward component too, as simulated
-        // tasks give it.
-        if let Some(success) = outcome.success.filter(|_| outcome.done()) {
-            outcome
-                .rewards
-                .set(RewardComponents::SUCCESS, success as u8 as f32);
-        }
+        let outcome = take_outcome(&mut shared.events, episode);
+        drop(shared);
+        self.episode_over = outcome.done();
         Ok(outcome)
     }
 

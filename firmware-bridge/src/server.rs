@@ -6,7 +6,8 @@
 //! of this episode if it has not expired (else hold position), one
 //! `Robot::apply`, the step's `EpisodeEvent`, a fresh `State` and camera
 //! frames. Safety does not depend on the runtime: with no command, an
-//! expired one or the e-stop latched, the server holds the measured pose.
+//! expired one, a refused one (wrong length, outside the action spec's
+//! limits) or the e-stop latched, the server holds the measured pose.
 //! In lockstep it steps once per command instead of per period (throughput
 //! measurements, deterministic tests) and ignores expiry.
 
@@ -17,8 +18,10 @@ use crate::protocol::{
     PROTOCOL_VERSION, ResetAck, State,
 };
 use crate::session::{boot_id, monotonic_now};
-use cerebellum_core::{Action, Observation, ResetRequest, Robot, RobotSpec, StepOutcome};
-use crossbeam_channel::{Receiver, Sender};
+use cerebellum_core::{
+    Action, ActionSpec, Observation, ResetRequest, Robot, RobotSpec, StepOutcome,
+};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,10 +57,21 @@ impl ServerConfig {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ServerStats {
     pub steps: u64,
+    /// Steps that applied a received command (a command applied on
+    /// several periods counts once per period).
     pub commands_applied: u64,
-    /// Steps that held position: no command yet, an expired or timed-out
-    /// one, or the e-stop latched.
+    /// Steps that held position: no command yet, an expired, timed-out or
+    /// refused one, or the e-stop latched.
     pub holds: u64,
+    /// Commands of the current episode refused, never applied, because
+    /// they carry another number of values than the action spec…
+    pub commands_wrong_length: u64,
+    /// …or a value outside the action spec's limits.
+    pub commands_out_of_limits: u64,
+    /// The largest |Δ| of any element between two consecutive received
+    /// commands applied in the same episode (the server's own holds are
+    /// not commands): how far one command moved a target.
+    pub max_command_step: f64,
     pub expired_commands: u64,
     pub estopped_steps: u64,
     pub resets: u64,
@@ -75,6 +89,9 @@ struct CommandIn {
     expires_at: f64,
     received_at: f64,
     values: Vec<f32>,
+    /// Why the robot refuses it (`wrong_length`, `out_of_limits`): a
+    /// refused command is kept only to answer it in lockstep, never applied.
+    refused: Option<&'static str>,
 }
 
 enum Incoming {
@@ -129,6 +146,7 @@ impl RobotServer {
             episode_open: false,
             command: None,
             last_applied: 0,
+            previous_command: None,
             last_observation: None,
             estop: None,
         };
@@ -211,6 +229,7 @@ fn subscribe(
                     expires_at: c.expires_at,
                     received_at: now,
                     values: c.values.iter().collect(),
+                    refused: None,
                 })),
                 Some(Frame {
                     body: Body::Reset(r),
@@ -251,8 +270,29 @@ struct Worker<R> {
     episode_open: bool,
     command: Option<CommandIn>,
     last_applied: u32,
+    /// The last received command applied this episode (seq, values), for
+    /// `max_command_step`.
+    previous_command: Option<(u32, Vec<f32>)>,
     last_observation: Option<Observation>,
     estop: Option<String>,
+}
+
+/// Why a robot with this action spec refuses `values`, if it does: another
+/// number of values (`wrong_length`) or one outside its element's limits,
+/// inclusive (`out_of_limits`; NaN is outside every limit).
+pub fn command_refusal(spec: &ActionSpec, values: &[f32]) -> Option<&'static str> {
+    if values.len() != spec.len() {
+        return Some("wrong_length");
+    }
+    let limits = spec
+        .fields
+        .iter()
+        .flat_map(|field| field.lower.iter().zip(&field.upper));
+    values
+        .iter()
+        .zip(limits)
+        .any(|(value, (lower, upper))| !(lower <= value && value <= upper))
+        .then_some("out_of_limits")
 }
 
 impl<R: Robot> Worker<R> {
@@ -327,12 +367,26 @@ impl<R: Robot> Worker<R> {
                 if next_tick < now - period.as_secs_f64() {
                     next_tick = now; // fell behind: do not burst
                 }
-                let sleep = (next_tick - now).max(0.0);
-                // Wake for resets and e-stops as they arrive.
-                if let Ok(message) = incoming.recv_timeout(Duration::from_secs_f64(sleep)) {
-                    self.handle(message);
-                    let left = (next_tick - self.now()).max(0.0);
-                    std::thread::sleep(Duration::from_secs_f64(left));
+                // Until the next tick, serve every message as it arrives:
+                // a Reset or an e-stop right behind a Command is not left
+                // waiting for the next period. Meta and Heartbeat keep
+                // their pace however slow the control rate.
+                loop {
+                    let now = self.now();
+                    if now >= next_tick || stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if now >= next_heartbeat {
+                        self.heartbeat();
+                        next_heartbeat = now + self.config.heartbeat_period.as_secs_f64();
+                    }
+                    let wait =
+                        Duration::from_secs_f64((next_tick.min(next_heartbeat) - now).max(0.0));
+                    match incoming.recv_timeout(wait) {
+                        Ok(message) => self.handle(message),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+                    }
                 }
             }
             self.share_stats();
@@ -350,15 +404,34 @@ impl<R: Robot> Worker<R> {
 
     fn handle(&mut self, message: Incoming) {
         match message {
-            Incoming::Command(command) => {
+            Incoming::Command(mut command) => {
                 if command.episode != self.episode || !self.episode_open {
                     self.count(|s| s.wrong_episode += 1);
-                } else {
-                    self.command = Some(command);
+                    return;
                 }
+                // The newest command replaces the stored one even when it
+                // is refused: the robot then holds rather than go on with
+                // a target the runtime has replaced.
+                command.refused = command_refusal(&self.spec().action, &command.values);
+                match command.refused {
+                    Some("wrong_length") => self.count(|s| s.commands_wrong_length += 1),
+                    Some(_) => self.count(|s| s.commands_out_of_limits += 1),
+                    None => {}
+                }
+                if let Some(reason) = command.refused {
+                    tracing::warn!(
+                        robot = self.keys.robot,
+                        seq = command.seq,
+                        "command refused ({reason}): {} values {:?}",
+                        command.values.len(),
+                        command.values
+                    );
+                }
+                self.command = Some(command);
             }
             Incoming::Reset { episode, seed } => self.reset(episode, seed),
             Incoming::EStop { engaged, reason } => {
+                let changed = engaged != self.estop.is_some();
                 if engaged {
                     tracing::warn!(robot = self.keys.robot, "e-stop: {reason}");
                     self.estop = Some(reason);
@@ -367,6 +440,10 @@ impl<R: Robot> Worker<R> {
                     self.estop = None;
                 }
                 self.share_stats();
+                if changed {
+                    // Announced at once, not at the next heartbeat.
+                    self.publish_heartbeat();
+                }
             }
         }
     }
@@ -378,6 +455,7 @@ impl<R: Robot> Worker<R> {
                 self.episode_open = true;
                 self.command = None;
                 self.last_applied = 0;
+                self.previous_command = None;
                 self.count(|s| s.resets += 1);
                 let instruction = observation.instruction.clone().unwrap_or_default();
                 let key = self.keys.reset();
@@ -390,7 +468,12 @@ impl<R: Robot> Worker<R> {
                         instruction: &instruction,
                     }),
                 );
-                self.publish_observation(observation, false);
+                // Latched, the robot holds from the first State on.
+                let holding = self.estop.is_some();
+                self.publish_observation(observation, holding);
+                // The new episode is announced at once, so no Heartbeat
+                // after the ResetAck names the previous one.
+                self.publish_heartbeat();
             }
             Err(e) => tracing::warn!(robot = self.keys.robot, "reset failed: {e}"),
         }
@@ -419,20 +502,20 @@ impl<R: Robot> Worker<R> {
         let now = self.now();
         let timeout = self.config.command_timeout.as_secs_f64();
         let usable = self.command.as_ref().filter(|c| {
-            self.config.lockstep || (now <= c.expires_at && now - c.received_at <= timeout)
+            c.refused.is_none()
+                && (self.config.lockstep || (now <= c.expires_at && now - c.received_at <= timeout))
         });
         let (command, applied_seq) = match (&self.estop, usable) {
             (None, Some(c)) => (Some(Action::new(c.values.clone())), Some(c.seq)),
             (estop, _) => {
                 if estop.is_some() {
                     self.count(|s| s.estopped_steps += 1);
-                } else if self.command.is_some() {
+                } else if self.command.as_ref().is_some_and(|c| c.refused.is_none()) {
                     self.count(|s| s.expired_commands += 1);
                 }
                 (None, None)
             }
         };
-        let holding = applied_seq.is_none();
         let action = match command {
             Some(a) => a,
             None => match self.hold_command(None) {
@@ -440,16 +523,19 @@ impl<R: Robot> Worker<R> {
                 None => return,
             },
         };
-        let outcome = match self.robot.apply(&action) {
-            Ok(outcome) => outcome,
+        let (outcome, applied_seq) = match self.robot.apply(&action) {
+            Ok(outcome) => (outcome, applied_seq),
             Err(e) => {
+                // Not applied, whatever was asked: the State says holding.
                 self.count(|s| s.apply_errors += 1);
                 tracing::warn!(robot = self.keys.robot, "apply failed: {e}");
-                StepOutcome::default()
+                (StepOutcome::default(), None)
             }
         };
+        let holding = applied_seq.is_none();
         if let Some(seq) = applied_seq {
             self.last_applied = seq;
+            self.measure_command_step(seq, &action.values);
         }
         if self.config.lockstep {
             // One step per command, and the state after it answers that
@@ -485,6 +571,23 @@ impl<R: Robot> Worker<R> {
             Ok(observation) => self.publish_observation(observation, holding),
             Err(e) => tracing::warn!(robot = self.keys.robot, "observe failed: {e}"),
         }
+    }
+
+    /// Folds the step from the previous applied command of the episode to
+    /// this one (`seq`) into `max_command_step`; a command applied again on
+    /// a later period is no new step.
+    fn measure_command_step(&mut self, seq: u32, values: &[f32]) {
+        let step = match &self.previous_command {
+            Some((previous, _)) if *previous == seq => return,
+            Some((_, last)) => last
+                .iter()
+                .zip(values)
+                .map(|(a, b)| (f64::from(*b) - f64::from(*a)).abs())
+                .fold(0.0, f64::max),
+            None => 0.0,
+        };
+        self.count(|s| s.max_command_step = s.max_command_step.max(step));
+        self.previous_command = Some((seq, values.to_vec()));
     }
 
     fn publish_observation(&mut self, observation: Observation, holding: bool) {
@@ -534,6 +637,12 @@ impl<R: Robot> Worker<R> {
             }),
         );
         self.spec_json = spec_json;
+        self.publish_heartbeat();
+    }
+
+    /// The episode of the latest acknowledged Reset and the e-stop latch.
+    fn publish_heartbeat(&mut self) {
+        let key = self.keys.meta();
         let estopped = self.estop.is_some();
         let episode = self.episode;
         self.publish(&key, Body::Heartbeat(Heartbeat { episode, estopped }));
