@@ -4,12 +4,12 @@
 use super::{SimRobotArgs, print_json};
 use crate::robots::ZenohArgs;
 use cerebellum_firmware_bridge::keys::RobotKeys;
-use cerebellum_firmware_bridge::server::{RobotServer, ServerConfig};
+use cerebellum_firmware_bridge::server::{RobotServer, ServerConfig, ServerStats};
 use cerebellum_firmware_bridge::session;
 use cerebellum_sim::SimEnv;
 use clap::Args;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Serve a simulated robot over zenoh, as its firmware would.
 ///
@@ -25,6 +25,12 @@ use std::time::Duration;
 /// With `--lockstep` the simulation steps only when a command arrives:
 /// results are then reproducible and the throughput is bounded by the
 /// loop, not the clock.
+///
+/// It serves until `--duration` runs out or Ctrl-C (SIGINT) or SIGTERM
+/// arrives, then prints what it served (with `--json`, one JSON object as
+/// the last line: steps, `commands_applied`, the commands it refused as
+/// `commands_wrong_length` and `commands_out_of_limits`,
+/// `max_command_step`, `inbox.accepted` and the refused frames by reason).
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ServeSimArgs {
@@ -48,12 +54,14 @@ pub struct ServeSimArgs {
     /// Hold position when the newest command is older than this (ms).
     #[arg(long, default_value_t = 100)]
     pub command_timeout_ms: u64,
-    /// Stop after this many seconds (default: serve until killed).
+    /// Stop after this many seconds (default: serve until Ctrl-C or
+    /// SIGTERM). Either way the summary is printed as it stops.
     #[arg(long)]
     pub duration: Option<f64>,
     #[command(flatten)]
     pub zenoh: ZenohArgs,
-    /// Print one JSON object as the last line of stdout (when it stops).
+    /// Print one JSON object as the last line of stdout when it stops
+    /// (`--duration` ran out, Ctrl-C or SIGTERM).
     #[arg(long)]
     pub json: bool,
 }
@@ -65,6 +73,15 @@ pub enum ServeMode {
 }
 
 pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
+    // Ctrl-C and SIGTERM stop the server cleanly (polled below), so the
+    // summary is printed whichever way serving ends.
+    crate::interrupt::install();
+    if let Some(seconds) = args.duration {
+        anyhow::ensure!(
+            seconds.is_finite() && seconds > 0.0,
+            "--duration must be a positive number of seconds"
+        );
+    }
     let (config, model) = args.robot.load()?;
     let env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
     let keys =
@@ -97,34 +114,61 @@ pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    let stats = match args.duration {
-        Some(seconds) => {
-            anyhow::ensure!(
-                seconds.is_finite() && seconds > 0.0,
-                "--duration must be a positive number of seconds"
-            );
-            std::thread::sleep(Duration::from_secs_f64(seconds));
-            server.stop()
-        }
-        None => {
-            server.wait();
-            return Ok(());
-        }
-    };
+    let deadline = args
+        .duration
+        .map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
+    while !crate::interrupt::requested() && deadline.is_none_or(|d| Instant::now() < d) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = server.stop();
     println!(
-        "served {} steps: {} commands applied, {} holds ({} expired), {} resets, {} frames refused",
+        "served {} steps: {} commands applied, {} holds ({} expired), {} commands refused ({} wrong length, {} out of limits), largest step between commands {:.4}, {} resets, {} frames refused",
         stats.steps,
         stats.commands_applied,
         stats.holds,
         stats.expired_commands,
+        stats.commands_wrong_length + stats.commands_out_of_limits,
+        stats.commands_wrong_length,
+        stats.commands_out_of_limits,
+        stats.max_command_step,
         stats.resets,
         stats.inbox.rejected_total()
     );
     if args.json {
-        let mut report = serde_json::to_value(&stats)?;
-        report["command"] = json!("serve-sim");
-        report["robot_id"] = json!(args.zenoh.robot_id);
-        print_json(&report);
+        print_json(&report(&stats, &args.zenoh.robot_id)?);
     }
     Ok(())
+}
+
+/// The `--json` summary: every `ServerStats` figure, named as there.
+fn report(stats: &ServerStats, robot_id: &str) -> anyhow::Result<serde_json::Value> {
+    let mut report = serde_json::to_value(stats)?;
+    report["command"] = json!("serve-sim");
+    report["robot_id"] = json!(robot_id);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_summary_names_the_robot_side_counters() {
+        let mut stats = ServerStats {
+            commands_applied: 40,
+            commands_wrong_length: 1,
+            commands_out_of_limits: 2,
+            max_command_step: 0.04,
+            ..ServerStats::default()
+        };
+        stats.inbox.accepted = 45;
+        let report = report(&stats, "arm0").unwrap();
+        assert_eq!(report["command"], "serve-sim");
+        assert_eq!(report["robot_id"], "arm0");
+        assert_eq!(report["inbox"]["accepted"], 45);
+        assert_eq!(report["commands_applied"], 40);
+        assert_eq!(report["commands_wrong_length"], 1);
+        assert_eq!(report["commands_out_of_limits"], 2);
+        assert_eq!(report["max_command_step"], 0.04);
+    }
 }
