@@ -111,6 +111,10 @@ pub struct Evaluation {
 pub enum PolicyError {
     #[error("observation does not match the policy's contract: {0}")]
     Spec(#[from] SpecError),
+    /// The policy's answer breaks the action spec (a NaN, a value out of
+    /// the limits, a wrong length): the policy's fault, not the robot's.
+    #[error("the policy's action breaks the action spec: {0}")]
+    Action(SpecError),
     #[error("the policy cannot {0}")]
     Unsupported(&'static str),
     #[error("{0}")]

@@ -107,16 +107,20 @@ pub struct EnvelopeCounters {
 }
 
 impl EnvelopeCounters {
-    /// Ticks where any stage changed the command.
+    /// Ticks where a stage changed the proposed command (a clamp).
     pub fn clamps(&self) -> u64 {
         self.non_finite
             + self.position_clamps
             + self.velocity_clamps
             + self.rate_clamps
             + self.workspace_clamps
-            + self.stale_holds
-            + self.safe_pose_ticks
-            + self.estop_holds
+    }
+
+    /// Ticks where the envelope replaced whatever was proposed: the stale
+    /// watchdog's holds and safe-pose moves, and the e-stop latch. They
+    /// are not clamps: no proposal was looked at.
+    pub fn forced_holds(&self) -> u64 {
+        self.stale_holds + self.safe_pose_ticks + self.estop_holds
     }
 }
 

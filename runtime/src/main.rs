@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", commands::error_text(&error));
-            if json {
+            if json && error.downcast_ref::<commands::Reported>().is_none() {
                 commands::print_json_error(name, &error);
             }
             std::process::ExitCode::FAILURE

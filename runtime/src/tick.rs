@@ -29,7 +29,9 @@ pub fn infer(
         if output.chunk.is_empty() {
             return Err(PolicyError::Other("policy returned an empty chunk".into()));
         }
-        spec.action.check_chunk(&output.chunk)?;
+        spec.action
+            .check_chunk(&output.chunk)
+            .map_err(PolicyError::Action)?;
     }
     Ok(outputs)
 }

@@ -213,7 +213,7 @@ fn bad_robots_and_wild_policies_never_get_an_unchecked_command_through() {
         s.counters.policy_errors > 0,
         "non-finite chunks are refused at infer"
     );
-    assert!(s.clamps > 0 && s.counters.holds > 0);
+    assert!(s.clamps + s.holds_forced > 0 && s.counters.holds > 0);
     let (lower, upper) = spec.action.limits();
     let received = &control.robot().received;
     assert_eq!(received.len(), 600);

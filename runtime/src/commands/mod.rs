@@ -102,6 +102,20 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// An error the command has already reported on stdout (its `--json`
+/// summary says `"ok": false`): the binary exits non-zero without a second
+/// JSON line.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// What `--json` prints when a command fails: the error as the last line
 /// of stdout.
 pub fn print_json_error(command: &str, error: &anyhow::Error) {

@@ -162,11 +162,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         recorder.as_mut(),
     )?;
-    if let Some(error) = recorder.as_ref().and_then(|r| r.error.clone()) {
-        eprintln!("warning: {error}");
-    }
+    let recording_error = recorder.as_ref().and_then(|r| r.error.clone());
+    let link = link.and_then(|l| l.get());
+    let failure = failure(&summary, link.as_ref(), recording_error.as_deref());
     println!(
-        "ran {} ticks at {:.0} Hz: {} episodes, success {}, {} deadline misses, {} clamps, tick latency p50 {} µs, p99 {} µs, max {} µs",
+        "ran {} ticks at {:.0} Hz: {} episodes, success {}, {} deadline misses, {} clamps, {} forced holds, tick latency p50 {} µs, p99 {} µs, max {} µs",
         summary.counters.ticks,
         spec.control_rate_hz,
         summary.counters.episodes,
@@ -175,6 +175,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_or("n/a".to_owned(), |s| format!("{:.1}%", 100.0 * s)),
         summary.counters.deadline_misses,
         summary.clamps,
+        summary.holds_forced,
         summary.tick_latency_p50_us,
         summary.tick_latency_p99_us,
         summary.tick_latency_max_us
@@ -187,10 +188,65 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         report["recorded_episodes"] = json!(recorder.as_ref().map(|r| r.episodes_written));
         report["success_judge"] = json!(judged);
         report["clock"] = json!(args.clock);
-        report["link"] = json!(link.and_then(|l| l.get()));
+        report["link"] = json!(link);
+        report["recording_error"] = json!(recording_error);
+        report["ok"] = json!(failure.is_none());
+        report["error"] = json!(failure);
         print_json(&report);
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        // The summary above already says it, JSON included.
+        Some(failure) => Err(super::Reported(failure).into()),
+    }
+}
+
+/// Why a run failed at what it was asked to do, when it did: the policy
+/// never commanded the robot, the robot never answered or was lost for
+/// good, or the recording broke. The loop kept the robot safe through all
+/// of these, so it ran to its end; the exit code says it failed.
+fn failure(
+    summary: &crate::control_loop::LoopSummary,
+    link: Option<&cerebellum_firmware_bridge::client::ClientStats>,
+    recording_error: Option<&str>,
+) -> Option<String> {
+    let c = &summary.counters;
+    if c.ticks > 0 && c.holds == c.ticks {
+        return Some(if c.policy_errors > 0 {
+            format!(
+                "the policy failed on every one of the {} ticks ({} errors; the last: {}); the loop held the robot",
+                c.ticks,
+                c.policy_errors,
+                summary.last_policy_error.as_deref().unwrap_or("unknown")
+            )
+        } else if c.stale_ticks == c.ticks {
+            format!(
+                "the robot sent no usable observation in {} ticks ({} errors); the loop held it",
+                c.ticks, c.observe_errors
+            )
+        } else {
+            format!(
+                "no command but holds was sent in {} ticks ({} deadline misses)",
+                c.ticks, c.deadline_misses
+            )
+        });
+    }
+    if let Some(link) = link
+        && link.lost > link.recovered
+    {
+        return Some(format!(
+            "the robot was lost and did not come back (lost {} times, recovered {})",
+            link.lost, link.recovered
+        ));
+    }
+    if c.ticks > 0 && c.apply_errors == c.ticks {
+        return Some(format!(
+            "the robot refused or failed every one of the {} commands",
+            c.ticks
+        ));
+    }
+    recording_error
+        .map(|e| format!("the recording failed: {e} (the loop ran on and kept the robot safe)"))
 }
 
 /// What is plugged into the loop besides robot, clock and policy.
@@ -220,4 +276,76 @@ fn drive(
     // robot) is gone.
     drop(control);
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure;
+    use crate::control_loop::{LoopCounters, LoopSummary};
+
+    fn summary(counters: LoopCounters, last_policy_error: Option<&str>) -> LoopSummary {
+        LoopSummary {
+            counters,
+            success_rate: None,
+            clamps: 0,
+            holds_forced: 0,
+            envelope: Default::default(),
+            last_policy_error: last_policy_error.map(str::to_owned),
+            tick_latency_p50_us: 0,
+            tick_latency_p99_us: 0,
+            tick_latency_max_us: 0,
+            jitter_p50_us: 0,
+            jitter_p99_us: 0,
+            jitter_max_us: 0,
+            inference_delay_p50_us: 0,
+            inference_delay_max_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_run_whose_policy_failed_on_every_tick_fails_and_says_why() {
+        let counters = LoopCounters {
+            ticks: 328,
+            holds: 328,
+            policy_errors: 328,
+            ..LoopCounters::default()
+        };
+        let why = failure(&summary(counters, Some("NaN at 3")), None, None).unwrap();
+        assert!(why.contains("every one of the 328 ticks"), "{why}");
+        assert!(why.contains("NaN at 3"), "{why}");
+    }
+
+    #[test]
+    fn a_run_whose_robot_was_lost_for_good_or_whose_recording_broke_fails() {
+        let healthy = LoopCounters {
+            ticks: 100,
+            holds: 3,
+            ..LoopCounters::default()
+        };
+        assert_eq!(failure(&summary(healthy, None), None, None), None);
+        let link = cerebellum_firmware_bridge::client::ClientStats {
+            lost: 2,
+            recovered: 1,
+            ..Default::default()
+        };
+        let why = failure(&summary(healthy, None), Some(&link), None).unwrap();
+        assert!(why.contains("lost"), "{why}");
+        let back = cerebellum_firmware_bridge::client::ClientStats {
+            lost: 2,
+            recovered: 2,
+            ..Default::default()
+        };
+        assert_eq!(failure(&summary(healthy, None), Some(&back), None), None);
+        let why = failure(&summary(healthy, None), None, Some("disk full")).unwrap();
+        assert!(why.contains("disk full"), "{why}");
+        let silent = LoopCounters {
+            ticks: 50,
+            holds: 50,
+            stale_ticks: 50,
+            observe_errors: 50,
+            ..LoopCounters::default()
+        };
+        let why = failure(&summary(silent, None), None, None).unwrap();
+        assert!(why.contains("no usable observation"), "{why}");
+    }
 }

@@ -299,8 +299,8 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                             self.stats.counters.deadline_misses += 1;
                         }
                     }
-                    Err(_) => {
-                        self.stats.counters.policy_errors += 1;
+                    Err(error) => {
+                        self.stats.policy_failed(error.to_string());
                         self.chunk.clear();
                     }
                 }
@@ -333,14 +333,14 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                                 .action
                                 .check_chunk(&o.chunk)
                                 .map(|_| o)
-                                .map_err(|e| e.to_string())
+                                .map_err(|e| cerebellum_core::PolicyError::Action(e).to_string())
                         }) {
                             Ok(output) => {
                                 self.chunk
                                     .replace(output, answer.version, answer.tick, self.tick)
                             }
-                            Err(_) => {
-                                self.stats.counters.policy_errors += 1;
+                            Err(error) => {
+                                self.stats.policy_failed(error);
                                 self.chunk.clear();
                             }
                         }

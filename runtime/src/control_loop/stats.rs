@@ -38,6 +38,8 @@ pub struct LoopStats {
     pub jitter_us: Histogram<u64>,
     /// Observation-to-answer delay of each chunk (µs).
     pub inference_delay_us: Histogram<u64>,
+    /// What the policy said the last time it failed.
+    pub last_policy_error: Option<String>,
 }
 
 impl LoopStats {
@@ -49,7 +51,13 @@ impl LoopStats {
             tick_latency_us: histogram(),
             jitter_us: histogram(),
             inference_delay_us: histogram(),
+            last_policy_error: None,
         }
+    }
+
+    pub(super) fn policy_failed(&mut self, error: String) {
+        self.counters.policy_errors += 1;
+        self.last_policy_error = Some(error);
     }
 
     pub fn summary(&self) -> LoopSummary {
@@ -65,7 +73,9 @@ impl LoopStats {
             counters: c,
             success_rate: (c.episodes > 0).then(|| c.successes as f64 / c.episodes as f64),
             clamps: self.envelope.clamps(),
+            holds_forced: self.envelope.forced_holds(),
             envelope: self.envelope,
+            last_policy_error: self.last_policy_error.clone(),
             tick_latency_p50_us: q(&self.tick_latency_us, 0.5),
             tick_latency_p99_us: q(&self.tick_latency_us, 0.99),
             tick_latency_max_us: self.tick_latency_us.max(),
@@ -85,8 +95,14 @@ pub struct LoopSummary {
     #[serde(flatten)]
     pub counters: LoopCounters,
     pub success_rate: Option<f64>,
+    /// Ticks where the envelope changed a command the policy (or the
+    /// operator) proposed.
     pub clamps: u64,
+    /// Ticks the envelope held or moved to the safe pose whatever was
+    /// proposed: stale observations, e-stop.
+    pub holds_forced: u64,
     pub envelope: EnvelopeCounters,
+    pub last_policy_error: Option<String>,
     pub tick_latency_p50_us: u64,
     pub tick_latency_p99_us: u64,
     pub tick_latency_max_us: u64,
