@@ -6,19 +6,29 @@
 //! the element: a missing file, malformed XML, a mesh that does not exist or
 //! does not load (rapier3d-urdf would silently skip it), an ambiguous end
 //! effector.
+//!
+//! Every file is read through `urdf_files::read`, so the SO-101 embedded in
+//! the binary (`<embedded>/so101/…`) loads from memory exactly as an arm on
+//! disk loads from its folder; the mesh colliders are built here rather than
+//! by rapier3d-urdf (which only reads meshes from disk), the same way it
+//! builds them.
 
 use crate::hull;
 use crate::kinematics::{Chain, ChainJoint, ChainJointKind, JointDrive, urdf_origin};
 use crate::robot_config::{ActuatorParams, RobotConfig};
+use crate::urdf_files;
 use rapier3d::geometry::{MeshConverter, SharedShape};
 use rapier3d::math::{Pose, Vector};
 use rapier3d::prelude::{
     ColliderBuilder, Group, InteractionGroups, InteractionTestMode, RigidBodyBuilder,
 };
+use rapier3d_meshloader::mesh_loader;
 use rapier3d_urdf::urdf_rs::{self, Geometry, JointType};
-use rapier3d_urdf::{UrdfLoaderOptions, UrdfRobot};
+use rapier3d_urdf::{UrdfCollider, UrdfLoaderOptions, UrdfRobot};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +115,8 @@ pub struct ArmOptions {
 /// An arm, loaded once and shared by every world built from it.
 pub struct ArmModel {
     pub name: String,
+    /// The URDF it was loaded from; under `<embedded>` for the arm compiled
+    /// into the binary (see `urdf_files`).
     pub urdf_path: PathBuf,
     pub config: RobotConfig,
     pub joints: Vec<ActuatedJoint>,
@@ -144,9 +156,11 @@ impl std::fmt::Debug for ArmModel {
 const FRAME_LINK_MASS: f64 = 1e-6;
 
 impl ArmModel {
+    /// Loads the arm described by the URDF at `urdf`: a file on disk, or an
+    /// arm embedded in the binary (`crate::so101_urdf()`), read from memory.
     pub fn load(urdf: &Path, options: &ArmOptions) -> Result<Arc<Self>, ModelError> {
         let urdf_path = urdf.to_path_buf();
-        let text = std::fs::read_to_string(urdf).map_err(|e| ModelError::Read {
+        let text = urdf_files::read_to_string(urdf).map_err(|e| ModelError::Read {
             path: urdf_path.clone(),
             message: e.to_string(),
         })?;
@@ -158,11 +172,14 @@ impl ArmModel {
             Some(path) => RobotConfig::from_file(&path).map_err(ModelError::Config)?,
             None => RobotConfig::default(),
         };
-        let urdf_dir = urdf
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from("."));
+        let urdf_dir = if urdf_files::is_embedded(urdf) {
+            urdf.parent().map(Path::to_path_buf)
+        } else {
+            urdf.canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+        }
+        .unwrap_or_else(|| PathBuf::from("."));
         resolve_meshes(&mut robot, &urdf_path, &urdf_dir)?;
         demote_frame_links(&mut robot);
 
@@ -172,18 +189,9 @@ impl ArmModel {
         let chain = tree.chain_to(&robot, &ee_link, &drive_of, joints.len());
         let home = home_pose(&joints, &config)?;
 
-        let physics = UrdfLoaderOptions {
-            make_roots_fixed: true,
-            mesh_converter: Some(MeshConverter::ConvexHull),
-            collider_blueprint: ColliderBuilder::default()
-                .density(0.0)
-                .friction(1.0)
-                .collision_groups(robot_collision_groups()),
-            // A sleeping arm would ignore new servo targets.
-            rigid_body_blueprint: RigidBodyBuilder::dynamic().can_sleep(false),
-            ..Default::default()
-        };
-        let mut template = UrdfRobot::from_robot(&robot, physics, Path::new("/"));
+        let physics = physics_options();
+        let mut meshes = MeshFiles::default();
+        let mut template = build_template(&robot, &physics, &mut meshes, &urdf_path)?;
         let link_names: Vec<String> = template
             .links
             .iter()
@@ -198,12 +206,18 @@ impl ArmModel {
             .enumerate()
             .map(|(i, j)| (robot.joints[j.urdf_joint_index].name.clone(), i))
             .collect();
-        let visuals = load_visuals(&robot, &link_names, &urdf_path)?;
+        let visuals = load_visuals(&robot, &link_names, &mut meshes, &urdf_path)?;
         let turns_about_vertical = link_names
             .iter()
             .map(|link| tree.turns_about_vertical(&robot, link))
             .collect();
 
+        tracing::debug!(
+            arm = %robot.name,
+            urdf = %urdf_path.display(),
+            source = if urdf_files::is_embedded(&urdf_path) { "embedded" } else { "disk" },
+            "arm loaded"
+        );
         Ok(Arc::new(Self {
             name: robot.name.clone(),
             urdf_path,
@@ -219,6 +233,12 @@ impl ArmModel {
             link_names,
             turns_about_vertical,
         }))
+    }
+
+    /// Whether this arm was loaded from the files compiled into the binary
+    /// rather than from disk.
+    pub fn is_embedded(&self) -> bool {
+        urdf_files::is_embedded(&self.urdf_path)
     }
 
     pub fn joint_names(&self) -> Vec<&str> {
@@ -267,7 +287,9 @@ impl ArmModel {
 
 /// Makes every mesh path absolute and checks the file exists: relative paths
 /// are relative to the URDF, `package://NAME/rest` is looked up in the
-/// folders above the URDF (and in `ROS_PACKAGE_PATH`), `file://` is stripped.
+/// folders above the URDF (and in `ROS_PACKAGE_PATH`, for a URDF on disk),
+/// `file://` is stripped. The meshes of an embedded URDF resolve inside the
+/// embedded tree.
 fn resolve_meshes(
     robot: &mut urdf_rs::Robot,
     urdf: &Path,
@@ -305,8 +327,15 @@ fn resolve_meshes(
 fn resolve_mesh_uri(uri: &str, urdf_dir: &Path) -> Option<PathBuf> {
     if let Some(rest) = uri.strip_prefix("package://") {
         let (package, relative) = rest.split_once('/')?;
-        let mut roots: Vec<PathBuf> = urdf_dir.ancestors().map(Path::to_path_buf).collect();
-        if let Some(paths) = std::env::var_os("ROS_PACKAGE_PATH") {
+        let embedded = urdf_files::is_embedded(urdf_dir);
+        let mut roots: Vec<PathBuf> = urdf_dir
+            .ancestors()
+            .filter(|root| !embedded || urdf_files::is_embedded(root))
+            .map(Path::to_path_buf)
+            .collect();
+        if let Some(paths) = std::env::var_os("ROS_PACKAGE_PATH")
+            && !embedded
+        {
             roots.extend(std::env::split_paths(&paths));
         }
         return roots.iter().find_map(|root| {
@@ -314,12 +343,15 @@ fn resolve_mesh_uri(uri: &str, urdf_dir: &Path) -> Option<PathBuf> {
                 (root.file_name()? == package).then(|| root.join(relative)),
                 Some(root.join(package).join(relative)),
             ];
-            candidates.into_iter().flatten().find(|p| p.is_file())
+            candidates
+                .into_iter()
+                .flatten()
+                .find(|p| urdf_files::is_file(p))
         });
     }
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     let path = urdf_dir.join(path);
-    path.is_file().then_some(path)
+    urdf_files::is_file(&path).then_some(path)
 }
 
 /// Zeroes the inertia of massless links without geometry (tool frames, TCPs)
@@ -625,6 +657,129 @@ fn home_pose(joints: &[ActuatedJoint], config: &RobotConfig) -> Result<Vec<f32>,
         .collect())
 }
 
+/// How the URDF becomes rapier bodies and colliders.
+fn physics_options() -> UrdfLoaderOptions {
+    UrdfLoaderOptions {
+        make_roots_fixed: true,
+        mesh_converter: Some(MeshConverter::ConvexHull),
+        collider_blueprint: ColliderBuilder::default()
+            .density(0.0)
+            .friction(1.0)
+            .collision_groups(robot_collision_groups()),
+        // A sleeping arm would ignore new servo targets.
+        rigid_body_blueprint: RigidBodyBuilder::dynamic().can_sleep(false),
+        ..Default::default()
+    }
+}
+
+/// The meshes a URDF names, each read (through `urdf_files::read`, so from
+/// the binary for an embedded arm) and parsed once, for the colliders and
+/// the camera alike.
+#[derive(Default)]
+struct MeshFiles {
+    parsed: HashMap<String, Rc<Vec<mesh_loader::Mesh>>>,
+}
+
+impl MeshFiles {
+    /// The triangle meshes in the file at `path` (resolved by
+    /// `resolve_meshes`); the format comes from its extension.
+    fn get(&mut self, path: &str) -> std::io::Result<Rc<Vec<mesh_loader::Mesh>>> {
+        if let Some(meshes) = self.parsed.get(path) {
+            return Ok(meshes.clone());
+        }
+        let loader: mesh_loader::Loader<Cow<'static, [u8]>> =
+            mesh_loader::Loader::with_custom_reader(urdf_files::read);
+        let meshes = Rc::new(loader.load(path)?.meshes);
+        self.parsed.insert(path.to_owned(), meshes.clone());
+        Ok(meshes)
+    }
+}
+
+/// rapier3d-urdf's bodies, joints and primitive colliders, with the mesh
+/// colliders built here from `meshes` exactly as rapier3d-urdf builds them
+/// from files on disk (each part converted by `physics.mesh_converter`, posed
+/// at the element's origin, in the link's `<collision>` order), except that
+/// no triangle-mesh visual is kept beside a hull: the camera draws
+/// `ArmModel::visuals`. A mesh that cannot be read is an error naming it.
+fn build_template(
+    robot: &urdf_rs::Robot,
+    physics: &UrdfLoaderOptions,
+    meshes: &mut MeshFiles,
+    urdf: &Path,
+) -> Result<UrdfRobot, ModelError> {
+    // rapier3d-urdf skips a zero-sized box, so replacing each mesh by one
+    // keeps every link's elements (and so which links are empty and merged
+    // away) while it builds everything but the meshes.
+    let mut without_meshes = robot.clone();
+    for link in &mut without_meshes.links {
+        for collision in &mut link.collision {
+            if matches!(collision.geometry, Geometry::Mesh { .. }) {
+                collision.geometry = Geometry::Box {
+                    size: urdf_rs::Vec3([0.0; 3]),
+                };
+            }
+        }
+    }
+    let mut template = UrdfRobot::from_robot(&without_meshes, physics.clone(), Path::new("/"));
+    let converter = physics
+        .mesh_converter
+        .unwrap_or(MeshConverter::TriMeshWithFlags(physics.trimesh_flags));
+    for link in &mut template.links {
+        let source = &robot.links[link.urdf_link_index];
+        let mut primitives = std::mem::take(&mut link.colliders).into_iter();
+        for (i, collision) in source.collision.iter().enumerate() {
+            match &collision.geometry {
+                Geometry::Mesh { filename, scale } => {
+                    let raw = meshes.get(filename).map_err(|e| ModelError::Mesh {
+                        urdf: urdf.to_path_buf(),
+                        link: source.name.clone(),
+                        element: format!("<collision> #{}", i + 1),
+                        mesh: filename.clone(),
+                        problem: format!("could not be loaded: {e}"),
+                    })?;
+                    let scale = scale
+                        .map(|s| Vector::new(s[0] as f32, s[1] as f32, s[2] as f32))
+                        .unwrap_or(Vector::splat(1.0))
+                        * physics.scale;
+                    let mut origin = urdf_pose(&collision.origin);
+                    origin.translation *= physics.scale;
+                    for mesh in raw.iter() {
+                        let Ok((shape, pose)) =
+                            rapier3d_meshloader::load_from_raw_mesh(mesh, &converter, scale)
+                        else {
+                            continue;
+                        };
+                        let mut builder = physics.collider_blueprint.clone();
+                        builder.shape = shape;
+                        link.colliders.push(UrdfCollider {
+                            collider: builder.position(origin * pose).build(),
+                            visual: None,
+                        });
+                    }
+                }
+                Geometry::Box { size } if size.0 == [0.0; 3] => {}
+                _ => link.colliders.extend(primitives.next()),
+            }
+        }
+    }
+    Ok(template)
+}
+
+/// A URDF `<origin>` as rapier3d-urdf turns it into a pose (fixed-axis
+/// roll-pitch-yaw), in `f32` as it computes it, so that mesh colliders sit
+/// bit for bit where it would put them.
+fn urdf_pose(pose: &urdf_rs::Pose) -> Pose {
+    Pose::from_parts(
+        Vector::new(pose.xyz[0] as f32, pose.xyz[1] as f32, pose.xyz[2] as f32),
+        rapier3d::math::Rotation::from_euler(
+            rapier3d::glamx::EulerRot::ZYX,
+            pose.rpy[2] as f32,
+            pose.rpy[1] as f32,
+            pose.rpy[0] as f32,
+        ),
+    )
+}
+
 /// rapier3d-urdf skips a mesh that fails to load; a link that should have a
 /// collider and has none is an error here.
 fn check_colliders(
@@ -734,6 +889,7 @@ type MeshKey = (String, [u32; 3]);
 fn load_visuals(
     robot: &urdf_rs::Robot,
     link_names: &[String],
+    meshes: &mut MeshFiles,
     urdf: &Path,
 ) -> Result<Vec<Vec<VisualShape>>, ModelError> {
     let mut cache: BTreeMap<MeshKey, Vec<(SharedShape, Pose)>> = BTreeMap::new();
@@ -762,16 +918,19 @@ fn load_visuals(
                             problem,
                         };
                         let scale = Vector::new(scale[0] as f32, scale[1] as f32, scale[2] as f32);
-                        let parts = rapier3d_meshloader::load_from_path(
-                            filename,
-                            &MeshConverter::TriMesh,
-                            scale,
-                        )
-                        .map_err(|e| mesh_error(format!("could not be loaded: {e}")))?;
-                        let parts: Vec<(SharedShape, Pose)> = parts
-                            .into_iter()
-                            .filter_map(Result::ok)
-                            .map(|p| (p.shape, p.pose))
+                        let raw = meshes
+                            .get(filename)
+                            .map_err(|e| mesh_error(format!("could not be loaded: {e}")))?;
+                        let parts: Vec<(SharedShape, Pose)> = raw
+                            .iter()
+                            .filter_map(|mesh| {
+                                rapier3d_meshloader::load_from_raw_mesh(
+                                    mesh,
+                                    &MeshConverter::TriMesh,
+                                    scale,
+                                )
+                                .ok()
+                            })
                             .collect();
                         if parts.is_empty() {
                             return Err(mesh_error("holds no triangles".into()));
@@ -860,7 +1019,7 @@ mod tests {
         let urdf = crate::so101_urdf();
         let simplified = collision_hulls(&ArmModel::load(&urdf, &ArmOptions::default()).unwrap());
         let config = std::env::temp_dir().join(format!("exact-hulls-{}.toml", std::process::id()));
-        let text = std::fs::read_to_string(urdf.with_extension("toml")).unwrap();
+        let text = urdf_files::read_to_string(&urdf.with_extension("toml")).unwrap();
         std::fs::write(&config, format!("hull_tolerance = 0.0\n{text}")).unwrap();
         let options = ArmOptions {
             config: Some(config.clone()),
@@ -881,5 +1040,73 @@ mod tests {
             let error = hull::max_distance_outside(exact, simple);
             assert!(error <= hull::DEFAULT_TOLERANCE + 1e-5, "{error} m");
         }
+    }
+
+    /// The SO-101 from its folder on disk, as the source tree has it.
+    fn so101_on_disk() -> PathBuf {
+        crate::so101_source_dir().join("so101_new_calib.urdf")
+    }
+
+    /// The mesh colliders built here from bytes are the ones rapier3d-urdf
+    /// builds from the same files on disk: same links, same order, same
+    /// poses and hull vertices, bit for bit.
+    #[test]
+    fn mesh_colliders_are_rapier3d_urdfs() {
+        let urdf = so101_on_disk();
+        let text = std::fs::read_to_string(&urdf).unwrap();
+        let mut robot = urdf_rs::read_from_string(&text).unwrap();
+        let dir = urdf.parent().unwrap().canonicalize().unwrap();
+        resolve_meshes(&mut robot, &urdf, &dir).unwrap();
+        demote_frame_links(&mut robot);
+        let physics = physics_options();
+        let theirs = UrdfRobot::from_robot(&robot, physics.clone(), Path::new("/"));
+        let ours = build_template(&robot, &physics, &mut MeshFiles::default(), &urdf).unwrap();
+        assert_eq!(ours.links.len(), theirs.links.len());
+        let mut hulls = 0;
+        for (a, b) in ours.links.iter().zip(&theirs.links) {
+            assert_eq!(a.urdf_link_index, b.urdf_link_index);
+            assert_eq!(a.colliders.len(), b.colliders.len());
+            for (a, b) in a.colliders.iter().zip(&b.colliders) {
+                let (a, b) = (&a.collider, &b.collider);
+                assert_eq!(a.position(), b.position());
+                assert_eq!(a.friction(), b.friction());
+                assert_eq!(a.collision_groups(), b.collision_groups());
+                let points = |c: &rapier3d::prelude::Collider| {
+                    c.shape()
+                        .as_convex_polyhedron()
+                        .map(|h| h.points().to_vec())
+                };
+                assert_eq!(points(a), points(b));
+                hulls += usize::from(points(a).is_some());
+            }
+        }
+        assert!(hulls >= 10, "{hulls} mesh hulls");
+    }
+
+    /// The arm embedded in the binary loads from memory into the same model
+    /// as the source tree's files on disk.
+    #[test]
+    fn the_embedded_so101_is_the_one_on_disk() {
+        let embedded = ArmModel::load(&crate::so101_urdf(), &ArmOptions::default()).unwrap();
+        let disk = ArmModel::load(&so101_on_disk(), &ArmOptions::default()).unwrap();
+        assert!(embedded.is_embedded() && !disk.is_embedded());
+        assert_eq!(embedded.joints, disk.joints);
+        assert_eq!(embedded.config, disk.config);
+        assert_eq!(embedded.home, disk.home);
+        assert_eq!(embedded.ee_link, disk.ee_link);
+        assert_eq!(collision_hulls(&embedded), collision_hulls(&disk));
+        let triangles = |m: &ArmModel| -> Vec<Vec<usize>> {
+            m.visuals
+                .iter()
+                .map(|shapes| {
+                    shapes
+                        .iter()
+                        .map(|v| v.shape.as_trimesh().map_or(0, |t| t.num_triangles()))
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(triangles(&embedded), triangles(&disk));
+        assert!(triangles(&embedded).iter().flatten().sum::<usize>() > 10_000);
     }
 }

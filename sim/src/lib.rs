@@ -15,6 +15,7 @@ pub mod pendulum;
 pub mod randomization;
 pub mod robot_config;
 pub mod tasks;
+pub mod urdf_files;
 pub mod vec_env;
 pub mod world;
 
@@ -27,7 +28,4 @@ pub use tasks::TaskKind;
 pub use vec_env::{VecEnv, VecStep};
 pub use world::{ArmWorld, CubeConfig, PhysicsConfig};
 
-/// The SO-101 arm that ships with Cerebellum.
-pub fn so101_urdf() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("robots/so101/so101_new_calib.urdf")
-}
+pub use urdf_files::{so101_source_dir, so101_urdf};

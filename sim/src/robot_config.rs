@@ -3,6 +3,7 @@
 //!
 //! Read from `<urdf stem>.toml` beside the URDF (or a path given on the
 //! command line). An arm without one gets defaults derived from its URDF.
+//! The embedded SO-101's config is read from the binary (`urdf_files`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -124,7 +125,7 @@ pub struct RobotConfig {
 
 impl RobotConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::urdf_files::read_to_string(path)
             .map_err(|e| format!("cannot read robot config {}: {e}", path.display()))?;
         let config: Self =
             toml::from_str(&text).map_err(|e| format!("robot config {}: {e}", path.display()))?;
@@ -173,7 +174,7 @@ impl RobotConfig {
     /// name with `.toml` in place of `.urdf`.
     pub fn beside(urdf: &Path) -> Option<std::path::PathBuf> {
         let path = urdf.with_extension("toml");
-        path.is_file().then_some(path)
+        crate::urdf_files::is_file(&path).then_some(path)
     }
 
     pub fn actuator_for(&self, joint: &str, effort: f32) -> ActuatorParams {
