@@ -574,11 +574,15 @@ impl<R: Robot> Worker<R> {
     }
 
     /// Folds the step from the previous applied command of the episode to
-    /// this one (`seq`) into `max_command_step`; a command applied again on
-    /// a later period is no new step.
+    /// this one (`seq`) into `max_command_step`, when the two were sent one
+    /// after the other (consecutive `seq`): that is the step the runtime's
+    /// envelope bounds. A command applied again on a later period is no
+    /// new step; after a lost or superseded command (two arriving in one
+    /// period) the pair is not consecutive and is not measured.
     fn measure_command_step(&mut self, seq: u32, values: &[f32]) {
         let step = match &self.previous_command {
             Some((previous, _)) if *previous == seq => return,
+            Some((previous, _)) if previous.wrapping_add(1) != seq => 0.0,
             Some((_, last)) => last
                 .iter()
                 .zip(values)
