@@ -39,7 +39,9 @@ pub struct PhysicsBenchArgs {
     /// Python interpreter for the MuJoCo peer.
     #[arg(long, default_value = "python3")]
     pub python: String,
-    /// MJCF scene of the same arm for MuJoCo.
+    /// MJCF scene of the same arm for MuJoCo: `sim/robots/so101/scene.xml`
+    /// of a Cerebellum source tree (not embedded in the binary; default: the
+    /// one in the tree this binary was built from, when it is still there).
     #[arg(long, value_name = "PATH")]
     pub mjcf: Option<PathBuf>,
     #[arg(long)]
@@ -167,9 +169,7 @@ pub fn run(args: PhysicsBenchArgs) -> anyhow::Result<()> {
 
 /// Runs the MuJoCo peer; an error says why it could not be measured.
 fn run_mujoco(args: &PhysicsBenchArgs, dt: f32) -> Result<serde_json::Value, String> {
-    let scene = args.mjcf.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sim/robots/so101/scene.xml")
-    });
+    let scene = mjcf_scene(args.mjcf.as_deref())?;
     let peer_args = [
         "--scene".to_owned(),
         scene.to_string_lossy().into_owned(),
@@ -185,4 +185,22 @@ fn run_mujoco(args: &PhysicsBenchArgs, dt: f32) -> Result<serde_json::Value, Str
         &peer_args,
         "requirements-mujoco.txt",
     )
+}
+
+/// The MuJoCo scene to load: `--mjcf`, else the source tree's, which a
+/// binary away from its source tree does not have; the error says so and
+/// the bench goes on without the MuJoCo peer.
+fn mjcf_scene(flag: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    let source = cerebellum_sim::so101_source_dir().join("scene.xml");
+    if source.is_file() {
+        Ok(source)
+    } else {
+        Err(format!(
+            "the MuJoCo model of the SO-101 is not embedded in the binary and the source tree it was built from ({}) is not here: pass --mjcf PATH to sim/robots/so101/scene.xml of a Cerebellum checkout",
+            source.display()
+        ))
+    }
 }
