@@ -395,3 +395,55 @@ fn an_estop_during_a_chunk_holds_the_measured_pose_until_the_operator_clears_it(
     );
     assert_eq!(control.stats.summary().counters.ticks, 35);
 }
+
+static STOP_AFTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn stop_after_the_countdown() -> bool {
+    // Counts down once per tick: the stop comes mid-episode.
+    use std::sync::atomic::Ordering;
+    STOP_AFTER
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_err()
+}
+
+#[test]
+fn a_stop_or_the_end_of_a_one_shot_run_closes_the_open_episode_as_truncated() {
+    let run = |limit: Option<u64>, stop: bool| {
+        let env = reach_env();
+        let spec = env.spec().clone();
+        let policy = GaussianMlpPolicy::new(&spec, GaussianConfig::default(), 3).unwrap();
+        let mut control = ControlLoop::new(
+            env,
+            SimClock::new(spec.control_period()),
+            Inference::inline(PolicySlot::new(policy)),
+            envelope(&spec),
+            LoopConfig {
+                max_episodes: None,
+                max_ticks: limit,
+                ..config(0)
+            },
+        )
+        .with_final_truncation();
+        if stop {
+            control = control.with_stop(stop_after_the_countdown);
+        }
+        let mut log = Vec::new();
+        control.run(&mut log).unwrap();
+        log
+    };
+    // 130 ticks: one whole 100-tick episode, then 30 ticks cut short.
+    let log = run(Some(130), false);
+    assert_eq!(log.len(), 130);
+    assert!(log[99].truncated || log[99].terminated);
+    assert!(log[129].truncated, "the last tick closes the episode");
+    assert_eq!(
+        log.iter().filter(|t| t.truncated || t.terminated).count(),
+        2
+    );
+    // Ctrl-C at the 42nd tick: no limit, the loop stops there.
+    STOP_AFTER.store(41, std::sync::atomic::Ordering::SeqCst);
+    let log = run(None, true);
+    assert_eq!(log.len(), 42);
+    assert!(log[41].truncated);
+    assert!(log[..41].iter().all(|t| !t.truncated && !t.terminated));
+}

@@ -263,7 +263,15 @@ fn drive(
     crate::control_loop::LoopSummary,
     Option<crate::success_judge::JudgeCounters>,
 )> {
-    let mut control = attachments.operator.attach(control);
+    // Ctrl-C ends the run after the current tick, its episode closed as
+    // truncated, the recording flushed and the summary printed; so does
+    // the end of --duration.
+    crate::interrupt::install();
+    let mut control = attachments
+        .operator
+        .attach(control)
+        .with_stop(crate::interrupt::requested)
+        .with_final_truncation();
     if let Some(judge) = attachments.judge {
         control = control.with_success_judge(judge);
     }

@@ -90,6 +90,12 @@ pub struct ControlLoop<R, C, P> {
     estop_pressed_now: bool,
     teleop: Option<TeleopInput>,
     success_judge: Option<crate::success_judge::SuccessJudge>,
+    /// Asked between ticks whether to stop (Ctrl-C); see `with_stop`.
+    stop: Option<fn() -> bool>,
+    /// Stopping, or the tick limit reached, cuts the open episode
+    /// (`with_final_truncation`).
+    truncate_at_end: bool,
+    stopping: bool,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
     spec: RobotSpec,
@@ -126,6 +132,9 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             estop_pressed_now: false,
             teleop: None,
             success_judge: None,
+            stop: None,
+            truncate_at_end: false,
+            stopping: false,
             observation: None,
             episode_open: false,
             last_timestamp: f64::NEG_INFINITY,
@@ -138,9 +147,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     }
 
     fn finished(&self) -> bool {
-        self.config
-            .max_episodes
-            .is_some_and(|n| self.stats.counters.episodes >= n)
+        self.stopping
+            || self
+                .config
+                .max_episodes
+                .is_some_and(|n| self.stats.counters.episodes >= n)
             || self
                 .config
                 .max_ticks
@@ -179,6 +190,22 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         self.step = 0;
         self.episode_open = true;
         Ok(())
+    }
+
+    /// This tick is the last: a stop was asked for, or (with
+    /// `with_final_truncation`) the tick limit is reached.
+    fn last_tick(&mut self) -> bool {
+        if let Some(stop) = self.stop
+            && stop()
+        {
+            self.stopping = true;
+        }
+        self.stopping
+            || (self.truncate_at_end
+                && self
+                    .config
+                    .max_ticks
+                    .is_some_and(|n| self.stats.counters.ticks >= n))
     }
 
     /// One tick: observe → infer → envelope → send → record.
@@ -221,6 +248,11 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
                 outcome.success = Some(true);
                 self.stats.counters.learned_successes += 1;
             }
+        }
+        if self.last_tick() && !outcome.done() {
+            // The run ends here: the episode is cut, so every reader sees
+            // it complete (truncated), not left open.
+            outcome.truncated = true;
         }
         self.record(sink, observation, planned, checked, &outcome, takeover);
         self.step += 1;
@@ -468,6 +500,22 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// What the success judge counted, when there is one.
     pub fn success_judge_counters(&self) -> Option<crate::success_judge::JudgeCounters> {
         self.success_judge.as_ref().map(|j| j.counters.clone())
+    }
+
+    /// Stops after the tick at which `stop` says so (Ctrl-C:
+    /// `crate::interrupt::requested`), closing the open episode as
+    /// truncated.
+    pub fn with_stop(mut self, stop: fn() -> bool) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The tick that reaches `max_ticks` closes the open episode as
+    /// truncated (a one-shot run; a loop run in windows leaves it open to
+    /// continue).
+    pub fn with_final_truncation(mut self) -> Self {
+        self.truncate_at_end = true;
+        self
     }
 
     /// Lets an operator take over through `teleop` (see `TeleopInput`).
