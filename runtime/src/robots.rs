@@ -124,11 +124,9 @@ impl ZenohArgs {
         let robot = address.robot.as_deref().unwrap_or(&self.robot_id);
         let keys = RobotKeys::new(&self.prefix, robot).map_err(anyhow::Error::msg)?;
         let mut config = ClientConfig::new(self.session(Some(&address.endpoint), None), keys);
-        anyhow::ensure!(
-            self.meta_timeout.is_finite() && self.meta_timeout > 0.0,
-            "--meta-timeout must be a positive number of seconds"
-        );
-        config.meta_timeout = Duration::from_secs_f64(self.meta_timeout);
+        // An hour: longer is a typo, and a client waits that long at most.
+        config.meta_timeout =
+            crate::commands::seconds("--meta-timeout", self.meta_timeout, 3600.0)?;
         config.expected_spec = Some(spec.clone());
         Ok(ZenohRobot::connect(config, hooks)?)
     }

@@ -115,11 +115,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             None,
         ),
         remote => {
-            anyhow::ensure!(
-                args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 1e6,
-                "--timeout {}: give a number of seconds in (0, 1e6]",
-                args.timeout
-            );
+            super::seconds("--timeout", args.timeout, super::MAX_SECONDS)?;
             let mut operator = OperatorInputs::default();
             let robot = connect_robot(
                 remote,

@@ -102,6 +102,20 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// The longest stretch of time any flag takes: a year. Longer is refused,
+/// never saturated (`Duration::from_secs_f64` would panic past ~5.8e11 s).
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A flag's number of seconds, checked: finite, positive, at most `max`.
+/// The refusal names the flag, the value and the accepted range.
+pub fn seconds(flag: &str, value: f64, max: f64) -> anyhow::Result<std::time::Duration> {
+    anyhow::ensure!(
+        value.is_finite() && value > 0.0 && value <= max,
+        "{flag} {value}: give a number of seconds in (0, {max}]"
+    );
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 /// An error the command has already reported on stdout (its `--json`
 /// summary says `"ok": false`): the binary exits non-zero without a second
 /// JSON line.

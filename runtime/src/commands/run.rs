@@ -97,10 +97,7 @@ pub enum InferenceMode {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.duration.is_finite() && args.duration > 0.0,
-        "--duration must be a positive number of seconds"
-    );
+    super::seconds("--duration", args.duration, super::MAX_SECONDS)?;
     let contract = checkpoint::load_contract(&args.checkpoint)?;
     let config: TrainConfig = serde_json::from_value(contract.provenance.config.clone())
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;

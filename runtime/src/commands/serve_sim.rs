@@ -76,12 +76,10 @@ pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     // Ctrl-C and SIGTERM stop the server cleanly (polled below), so the
     // summary is printed whichever way serving ends.
     crate::interrupt::install();
-    if let Some(seconds) = args.duration {
-        anyhow::ensure!(
-            seconds.is_finite() && seconds > 0.0,
-            "--duration must be a positive number of seconds"
-        );
-    }
+    let duration = args
+        .duration
+        .map(|seconds| super::seconds("--duration", seconds, super::MAX_SECONDS))
+        .transpose()?;
     let (config, model) = args.robot.load()?;
     let env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
     let keys =
@@ -114,9 +112,7 @@ pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    let deadline = args
-        .duration
-        .map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
+    let deadline = duration.map(|d| Instant::now() + d);
     while !crate::interrupt::requested() && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -68,10 +68,7 @@ pub fn run(args: TeleopArgs) -> anyhow::Result<()> {
     let RobotChoice::Zenoh(address) = &args.robot else {
         anyhow::bail!("--robot must be a robot over zenoh (zenoh:tcp/HOST:PORT[/ROBOT])");
     };
-    anyhow::ensure!(
-        args.duration.is_finite() && args.duration > 0.0,
-        "--duration must be a positive number of seconds"
-    );
+    super::seconds("--duration", args.duration, super::MAX_SECONDS)?;
     let (config, model) = args.sim.load()?;
     let env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;
     let spec = env.spec().clone();

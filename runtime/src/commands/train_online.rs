@@ -52,10 +52,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let from = args.resume_dir().ok_or_else(|| {
         anyhow::anyhow!("--online needs --resume DIR: the checkpoint to fine-tune")
     })??;
-    anyhow::ensure!(
-        args.duration.is_finite() && args.duration > 0.0,
-        "--duration must be a positive number of seconds"
-    );
+    super::seconds("--duration", args.duration, super::MAX_SECONDS)?;
     let (config, out) = resolve_config(args)?;
     let (env_config, model) = config.robot.load(config.task_kind())?;
     let contract = checkpoint::load_contract(&from)?;
