@@ -523,11 +523,14 @@ fn the_server_reports_the_largest_step_between_commands_of_an_episode() {
     assert!((step - 0.2).abs() < 1e-6, "{step}");
 }
 
+/// Samples as they arrived: key and payload.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// What the robot published, in the order it arrived, from a session of
 /// its own.
-fn watch(endpoint: &str) -> (zenoh::Session, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn watch(endpoint: &str) -> (zenoh::Session, Seen) {
     let session = session::open(&connect_to(endpoint)).unwrap();
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let log = seen.clone();
     session
         .declare_subscriber(format!("{}/{}/**", keys().prefix, keys().robot))
