@@ -7,15 +7,21 @@
 //! An episode is written to `episode-….jsonl.partial` and renamed when it
 //! ends, so a reader never sees half an episode; a run that stops mid-way
 //! leaves its last episode as `.partial`, which readers skip.
+//!
+//! Nothing is overwritten: a recorder refuses a directory that already holds
+//! a recording unless asked to append to it ([`Existing::Append`]), which
+//! needs the same spec, stages and task, and numbers its episodes after the
+//! last episode file there.
 
 use crate::control_loop::TransitionSink;
-use cerebellum_core::{RobotSpec, Transition};
+use cerebellum_core::{FieldSpec, RobotSpec, Transition};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "cerebellum-episodes";
 pub const VERSION: u32 = 1;
+pub const META_FILE: &str = "meta.json";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodesMeta {
@@ -26,41 +32,271 @@ pub struct EpisodesMeta {
     /// episodes carry no stage annotations).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<String>,
+    /// The task the episodes were recorded on, when the recorder knew it
+    /// (`cerebellum record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+impl EpisodesMeta {
+    pub fn new(robot: &RobotSpec, stages: &[&str], task: Option<&str>) -> Self {
+        Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            robot: robot.clone(),
+            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+            task: task.map(str::to_owned),
+        }
+    }
+
+    /// How episodes described by `self` would not belong in a recording
+    /// described by `recorded`, in words (`None` when they would).
+    pub fn difference(&self, recorded: &EpisodesMeta) -> Option<String> {
+        if (self.format.as_str(), self.version) != (recorded.format.as_str(), recorded.version) {
+            return Some(format!(
+                "format: {} version {} recorded, {} version {} now",
+                recorded.format, recorded.version, self.format, self.version
+            ));
+        }
+        if let (Some(now), Some(then)) = (&self.task, &recorded.task)
+            && now != then
+        {
+            return Some(format!("task: `{then}` recorded, `{now}` now"));
+        }
+        if self.stages != recorded.stages {
+            return Some(format!(
+                "stages: [{}] recorded, [{}] now",
+                recorded.stages.join(", "),
+                self.stages.join(", ")
+            ));
+        }
+        spec_difference(&recorded.robot, &self.robot)
+    }
+}
+
+/// The first way `now` differs from `recorded`, in words.
+fn spec_difference(recorded: &RobotSpec, now: &RobotSpec) -> Option<String> {
+    let differ =
+        |what: &str, then: String, now: String| Some(format!("{what}: {then} recorded, {now} now"));
+    if recorded.name != now.name {
+        return differ("robot name", recorded.name.clone(), now.name.clone());
+    }
+    if recorded.control_rate_hz != now.control_rate_hz {
+        return differ(
+            "control rate",
+            format!("{} Hz", recorded.control_rate_hz),
+            format!("{} Hz", now.control_rate_hz),
+        );
+    }
+    let fields = |kind: &str, then: &[FieldSpec], now: &[FieldSpec]| {
+        let names = |f: &[FieldSpec]| f.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        if names(then) != names(now) {
+            return differ(
+                &format!("{kind} fields"),
+                format!("[{}]", names(then).join(", ")),
+                format!("[{}]", names(now).join(", ")),
+            );
+        }
+        let (a, b) = then.iter().zip(now).find(|(a, b)| a != b)?;
+        differ(
+            &format!("{kind} field `{}`", a.name),
+            format!(
+                "{} {:?} in [{:?}, {:?}]",
+                a.unit, a.elements, a.lower, a.upper
+            ),
+            format!(
+                "{} {:?} in [{:?}, {:?}]",
+                b.unit, b.elements, b.lower, b.upper
+            ),
+        )
+    };
+    if let Some(difference) = fields(
+        "observation",
+        &recorded.observation.fields,
+        &now.observation.fields,
+    ) {
+        return Some(difference);
+    }
+    if recorded.observation.cameras != now.observation.cameras {
+        return differ(
+            "cameras",
+            format!("{:?}", recorded.observation.cameras),
+            format!("{:?}", now.observation.cameras),
+        );
+    }
+    if recorded.observation.instruction != now.observation.instruction {
+        return differ(
+            "observation instruction",
+            recorded.observation.instruction.to_string(),
+            now.observation.instruction.to_string(),
+        );
+    }
+    fields("action", &recorded.action.fields, &now.action.fields)
+}
+
+/// What a recorder does with a directory that already holds a recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse it, naming it (nothing is overwritten).
+    Refuse,
+    /// Add episodes to it, if they belong there (same format, spec, stages
+    /// and task); a directory without a recording gets a new one.
+    Append,
+}
+
+/// A recording that stopped on a write error (a full disk, a directory
+/// that went away) while the loop it recorded went on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "recording to {dir} failed after {episodes_written} complete episode(s): {message} (those are whole; an episode being written is left as .partial)"
+)]
+pub struct RecordingFailure {
+    pub dir: PathBuf,
+    /// Episodes written whole before the failure.
+    pub episodes_written: u64,
+    pub message: String,
 }
 
 pub struct EpisodeRecorder {
     dir: PathBuf,
-    current: Option<(u64, BufWriter<std::fs::File>)>,
+    /// The producer's episode id of the episode being written, its number
+    /// here, and its file.
+    current: Option<(u64, u64, BufWriter<std::fs::File>)>,
+    /// The number the next new episode gets.
+    next_episode: u64,
     pub episodes_written: u64,
-    /// The first write error; recording stops, the loop does not.
+    /// The first write error, as "recording to DIR: error"; recording
+    /// stops, the loop does not (see [`EpisodeRecorder::failure`]).
     pub error: Option<String>,
+    /// That error alone, for [`RecordingFailure::message`].
+    cause: Option<String>,
+}
+
+/// `episode-NNNNNNNN` of an episode file's name (complete or `.partial`).
+fn episode_number(name: &str) -> Option<u64> {
+    let stem = name
+        .strip_suffix(".jsonl")
+        .or_else(|| name.strip_suffix(".jsonl.partial"))?;
+    stem.strip_prefix("episode-")?.parse().ok()
+}
+
+/// The numbers of the episode files in `dir`: complete, and `.partial`.
+fn episode_files(dir: &Path) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    let (mut complete, mut partial) = (Vec::new(), Vec::new());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((complete, partial)),
+        Err(e) => anyhow::bail!("cannot list {}: {e}", dir.display()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow::anyhow!("cannot list {}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(number) = episode_number(&name) {
+            if name.ends_with(".partial") {
+                partial.push(number);
+            } else {
+                complete.push(number);
+            }
+        }
+    }
+    complete.sort_unstable();
+    partial.sort_unstable();
+    Ok((complete, partial))
 }
 
 impl EpisodeRecorder {
+    /// A new recording in `dir`; refuses a directory that holds one.
     pub fn create(dir: &Path, robot: &RobotSpec) -> anyhow::Result<Self> {
-        Self::create_with_stages(dir, robot, &[])
+        Self::open(dir, EpisodesMeta::new(robot, &[], None), Existing::Refuse)
     }
 
-    /// A recorder whose episodes carry stage annotations named `stages`.
+    /// A new recording whose episodes carry stage annotations named
+    /// `stages`; refuses a directory that holds one.
     pub fn create_with_stages(
         dir: &Path,
         robot: &RobotSpec,
         stages: &[&str],
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        let meta = EpisodesMeta {
-            format: FORMAT.into(),
-            version: VERSION,
-            robot: robot.clone(),
-            stages: stages.iter().map(|s| (*s).to_owned()).collect(),
+        Self::open(
+            dir,
+            EpisodesMeta::new(robot, stages, None),
+            Existing::Refuse,
+        )
+    }
+
+    /// A recorder of episodes described by `meta` into `dir`. A directory
+    /// with neither `meta.json` nor episode files gets a new recording
+    /// (`meta.json` written atomically); one that holds a recording is
+    /// refused, naming it, or with [`Existing::Append`] is added to when
+    /// its `meta.json` describes the same episodes (an error names what
+    /// differs), numbering new episodes after its last episode file, so no
+    /// file there is ever replaced.
+    pub fn open(dir: &Path, meta: EpisodesMeta, existing: Existing) -> anyhow::Result<Self> {
+        let meta_path = dir.join(META_FILE);
+        let (complete, partial) = episode_files(dir)?;
+        let has_meta = meta_path.exists();
+        let next_episode = if !has_meta && complete.is_empty() && partial.is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            write_atomically(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+            0
+        } else {
+            let holds = format!(
+                "{} already holds a recording ({}{} complete episodes{})",
+                dir.display(),
+                if has_meta {
+                    "meta.json, "
+                } else {
+                    "no meta.json, "
+                },
+                complete.len(),
+                if partial.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} unfinished", partial.len())
+                }
+            );
+            anyhow::ensure!(
+                existing == Existing::Append,
+                "{holds}: pass --append to add episodes to it, or choose another directory"
+            );
+            anyhow::ensure!(has_meta, "{holds}: cannot append without its meta.json");
+            let recorded: EpisodesMeta = serde_json::from_slice(
+                &std::fs::read(&meta_path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", meta_path.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+            if let Some(difference) = meta.difference(&recorded) {
+                anyhow::bail!(
+                    "cannot append to {}: its episodes were recorded differently ({difference}); choose another directory",
+                    dir.display()
+                );
+            }
+            complete.iter().chain(&partial).max().map_or(0, |n| n + 1)
         };
-        std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
         Ok(Self {
             dir: dir.to_owned(),
             current: None,
+            next_episode,
             episodes_written: 0,
             error: None,
+            cause: None,
+        })
+    }
+
+    /// The number the next episode's file gets (`episode-NNNNNNNN.jsonl`).
+    pub fn next_episode(&self) -> u64 {
+        self.next_episode
+    }
+
+    /// The write error that stopped this recording, if one did: a run that
+    /// recorded must report it in its summary and exit code.
+    pub fn failure(&self) -> Option<RecordingFailure> {
+        self.cause.as_ref().map(|message| RecordingFailure {
+            dir: self.dir.clone(),
+            episodes_written: self.episodes_written,
+            message: message.clone(),
         })
     }
 
@@ -69,21 +305,31 @@ impl EpisodeRecorder {
     }
 
     fn write(&mut self, transition: &Transition) -> std::io::Result<()> {
-        let episode = transition.provenance.episode_id;
-        if self.current.as_ref().is_none_or(|(id, _)| *id != episode) {
-            let path = self.path(episode).with_extension("jsonl.partial");
-            self.current = Some((episode, BufWriter::new(std::fs::File::create(path)?)));
+        let id = transition.provenance.episode_id;
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|(current, _, _)| *current != id)
+        {
+            // Episodes are numbered in the order they arrive; one left
+            // unfinished (the producer moved on) stays `.partial`.
+            let number = self.next_episode;
+            let path = self.path(number).with_extension("jsonl.partial");
+            let file = std::fs::File::create_new(&path)?;
+            self.next_episode += 1;
+            self.current = Some((id, number, BufWriter::new(file)));
         }
-        let (_, writer) = self.current.as_mut().expect("opened above");
+        let (_, _, writer) = self.current.as_mut().expect("opened above");
         serde_json::to_writer(&mut *writer, transition)?;
         writer.write_all(b"\n")?;
         if transition.terminated || transition.truncated {
-            let (id, writer) = self.current.take().expect("opened above");
+            let (_, number, writer) = self.current.take().expect("opened above");
             writer
                 .into_inner()
                 .map_err(|e| e.into_error())?
                 .sync_all()?;
-            std::fs::rename(self.path(id).with_extension("jsonl.partial"), self.path(id))?;
+            let path = self.path(number);
+            std::fs::rename(path.with_extension("jsonl.partial"), path)?;
             self.episodes_written += 1;
         }
         Ok(())
@@ -99,16 +345,46 @@ impl TransitionSink for EpisodeRecorder {
             Ok(()) => true,
             Err(e) => {
                 self.error = Some(format!("recording to {}: {e}", self.dir.display()));
+                self.cause = Some(e.to_string());
                 false
             }
         }
     }
 }
 
+/// Writes `bytes` to `path` so that `path` holds either its old content or
+/// all of `bytes`, never part: a temporary file beside it, synced, renamed
+/// over it, the directory synced. The error names `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a power cut once the directory is
+        // synced (not every platform can open a directory: best effort).
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot write {}: {e}", path.display())
+    })
+}
+
 /// Every finished episode in `dir`, in episode order; a malformed line is an
 /// error naming the file and line.
 pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
-    let meta_path = dir.join("meta.json");
+    let meta_path = dir.join(META_FILE);
     let meta: EpisodesMeta = serde_json::from_slice(
         &std::fs::read(&meta_path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", meta_path.display()))?,

@@ -3,7 +3,7 @@
 
 use super::{SimRobotArgs, print_json};
 use crate::control_loop::TransitionSink;
-use crate::recorder::EpisodeRecorder;
+use crate::recorder::{EpisodeRecorder, EpisodesMeta, Existing};
 use crate::tick;
 use cerebellum_core::{Provenance, ResetRequest, Robot};
 use cerebellum_sim::SimEnv;
@@ -21,9 +21,14 @@ use std::path::PathBuf;
 /// spec and the stage names) and one JSON Lines file per episode, every
 /// transition with its `stage` index. The stages are the expert's own:
 /// reach approach/settle; lift approach/grasp/lift/hold. Starts are seeded
-/// by --seed + episode index, as `cerebellum sim`. Example:
+/// by --seed + episode index, as `cerebellum sim`.
+///
+/// An existing recording is never overwritten: --out DATA that holds one is
+/// refused, unless --append adds episodes to it (same task, robot spec and
+/// stages; numbered, and seeded, after its last episode). Examples:
 ///
 ///   cerebellum record --task lift --expert --episodes 50 --out data/lift-expert
+///   cerebellum record --task lift --expert --episodes 50 --out data/lift-expert --append
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RecordArgs {
@@ -44,6 +49,10 @@ pub struct RecordArgs {
     pub seed: u64,
     #[arg(long, value_name = "DATA")]
     pub out: PathBuf,
+    /// Add the episodes to the recording in --out (which must be of the
+    /// same task, robot spec and stages) instead of refusing it.
+    #[arg(long)]
+    pub append: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -73,9 +82,16 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let spec = env.spec().clone();
     let names = ScriptedExpert::stage_names(task);
-    let mut recorder = EpisodeRecorder::create_with_stages(&args.out, &spec, names)?;
+    let existing = if args.append {
+        Existing::Append
+    } else {
+        Existing::Refuse
+    };
+    let meta = EpisodesMeta::new(&spec, names, Some(task.name()));
+    let mut recorder = EpisodeRecorder::open(&args.out, meta, existing)?;
+    let first_episode = recorder.next_episode();
     let (mut successes, mut ticks) = (0u64, 0u64);
-    for episode in 0..args.episodes {
+    for episode in first_episode..first_episode + args.episodes {
         let seed = args.seed + episode;
         let mut observation = env.reset(&ResetRequest { seed })?;
         expert.reset();
@@ -118,21 +134,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             observation = env.observe()?;
         }
     }
-    if let Some(error) = &recorder.error {
-        anyhow::bail!("recording to {} failed: {error}", args.out.display());
+    if let Some(failure) = recorder.failure() {
+        return Err(failure.into());
     }
     println!(
-        "recorded {} expert episodes of {task} ({ticks} ticks, success {:.1}%) with stages {} → {}",
+        "recorded {} expert episodes of {task} ({ticks} ticks, success {:.1}%) with stages {} → {} (episodes {}–{})",
         args.episodes,
         100.0 * successes as f64 / args.episodes as f64,
         names.join("/"),
-        args.out.display()
+        args.out.display(),
+        first_episode,
+        first_episode + args.episodes - 1
     );
     if args.json {
         print_json(&json!({
             "command": "record",
             "task": task.name(),
             "episodes": recorder.episodes_written,
+            "first_episode": first_episode,
             "ticks": ticks,
             "success_rate": successes as f64 / args.episodes as f64,
             "stages": names,
