@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The environment variable that holds the zenoh password.
+pub const PASSWORD_VARIABLE: &str = "CEREBELLUM_ZENOH_PASSWORD";
+
 /// Where the robot is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RobotChoice {
@@ -98,20 +101,36 @@ pub struct ZenohArgs {
 }
 
 impl ZenohArgs {
-    pub fn session(&self, connect: Option<&str>, listen: Option<&str>) -> SessionConfig {
-        let credentials = self.zenoh_user.as_ref().map(|user| {
-            (
-                user.clone(),
-                std::env::var("CEREBELLUM_ZENOH_PASSWORD").unwrap_or_default(),
-            )
-        });
-        SessionConfig {
+    /// The session settings; with `--zenoh-user`, the password must be in
+    /// CEREBELLUM_ZENOH_PASSWORD (a missing or empty variable is an error,
+    /// never an empty password).
+    pub fn session(
+        &self,
+        connect: Option<&str>,
+        listen: Option<&str>,
+    ) -> anyhow::Result<SessionConfig> {
+        let credentials = match &self.zenoh_user {
+            None => None,
+            Some(user) => {
+                let password = std::env::var(PASSWORD_VARIABLE).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--zenoh-user {user}: the password must be in the {PASSWORD_VARIABLE} environment variable, which is not set"
+                    )
+                })?;
+                anyhow::ensure!(
+                    !password.is_empty(),
+                    "--zenoh-user {user}: {PASSWORD_VARIABLE} is empty; an empty password is refused"
+                );
+                Some((user.clone(), password))
+            }
+        };
+        Ok(SessionConfig {
             connect: connect.into_iter().map(str::to_owned).collect(),
             listen: listen.into_iter().map(str::to_owned).collect(),
             credentials,
             config_file: self.zenoh_config.clone(),
             ..SessionConfig::default()
-        }
+        })
     }
 
     /// Connects to the robot at `address`, which must announce `spec`.
@@ -123,7 +142,7 @@ impl ZenohArgs {
     ) -> anyhow::Result<ZenohRobot> {
         let robot = address.robot.as_deref().unwrap_or(&self.robot_id);
         let keys = RobotKeys::new(&self.prefix, robot).map_err(anyhow::Error::msg)?;
-        let mut config = ClientConfig::new(self.session(Some(&address.endpoint), None), keys);
+        let mut config = ClientConfig::new(self.session(Some(&address.endpoint), None)?, keys);
         // An hour: longer is a typo, and a client waits that long at most.
         config.meta_timeout =
             crate::commands::seconds("--meta-timeout", self.meta_timeout, 3600.0)?;

@@ -428,3 +428,32 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
     assert!(wall["learner"]["failure"].is_null());
     let _ = std::fs::remove_dir_all(online);
 }
+
+#[test]
+fn a_zenoh_user_without_a_password_variable_is_refused_not_given_an_empty_password() {
+    for password in [None, Some("")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cerebellum"));
+        command.args([
+            "teleop",
+            "--scripted",
+            "--robot",
+            "zenoh:tcp/127.0.0.1:1/arm0",
+            "--zenoh-user",
+            "operator",
+            "--duration",
+            "1",
+            "--json",
+        ]);
+        match password {
+            None => command.env_remove("CEREBELLUM_ZENOH_PASSWORD"),
+            Some(p) => command.env("CEREBELLUM_ZENOH_PASSWORD", p),
+        };
+        let output = command.output().expect("the binary runs");
+        assert!(!output.status.success());
+        let report = last_json(&String::from_utf8_lossy(&output.stdout));
+        assert_eq!(report["ok"], false);
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains("CEREBELLUM_ZENOH_PASSWORD"), "{error}");
+        assert!(error.contains("--zenoh-user operator"), "{error}");
+    }
+}

@@ -89,7 +89,7 @@ pub fn run(args: ServeSimArgs) -> anyhow::Result<()> {
     server_config.command_timeout = Duration::from_millis(args.command_timeout_ms.max(1));
     let mut session_config = args
         .zenoh
-        .session(args.connect.as_deref(), Some(&args.listen));
+        .session(args.connect.as_deref(), Some(&args.listen))?;
     session_config.mode = match args.mode {
         ServeMode::Peer => session::Mode::Peer,
         ServeMode::Router => session::Mode::Router,

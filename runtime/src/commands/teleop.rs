@@ -83,7 +83,7 @@ pub fn run(args: TeleopArgs) -> anyhow::Result<()> {
     let robot = address.robot.as_deref().unwrap_or(&args.zenoh.robot_id);
     let keys = RobotKeys::new(&args.zenoh.prefix, robot).map_err(anyhow::Error::msg)?;
     let mut operator = Operator::connect(
-        &args.zenoh.session(Some(&address.endpoint), None),
+        &args.zenoh.session(Some(&address.endpoint), None)?,
         keys.clone(),
     )?;
     let (states, inbox_rx) = crossbeam_channel::unbounded::<(u32, Vec<f32>)>();
