@@ -26,7 +26,9 @@ use std::time::Instant;
 ///   timing.csv           wall-clock figures per iteration
 ///   learning_curve.png   return and success rate against env steps
 ///   checkpoint.safetensors + contract.json   the policy and its contract
-///   trainer_state.json   optimiser and counters, for --resume
+///   trainer_state.json   optimiser and counters, for --resume (saved before
+///                        the checkpoint; trainer_state.previous.json keeps the
+///                        one before, so a run stopped between them resumes)
 ///
 /// Settings come from the task's defaults, then --config FILE.toml, then the
 /// flags. Examples:
@@ -72,7 +74,9 @@ pub struct TrainArgs {
     /// Held-out evaluation episodes at the end (0 skips it).
     #[arg(long, value_name = "N")]
     pub eval_episodes: Option<usize>,
-    /// The run directory [default: runs/<task>-s<seed>].
+    /// The run directory [default: runs/<task>-s<seed>]. One that already
+    /// holds a run is refused (nothing of it is overwritten) unless
+    /// --resume continues it.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue a run from its checkpoint, trainer state and config.toml:
@@ -239,6 +243,11 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
             out.display()
         );
     }
+    // Only an offline --resume continues the run in --out; anything else
+    // starts a new one there, which must not overwrite an old one.
+    if resume.is_none() || args.is_online() {
+        crate::learn::trainer::check_new_run_dir(&out, args.is_online())?;
+    }
     Ok((config, out))
 }
 
@@ -296,9 +305,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let resume = args.resume.is_some();
     let (env_config, model) = config.robot.load(config.task_kind())?;
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
-    let state_path = out.join("trainer_state.json");
     if resume {
-        let (policy, _) = checkpoint::load(
+        let (policy, contract) = checkpoint::load(
             &out,
             Some(
                 trainer
@@ -310,8 +318,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     .spec(),
             ),
         )?;
-        let state: TrainerState = serde_json::from_str(&read(&state_path)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
+        let saved = &contract.provenance;
+        let state =
+            TrainerState::load_for(&out, saved.updates, saved.env_steps)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot resume {}: it has no {}",
+                    out.display(),
+                    crate::learn::trainer::STATE_FILE
+                )
+            })?;
         trainer.policy = policy;
         trainer.policy.normalizer.frozen = false;
         trainer.state = state;
@@ -319,7 +334,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-    std::fs::write(out.join("config.toml"), config.to_toml())?;
+    crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let mut files = RunFiles::open(&out, resume)?;
 
     let total = config.total_steps.max(trainer.steps_per_iteration());
@@ -371,12 +386,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ));
         tracing::debug!(?report, "iteration");
         if report.iteration % 20 == 0 || trainer.done() {
-            save(&trainer, &out, &state_path)?;
+            save(&trainer, &out)?;
         }
     }
     bar.finish_and_clear();
     let train_seconds = started.elapsed().as_secs_f64();
-    save(&trainer, &out, &state_path)?;
+    save(&trainer, &out)?;
     let curve = report::read_curve(&out.join("metrics.csv"))?;
     if !curve.is_empty() {
         report::plot_learning_curve(
@@ -486,7 +501,11 @@ pub(super) fn held_out_evaluation(
     )
 }
 
-fn save(trainer: &Trainer, out: &Path, state_path: &Path) -> anyhow::Result<()> {
+/// The trainer state first, then the checkpoint it belongs to: a crash
+/// between them leaves the previous state beside the previous checkpoint
+/// (`TrainerState::save` keeps it), so the run resumes from either.
+fn save(trainer: &Trainer, out: &Path) -> anyhow::Result<()> {
+    trainer.state.save(out)?;
     let provenance = TrainingProvenance {
         config: serde_json::to_value(&trainer.config)?,
         seed: trainer.config.seed,
@@ -495,6 +514,5 @@ fn save(trainer: &Trainer, out: &Path, state_path: &Path) -> anyhow::Result<()> 
         source_commit: source_commit(),
     };
     checkpoint::save(out, &trainer.policy, provenance)?;
-    std::fs::write(state_path, serde_json::to_vec(&trainer.state)?)?;
     Ok(())
 }

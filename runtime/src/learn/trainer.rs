@@ -18,6 +18,7 @@ use cerebellum_sim::{ArmModel, EnvConfig, SimEnv, VecEnv};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,6 +62,114 @@ pub struct TrainerState {
     pub adam: Adam,
     pub shuffle_rng: ChaCha8Rng,
     pub reward_scale: RewardScale,
+}
+
+/// The file `TrainerState::save` writes into a run directory.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// The state `STATE_FILE` held before the last save, kept until the next.
+pub const PREVIOUS_STATE_FILE: &str = "trainer_state.previous.json";
+
+/// The files a training run writes into its directory (`train`, and
+/// `train --online` into its own): a directory holding any of them holds a
+/// run.
+pub const RUN_FILES: &[&str] = &[
+    "config.toml",
+    "metrics.csv",
+    "timing.csv",
+    "learning_curve.png",
+    cerebellum_policies::checkpoint::WEIGHTS_FILE,
+    cerebellum_policies::checkpoint::CONTRACT_FILE,
+    STATE_FILE,
+    PREVIOUS_STATE_FILE,
+    "online.csv",
+];
+
+/// Refuses to start a new run in `out` when it already holds one, so that
+/// nothing of it is overwritten (its checkpoint) or mixed with the new run
+/// (its learning curve). A directory that does not exist, or holds none of
+/// [`RUN_FILES`], is fine. `online`: the new run is a fine-tuning
+/// (`train --online`), which always starts a run of its own.
+pub fn check_new_run_dir(out: &Path, online: bool) -> anyhow::Result<()> {
+    let found: Vec<&str> = RUN_FILES
+        .iter()
+        .copied()
+        .filter(|file| out.join(file).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let remedy = if online {
+        "fine-tuning writes a run of its own: choose another --out (--resume names the run to fine-tune)"
+    } else {
+        "pass --resume to continue it, or choose another --out"
+    };
+    anyhow::bail!(
+        "{} already holds a run ({}): {remedy}",
+        out.display(),
+        found.join(", ")
+    )
+}
+
+impl TrainerState {
+    /// Writes the state into the run directory `dir` as [`STATE_FILE`],
+    /// atomically (a temporary file in `dir`, synced, renamed), keeping the
+    /// state it replaces as [`PREVIOUS_STATE_FILE`]. Save it before the
+    /// checkpoint it belongs to: whichever of the two saves a crash or a
+    /// full disk interrupts, one of the two states matches the checkpoint
+    /// left on disk, and [`TrainerState::load_for`] picks it. An error names
+    /// the file.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let (path, previous) = (dir.join(STATE_FILE), dir.join(PREVIOUS_STATE_FILE));
+        let bytes = serde_json::to_vec(self)?;
+        if path.exists() {
+            std::fs::rename(&path, &previous).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot keep {} as {}: {e}",
+                    path.display(),
+                    previous.display()
+                )
+            })?;
+        }
+        crate::recorder::write_atomically(&path, &bytes)
+    }
+
+    /// The trainer state that belongs to the checkpoint in `dir`, saved
+    /// after `updates` updates and `env_steps` env steps (its contract's
+    /// provenance): [`STATE_FILE`], else [`PREVIOUS_STATE_FILE`]. `None` when
+    /// `dir` has neither; an error, naming the files and what they hold,
+    /// when none matches (resuming from it would pair the weights with
+    /// another update's optimiser and counters).
+    pub fn load_for(dir: &Path, updates: u64, env_steps: u64) -> anyhow::Result<Option<Self>> {
+        let mut seen = Vec::new();
+        for name in [STATE_FILE, PREVIOUS_STATE_FILE] {
+            let path = dir.join(name);
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+            };
+            match serde_json::from_slice::<TrainerState>(&bytes) {
+                Ok(state) if state.iteration == updates && state.env_steps == env_steps => {
+                    return Ok(Some(state));
+                }
+                Ok(state) => seen.push(format!(
+                    "{} is at update {} ({} env steps)",
+                    path.display(),
+                    state.iteration,
+                    state.env_steps
+                )),
+                Err(e) => seen.push(format!("{} is unreadable ({e})", path.display())),
+            }
+        }
+        if seen.is_empty() {
+            return Ok(None);
+        }
+        anyhow::bail!(
+            "cannot resume {}: its checkpoint was saved at update {updates} ({env_steps} env steps) and no trainer state matches it: {}",
+            dir.display(),
+            seen.join("; ")
+        )
+    }
 }
 
 /// Divides rewards by the running standard deviation of the discounted
