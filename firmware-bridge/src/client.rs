@@ -78,13 +78,21 @@ pub enum ClientError {
     #[error("zenoh: {0}")]
     Zenoh(String),
     #[error(
-        "no Meta from robot `{robot}` on {key} within {timeout:?}: is `cerebellum serve-sim` (or the firmware) running and reachable at {endpoints:?}? The robot may not be listening yet: retry the command, or wait longer with --meta-timeout SECONDS."
+        "no Meta from robot `{robot}` on {key} within {timeout:?}: {}",
+        if *reached {
+            format!("the session reached {endpoints:?}, so the robot id or key prefix is wrong, or the robot's access control does not let this user read its keys")
+        } else {
+            format!("nothing answered at {endpoints:?}: is `cerebellum serve-sim` (or the firmware) running and reachable there? The robot may not be listening yet: retry the command, or wait longer with --meta-timeout SECONDS. A robot with access control also refuses a wrong zenoh user or password this way")
+        }
     )]
     NoMeta {
         robot: String,
         key: String,
         timeout: Duration,
         endpoints: Vec<String>,
+        /// The session was connected to some zenoh node when the wait
+        /// ended (so the network and authentication were fine).
+        reached: bool,
     },
     #[error("robot `{robot}` announced a spec that is not valid JSON: {reason}")]
     BadMeta { robot: String, reason: String },
@@ -229,20 +237,29 @@ fn zenoh_error(e: impl std::fmt::Display) -> ClientError {
     ClientError::Zenoh(e.to_string())
 }
 
+/// Whether the session is connected to any router or peer (a client that
+/// was refused at authentication, or found nobody, is connected to none).
+fn connected(session: &zenoh::Session) -> bool {
+    use zenoh::Wait;
+    let info = session.info();
+    info.routers_zid().wait().next().is_some() || info.peers_zid().wait().next().is_some()
+}
+
 impl ZenohRobot {
     pub fn connect(config: ClientConfig, hooks: ClientHooks) -> Result<Self, ClientError> {
         let keys = config.keys.clone();
-        let no_meta = || ClientError::NoMeta {
+        let no_meta = |reached: bool| ClientError::NoMeta {
             robot: keys.robot.clone(),
             key: keys.meta(),
             timeout: config.meta_timeout,
             endpoints: config.session.connect.clone(),
+            reached,
         };
         let mut session_config = config.session.clone();
         session_config.connect_timeout = Some(config.meta_timeout);
         // Nobody to connect to within the timeout is the same failure as
         // nobody announcing the robot.
-        let session = crate::session::open(&session_config).map_err(|_| no_meta())?;
+        let session = crate::session::open(&session_config).map_err(|_| no_meta(false))?;
         let inbox = Inbox::new(
             keys.clone(),
             Some(config.max_state_age.as_secs_f64()),
@@ -287,7 +304,10 @@ impl ZenohRobot {
                 .expect("client lock");
             match &guard.meta {
                 Some(meta) => (meta.control_rate_hz, meta.lockstep, meta.spec_json.clone()),
-                None => return Err(no_meta()),
+                None => {
+                    drop(guard);
+                    return Err(no_meta(connected(&session)));
+                }
             }
         };
         let (rate, lockstep, spec_json) = meta;

@@ -147,7 +147,27 @@ impl ZenohArgs {
         config.meta_timeout =
             crate::commands::seconds("--meta-timeout", self.meta_timeout, 3600.0)?;
         config.expected_spec = Some(spec.clone());
-        Ok(ZenohRobot::connect(config, hooks)?)
+        ZenohRobot::connect(config, hooks).map_err(|e| self.explain(e))
+    }
+
+    /// Says what a failed connection most likely means: zenoh refuses a
+    /// wrong user or password at connect with the same words as an
+    /// endpoint where nothing listens, and an authenticated user the
+    /// robot's ACL does not allow to read its keys sees no Meta.
+    fn explain(&self, error: cerebellum_firmware_bridge::client::ClientError) -> anyhow::Error {
+        use cerebellum_firmware_bridge::client::ClientError;
+        match (&error, &self.zenoh_user) {
+            (ClientError::NoMeta { reached: false, .. }, Some(user)) => anyhow::anyhow!(
+                "{error}. As zenoh user `{user}`: the robot refused the user or password, or nothing listens there yet (retry); check --zenoh-user and {PASSWORD_VARIABLE}"
+            ),
+            (ClientError::NoMeta { reached: true, .. }, Some(user)) => anyhow::anyhow!(
+                "{error}. As zenoh user `{user}`: the robot's ACL must allow `{user}` to subscribe to its keys (<prefix>/<robot>/**)"
+            ),
+            (ClientError::NoMeta { reached: false, .. }, None) => anyhow::anyhow!(
+                "{error}. If the robot requires authentication, pass --zenoh-user with {PASSWORD_VARIABLE}"
+            ),
+            _ => error.into(),
+        }
     }
 }
 

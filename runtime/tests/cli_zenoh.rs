@@ -225,3 +225,60 @@ fn a_scripted_operator_takes_over_a_straying_arm_and_the_loop_records_it() {
     assert!(run["takeovers"].as_u64().unwrap() >= 1, "{run}");
     assert!(run["intervention_ticks"].as_u64().unwrap() >= 1, "{run}");
 }
+
+#[test]
+fn authentication_failures_say_so() {
+    let checkpoint = trained_reach();
+    let dir = std::env::temp_dir().join(format!("cerebellum-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dictionary = dir.join("users.txt");
+    std::fs::write(&dictionary, "runtime:runtime-secret\n").unwrap();
+    let config = dir.join("robot.json5");
+    std::fs::write(
+        &config,
+        format!(
+            "{{ transport: {{ auth: {{ usrpwd: {{ dictionary_file: \"{}\" }} }} }} }}",
+            dictionary.display()
+        ),
+    )
+    .unwrap();
+    let arm = serve_sim_with(
+        "arm0",
+        &["--lockstep", "--zenoh-config", config.to_str().unwrap()],
+    );
+    let eval = |user: Option<&str>, password: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cerebellum"));
+        command.args([
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--episodes",
+            "1",
+            "--robot",
+            &arm.address,
+            "--meta-timeout",
+            "3",
+            "--json",
+        ]);
+        if let Some(user) = user {
+            command.args(["--zenoh-user", user]);
+        }
+        command.env("CEREBELLUM_ZENOH_PASSWORD", password);
+        let output = command.output().unwrap();
+        let report = last_json(&String::from_utf8_lossy(&output.stdout));
+        (output.status.success(), report)
+    };
+    let (ok, report) = eval(Some("runtime"), "guess");
+    assert!(!ok);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused the user or password") && error.contains("`runtime`"),
+        "{error}"
+    );
+    let (ok, report) = eval(None, "");
+    assert!(!ok);
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("requires authentication"), "{error}");
+    let (ok, report) = eval(Some("runtime"), "runtime-secret");
+    assert!(ok, "{report}");
+}
