@@ -628,10 +628,21 @@ impl Robot for ZenohRobot {
         // Whatever restarted before this reset, the episode starts on it.
         self.lock().rebooted = false;
         self.instruction = instruction.filter(|i| !i.is_empty());
+        if self.spec.observation.instruction && self.instruction.is_none() {
+            return Err(RobotError::Other(format!(
+                "robot `{}` acknowledged the reset of episode {episode} with an empty instruction, but its spec says every observation carries one (ResetAck.instruction must be non-empty when the spec's `instruction` is true; docs/protocol.md)",
+                self.config.keys.robot
+            )));
+        }
         let shared = self.lock();
         let observation = self.observation(&shared, &state);
         drop(shared);
-        self.spec.observation.check(&observation)?;
+        self.spec.observation.check(&observation).map_err(|e| {
+            RobotError::Other(format!(
+                "robot `{}`: the first state of episode {episode} breaks the robot's own spec: {e}",
+                self.config.keys.robot
+            ))
+        })?;
         Ok(observation)
     }
 

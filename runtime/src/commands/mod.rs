@@ -225,3 +225,30 @@ pub fn print_json(value: &serde_json::Value) {
         serde_json::to_string(value).expect("JSON values serialise")
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("rejected by the robot's spec: {0}")]
+    struct Quoting(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the spec requires an instruction")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_said_once() {
+        let error = anyhow::Error::new(Quoting(Inner)).context("cannot reset robot `arm0`");
+        assert_eq!(
+            super::error_text(&error),
+            "cannot reset robot `arm0`: rejected by the robot's spec: the spec requires an instruction"
+        );
+        assert_eq!(
+            format!("{error:#}")
+                .matches("requires an instruction")
+                .count(),
+            2,
+            "anyhow's own chain repeats it"
+        );
+    }
+}
