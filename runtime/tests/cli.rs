@@ -351,7 +351,7 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
         assert!(!report[key].is_null(), "{key} missing from {report}");
     }
     let (meta, episodes) = cerebellum_runtime::recorder::read_episodes(&record).unwrap();
-    assert_eq!(meta.robot.control_rate_hz.round(), 50.0);
+    assert_eq!(meta.robot.control_rate_hz, 50.0);
     assert_eq!(episodes.len(), 1);
     assert_eq!(episodes[0].len(), 100);
     assert!(episodes[0].last().unwrap().truncated);
@@ -379,7 +379,11 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
         "[online]\nbatch_transitions = 64\n[ppo]\nepochs = 2\nminibatch_size = 32\n",
     )
     .unwrap();
-    let tune = |clock: &str, seconds: &str| {
+    // Each fine-tuning run forks into its own directory: --out never
+    // overwrites a run.
+    let tune = |clock: &str, seconds: &str, run: u32| {
+        let online = online.with_extension(run.to_string());
+        let _ = std::fs::remove_dir_all(&online);
         let (ok, stdout, stderr) = cerebellum(&[
             "train",
             "--online",
@@ -400,7 +404,7 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
         assert!(ok, "train --online failed: {stderr}");
         last_json(&stdout)
     };
-    let lockstep = tune("sim", "4");
+    let lockstep = tune("sim", "4", 1);
     println!("{lockstep}");
     assert_eq!(lockstep["ticks"], 200);
     assert_eq!(lockstep["dropped_transitions"], 0);
@@ -413,20 +417,23 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
     ] {
         assert!(!lockstep[key].is_null(), "{key} missing from {lockstep}");
     }
-    let again = tune("sim", "4");
+    let again = tune("sim", "4", 2);
     assert_eq!(
         again["learner"], lockstep["learner"],
         "lockstep is repeatable"
     );
+    let online = online.with_extension("1");
     let csv = std::fs::read_to_string(online.join("online.csv")).unwrap();
     assert!(csv.starts_with("robot_seconds,"), "{csv}");
     // The fine-tuned checkpoint loads against the robot it was tuned on.
     let contract = cerebellum_policies::checkpoint::load_contract(&online).unwrap();
-    assert_eq!(contract.spec.control_rate_hz.round(), 50.0);
-    let wall = tune("wall", "2");
+    assert_eq!(contract.spec.control_rate_hz, 50.0);
+    let wall = tune("wall", "2", 3);
     assert_eq!(wall["ticks"], 100);
     assert!(wall["learner"]["failure"].is_null());
-    let _ = std::fs::remove_dir_all(online);
+    for run in 1..=3 {
+        let _ = std::fs::remove_dir_all(online.with_extension(run.to_string()));
+    }
 }
 
 #[test]

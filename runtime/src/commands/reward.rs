@@ -250,11 +250,20 @@ fn read_all(paths: &[PathBuf]) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transiti
         match &mut pooled {
             None => pooled = Some((meta, episodes)),
             Some((first, all)) => {
+                first.robot.check_compatible(&meta.robot).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} was recorded with another robot spec than {}: {e}",
+                        path.display(),
+                        paths[0].display()
+                    )
+                })?;
                 anyhow::ensure!(
-                    first.robot == meta.robot && first.stages == meta.stages,
-                    "{} was recorded with another robot spec or other stages than {}",
+                    first.stages == meta.stages,
+                    "{} was recorded with other stages ({:?}) than {} ({:?})",
                     path.display(),
-                    paths[0].display()
+                    meta.stages,
+                    paths[0].display(),
+                    first.stages
                 );
                 all.append(&mut episodes);
             }
@@ -463,10 +472,11 @@ fn train(args: RewardTrainArgs) -> anyhow::Result<()> {
     let mut negatives = Vec::new();
     if !args.negatives.is_empty() {
         let (negative_meta, recorded) = read_all(&args.negatives)?;
-        anyhow::ensure!(
-            negative_meta.robot == meta.robot,
-            "--negatives were recorded on another robot spec than --data"
-        );
+        meta.robot
+            .check_compatible(&negative_meta.robot)
+            .map_err(|e| {
+                anyhow::anyhow!("--negatives were recorded on another robot spec than --data: {e}")
+            })?;
         negatives.extend(recorded.iter().filter(|e| !succeeded(e)).map(|e| {
             e.iter()
                 .map(|t| model_input(&t.observation, args.image_pool))

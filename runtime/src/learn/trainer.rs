@@ -320,13 +320,12 @@ impl Trainer {
         let mut episodes = Vec::new();
         for path in &bc.data {
             let (meta, mut recorded) = crate::recorder::read_episodes(path)?;
-            anyhow::ensure!(
-                meta.robot.observation == spec.observation && meta.robot.action == spec.action,
-                "{} was recorded on another robot spec ({}) than this run's ({})",
-                path.display(),
-                meta.robot.name,
-                spec.name
-            );
+            spec.check_compatible(&meta.robot).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} was recorded on another robot spec than this run's: {e}",
+                    path.display()
+                )
+            })?;
             episodes.append(&mut recorded);
         }
         let progress = match &bc.ra_bc_progress {
