@@ -259,7 +259,7 @@ fn refuse_format_1(path: &Path, text: &[u8]) -> Result<(), CheckpointError> {
                  {WEIGHTS_FILE} holds the weights it was saved with; this build reads \
                  version {FORMAT_VERSION} only. Retrain, or, if you trust where it came from, \
                  adopt its weights as they are with \
-                 `cerebellum_policies::checkpoint::upgrade_format_1`"
+                 `cerebellum checkpoint adopt DIR` (`checkpoint::upgrade_format_1`)"
             ),
         }),
         _ => Ok(()),

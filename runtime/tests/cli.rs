@@ -464,3 +464,42 @@ fn a_zenoh_user_without_a_password_variable_is_refused_not_given_an_empty_passwo
         assert!(error.contains("--zenoh-user operator"), "{error}");
     }
 }
+
+#[test]
+fn checkpoint_verify_names_the_hash_and_refuses_a_flipped_bit_naming_the_tensor() {
+    let out = std::env::temp_dir().join(format!("cerebellum-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let out_s = out.to_str().unwrap();
+    let (ok, _, stderr) = cerebellum(&[
+        "train",
+        "--task",
+        "reach",
+        "--steps",
+        "512",
+        "--envs",
+        "2",
+        "--eval-episodes",
+        "1",
+        "--out",
+        out_s,
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = cerebellum(&["checkpoint", "verify", out_s, "--json"]);
+    assert!(ok, "{stderr}");
+    let report = last_json(&stdout);
+    assert_eq!(report["weights_sha256"].as_str().unwrap().len(), 64);
+    // One bit of the last tensor's data (safetensors stores data after
+    // the header, tensors in name order: the last bytes are `log_std`'s).
+    let path = out.join("checkpoint.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let (ok, stdout, _) = cerebellum(&["checkpoint", "verify", out_s, "--json"]);
+    assert!(!ok);
+    let error = last_json(&stdout)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("log_std"), "{error}");
+    let (ok, stdout, _) = cerebellum(&["eval", "--checkpoint", out_s, "--json"]);
+    assert!(!ok, "eval loaded a corrupted checkpoint: {stdout}");
+    let _ = std::fs::remove_dir_all(out);
+}

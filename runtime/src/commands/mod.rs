@@ -7,6 +7,7 @@ mod bench_physics;
 mod bench_reward;
 mod bench_train;
 mod bench_zenoh;
+mod checkpoint;
 mod eval;
 mod record;
 mod reward;
@@ -52,6 +53,7 @@ pub enum Command {
     Sim(sim::SimArgs),
     Teleop(teleop::TeleopArgs),
     Bench(bench::BenchArgs),
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 impl Command {
@@ -67,6 +69,7 @@ impl Command {
             Command::Sim(_) => "sim",
             Command::Teleop(_) => "teleop",
             Command::Bench(_) => "bench",
+            Command::Checkpoint(_) => "checkpoint",
         }
     }
 
@@ -81,6 +84,7 @@ impl Command {
             Command::Sim(args) => sim::run(args),
             Command::Teleop(args) => teleop::run(args),
             Command::Bench(args) => bench::run(args),
+            Command::Checkpoint(args) => checkpoint::run(args),
         }
     }
 }
