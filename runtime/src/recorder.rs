@@ -14,7 +14,7 @@
 //! last episode file there.
 
 use crate::control_loop::TransitionSink;
-use cerebellum_core::{FieldSpec, RobotSpec, Transition};
+use cerebellum_core::{RobotSpec, Transition};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -70,68 +70,14 @@ impl EpisodesMeta {
                 self.stages.join(", ")
             ));
         }
-        spec_difference(&recorded.robot, &self.robot)
+        // The one compatibility rule (rates within its tolerance), the
+        // recording's spec as the one expected.
+        recorded
+            .robot
+            .check_compatible(&self.robot)
+            .err()
+            .map(|mismatch| mismatch.to_string())
     }
-}
-
-/// The first way `now` differs from `recorded`, in words.
-fn spec_difference(recorded: &RobotSpec, now: &RobotSpec) -> Option<String> {
-    let differ =
-        |what: &str, then: String, now: String| Some(format!("{what}: {then} recorded, {now} now"));
-    if recorded.name != now.name {
-        return differ("robot name", recorded.name.clone(), now.name.clone());
-    }
-    if recorded.control_rate_hz != now.control_rate_hz {
-        return differ(
-            "control rate",
-            format!("{} Hz", recorded.control_rate_hz),
-            format!("{} Hz", now.control_rate_hz),
-        );
-    }
-    let fields = |kind: &str, then: &[FieldSpec], now: &[FieldSpec]| {
-        let names = |f: &[FieldSpec]| f.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
-        if names(then) != names(now) {
-            return differ(
-                &format!("{kind} fields"),
-                format!("[{}]", names(then).join(", ")),
-                format!("[{}]", names(now).join(", ")),
-            );
-        }
-        let (a, b) = then.iter().zip(now).find(|(a, b)| a != b)?;
-        differ(
-            &format!("{kind} field `{}`", a.name),
-            format!(
-                "{} {:?} in [{:?}, {:?}]",
-                a.unit, a.elements, a.lower, a.upper
-            ),
-            format!(
-                "{} {:?} in [{:?}, {:?}]",
-                b.unit, b.elements, b.lower, b.upper
-            ),
-        )
-    };
-    if let Some(difference) = fields(
-        "observation",
-        &recorded.observation.fields,
-        &now.observation.fields,
-    ) {
-        return Some(difference);
-    }
-    if recorded.observation.cameras != now.observation.cameras {
-        return differ(
-            "cameras",
-            format!("{:?}", recorded.observation.cameras),
-            format!("{:?}", now.observation.cameras),
-        );
-    }
-    if recorded.observation.instruction != now.observation.instruction {
-        return differ(
-            "observation instruction",
-            recorded.observation.instruction.to_string(),
-            now.observation.instruction.to_string(),
-        );
-    }
-    fields("action", &recorded.action.fields, &now.action.fields)
 }
 
 /// What a recorder does with a directory that already holds a recording.

@@ -4,7 +4,7 @@
 //! not lost on stderr.
 
 use cerebellum_runtime::control_loop::TransitionSink;
-use cerebellum_runtime::recorder::{EpisodeRecorder, read_episodes};
+use cerebellum_runtime::recorder::{EpisodeRecorder, EpisodesMeta, Existing, read_episodes};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -157,6 +157,21 @@ fn a_recording_that_fails_midway_reports_the_failure() {
     assert!(ok, "{stderr}");
     let (meta, episodes) = read_episodes(&source).unwrap();
     let episode = &episodes[0];
+
+    // Appending episodes of another spec: refused, naming the difference.
+    let mut other = meta.robot.clone();
+    other.control_rate_hz /= 2.0;
+    let stages: Vec<&str> = meta.stages.iter().map(String::as_str).collect();
+    let append = |robot| {
+        let meta = EpisodesMeta::new(robot, &stages, meta.task.as_deref());
+        EpisodeRecorder::open(&source, meta, Existing::Append)
+    };
+    let error = append(&other).err().unwrap().to_string();
+    assert!(
+        error.contains("cannot append") && error.contains("control rate"),
+        "{error}"
+    );
+    assert_eq!(append(&meta.robot).unwrap().next_episode(), 1);
 
     let dir = fresh_dir("fails");
     let mut recorder = EpisodeRecorder::create(&dir, &meta.robot).unwrap();
