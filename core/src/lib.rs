@@ -5,6 +5,7 @@
 //! No physics, tensors or networking live here, and public types use plain
 //! `Vec`s and std types so that firmware and every other crate can share them.
 
+pub mod bounds;
 mod clock;
 mod message;
 mod spec;

@@ -16,6 +16,7 @@
 
 use crate::world::ArmWorld;
 use cerebellum_core::Image;
+use cerebellum_core::bounds::{Limits, check_name, refusal};
 use rapier3d::math::{Pose, Rotation, Vector};
 use rapier3d::parry::query::Ray;
 use rapier3d::parry::shape::{Cuboid, Shape};
@@ -56,8 +57,64 @@ impl Default for CameraConfig {
     }
 }
 
-/// Largest accepted width or height.
-pub const MAX_IMAGE_SIDE: u32 = 4096;
+/// Largest accepted width or height: a CPU ray caster renders every tick,
+/// and 1024² rays already take a good part of a second.
+pub const MAX_IMAGE_SIDE: u32 = 1024;
+pub const IMAGE_SIDE: Limits<u32> = Limits::closed(1, MAX_IMAGE_SIDE).unit("px");
+pub const FOV_Y_DEGREES: Limits<f32> = Limits::open(1.0, 179.0).unit("degrees");
+/// Each coordinate of `eye`, `look_at` and `up`.
+pub const CAMERA_COORDINATE: Limits<f32> = Limits::closed(-100.0, 100.0).unit("m");
+
+impl CameraConfig {
+    /// Bounds on every key (`camera.*`): a name that is one zenoh key chunk,
+    /// a positive size of at most `MAX_IMAGE_SIDE`, a field of view in
+    /// (1°, 179°), finite vectors within ±100 m, an eye away from the
+    /// look-at point and an up vector not parallel to the view.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("camera.name", &self.name)?;
+        IMAGE_SIDE.check("camera.width", self.width)?;
+        IMAGE_SIDE.check("camera.height", self.height)?;
+        FOV_Y_DEGREES.check("camera.fov_y_degrees", self.fov_y_degrees)?;
+        for (field, v) in [
+            ("eye", self.eye),
+            ("look_at", self.look_at),
+            ("up", self.up),
+        ] {
+            if !v.iter().all(|&c| CAMERA_COORDINATE.contains(c)) {
+                return Err(refusal(
+                    &format!("camera.{field}"),
+                    v,
+                    &format!(
+                        "the camera's {field} must be finite, each coordinate {}",
+                        CAMERA_COORDINATE.describe()
+                    ),
+                ));
+            }
+        }
+        let eye = Vector::from(self.eye);
+        let view = Vector::from(self.look_at) - eye;
+        if view.length() < 1e-6 {
+            return Err(refusal(
+                "camera.look_at",
+                self.look_at,
+                "the camera's eye and look_at must differ",
+            ));
+        }
+        let up = Vector::from(self.up);
+        let side = view.normalize().cross(up);
+        if up.length() < 1e-6 || side.length() < 1e-6 * up.length() {
+            return Err(refusal(
+                "camera.up",
+                self.up,
+                &format!(
+                    "must be non-zero and not parallel to the view from {:?} to {:?}",
+                    self.eye, self.look_at
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Rays stop here (m).
 const FAR: f32 = 100.0;
@@ -109,53 +166,13 @@ impl Camera {
     /// field of view in (1°, 179°), finite vectors, an eye away from the
     /// look-at point and an up vector not parallel to the view.
     pub fn new(config: CameraConfig) -> Result<Self, String> {
-        let name = &config.name;
-        if config.width == 0 || config.height == 0 {
-            return Err(format!(
-                "camera `{name}`: width and height must be positive, got {}x{}",
-                config.width, config.height
-            ));
-        }
-        if config.width > MAX_IMAGE_SIDE || config.height > MAX_IMAGE_SIDE {
-            return Err(format!(
-                "camera `{name}`: width and height must be at most {MAX_IMAGE_SIDE}, got {}x{}",
-                config.width, config.height
-            ));
-        }
+        config
+            .validate()
+            .map_err(|e| format!("camera `{}`: {e}", config.name))?;
         let fov = config.fov_y_degrees;
-        if !(fov.is_finite() && fov > 1.0 && fov < 179.0) {
-            return Err(format!(
-                "camera `{name}`: fov_y_degrees must be between 1 and 179 (exclusive), got {fov}"
-            ));
-        }
-        for (field, v) in [
-            ("eye", config.eye),
-            ("look_at", config.look_at),
-            ("up", config.up),
-        ] {
-            if v.iter().any(|c| !c.is_finite()) {
-                return Err(format!(
-                    "camera `{name}`: {field} must be finite, got {v:?}"
-                ));
-            }
-        }
         let eye = Vector::from(config.eye);
-        let view = Vector::from(config.look_at) - eye;
-        if view.length() < 1e-6 {
-            return Err(format!(
-                "camera `{name}`: eye and look_at must differ, both are {:?}",
-                config.eye
-            ));
-        }
-        let forward = view.normalize();
-        let up_hint = Vector::from(config.up);
-        let side = forward.cross(up_hint);
-        if up_hint.length() < 1e-6 || side.length() < 1e-6 * up_hint.length() {
-            return Err(format!(
-                "camera `{name}`: up {:?} must be non-zero and not parallel to the view from {:?} to {:?}",
-                config.up, config.eye, config.look_at
-            ));
-        }
+        let forward = (Vector::from(config.look_at) - eye).normalize();
+        let side = forward.cross(Vector::from(config.up));
         let right = side.normalize();
         let up = right.cross(forward);
         Ok(Self {

@@ -12,6 +12,7 @@ use crate::pendulum::Pendulum;
 use crate::randomization::{DynamicsSample, Randomization};
 use crate::tasks::{self, TaskKind};
 use crate::world::{ArmWorld, CubeConfig, PhysicsConfig};
+use cerebellum_core::bounds::check_name;
 use cerebellum_core::{
     Action, ActionSpec, FieldSpec, Observation, ObservationSpec, ResetRequest, RewardComponents,
     Robot, RobotError, RobotSpec, StepOutcome, Unit,
@@ -47,6 +48,23 @@ impl Default for EnvConfig {
             randomization: Randomization::default(),
             camera: None,
         }
+    }
+}
+
+impl EnvConfig {
+    /// The one check of an environment config (`--env-config`): every key
+    /// within its bounds, each refusal naming the key's TOML path, the
+    /// value and the accepted range. `SimEnv::new` calls it, so no
+    /// simulation is built from an unchecked config.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("robot_id", &self.robot_id)?;
+        self.physics.validate()?;
+        self.cube.validate()?;
+        self.randomization.validate()?;
+        if let Some(camera) = &self.camera {
+            camera.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -86,14 +104,8 @@ impl ArmEnv {
         if config.task == TaskKind::Pendulum {
             return Err("the pendulum is not an arm task".into());
         }
-        config.randomization.validate()?;
+        config.validate()?;
         let physics = &config.physics;
-        if !(physics.dt > 0.0 && physics.dt.is_finite()) || physics.substeps == 0 {
-            return Err(format!(
-                "physics.dt = {} and physics.substeps = {} must be positive",
-                physics.dt, physics.substeps
-            ));
-        }
         let camera = config.camera.clone().map(Camera::new).transpose()?;
         let spec = arm_spec(&model, &config);
         let horizon_s = match config.task {
@@ -536,7 +548,10 @@ impl SimEnv {
     /// A simulated robot for `config.task`; arm tasks need the arm model.
     pub fn new(config: EnvConfig, model: Option<Arc<ArmModel>>) -> Result<Self, String> {
         match (config.task, model) {
-            (TaskKind::Pendulum, _) => Ok(SimEnv::Pendulum(PendulumEnv::new())),
+            (TaskKind::Pendulum, _) => {
+                config.validate()?;
+                Ok(SimEnv::Pendulum(PendulumEnv::new()))
+            }
             (_, Some(model)) => Ok(SimEnv::Arm(Box::new(ArmEnv::new(model, config)?))),
             (task, None) => Err(format!("task `{task}` needs an arm")),
         }

@@ -5,6 +5,7 @@
 //! `[1 − r, 1 + r]`) or an absolute one; zero turns it off, which is the
 //! default.
 
+use cerebellum_core::bounds::Limits;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +64,18 @@ fn scale<R: Rng + ?Sized>(rng: &mut R, range: f32) -> f32 {
     1.0 + offset(rng, range)
 }
 
+/// A relative range r draws a scale from [1 − r, 1 + r], which must stay
+/// positive.
+pub const RELATIVE_RANGE: Limits<f32> = Limits::closed_open(0.0, 1.0);
+pub const CAMERA_TRANSLATION: Limits<f32> = Limits::closed(0.0, 0.5).unit("m");
+pub const CAMERA_ROTATION: Limits<f32> = Limits::closed(0.0, 1.0).unit("rad");
+pub const JOINT_POSITION_NOISE: Limits<f32> = Limits::closed(0.0, 1.0).unit("rad");
+pub const JOINT_VELOCITY_NOISE: Limits<f32> = Limits::closed(0.0, 10.0).unit("rad/s");
+/// Two seconds at 50 Hz.
+pub const MAX_ACTION_LATENCY_TICKS: Limits<u32> = Limits::closed(0, 100).unit("ticks");
+
 impl Randomization {
+    /// Bounds on every key (`randomization.*`).
     pub fn validate(&self) -> Result<(), String> {
         let relative = [
             ("link_mass", self.link_mass),
@@ -75,26 +87,33 @@ impl Randomization {
             ("cube_friction", self.cube_friction),
         ];
         for (name, value) in relative {
-            if !(0.0..1.0).contains(&value) {
-                return Err(format!(
-                    "randomization.{name} = {value}: a relative range must be in [0, 1)"
-                ));
-            }
+            RELATIVE_RANGE.check(&format!("randomization.{name}"), value)?;
         }
         let absolute = [
-            ("camera_translation", self.camera_translation),
-            ("camera_rotation", self.camera_rotation),
-            ("joint_position_noise", self.joint_position_noise),
-            ("joint_velocity_noise", self.joint_velocity_noise),
+            (
+                "camera_translation",
+                CAMERA_TRANSLATION,
+                self.camera_translation,
+            ),
+            ("camera_rotation", CAMERA_ROTATION, self.camera_rotation),
+            (
+                "joint_position_noise",
+                JOINT_POSITION_NOISE,
+                self.joint_position_noise,
+            ),
+            (
+                "joint_velocity_noise",
+                JOINT_VELOCITY_NOISE,
+                self.joint_velocity_noise,
+            ),
         ];
-        for (name, value) in absolute {
-            if !value.is_finite() || value < 0.0 {
-                return Err(format!(
-                    "randomization.{name} = {value}: must be a finite number ≥ 0"
-                ));
-            }
+        for (name, limits, value) in absolute {
+            limits.check(&format!("randomization.{name}"), value)?;
         }
-        Ok(())
+        MAX_ACTION_LATENCY_TICKS.check(
+            "randomization.max_action_latency_ticks",
+            self.max_action_latency_ticks,
+        )
     }
 
     /// Draws one episode's dynamics for an arm with `links` bodies and

@@ -9,6 +9,7 @@
 use crate::arm_model::{ARM, ArmModel, CLEAR_OF_TABLE, JointMotion, VisualShape};
 use crate::randomization::DynamicsSample;
 use crate::robot_config::ActuatorParams;
+use cerebellum_core::bounds::{Limits, refusal};
 use rapier3d::math::{Pose, Vector};
 use rapier3d::prelude::*;
 use rapier3d_urdf::UrdfMultibodyOptions;
@@ -50,7 +51,35 @@ impl Default for PhysicsConfig {
     }
 }
 
+/// Physics step: below 0.1 ms a tick costs hundreds of steps; above 50 ms
+/// the servos' stiff position control goes unstable.
+pub const PHYSICS_DT: Limits<f32> = Limits::closed(1e-4, 0.05).unit("s");
+pub const PHYSICS_SUBSTEPS: Limits<u32> = Limits::closed(1, 100);
+pub const SOLVER_ITERATIONS: Limits<usize> = Limits::closed(1, 64);
+/// Each gravity component: within ten times Earth's.
+pub const GRAVITY: Limits<f32> = Limits::closed(-100.0, 100.0).unit("m/s²");
+/// The control period `dt · substeps`: 1 kHz down to 1 Hz.
+pub const CONTROL_PERIOD: Limits<f64> = Limits::closed(1e-3, 1.0).unit("s");
+
 impl PhysicsConfig {
+    /// Bounds on every key (`physics.*`): no NaN or infinity reaches rapier,
+    /// and no tick costs an unbounded number of steps.
+    pub fn validate(&self) -> Result<(), String> {
+        PHYSICS_DT.check("physics.dt", self.dt)?;
+        PHYSICS_SUBSTEPS.check("physics.substeps", self.substeps)?;
+        SOLVER_ITERATIONS.check("physics.solver_iterations", self.solver_iterations)?;
+        GRAVITY.check_each("physics.gravity", &self.gravity)?;
+        let period = 1.0 / self.control_rate_hz();
+        if !CONTROL_PERIOD.contains(period) {
+            return Err(refusal(
+                "physics.dt × physics.substeps",
+                period,
+                &format!("the control period must be {}", CONTROL_PERIOD.describe()),
+            ));
+        }
+        Ok(())
+    }
+
     /// The control rate, 1 / (dt · substeps), in Hz.
     ///
     /// `dt` is an `f32`, and `0.005f32` is really 0.004999999888…, which
@@ -86,6 +115,20 @@ pub struct CubeConfig {
     /// kg.
     pub mass: f32,
     pub friction: f32,
+}
+
+/// Cube edge: the gripper opens to a few centimetres.
+pub const CUBE_SIZE: Limits<f32> = Limits::closed(0.005, 0.5).unit("m");
+pub const CUBE_MASS: Limits<f32> = Limits::closed(0.001, 10.0).unit("kg");
+pub const CUBE_FRICTION: Limits<f32> = Limits::closed(0.0, 10.0);
+
+impl CubeConfig {
+    /// Bounds on every key (`cube.*`).
+    pub fn validate(&self) -> Result<(), String> {
+        CUBE_SIZE.check("cube.size", self.size)?;
+        CUBE_MASS.check("cube.mass", self.mass)?;
+        CUBE_FRICTION.check("cube.friction", self.friction)
+    }
 }
 
 impl Default for CubeConfig {
