@@ -125,7 +125,6 @@ fn a_copied_binary_trains_without_opening_its_source_tree() {
 }
 
 #[test]
-#[ignore = "until runtime/src/commands/mod.rs gives clap `version = env!(\"CEREBELLUM_VERSION\")` (runtime/build.rs sets it)"]
 fn version_names_the_commit_it_was_built_from() {
     let (dir, binary) = copied_binary("version");
     let output = Command::new(&binary)

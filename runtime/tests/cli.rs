@@ -355,6 +355,34 @@ fn run_drives_a_checkpoint_in_wall_time_and_records_its_episodes() {
     assert_eq!(episodes.len(), 1);
     assert_eq!(episodes[0].len(), 100);
     assert!(episodes[0].last().unwrap().truncated);
+    // The recording is never overwritten: a second run into it is
+    // refused, naming it, unless it appends.
+    let again = |append: bool| {
+        let mut args = vec![
+            "run",
+            "--checkpoint",
+            out_s,
+            "--clock",
+            "sim",
+            "--episodes",
+            "1",
+            "--record",
+            record.to_str().unwrap(),
+            "--json",
+        ];
+        if append {
+            args.push("--append");
+        }
+        cerebellum(&args)
+    };
+    let (ok, stdout, _) = again(false);
+    assert!(!ok, "a second run overwrote the recording");
+    let error = last_json(&stdout)["error"].as_str().unwrap().to_owned();
+    assert!(error.contains(record.to_str().unwrap()), "{error}");
+    let (ok, _, stderr) = again(true);
+    assert!(ok, "run --append failed: {stderr}");
+    let (_, episodes) = cerebellum_runtime::recorder::read_episodes(&record).unwrap();
+    assert_eq!(episodes.len(), 2, "one episode appended");
 
     let (ok, _, stderr) = cerebellum(&[
         "run",

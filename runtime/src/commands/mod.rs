@@ -27,7 +27,7 @@ use std::sync::Arc;
 #[derive(Parser, Debug)]
 #[command(
     name = "cerebellum",
-    version,
+    version = env!("CEREBELLUM_VERSION"),
     about = "Learn robot policies on the robot's own board.",
     long_about = "Cerebellum runs a real-time control loop with learned policies against a \
 rapier3d simulation or a real robot, and fine-tunes the policy on the same board.\n\n\

@@ -3,7 +3,7 @@
 use super::print_json;
 use crate::control_loop::{Inference, LoopConfig, NoSink, PolicySlot};
 use crate::learn::TrainConfig;
-use crate::recorder::EpisodeRecorder;
+use crate::recorder::{EpisodeRecorder, EpisodesMeta, Existing};
 pub use crate::robots::ClockMode;
 use crate::robots::{
     EnvelopeArgs, OperatorInputs, RobotChoice, RobotLoop, ZenohArgs, connect_robot,
@@ -64,9 +64,15 @@ pub struct RunArgs {
     pub inference: InferenceMode,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
-    /// Write every episode to this directory (docs/episodes.md).
+    /// Write every episode to this directory (docs/episodes.md). A
+    /// directory that already holds a recording is refused unless
+    /// --append.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// --record: add the episodes to the recording in DIR (same robot
+    /// spec and task).
+    #[arg(long, requires = "record")]
+    pub append: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Sample from the policy's distribution instead of its mean.
@@ -134,7 +140,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let control = robot.into_loop(args.clock, inference, envelope, loop_config)?;
     let mut recorder = match &args.record {
-        Some(dir) => Some(EpisodeRecorder::create(dir, &spec)?),
+        Some(dir) => Some(EpisodeRecorder::open(
+            dir,
+            EpisodesMeta::new(&spec, &[], Some(task.name())),
+            if args.append {
+                Existing::Append
+            } else {
+                Existing::Refuse
+            },
+        )?),
         None => None,
     };
     let judge = match &args.success_model {
@@ -159,7 +173,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         recorder.as_mut(),
     )?;
-    let recording_error = recorder.as_ref().and_then(|r| r.error.clone());
+    let recording_error = recorder
+        .as_ref()
+        .and_then(|r| r.failure())
+        .map(|f| f.to_string());
     let link = link.and_then(|l| l.get());
     let failure = failure(&summary, link.as_ref(), recording_error.as_deref());
     println!(
@@ -242,8 +259,7 @@ fn failure(
             c.ticks
         ));
     }
-    recording_error
-        .map(|e| format!("the recording failed: {e} (the loop ran on and kept the robot safe)"))
+    recording_error.map(|e| format!("{e}; the loop ran on and kept the robot safe"))
 }
 
 /// What is plugged into the loop besides robot, clock and policy.

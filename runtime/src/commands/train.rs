@@ -287,14 +287,11 @@ pub(super) fn apply_reward_sources(config: &mut TrainConfig, sources: &str) -> a
     Ok(())
 }
 
+/// The commit the binary was built from (runtime/build.rs), not whatever
+/// repository the run happens to start in.
 pub(super) fn source_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let commit = env!("CEREBELLUM_GIT_COMMIT");
+    (commit != "unknown").then(|| commit.to_owned())
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {

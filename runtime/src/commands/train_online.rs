@@ -4,7 +4,7 @@
 //! new weights the loop picks up between ticks (learn/online.rs).
 
 use super::print_json;
-use super::train::{OnlineClock, TrainArgs, read, resolve_config, source_commit};
+use super::train::{OnlineClock, TrainArgs, resolve_config, source_commit};
 use crate::control_loop::{Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::labeller_thread::{LabellerThread, RewardModelSlot, watch_models};
@@ -82,15 +82,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     }
     let spec = robots[0].1.spec().clone();
     let (policy, _) = checkpoint::load(&from, Some(&spec))?;
-    let state_path = from.join("trainer_state.json");
-    let state: Option<TrainerState> = if state_path.exists() {
-        Some(
-            serde_json::from_str(&read(&state_path)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?,
-        )
-    } else {
-        None
-    };
+    // The trainer state saved with this checkpoint (or refused, naming
+    // both candidates, when none matches it).
+    let state = TrainerState::load_for(
+        &from,
+        contract.provenance.updates,
+        contract.provenance.env_steps,
+    )?;
 
     let before = evaluate(&policy, &config, &env_config, model.clone())?;
     if let Some(e) = &before {
@@ -266,7 +264,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     }));
     let tuned = (*slot.load()).clone();
     let after = evaluate(&tuned, &config, &env_config, model)?;
-    std::fs::write(out.join("config.toml"), config.to_toml())?;
+    crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
     checkpoint::save(
         &out,
         &tuned,
