@@ -81,6 +81,11 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid contract: {reason}")]
     Contract { path: PathBuf, reason: String },
     #[error("{path} is corrupt or truncated: {reason}")]
@@ -104,11 +109,10 @@ pub fn save(
     provenance: TrainingProvenance,
 ) -> Result<(), CheckpointError> {
     use cerebellum_core::Policy;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, mlp) in [("actor", &policy.actor), ("critic", &policy.critic)] {
         for (k, (w, b)) in mlp.layers().into_iter().enumerate() {
@@ -161,19 +165,93 @@ pub fn save(
         weights_sha256: hash.weights_sha256,
         tensor_sha256: hash.tensor_sha256,
     };
-    write_atomically(&dir.join(WEIGHTS_FILE), &weights)?;
+    // The two files change together: the weights go to a side file, the
+    // contract (which names their hash) is renamed into place as the
+    // commit point, then the weights follow. A crash before the commit
+    // leaves the old pair; after it, `load` finds the new weights beside
+    // the new contract and finishes the move (`recover_interrupted_save`).
+    let next = dir.join(NEXT_WEIGHTS_FILE);
+    write_synced(&next, &weights)?;
     let json = serde_json::to_vec_pretty(&contract).expect("contract serialises");
-    write_atomically(&dir.join(CONTRACT_FILE), &json)
+    write_atomically(&dir.join(CONTRACT_FILE), &json)?;
+    let weights_path = dir.join(WEIGHTS_FILE);
+    std::fs::rename(&next, &weights_path).map_err(|source| CheckpointError::Write {
+        path: weights_path,
+        source,
+    })?;
+    sync_dir(dir)
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| CheckpointError::Io {
+/// The weights of a save in progress (see `save`).
+const NEXT_WEIGHTS_FILE: &str = "checkpoint.safetensors.next";
+
+/// Writes `data` to `path` and flushes it to the disk.
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let write = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(&tmp, data).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    let mut file = std::fs::File::create(path).map_err(write)?;
+    file.write_all(data).map_err(write)?;
+    file.sync_all().map_err(write)
+}
+
+/// Writes `path` whole or not at all: a flushed temporary file renamed
+/// over it.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let tmp = path.with_extension("tmp");
+    write_synced(&tmp, data)?;
+    std::fs::rename(&tmp, path).map_err(|source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes renames in `dir` durable (a no-op where directories cannot be
+/// opened for syncing).
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        handle.sync_all().map_err(|source| CheckpointError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// A save interrupted after its commit point left the new contract beside
+/// the old weights and the new ones in the side file: if the side file is
+/// what the contract names, moves it into place. Returns the weights' bytes
+/// when it did.
+fn recover_interrupted_save(
+    dir: &Path,
+    contract: &Contract,
+) -> Result<Option<Vec<u8>>, CheckpointError> {
+    let next = dir.join(NEXT_WEIGHTS_FILE);
+    let Ok(data) = std::fs::read(&next) else {
+        return Ok(None);
+    };
+    let Ok(tensors) = SafeTensors::deserialize(&data) else {
+        return Ok(None);
+    };
+    if weights_hash::verify(
+        &tensors.iter().collect::<Vec<_>>(),
+        &contract.weights_hash(),
+    )
+    .is_err()
+    {
+        return Ok(None);
+    }
+    let path = dir.join(WEIGHTS_FILE);
+    tracing::warn!(
+        "{}: finishing a checkpoint save that was interrupted after its contract was written",
+        dir.display()
+    );
+    std::fs::rename(&next, &path).map_err(|source| CheckpointError::Write { path, source })?;
+    sync_dir(dir)?;
+    Ok(Some(data))
 }
 
 fn bytes(values: &[f32]) -> Vec<u8> {
@@ -322,25 +400,45 @@ pub fn load(
         check_contract(&contract.spec, robot)?;
     }
     let path = dir.join(WEIGHTS_FILE);
-    let data = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+    let read = std::fs::read(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,
-    })?;
-    let corrupt = |reason: String| CheckpointError::Weights {
-        path: path.clone(),
-        reason,
+    });
+    let data = match verified(&path, read, &contract) {
+        Ok(data) => data,
+        Err(error) => match recover_interrupted_save(dir, &contract)? {
+            Some(data) => data,
+            None => return Err(error),
+        },
     };
-    let tensors = SafeTensors::deserialize(&data).map_err(|e| corrupt(e.to_string()))?;
+    let tensors = SafeTensors::deserialize(&data).map_err(|e| CheckpointError::Weights {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let policy = read_policy(dir, &contract, &tensors)?;
+    Ok((policy, contract))
+}
+
+/// The weights' bytes, if they parse and carry the contract's hash.
+fn verified(
+    path: &Path,
+    data: Result<Vec<u8>, CheckpointError>,
+    contract: &Contract,
+) -> Result<Vec<u8>, CheckpointError> {
+    let data = data?;
+    let tensors = SafeTensors::deserialize(&data).map_err(|e| CheckpointError::Weights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     weights_hash::verify(
         &tensors.iter().collect::<Vec<_>>(),
         &contract.weights_hash(),
     )
     .map_err(|mismatch| CheckpointError::Integrity {
-        path: path.clone(),
+        path: path.to_path_buf(),
         mismatch,
     })?;
-    let policy = read_policy(dir, &contract, &tensors)?;
-    Ok((policy, contract))
+    Ok(data)
 }
 
 /// The policy the contract describes, from tensors checked for shape and

@@ -199,3 +199,54 @@ fn truncated_or_corrupt_files_are_errors_not_panics() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_save_interrupted_at_any_point_leaves_a_checkpoint_that_loads() {
+    let old = trained_policy();
+    let mut new = trained_policy();
+    for p in new.actor.params_mut() {
+        *p *= 0.5;
+    }
+    new.set_version(43);
+    let dir = temp_dir("interrupted");
+    let staged = temp_dir("interrupted-new");
+    checkpoint::save(&dir, &old, TrainingProvenance::default()).unwrap();
+    checkpoint::save(&staged, &new, TrainingProvenance::default()).unwrap();
+    let next = dir.join("checkpoint.safetensors.next");
+    // Crashed before the commit point: the new weights sit in the side
+    // file, the old contract and weights still agree.
+    std::fs::copy(staged.join(checkpoint::WEIGHTS_FILE), &next).unwrap();
+    let (_, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
+    assert_eq!(contract.policy_version, 42);
+    // Crashed after it: the new contract beside the old weights; loading
+    // finishes the move and gives the new policy.
+    std::fs::copy(
+        staged.join(checkpoint::CONTRACT_FILE),
+        dir.join(checkpoint::CONTRACT_FILE),
+    )
+    .unwrap();
+    let (mut loaded, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
+    assert_eq!(contract.policy_version, 43);
+    assert!(!next.exists(), "the side file was moved into place");
+    let mut new = new;
+    assert_eq!(
+        loaded
+            .act(&observations(), Sampling::Deterministic)
+            .unwrap(),
+        new.act(&observations(), Sampling::Deterministic).unwrap()
+    );
+    // A side file that is not what the contract names changes nothing: the
+    // mismatch is reported as it was.
+    std::fs::copy(dir.join(checkpoint::WEIGHTS_FILE), &next).unwrap();
+    let mut bytes = std::fs::read(dir.join(checkpoint::WEIGHTS_FILE)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&next, &bytes).unwrap();
+    std::fs::write(dir.join(checkpoint::WEIGHTS_FILE), &bytes).unwrap();
+    assert!(matches!(
+        checkpoint::load(&dir, Some(&spec())),
+        Err(CheckpointError::Integrity { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&staged);
+}
