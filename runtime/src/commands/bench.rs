@@ -49,7 +49,18 @@ pub(super) fn run_peer(
     args: &[String],
     requirements: &str,
 ) -> Result<serde_json::Value, String> {
-    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers");
+    // The peers are Python scripts of the source tree, not part of the
+    // binary: CEREBELLUM_PEERS names them elsewhere, else the tree the
+    // binary was built from.
+    let peers = std::env::var_os("CEREBELLUM_PEERS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers"));
+    if !peers.join(script).is_file() {
+        return Err(format!(
+            "the peer {} is not there: the benchmark peers live in the source tree's bench/peers (set CEREBELLUM_PEERS=DIR to point at them)",
+            peers.join(script).display()
+        ));
+    }
     let output = std::process::Command::new(python)
         .arg(peers.join(script))
         .args(args)
