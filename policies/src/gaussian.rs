@@ -12,6 +12,7 @@
 
 use crate::mlp::{Mlp, MlpTape};
 use crate::normalizer::Normalizer;
+use cerebellum_core::bounds::{Limits, refusal};
 use cerebellum_core::{
     Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, PolicyOutput, RobotSpec,
     Sampling,
@@ -54,6 +55,36 @@ impl Default for GaussianConfig {
     }
 }
 
+/// Hidden layers of each network.
+pub const HIDDEN_LAYERS: Limits<usize> = Limits::closed(1, 8).unit("layers");
+/// Units of one hidden layer: 2048² weights is 16 MB per layer, and the
+/// actor, critic and Adam's moments hold six copies.
+pub const HIDDEN_WIDTH: Limits<usize> = Limits::closed(1, 2048).unit("units");
+/// σ = e^log_std of the normalised action u ∈ [−1, 1]: from 0.007 to 7.4.
+pub const INIT_LOG_STD: Limits<f32> = Limits::closed(-5.0, 2.0);
+/// A delta action's largest step per tick (rad or m).
+pub const MAX_STEP: Limits<f32> = Limits::open_closed(0.0, 1.0).unit("rad");
+
+impl GaussianConfig {
+    /// Bounds on every key (`policy.*`): layer counts and widths that
+    /// allocate, an initial spread and a delta step that mean something.
+    pub fn validate(&self) -> Result<(), String> {
+        if !HIDDEN_LAYERS.contains(self.hidden.len()) {
+            return Err(refusal(
+                "policy.hidden",
+                &self.hidden,
+                &format!("must have {}", HIDDEN_LAYERS.describe()),
+            ));
+        }
+        HIDDEN_WIDTH.check_each("policy.hidden", &self.hidden)?;
+        INIT_LOG_STD.check("policy.init_log_std", self.init_log_std)?;
+        if let ActionMode::Delta { max_step } = self.action_mode {
+            MAX_STEP.check("policy.action_mode.max_step", max_step)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct GaussianMlpPolicy {
     pub spec: RobotSpec,
@@ -87,24 +118,12 @@ impl GaussianMlpPolicy {
         spec.observation
             .validate()
             .and_then(|_| spec.action.validate())?;
-        if config.hidden.is_empty() || config.hidden.contains(&0) {
-            return Err(PolicyError::Other(format!(
-                "hidden layer sizes must be positive and at least one, got {:?}",
-                config.hidden
-            )));
-        }
+        config.validate().map_err(PolicyError::Other)?;
         let obs = spec.observation.state_len();
         let act = spec.action.len();
         let joint_offset = match config.action_mode {
             ActionMode::Absolute => None,
-            ActionMode::Delta { max_step } => {
-                if !(max_step.is_finite() && max_step > 0.0) {
-                    return Err(PolicyError::Other(format!(
-                        "delta action mode needs a positive max_step, got {max_step}"
-                    )));
-                }
-                Some(joint_position_offset(spec)?)
-            }
+            ActionMode::Delta { .. } => Some(joint_position_offset(spec)?),
         };
         let mut sizes = vec![obs];
         sizes.extend(&config.hidden);

@@ -31,6 +31,7 @@ use crate::ensemble::{Aggregate, EnsembleReward, aggregate};
 use crate::progress::ProgressModel;
 use crate::shaping::{delta, potential_shaping};
 use crate::success::{SuccessClassifier, SuccessDetector};
+use cerebellum_core::bounds::{Limits, refusal};
 use cerebellum_core::{Observation, RewardComponents, Transition};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -110,21 +111,32 @@ impl RewardModelConfig {
         self.progress.is_empty() && self.success.is_none()
     }
 
+    /// Bounds on every key (`reward.*`).
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.success_threshold > 0.0 && self.success_threshold <= 1.0) {
-            return Err("reward.success_threshold: must be in (0, 1]".into());
+        if self.progress.len() > MAX_PROGRESS_MODELS {
+            return Err(refusal(
+                "reward.progress",
+                self.progress.len(),
+                &format!("at most {MAX_PROGRESS_MODELS} progress models (ensemble members)"),
+            ));
         }
-        if self.success_frames == 0 {
-            return Err("reward.success_frames: must be at least 1".into());
-        }
-        if let Aggregate::MeanMinusStd { lambda } = self.aggregate
-            && !(lambda >= 0.0 && lambda.is_finite())
-        {
-            return Err("reward.aggregate.mean_minus_std.lambda: must be ≥ 0".into());
+        SUCCESS_THRESHOLD.check("reward.success_threshold", self.success_threshold)?;
+        SUCCESS_FRAMES.check("reward.success_frames", self.success_frames)?;
+        SUCCESS_LAG_TICKS.check("reward.success_lag_ticks", self.success_lag_ticks)?;
+        if let Aggregate::MeanMinusStd { lambda } = self.aggregate {
+            ENSEMBLE_LAMBDA.check("reward.aggregate.mean_minus_std.lambda", lambda)?;
         }
         Ok(())
     }
 }
+
+/// Members of a progress ensemble.
+pub const MAX_PROGRESS_MODELS: usize = 64;
+pub const SUCCESS_THRESHOLD: Limits<f32> = Limits::open_closed(0.0, 1.0);
+pub const SUCCESS_FRAMES: Limits<u32> = Limits::closed(1, 10_000).unit("frames");
+pub const SUCCESS_LAG_TICKS: Limits<u64> = Limits::closed(0, 10_000).unit("ticks");
+/// λ of mean − λ·std over the ensemble.
+pub const ENSEMBLE_LAMBDA: Limits<f64> = Limits::closed(0.0, 100.0);
 
 /// Loaded, checked reward models; immutable once built, shared between
 /// threads, replaced whole when one is retrained.

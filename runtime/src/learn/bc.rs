@@ -16,7 +16,9 @@
 //! them). A few hundred demonstrated episodes show the way; RL then
 //! improves on them.
 
+use super::config::{EPOCHS, LEARNING_RATE, MAX_GRAD_NORM, MINIBATCH_SIZE};
 use crate::episodes::{Controller, run_episode_with};
+use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Observation, Policy, Robot};
 use cerebellum_policies::GaussianMlpPolicy;
 use cerebellum_policies::optim::{Adam, clip_global_norm};
@@ -78,37 +80,29 @@ impl Default for BcConfig {
     }
 }
 
+/// Episodes of the scripted expert: 400 take a minute.
+pub const EXPERT_EPISODES: Limits<usize> = Limits::closed(0, 100_000).unit("episodes");
+/// Noise on the expert's commands (rad or m).
+pub const EXPERT_NOISE: Limits<f32> = Limits::closed(0.0, 1.0).unit("rad");
+/// Cloning step size during RL is `learning_rate · rl_weight · …`.
+pub const RL_WEIGHT: Limits<f64> = Limits::closed(0.0, 100.0);
+pub const RL_DECAY: Limits<f64> = Limits::open_closed(0.0, 1.0);
+pub const RL_MINIBATCHES: Limits<usize> = Limits::closed(0, 1000);
+pub const RA_BC_HORIZON: Limits<usize> = Limits::closed(1, 10_000).unit("ticks");
+
 impl BcConfig {
+    /// Bounds on every key (`bc.*`), checked whether or not cloning is on.
     pub fn validate(&self) -> Result<(), String> {
-        let fail = |key: &str, why: &str| Err(format!("config key `bc.{key}`: {why}"));
-        if self.expert_episodes == 0 && self.data.is_empty() {
-            return Ok(());
-        }
-        if self.ra_bc_horizon == 0 {
-            return fail("ra_bc_horizon", "must be at least 1");
-        }
-        if !(self.expert_noise >= 0.0 && self.expert_noise.is_finite()) {
-            return fail("expert_noise", "must be zero or positive");
-        }
-        if self.epochs == 0 {
-            return fail("epochs", "must be at least 1");
-        }
-        if self.minibatch_size == 0 {
-            return fail("minibatch_size", "must be at least 1");
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return fail("learning_rate", "must be positive");
-        }
-        if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
-            return fail("max_grad_norm", "must be positive");
-        }
-        if !(self.rl_weight >= 0.0 && self.rl_weight.is_finite()) {
-            return fail("rl_weight", "must be zero or positive");
-        }
-        if !(self.rl_decay > 0.0 && self.rl_decay <= 1.0) {
-            return fail("rl_decay", "must be in (0, 1]");
-        }
-        Ok(())
+        EXPERT_EPISODES.check("bc.expert_episodes", self.expert_episodes)?;
+        EXPERT_NOISE.check("bc.expert_noise", self.expert_noise)?;
+        EPOCHS.check("bc.epochs", self.epochs)?;
+        MINIBATCH_SIZE.check("bc.minibatch_size", self.minibatch_size)?;
+        LEARNING_RATE.check("bc.learning_rate", self.learning_rate)?;
+        MAX_GRAD_NORM.check("bc.max_grad_norm", self.max_grad_norm)?;
+        RL_WEIGHT.check("bc.rl_weight", self.rl_weight)?;
+        RL_DECAY.check("bc.rl_decay", self.rl_decay)?;
+        RL_MINIBATCHES.check("bc.rl_minibatches", self.rl_minibatches)?;
+        RA_BC_HORIZON.check("bc.ra_bc_horizon", self.ra_bc_horizon)
     }
 }
 

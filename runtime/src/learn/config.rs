@@ -5,8 +5,10 @@
 use crate::learn::bc::BcConfig;
 use crate::learn::online::OnlineConfig;
 use crate::learn::ppo::PpoConfig;
+use cerebellum_core::RewardComponents;
+use cerebellum_core::bounds::{Limits, refusal};
 use cerebellum_policies::{ActionMode, GaussianConfig};
-use cerebellum_reward_models::labeller::RewardModelConfig;
+use cerebellum_reward_models::labeller::{self, RewardModelConfig};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, TaskKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -73,6 +75,43 @@ pub struct TrainConfig {
     pub robot: RobotSource,
 }
 
+/// Bounds shared by the learners' configs (`ppo.*`, `bc.*`, `online.*`):
+/// a step size above 1 makes every Adam update roll back.
+pub const LEARNING_RATE: Limits<f64> = Limits::open_closed(0.0, 1.0);
+pub const EPOCHS: Limits<usize> = Limits::closed(1, 10_000);
+pub const MINIBATCH_SIZE: Limits<usize> = Limits::closed(1, 1 << 20).unit("rows");
+pub const MAX_GRAD_NORM: Limits<f32> = Limits::open_closed(0.0, 1000.0);
+
+/// Simulated robots stepped as one batch (each a rapier world).
+pub const ENVS: Limits<usize> = Limits::closed(1, 1024).unit("envs");
+pub const THREADS: Limits<usize> = Limits::closed(1, 256).unit("threads");
+/// Ten billion steps: days at the simulator's pace.
+pub const TOTAL_STEPS: Limits<u64> = Limits::closed(1, 10_000_000_000).unit("steps");
+pub const ROLLOUT_STEPS: Limits<usize> = Limits::closed(1, 1 << 16).unit("ticks");
+/// Transitions held by one PPO rollout (`envs × rollout_steps`).
+pub const ROLLOUT_ROWS: Limits<usize> = Limits::closed(1, 1 << 20).unit("transitions");
+pub const GAMMA: Limits<f32> = Limits::open_closed(0.0, 1.0);
+pub const GAE_LAMBDA: Limits<f32> = Limits::closed(0.0, 1.0);
+/// Rollouts per GRPO group (checked whatever the algorithm).
+pub const GROUP: Limits<usize> = Limits::closed(2, 1024).unit("rollouts");
+pub const EVAL_EPISODES: Limits<usize> = Limits::closed(0, 100_000).unit("episodes");
+pub const REWARD_WEIGHT: Limits<f32> = Limits::closed(-1000.0, 1000.0);
+
+/// Every reward component a transition can carry: the simulator's and the
+/// control loop's (core's `RewardComponents`) and the labeller's learned
+/// ones. `reward_weights` names only these.
+pub const REWARD_COMPONENTS: [&str; 9] = [
+    RewardComponents::TASK,
+    RewardComponents::SUCCESS,
+    RewardComponents::INTERVENTION,
+    RewardComponents::SAFETY,
+    RewardComponents::ESTOP,
+    labeller::PROGRESS,
+    labeller::PROGRESS_STD,
+    labeller::PROGRESS_POTENTIAL,
+    labeller::LEARNED_SUCCESS,
+];
+
 /// Which simulated arm to train on (the bundled SO-101 when empty).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,6 +137,10 @@ impl RobotSource {
             None => EnvConfig::default(),
         };
         env.task = task;
+        env.validate().map_err(|e| match &self.env_config {
+            Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+            None => anyhow::anyhow!(e),
+        })?;
         if task == TaskKind::Pendulum {
             return Ok((env, None));
         }
@@ -226,53 +269,95 @@ impl TrainConfig {
         self.task.parse().expect("validated")
     }
 
+    /// The one check of a training config (the file's keys and the flags
+    /// laid over them): every key within its bounds, each refusal naming
+    /// the key's TOML path, the value and the accepted range. `from_toml`,
+    /// `resolve_config` (after the flags) and `Trainer::new` call it.
     pub fn validate(&self) -> Result<(), String> {
-        let fail = |key: &str, why: &str| Err(format!("config key `{key}`: {why}"));
-        if self.task.parse::<TaskKind>().is_err() {
-            return fail("task", &self.task.parse::<TaskKind>().unwrap_err());
+        if let Err(e) = self.task.parse::<TaskKind>() {
+            return Err(refusal("task", &self.task, &e));
         }
-        if self.envs == 0 {
-            return fail("envs", "must be at least 1");
+        ENVS.check("envs", self.envs)?;
+        THREADS.check("threads", self.threads)?;
+        TOTAL_STEPS.check("total_steps", self.total_steps)?;
+        ROLLOUT_STEPS.check("rollout_steps", self.rollout_steps)?;
+        if self.algo == Algo::Ppo {
+            let rows = self.envs.saturating_mul(self.rollout_steps);
+            if !ROLLOUT_ROWS.contains(rows) {
+                return Err(refusal(
+                    "envs × rollout_steps",
+                    rows,
+                    &format!(
+                        "the transitions of one PPO rollout must be {}",
+                        ROLLOUT_ROWS.describe()
+                    ),
+                ));
+            }
         }
-        if self.threads == 0 {
-            return fail("threads", "must be at least 1");
+        GAMMA.check("gamma", self.gamma)?;
+        GAE_LAMBDA.check("gae_lambda", self.gae_lambda)?;
+        GROUP.check("group", self.group)?;
+        if self.algo == Algo::Grpo && !self.envs.is_multiple_of(self.group) {
+            return Err(refusal(
+                "group",
+                self.group,
+                &format!("must divide `envs` = {} with algo = \"grpo\"", self.envs),
+            ));
         }
-        if self.rollout_steps == 0 {
-            return fail("rollout_steps", "must be at least 1");
-        }
-        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
-            return fail("gamma", "must be in (0, 1]");
-        }
-        if !(0.0..=1.0).contains(&self.gae_lambda) {
-            return fail("gae_lambda", "must be in [0, 1]");
-        }
-        if self.algo == Algo::Grpo && (self.group < 2 || !self.envs.is_multiple_of(self.group)) {
-            return fail("group", "must be at least 2 and divide `envs`");
-        }
+        EVAL_EPISODES.check("eval_episodes", self.eval_episodes)?;
+        self.check_reward_weights()?;
         self.bc.validate()?;
         self.online.validate()?;
         self.reward.validate()?;
-        if self.reward_weights.values().any(|w| !w.is_finite()) {
-            return fail("reward_weights", "weights must be finite");
+        self.policy.validate()?;
+        self.ppo.validate()
+    }
+
+    /// Every weight names a component something writes (a typo would
+    /// train on a reward of zero), each is finite and bounded, a learned
+    /// component has its model, and at least one weight is not zero.
+    fn check_reward_weights(&self) -> Result<(), String> {
+        for (name, &weight) in &self.reward_weights {
+            let key = format!("reward_weights.{name}");
+            if !REWARD_COMPONENTS.contains(&name.as_str()) {
+                return Err(refusal(
+                    &key,
+                    weight,
+                    &format!(
+                        "`{name}` is not a reward component; known: {}",
+                        REWARD_COMPONENTS.join(", ")
+                    ),
+                ));
+            }
+            REWARD_WEIGHT.check(&key, weight)?;
+            let model =
+                match name.as_str() {
+                    labeller::PROGRESS | labeller::PROGRESS_STD | labeller::PROGRESS_POTENTIAL => {
+                        self.reward.progress.is_empty().then_some(
+                            "a progress model (`reward.progress` or --reward progress:DIR)",
+                        )
+                    }
+                    labeller::LEARNED_SUCCESS => self.reward.success.is_none().then_some(
+                        "a success classifier (`reward.success` or --reward success:DIR)",
+                    ),
+                    _ => None,
+                };
+            if let Some(model) = model
+                && weight != 0.0
+            {
+                return Err(refusal(
+                    &key,
+                    weight,
+                    &format!("the component is written only with {model}"),
+                ));
+            }
         }
-        let p = &self.ppo;
-        if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
-            return fail("ppo.learning_rate", "must be positive");
-        }
-        if p.epochs == 0 || p.minibatch_size == 0 {
-            return fail("ppo.epochs / ppo.minibatch_size", "must be at least 1");
-        }
-        if !(p.clip > 0.0 && p.clip < 1.0) {
-            return fail("ppo.clip", "must be in (0, 1)");
-        }
-        if p.max_grad_norm.is_nan() || p.max_grad_norm <= 0.0 {
-            return fail("ppo.max_grad_norm", "must be positive");
-        }
-        if !self.policy.init_log_std.is_finite() || self.policy.init_log_std.abs() > 5.0 {
-            return fail("policy.init_log_std", "must be within ±5");
-        }
-        if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
-            return fail("policy.hidden", "needs at least one positive layer size");
+        if self.reward_weights.values().all(|&w| w == 0.0) {
+            return Err(refusal(
+                "reward_weights",
+                &self.reward_weights,
+                "no component has a non-zero weight: the reward would be zero",
+            ));
         }
         Ok(())
     }

@@ -24,11 +24,12 @@
 //! ones, and the failure is reported in `LearnerStatus`.
 
 use super::advantage;
-use super::config::{GroupBaseline, TrainConfig};
+use super::config::{GroupBaseline, LEARNING_RATE, TrainConfig};
 use super::ppo::{self, UpdateStats};
 use super::rollout::Rollout;
 use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, normalized, reward};
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
+use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Observation, Policy, Transition};
 use cerebellum_policies::{Adam, GaussianMlpPolicy};
 use cerebellum_reward_models::labeller::{RewardModels, relabel};
@@ -67,18 +68,19 @@ impl Default for OnlineConfig {
     }
 }
 
+/// Transitions per online update (≈20 s of robot time at 50 Hz by default).
+pub const BATCH_TRANSITIONS: Limits<usize> = Limits::closed(2, 1 << 20).unit("transitions");
+pub const MAX_STALENESS: Limits<u64> = Limits::closed(0, 1_000_000).unit("versions");
+/// The bounded channel allocates its slots up front.
+pub const CHANNEL_CAPACITY: Limits<usize> = Limits::closed(1, 1 << 20).unit("transitions");
+
 impl OnlineConfig {
+    /// Bounds on every key (`online.*`).
     pub fn validate(&self) -> Result<(), String> {
-        if self.batch_transitions < 2 {
-            return Err("config key `online.batch_transitions`: must be at least 2".into());
-        }
-        if self.channel_capacity == 0 {
-            return Err("config key `online.channel_capacity`: must be at least 1".into());
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err("config key `online.learning_rate`: must be positive".into());
-        }
-        Ok(())
+        BATCH_TRANSITIONS.check("online.batch_transitions", self.batch_transitions)?;
+        MAX_STALENESS.check("online.max_staleness", self.max_staleness)?;
+        CHANNEL_CAPACITY.check("online.channel_capacity", self.channel_capacity)?;
+        LEARNING_RATE.check("online.learning_rate", self.learning_rate)
     }
 }
 

@@ -17,6 +17,8 @@
 //! = 1; the MLPs back-propagate the rest. A test checks it against candle
 //! autograd.
 
+use super::config::{EPOCHS, LEARNING_RATE, MAX_GRAD_NORM, MINIBATCH_SIZE};
+use cerebellum_core::bounds::Limits;
 use cerebellum_policies::optim::{Adam, clip_global_norm};
 use cerebellum_policies::{GaussianMlpPolicy, MlpTape};
 use rand::seq::SliceRandom;
@@ -57,6 +59,34 @@ impl Default for PpoConfig {
             normalize_advantages: true,
             target_kl: None,
         }
+    }
+}
+
+/// The surrogate's ε: ρ is clamped to [1 − ε, 1 + ε].
+pub const CLIP: Limits<f32> = Limits::open(0.0, 1.0);
+/// The value clip's ±ε_V around the old value (`f32::clamp` needs ε_V ≥ 0).
+pub const VALUE_CLIP: Limits<f32> = Limits::open_closed(0.0, 1000.0);
+pub const VALUE_COEF: Limits<f32> = Limits::closed(0.0, 100.0);
+pub const ENTROPY_COEF: Limits<f32> = Limits::closed(0.0, 1.0);
+pub const TARGET_KL: Limits<f32> = Limits::open_closed(0.0, 10.0);
+
+impl PpoConfig {
+    /// Bounds on every key (`ppo.*`).
+    pub fn validate(&self) -> Result<(), String> {
+        LEARNING_RATE.check("ppo.learning_rate", self.learning_rate)?;
+        EPOCHS.check("ppo.epochs", self.epochs)?;
+        MINIBATCH_SIZE.check("ppo.minibatch_size", self.minibatch_size)?;
+        CLIP.check("ppo.clip", self.clip)?;
+        if let Some(eps) = self.value_clip {
+            VALUE_CLIP.check("ppo.value_clip", eps)?;
+        }
+        VALUE_COEF.check("ppo.value_coef", self.value_coef)?;
+        ENTROPY_COEF.check("ppo.entropy_coef", self.entropy_coef)?;
+        MAX_GRAD_NORM.check("ppo.max_grad_norm", self.max_grad_norm)?;
+        if let Some(kl) = self.target_kl {
+            TARGET_KL.check("ppo.target_kl", kl)?;
+        }
+        Ok(())
     }
 }
 
