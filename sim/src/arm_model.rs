@@ -61,6 +61,11 @@ pub enum ModelError {
     },
     #[error("URDF {urdf}: {message}")]
     Structure { urdf: PathBuf, message: String },
+    /// A number the URDF gives is out of its accepted range (NaN and
+    /// infinities included): the message names the joint or link, the
+    /// element and attribute, the value and the range.
+    #[error("URDF {urdf}: {message}")]
+    Invalid { urdf: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
 }
@@ -168,6 +173,7 @@ impl ArmModel {
             path: urdf_path.clone(),
             message: e.to_string(),
         })?;
+        check_numbers(&robot, &urdf_path)?;
         let config = match options.config.clone().or_else(|| RobotConfig::beside(urdf)) {
             Some(path) => RobotConfig::from_file(&path).map_err(ModelError::Config)?,
             None => RobotConfig::default(),
@@ -283,6 +289,284 @@ impl ArmModel {
     pub fn joint_index(&self, name: &str) -> Option<usize> {
         self.joints.iter().position(|j| j.name == name)
     }
+}
+
+/// The largest distance a URDF may give (m): an origin, a size, a
+/// radius. Far beyond any arm, and small enough that its square and sums
+/// stay finite in `f32`, the precision rapier computes in.
+pub const MAX_LENGTH: f64 = 1e3;
+/// The largest angle (rad) an `rpy` or a revolute joint limit may give.
+pub const MAX_ANGLE: f64 = 1e3;
+/// The largest mass (kg) of a link.
+pub const MAX_MASS: f64 = 1e6;
+/// The largest moment or product of inertia (kg·m²) of a link.
+pub const MAX_INERTIA: f64 = 1e6;
+/// The largest effort (N·m or N) and velocity (rad/s or m/s) limit.
+pub const MAX_EFFORT: f64 = 1e9;
+/// The largest factor a mesh may be scaled by, or a mimic joint may
+/// multiply its leader's position by.
+pub const MAX_SCALE: f64 = 1e3;
+
+/// `value` is finite and in `[lo, hi]`; otherwise a refusal naming
+/// `what`, the value (as written, NaN and infinities included) and the
+/// accepted range.
+fn check_in(what: &str, value: f64, lo: f64, hi: f64, unit: &str) -> Result<(), String> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} = {value:?}: must be a finite number in [{lo:?}, {hi:?}]{}{unit}",
+        if unit.is_empty() { "" } else { " " }
+    ))
+}
+
+/// Each of `values` is finite and within ±`max`.
+fn check_each(what: &str, values: &[f64], max: f64, unit: &str) -> Result<(), String> {
+    if values.iter().all(|v| v.is_finite() && v.abs() <= max) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} = {values:?}: each must be a finite number in [{:?}, {max:?}]{}{unit}",
+        -max,
+        if unit.is_empty() { "" } else { " " }
+    ))
+}
+
+fn check_origin(element: &str, origin: &urdf_rs::Pose) -> Result<(), String> {
+    check_each(
+        &format!("{element} <origin> xyz"),
+        &origin.xyz.0,
+        MAX_LENGTH,
+        "m",
+    )?;
+    check_each(
+        &format!("{element} <origin> rpy"),
+        &origin.rpy.0,
+        MAX_ANGLE,
+        "rad",
+    )
+}
+
+fn check_geometry(element: &str, geometry: &Geometry) -> Result<(), String> {
+    let length = |what: &str, value: f64| {
+        check_in(&format!("{element} {what}"), value, 0.0, MAX_LENGTH, "m")
+    };
+    match geometry {
+        Geometry::Box { size } => {
+            let what = format!("{element} <box> size");
+            check_each(&what, &size.0, MAX_LENGTH, "m")?;
+            if size.0.iter().any(|&s| s < 0.0) {
+                return Err(format!(
+                    "{what} = {:?}: each must be a finite number in [0.0, {MAX_LENGTH:?}] m",
+                    size.0
+                ));
+            }
+            Ok(())
+        }
+        Geometry::Cylinder { radius, length: l } => {
+            length("<cylinder> radius", *radius)?;
+            length("<cylinder> length", *l)
+        }
+        Geometry::Capsule { radius, length: l } => {
+            length("<capsule> radius", *radius)?;
+            length("<capsule> length", *l)
+        }
+        Geometry::Sphere { radius } => length("<sphere> radius", *radius),
+        Geometry::Mesh { scale, .. } => match scale {
+            Some(scale)
+                if !scale
+                    .0
+                    .iter()
+                    .all(|s| s.is_finite() && *s != 0.0 && s.abs() <= MAX_SCALE) =>
+            {
+                Err(format!(
+                    "{element} <mesh> scale = {:?}: each must be a finite, non-zero number in [{:?}, {MAX_SCALE:?}]",
+                    scale.0, -MAX_SCALE
+                ))
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// A link's mass and inertia: finite, the mass in `[0, MAX_MASS]`, the
+/// moments of inertia non-negative and the tensor positive semi-definite
+/// (its principal moments, which rapier takes from it, non-negative).
+fn check_inertial(element: &str, inertial: &urdf_rs::Inertial) -> Result<(), String> {
+    let element = format!("{element} <inertial>");
+    check_origin(&element, &inertial.origin)?;
+    check_in(
+        &format!("{element} <mass> value"),
+        inertial.mass.value,
+        0.0,
+        MAX_MASS,
+        "kg",
+    )?;
+    let i = &inertial.inertia;
+    for (name, value, lo) in [
+        ("ixx", i.ixx, 0.0),
+        ("iyy", i.iyy, 0.0),
+        ("izz", i.izz, 0.0),
+        ("ixy", i.ixy, -MAX_INERTIA),
+        ("ixz", i.ixz, -MAX_INERTIA),
+        ("iyz", i.iyz, -MAX_INERTIA),
+    ] {
+        check_in(
+            &format!("{element} <inertia> {name}"),
+            value,
+            lo,
+            MAX_INERTIA,
+            "kg·m²",
+        )?;
+    }
+    let tensor = nalgebra::Matrix3::new(
+        i.ixx, i.ixy, i.ixz, //
+        i.ixy, i.iyy, i.iyz, //
+        i.ixz, i.iyz, i.izz,
+    );
+    let moments = tensor.symmetric_eigenvalues();
+    let largest = moments.max().max(0.0);
+    let smallest = moments.min();
+    // Rounded URDF values leave a principal moment a hair below zero.
+    if smallest < -1e-6 * largest.max(1e-12) {
+        return Err(format!(
+            "{element} <inertia> (ixx {:?}, iyy {:?}, izz {:?}, ixy {:?}, ixz {:?}, iyz {:?}) has a negative principal moment {smallest:?} kg·m²: an inertia tensor must be positive semi-definite",
+            i.ixx, i.iyy, i.izz, i.ixy, i.ixz, i.iyz
+        ));
+    }
+    Ok(())
+}
+
+fn check_joint(joint: &urdf_rs::Joint) -> Result<(), String> {
+    let element = format!("joint `{}`", joint.name);
+    check_origin(&element, &joint.origin)?;
+    let axis = &joint.axis.xyz.0;
+    let what = format!("{element} <axis> xyz");
+    check_each(&what, axis, MAX_SCALE, "")?;
+    let moves = matches!(
+        joint.joint_type,
+        JointType::Revolute | JointType::Continuous | JointType::Prismatic
+    );
+    if moves && axis.iter().map(|a| a * a).sum::<f64>().sqrt() < 1e-9 {
+        return Err(format!(
+            "{what} = {axis:?}: a {:?} joint's axis must be a direction, not zero",
+            joint.joint_type
+        ));
+    }
+    let (range, unit) = match joint.joint_type {
+        JointType::Prismatic => (MAX_LENGTH, "m"),
+        _ => (MAX_ANGLE, "rad"),
+    };
+    let limit = &joint.limit;
+    check_in(
+        &format!("{element} <limit> lower"),
+        limit.lower,
+        -range,
+        range,
+        unit,
+    )?;
+    check_in(
+        &format!("{element} <limit> upper"),
+        limit.upper,
+        -range,
+        range,
+        unit,
+    )?;
+    check_in(
+        &format!("{element} <limit> effort"),
+        limit.effort,
+        0.0,
+        MAX_EFFORT,
+        "",
+    )?;
+    check_in(
+        &format!("{element} <limit> velocity"),
+        limit.velocity,
+        0.0,
+        MAX_EFFORT,
+        "",
+    )?;
+    if matches!(joint.joint_type, JointType::Revolute | JointType::Prismatic)
+        && limit.lower > limit.upper
+    {
+        return Err(format!(
+            "{element} <limit> lower = {:?} is above upper = {:?}: a joint's range must have lower ≤ upper (equal for no limit)",
+            limit.lower, limit.upper
+        ));
+    }
+    if let Some(mimic) = &joint.mimic {
+        if let Some(multiplier) = mimic.multiplier {
+            check_in(
+                &format!("{element} <mimic> multiplier"),
+                multiplier,
+                -MAX_SCALE,
+                MAX_SCALE,
+                "",
+            )?;
+        }
+        if let Some(offset) = mimic.offset {
+            check_in(
+                &format!("{element} <mimic> offset"),
+                offset,
+                -range,
+                range,
+                unit,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Every number of the URDF within its accepted range, names unique:
+/// nothing that is not a finite, physically meaningful value reaches the
+/// kinematics or rapier (a NaN panics inside rapier; an inverted limit or
+/// a zero axis would be silently taken for something else).
+fn check_numbers(robot: &urdf_rs::Robot, urdf: &Path) -> Result<(), ModelError> {
+    let invalid = |message: String| ModelError::Invalid {
+        urdf: urdf.to_path_buf(),
+        message,
+    };
+    let mut names = std::collections::HashSet::new();
+    for link in &robot.links {
+        if !names.insert(link.name.as_str()) {
+            return Err(invalid(format!("two links are named `{}`", link.name)));
+        }
+        let element = format!("link `{}`", link.name);
+        check_inertial(&element, &link.inertial).map_err(invalid)?;
+        for (i, visual) in link.visual.iter().enumerate() {
+            let element = format!("{element} <visual> #{}", i + 1);
+            check_origin(&element, &visual.origin).map_err(invalid)?;
+            check_geometry(&element, &visual.geometry).map_err(invalid)?;
+            if let Some(color) = visual.material.as_ref().and_then(|m| m.color.as_ref()) {
+                check_each(&format!("{element} <color> rgba"), &color.rgba.0, 1.0, "")
+                    .map_err(invalid)?;
+            }
+        }
+        for (i, collision) in link.collision.iter().enumerate() {
+            let element = format!("{element} <collision> #{}", i + 1);
+            check_origin(&element, &collision.origin).map_err(invalid)?;
+            check_geometry(&element, &collision.geometry).map_err(invalid)?;
+        }
+    }
+    for material in &robot.materials {
+        if let Some(color) = &material.color {
+            check_each(
+                &format!("material `{}` <color> rgba", material.name),
+                &color.rgba.0,
+                1.0,
+                "",
+            )
+            .map_err(invalid)?;
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for joint in &robot.joints {
+        if !names.insert(joint.name.as_str()) {
+            return Err(invalid(format!("two joints are named `{}`", joint.name)));
+        }
+        check_joint(joint).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 /// Makes every mesh path absolute and checks the file exists: relative paths

@@ -52,6 +52,40 @@ impl ActuatorParams {
     }
 }
 
+/// The largest length (m), angle (rad) or position a robot config may give.
+const MAX_LENGTH: f32 = 1e3;
+/// The largest gain, force, damping or armature a robot config may give.
+const MAX_GAIN: f32 = 1e9;
+
+/// `value` is finite and in `[lo, hi]`; otherwise a refusal naming `key`,
+/// the value (NaN and infinities included) and the range.
+fn check_in(key: &str, value: f32, lo: f32, hi: f32, unit: &str) -> Result<(), String> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    Err(format!(
+        "{key} = {value:?}: must be a finite number in [{lo:?}, {hi:?}] {unit}"
+    ))
+}
+
+impl ActuatorParams {
+    /// Every gain finite and non-negative; `key` is the table's TOML path
+    /// (`actuators.shoulder_pan`), for the refusal.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        for (name, value, unit) in [
+            ("stiffness", self.stiffness, "N·m/rad"),
+            ("damping", self.damping, "N·m·s/rad"),
+            ("max_force", self.max_force, "N·m"),
+            ("joint_damping", self.joint_damping, "N·m·s/rad"),
+            ("friction", self.friction, "N·m"),
+            ("armature", self.armature, "kg·m²"),
+        ] {
+            check_in(&format!("{key}.{name}"), value, 0.0, MAX_GAIN, unit)?;
+        }
+        Ok(())
+    }
+}
+
 /// A box collider added to a link, e.g. a finger pad where the convex hull
 /// of the jaw mesh would fill the grasp gap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,20 +169,72 @@ impl RobotConfig {
         Ok(config)
     }
 
-    /// Checks what the TOML types cannot: pads with a size, gripper axes
-    /// that are directions and not parallel.
+    /// Checks what the TOML types cannot, each refusal naming the key, the
+    /// value and the accepted range: actuator gains finite and
+    /// non-negative, home positions and gripper openings finite, pads
+    /// with a finite centre and a positive size, gripper axes that are
+    /// directions and not parallel.
     pub fn validate(&self) -> Result<(), String> {
-        for pad in &self.pads {
-            if !pad.half_extents.iter().all(|&h| h > 0.0 && h.is_finite())
-                || !pad.center.iter().all(|c| c.is_finite())
+        if let Some(tolerance) = self.hull_tolerance {
+            check_in("hull_tolerance", tolerance, 0.0, MAX_LENGTH, "m")?;
+        }
+        if let Some(actuator) = &self.default_actuator {
+            actuator.validate("default_actuator")?;
+        }
+        for (joint, actuator) in &self.actuators {
+            actuator.validate(&format!("actuators.{joint}"))?;
+        }
+        for (joint, &q) in &self.home {
+            check_in(
+                &format!("home.{joint}"),
+                q,
+                -MAX_LENGTH,
+                MAX_LENGTH,
+                "rad or m",
+            )?;
+        }
+        for (i, pad) in self.pads.iter().enumerate() {
+            if !pad.half_extents.iter().all(|&h| h > 0.0 && h <= MAX_LENGTH)
+                || !pad
+                    .center
+                    .iter()
+                    .all(|c| c.is_finite() && c.abs() <= MAX_LENGTH)
             {
                 return Err(format!(
-                    "the pad on `{}` needs finite centre and positive half_extents, got {:?} and {:?}",
+                    "pads[{i}] (on `{}`): center = {:?} and half_extents = {:?}: the centre must be finite within ±{MAX_LENGTH} m and the half extents in (0, {MAX_LENGTH}] m",
                     pad.link, pad.center, pad.half_extents
                 ));
             }
         }
         if let Some(gripper) = &self.gripper {
+            check_in(
+                "gripper.open",
+                gripper.open,
+                -MAX_LENGTH,
+                MAX_LENGTH,
+                "rad or m",
+            )?;
+            check_in(
+                "gripper.closed",
+                gripper.closed,
+                -MAX_LENGTH,
+                MAX_LENGTH,
+                "rad or m",
+            )?;
+            for (key, values) in [
+                ("gripper.approach_axis", &gripper.approach_axis),
+                ("gripper.closing_axis", &gripper.closing_axis),
+                ("gripper.grasp_offset", &gripper.grasp_offset),
+            ] {
+                if !values
+                    .iter()
+                    .all(|v| v.is_finite() && v.abs() <= MAX_LENGTH)
+                {
+                    return Err(format!(
+                        "{key} = {values:?}: each must be a finite number in [-{MAX_LENGTH}, {MAX_LENGTH}]"
+                    ));
+                }
+            }
             let [a, c] = [gripper.approach_axis, gripper.closing_axis].map(|v| {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 v.map(|x| x / norm)
