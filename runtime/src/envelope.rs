@@ -37,6 +37,7 @@
 //! clamped to the limits; without one, the previous command; without that,
 //! the midpoint of the limits (zero torque for a symmetric torque action).
 
+use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Action, RobotSpec};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -82,6 +83,74 @@ impl Default for EnvelopeConfig {
             stale_safe_pose_ticks: 30,
             safe_pose: None,
         }
+    }
+}
+
+/// Bounds of the envelope file's keys. Speeds and steps are in the
+/// action's units (rad or m) per second or per tick; a limit above them
+/// is no limit.
+pub const MAX_JOINT_VELOCITY: Limits<f32> = Limits::open_closed(0.0, 100.0).unit("rad/s");
+pub const MAX_STEP_PER_TICK: Limits<f32> = Limits::open_closed(0.0, 10.0).unit("rad");
+/// Each coordinate of the workspace box (robot base frame).
+pub const WORKSPACE_COORDINATE: Limits<f32> = Limits::closed(-10.0, 10.0).unit("m");
+/// 0 would hold on fresh observations; 10,000 ticks is minutes blind.
+pub const STALE_HOLD_TICKS: Limits<u32> = Limits::closed(1, 10_000).unit("ticks");
+pub const STALE_SAFE_POSE_TICKS: Limits<u32> = Limits::closed(1, 100_000).unit("ticks");
+
+impl EnvelopeConfig {
+    /// The checks that need no robot: workspace coordinates and watchdog
+    /// tick counts within their bounds, the safe-pose move after the hold.
+    /// `SafetyEnvelope::new` calls it first, then checks the per-joint
+    /// values against the robot's spec (their count, their bounds, the safe
+    /// pose within the limits and the box).
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        if let Some(b) = &self.workspace {
+            for (k, axis) in ["x", "y", "z"].iter().enumerate() {
+                let (lo, hi) = (b.min[k], b.max[k]);
+                if !(WORKSPACE_COORDINATE.contains(lo) && WORKSPACE_COORDINATE.contains(hi))
+                    || lo >= hi
+                {
+                    return Err(config_error(
+                        format!("workspace.{axis}"),
+                        format!(
+                            "[{lo}, {hi}] is not a finite, non-empty interval with both ends {}",
+                            WORKSPACE_COORDINATE.describe()
+                        ),
+                    ));
+                }
+            }
+        }
+        let ticks = |field: &str, value: u32, limits: Limits<u32>| {
+            if limits.contains(value) {
+                Ok(())
+            } else {
+                let why = if value == 0 {
+                    ", which would hold even on fresh observations"
+                } else {
+                    ""
+                };
+                Err(config_error(
+                    field,
+                    format!("is {value}{why}; it must be {}", limits.describe()),
+                ))
+            }
+        };
+        ticks("stale_hold_ticks", self.stale_hold_ticks, STALE_HOLD_TICKS)?;
+        ticks(
+            "stale_safe_pose_ticks",
+            self.stale_safe_pose_ticks,
+            STALE_SAFE_POSE_TICKS,
+        )?;
+        if self.stale_safe_pose_ticks < self.stale_hold_ticks {
+            return Err(config_error(
+                "stale_safe_pose_ticks",
+                format!(
+                    "is {}, less than stale_hold_ticks = {}: the robot must hold before it moves",
+                    self.stale_safe_pose_ticks, self.stale_hold_ticks
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -255,12 +324,13 @@ fn joint_position_offset(spec: &RobotSpec) -> Option<usize> {
     None
 }
 
-/// A per-joint limit from the config: empty (stage off) or one finite
-/// positive value per action element.
+/// A per-joint limit from the config: empty (stage off) or one value
+/// within `limits` per action element.
 fn per_joint_limit(
     field: &str,
     values: &[f32],
     names: &[String],
+    limits: Limits<f32>,
 ) -> Result<Option<Vec<f32>>, EnvelopeError> {
     if values.is_empty() {
         return Ok(None);
@@ -275,11 +345,11 @@ fn per_joint_limit(
             ),
         ));
     }
-    for (value, name) in values.iter().zip(names) {
-        if !(value.is_finite() && *value > 0.0) {
+    for (&value, name) in values.iter().zip(names) {
+        if !limits.contains(value) {
             return Err(config_error(
                 format!("{field}[{name}]"),
-                format!("is {value}; a limit must be finite and positive"),
+                format!("is {value:?}; a limit must be {}", limits.describe()),
             ));
         }
     }
@@ -332,6 +402,7 @@ impl SafetyEnvelope {
         config: EnvelopeConfig,
         fk: Option<Arc<dyn ForwardKinematics>>,
     ) -> Result<Self, EnvelopeError> {
+        config.validate()?;
         let spec_error = |reason: String| EnvelopeError::Spec {
             robot: spec.name.clone(),
             reason,
@@ -375,12 +446,22 @@ impl SafetyEnvelope {
             )
         };
 
-        let velocity = per_joint_limit("max_joint_velocity", &config.max_joint_velocity, &names)?;
+        let velocity = per_joint_limit(
+            "max_joint_velocity",
+            &config.max_joint_velocity,
+            &names,
+            MAX_JOINT_VELOCITY,
+        )?;
         if velocity.is_some() && joint_position_offset.is_none() {
             return Err(not_positions("max_joint_velocity"));
         }
         let velocity_step = velocity.map(|v| v.iter().map(|v| v * period).collect::<Vec<_>>());
-        let rate_step = per_joint_limit("max_step_per_tick", &config.max_step_per_tick, &names)?;
+        let rate_step = per_joint_limit(
+            "max_step_per_tick",
+            &config.max_step_per_tick,
+            &names,
+            MAX_STEP_PER_TICK,
+        )?;
 
         let workspace = match (config.workspace, fk) {
             (None, _) => None,
@@ -393,18 +474,7 @@ impl SafetyEnvelope {
             (Some(_), Some(_)) if joint_position_offset.is_none() => {
                 return Err(not_positions("workspace"));
             }
-            (Some(b), Some(fk)) => {
-                for (k, axis) in ["x", "y", "z"].iter().enumerate() {
-                    let (lo, hi) = (b.min[k], b.max[k]);
-                    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                        return Err(config_error(
-                            format!("workspace.{axis}"),
-                            format!("[{lo}, {hi}] is not a finite, non-empty interval"),
-                        ));
-                    }
-                }
-                Some((b, fk))
-            }
+            (Some(b), Some(fk)) => Some((b, fk)),
         };
 
         if let Some(pose) = &config.safe_pose {
@@ -429,21 +499,6 @@ impl SafetyEnvelope {
                     ));
                 }
             }
-        }
-        if config.stale_hold_ticks == 0 {
-            return Err(config_error(
-                "stale_hold_ticks",
-                "is 0, which would hold even on fresh observations; it must be at least 1",
-            ));
-        }
-        if config.stale_safe_pose_ticks < config.stale_hold_ticks {
-            return Err(config_error(
-                "stale_safe_pose_ticks",
-                format!(
-                    "is {}, less than stale_hold_ticks = {}: the robot must hold before it moves",
-                    config.stale_safe_pose_ticks, config.stale_hold_ticks
-                ),
-            ));
         }
 
         let safe_pose_step = match (&rate_step, &velocity_step) {
