@@ -131,7 +131,10 @@ impl RobotSource {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-                toml::from_str::<EnvConfig>(&text)
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("{} is not valid TOML: {}", path.display(), one_line(&e))
+                })?;
+                from_table::<EnvConfig>(table)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => EnvConfig::default(),
@@ -244,9 +247,9 @@ impl TrainConfig {
     /// is an error naming it.
     pub fn from_toml(task: Option<TaskKind>, text: Option<&str>) -> Result<Self, String> {
         let file: toml::Table = match text {
-            Some(t) => t
-                .parse()
-                .map_err(|e| format!("config is not valid TOML: {e}"))?,
+            Some(t) => t.parse().map_err(|e: toml::de::Error| {
+                format!("config is not valid TOML: {}", one_line(&e))
+            })?,
             None => toml::Table::new(),
         };
         let task = match (task, file.get("task")) {
@@ -258,9 +261,7 @@ impl TrainConfig {
         let mut merged = toml::Table::try_from(Self::for_task(task)).expect("defaults serialise");
         merge(&mut merged, file);
         merged.insert("task".into(), task.name().into());
-        let config: Self = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("config: {}", e.message()))?;
+        let config: Self = from_table(merged).map_err(|e| format!("config: {e}"))?;
         config.validate()?;
         Ok(config)
     }
@@ -366,6 +367,44 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("config serialises")
     }
+}
+
+/// A TOML table as `T`; an error names the key it is about (wrong type,
+/// unknown key, integer out of range), e.g. ``invalid type: string "ten",
+/// expected usize in `ppo.epochs` ``.
+pub fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| one_line(&e))
+}
+
+/// A TOML error on one line (its display spans several, with the line at
+/// fault drawn in a gutter): `TOML parse error at line 1, column 8, in
+/// `envs = 99999999999999999999`: invalid type: …`.
+fn one_line(e: &toml::de::Error) -> String {
+    let mut out = String::new();
+    for line in e
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        if line.starts_with('|') {
+            continue;
+        }
+        match line.split_once(" | ") {
+            Some((n, text)) if n.chars().all(|c| c.is_ascii_digit()) => {
+                out.push_str(&format!(", in `{}`:", text.trim()));
+            }
+            _ => {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(line);
+            }
+        }
+    }
+    out
 }
 
 /// Overlays `top` onto `base`, table by table.

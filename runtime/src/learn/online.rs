@@ -71,8 +71,8 @@ impl Default for OnlineConfig {
 /// Transitions per online update (≈20 s of robot time at 50 Hz by default).
 pub const BATCH_TRANSITIONS: Limits<usize> = Limits::closed(2, 1 << 20).unit("transitions");
 pub const MAX_STALENESS: Limits<u64> = Limits::closed(0, 1_000_000).unit("versions");
-/// The bounded channel allocates its slots up front.
-pub const CHANNEL_CAPACITY: Limits<usize> = Limits::closed(1, 1 << 20).unit("transitions");
+/// The bounded channel allocates its slots (a transition each) up front.
+pub const CHANNEL_CAPACITY: Limits<usize> = Limits::closed(1, 1 << 16).unit("transitions");
 
 impl OnlineConfig {
     /// Bounds on every key (`online.*`).
