@@ -327,15 +327,80 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     })
 }
 
-/// Every finished episode in `dir`, in episode order; a malformed line is an
-/// error naming the file and line.
-pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
+/// An episode file [`read_recording`] did not count as a complete
+/// episode, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// A recording as [`read_recording`] found it.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub dir: PathBuf,
+    pub meta: EpisodesMeta,
+    /// The complete episodes, in episode-number order: each non-empty, its
+    /// last transition (and no other) terminated or truncated, all of one
+    /// robot's episode id, seen in no other file.
+    pub episodes: Vec<Vec<Transition>>,
+    /// The file each of `episodes` was read from.
+    pub files: Vec<PathBuf>,
+    /// Every file that looks like an episode and was not counted as one,
+    /// with the reason: unfinished (`.partial`), empty, not ended, holding
+    /// more than one episode, a duplicate, or not named as an episode file.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Recording {
+    /// The skipped files in words, the first few of them (for a summary
+    /// or an error).
+    pub fn skipped_summary(&self) -> String {
+        const SHOWN: usize = 5;
+        let mut text: Vec<String> = self
+            .skipped
+            .iter()
+            .take(SHOWN)
+            .map(Skipped::to_string)
+            .collect();
+        if self.skipped.len() > SHOWN {
+            text.push(format!("and {} more", self.skipped.len() - SHOWN));
+        }
+        text.join("; ")
+    }
+}
+
+/// The bytes of the regular file at `path`; anything else there (a
+/// directory, a FIFO that would block forever, a device) is an error
+/// naming it, as is a file that cannot be read.
+fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        metadata.is_file(),
+        "{} is {}, expected a file",
+        path.display(),
+        if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        }
+    );
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// `meta.json` of the recording in `dir`, checked: the format and version
+/// this reader knows, a well-formed robot spec.
+pub fn read_meta(dir: &Path) -> anyhow::Result<EpisodesMeta> {
     let meta_path = dir.join(META_FILE);
-    let meta: EpisodesMeta = serde_json::from_slice(
-        &std::fs::read(&meta_path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", meta_path.display()))?,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+    let meta: EpisodesMeta = serde_json::from_slice(&read_regular_file(&meta_path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
     anyhow::ensure!(
         meta.format == FORMAT && meta.version == VERSION,
         "{}: format {} version {}, expected {FORMAT} version {VERSION}",
@@ -343,25 +408,273 @@ pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transi
         meta.format,
         meta.version
     );
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    paths.sort();
-    let mut episodes = Vec::with_capacity(paths.len());
-    for path in paths {
-        let file = std::io::BufReader::new(std::fs::File::open(&path)?);
-        let mut episode = Vec::new();
-        for (n, line) in file.lines().enumerate() {
-            let transition: Transition = serde_json::from_str(&line?)
-                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))?;
-            meta.robot
-                .observation
-                .check(&transition.observation)
-                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))?;
-            episode.push(transition);
+    meta.robot
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: robot: {e}", meta_path.display()))?;
+    Ok(meta)
+}
+
+/// One transition's values checked against the recording's spec: the
+/// observation (finite, within limits), both actions (the spec's length,
+/// finite), every reward component and the log-probability finite, the
+/// stage one that `meta.json` names.
+fn check_transition(meta: &EpisodesMeta, t: &Transition) -> Result<(), String> {
+    meta.robot
+        .observation
+        .check(&t.observation)
+        .map_err(|e| e.to_string())?;
+    let actions = meta.robot.action.len();
+    for (name, action) in [
+        ("policy_action", &t.policy_action),
+        ("sent_command", &t.sent_command),
+    ] {
+        if action.values.len() != actions {
+            return Err(format!(
+                "{name} has {} values, the spec's action has {actions}",
+                action.values.len()
+            ));
         }
-        episodes.push(episode);
+        if let Some((i, v)) = action
+            .values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(format!("{name}[{i}] is {v}, not a finite number"));
+        }
     }
-    Ok((meta, episodes))
+    if let Some((name, value)) = t.rewards.iter().find(|(_, r)| !r.is_finite()) {
+        return Err(format!("reward `{name}` is {value}, not a finite number"));
+    }
+    if let Some(p) = t.behaviour_log_prob.filter(|p| !p.is_finite()) {
+        return Err(format!("behaviour_log_prob is {p}, not a finite number"));
+    }
+    if !(t.sim_time.is_finite() && t.wall_time.is_finite() && t.observation.timestamp.is_finite()) {
+        return Err(format!(
+            "sim_time {}, wall_time {}, observation timestamp {}: times must be finite",
+            t.sim_time, t.wall_time, t.observation.timestamp
+        ));
+    }
+    if let Some(stage) = t.stage
+        && stage as usize >= meta.stages.len()
+    {
+        return Err(format!(
+            "stage {stage}, but {META_FILE} names {} stages ([{}]): a stage must be in [0, {})",
+            meta.stages.len(),
+            meta.stages.join(", "),
+            meta.stages.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the episode file at `path`: every line a transition the spec
+/// accepts (an error names the file, the line and the value), then
+/// `Ok(Err(reason))` when the transitions do not make one complete episode.
+fn read_episode_file(
+    meta: &EpisodesMeta,
+    path: &Path,
+) -> anyhow::Result<Result<Vec<Transition>, String>> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        metadata.is_file(),
+        "{} is {}, expected an episode file (one transition per line)",
+        path.display(),
+        if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        }
+    );
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut episode: Vec<Transition> = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let at =
+            |e: &dyn std::fmt::Display| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1);
+        let line = line.map_err(|e| at(&e))?;
+        let transition: Transition = serde_json::from_str(&line).map_err(|e| at(&e))?;
+        check_transition(meta, &transition).map_err(|e| at(&e))?;
+        episode.push(transition);
+    }
+    let Some(last) = episode.last() else {
+        return Ok(Err("empty: no transition".into()));
+    };
+    let first = &episode[0].provenance;
+    for (n, t) in episode.iter().enumerate() {
+        let p = &t.provenance;
+        if (&p.robot_id, p.episode_id) != (&first.robot_id, first.episode_id) {
+            return Ok(Err(format!(
+                "holds more than one episode: line 1 is episode {} of robot `{}`, line {} episode {} of robot `{}`",
+                first.episode_id,
+                first.robot_id,
+                n + 1,
+                p.episode_id,
+                p.robot_id
+            )));
+        }
+        if n > 0 && p.step <= episode[n - 1].provenance.step {
+            return Ok(Err(format!(
+                "line {} has step {} after step {} on line {}: steps must increase (a repeated or reordered transition)",
+                n + 1,
+                p.step,
+                episode[n - 1].provenance.step,
+                n
+            )));
+        }
+        if (t.terminated || t.truncated) && n + 1 < episode.len() {
+            return Ok(Err(format!(
+                "the episode ends on line {} ({}) but the file goes on to line {}",
+                n + 1,
+                if t.terminated {
+                    "terminated"
+                } else {
+                    "truncated"
+                },
+                episode.len()
+            )));
+        }
+    }
+    if !(last.terminated || last.truncated) {
+        return Ok(Err(format!(
+            "does not end: its last transition (line {}) is neither terminated nor truncated",
+            episode.len()
+        )));
+    }
+    Ok(Ok(episode))
+}
+
+/// Reads the recording in `dir` and decides which of its files are
+/// complete episodes; the one reader of recordings (docs/episodes.md).
+///
+/// Errors, each naming the path (and line, field and value where there is
+/// one): `dir` not a directory, `meta.json` missing, malformed, of another
+/// format or version or with a malformed spec; an episode file that is not
+/// a regular file (a directory); a line that is not a transition or that
+/// the spec refuses (wrong length, not finite, out of limits, a stage
+/// `meta.json` does not name).
+///
+/// Skipped, and listed in [`Recording::skipped`] with the reason: a
+/// `.partial` file (unfinished), an empty file, one whose last transition
+/// is neither terminated nor truncated, one that ends and goes on, holds
+/// two episodes or repeats a step, a second file for an episode number or
+/// for one robot's episode id already read, a `.jsonl` file not named
+/// `episode-NNNNNNNN.jsonl`.
+pub fn read_recording(dir: &Path) -> anyhow::Result<Recording> {
+    let metadata = std::fs::metadata(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read the recording {}: {e}", dir.display()))?;
+    anyhow::ensure!(
+        metadata.is_dir(),
+        "{} is a file, expected a recording's directory (meta.json and episode files)",
+        dir.display()
+    );
+    let meta = read_meta(dir)?;
+    let mut skipped = Vec::new();
+    let mut candidates: Vec<(u64, bool, PathBuf)> = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow::anyhow!("cannot list {}: {e}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        match episode_number(&name) {
+            Some(_) if name.ends_with(".partial") => skipped.push(Skipped {
+                path,
+                reason: "unfinished (.partial): still being written, or its recording stopped mid-episode".into(),
+            }),
+            Some(number) => {
+                let canonical = name == format!("episode-{number:08}.jsonl");
+                candidates.push((number, !canonical, path));
+            }
+            None if name.ends_with(".jsonl") || name.ends_with(".jsonl.partial") => {
+                skipped.push(Skipped {
+                    path,
+                    reason: "not an episode file name (episode-NNNNNNNN.jsonl)".into(),
+                })
+            }
+            None => {}
+        }
+    }
+    // The canonical name of a number first, so a stray copy is the one
+    // skipped.
+    candidates.sort();
+    let mut episodes = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut numbers: std::collections::HashMap<u64, PathBuf> = Default::default();
+    let mut ids: std::collections::HashMap<(String, u64), PathBuf> = Default::default();
+    for (number, _, path) in candidates {
+        if let Some(first) = numbers.get(&number) {
+            skipped.push(Skipped {
+                reason: format!(
+                    "a second file for episode number {number} (read {})",
+                    first.display()
+                ),
+                path,
+            });
+            continue;
+        }
+        numbers.insert(number, path.clone());
+        let episode = match read_episode_file(&meta, &path)? {
+            Ok(episode) => episode,
+            Err(reason) => {
+                skipped.push(Skipped { path, reason });
+                continue;
+            }
+        };
+        let p = &episode[0].provenance;
+        let id = (p.robot_id.clone(), p.episode_id);
+        if let Some(first) = ids.get(&id) {
+            skipped.push(Skipped {
+                reason: format!(
+                    "a duplicate: episode id {} of robot `{}` was already read from {}",
+                    id.1,
+                    id.0,
+                    first.display()
+                ),
+                path,
+            });
+            continue;
+        }
+        ids.insert(id, path.clone());
+        episodes.push(episode);
+        files.push(path);
+    }
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Recording {
+        dir: dir.to_owned(),
+        meta,
+        episodes,
+        files,
+        skipped,
+    })
+}
+
+/// The complete episodes of the recording in `dir`, in episode order
+/// ([`read_recording`] decides which are complete, and errors name the
+/// file, line and value). Each skipped file is logged as a warning with
+/// its reason; a recording with no complete episode is an error that
+/// names the files it skipped.
+pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
+    let recording = read_recording(dir)?;
+    for skipped in &recording.skipped {
+        tracing::warn!(
+            recording = %dir.display(),
+            "skipped {}: {}",
+            skipped.path.display(),
+            skipped.reason
+        );
+    }
+    anyhow::ensure!(
+        !recording.episodes.is_empty(),
+        "{} holds no complete episode{}",
+        dir.display(),
+        if recording.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (skipped {})", recording.skipped_summary())
+        }
+    );
+    Ok((recording.meta, recording.episodes))
 }

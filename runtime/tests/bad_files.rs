@@ -1,0 +1,462 @@
+//! Bad files get a clear error naming the file (and the field and value),
+//! or are skipped and said to be: never a panic, never a hang, never
+//! counted as what they are not. Recordings (docs/episodes.md), URDFs,
+//! trainer states and reward models, each written here into a temporary
+//! directory, read through the library and through the binary.
+
+use cerebellum_runtime::recorder::{Recording, read_episodes, read_recording};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// What a run of the binary left: success, its last stdout line as JSON,
+/// stderr.
+struct Run {
+    ok: bool,
+    json: serde_json::Value,
+    stderr: String,
+}
+
+fn cerebellum(args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    Run {
+        ok: output.status.success(),
+        json: stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(serde_json::Value::Null),
+        stderr,
+    }
+}
+
+impl Run {
+    /// The `--json` failure line names `command` and says all of `words`.
+    fn refused(&self, command: &str, words: &[&str]) {
+        assert!(!self.ok, "accepted: {}", self.json);
+        assert_eq!(self.json["command"], command, "{}", self.stderr);
+        assert_eq!(self.json["ok"], false, "{}", self.json);
+        let error = self.json["error"].as_str().unwrap_or_default();
+        for word in words {
+            assert!(error.contains(word), "`{word}` not in: {error}");
+        }
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "cerebellum-bad-files-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A recording of three reach demonstrations and a progress model trained
+/// on it, made once for every test here.
+struct Base {
+    recording: PathBuf,
+    model: PathBuf,
+}
+
+fn base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let root = temp("base");
+        let (recording, model) = (root.join("recording"), root.join("model"));
+        let run = cerebellum(&[
+            "record",
+            "--task",
+            "reach",
+            "--expert",
+            "--episodes",
+            "3",
+            "--out",
+            recording.to_str().unwrap(),
+        ]);
+        assert!(run.ok, "{}", run.stderr);
+        let run = cerebellum(&[
+            "reward",
+            "train",
+            "--kind",
+            "progress",
+            "--data",
+            recording.to_str().unwrap(),
+            "--held-out",
+            "1",
+            "--epochs",
+            "5",
+            "--out",
+            model.to_str().unwrap(),
+        ]);
+        assert!(run.ok, "{}", run.stderr);
+        Base { recording, model }
+    })
+}
+
+fn episode_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("episode-{n:08}.jsonl"))
+}
+
+/// The lines of episode `n` of the base recording, as JSON values.
+fn base_lines(n: u64) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(episode_path(&base().recording, n))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[serde_json::Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `lines` as episode `id`.
+fn with_id(mut lines: Vec<serde_json::Value>, id: u64) -> Vec<serde_json::Value> {
+    for line in &mut lines {
+        line["provenance"]["episode_id"] = id.into();
+    }
+    lines
+}
+
+/// A copy of the base recording with one more file, episode-00000003,
+/// made by `extra`.
+fn case(name: &str, extra: impl FnOnce(&Path)) -> PathBuf {
+    let dir = temp(name);
+    copy_dir(&base().recording, &dir);
+    extra(&dir);
+    dir
+}
+
+/// The skipped file at `path` and its reason.
+fn skip_reason<'a>(recording: &'a Recording, path: &Path) -> &'a str {
+    recording
+        .skipped
+        .iter()
+        .find(|s| s.path == path)
+        .map(|s| s.reason.as_str())
+        .unwrap_or_else(|| panic!("{} not skipped: {:?}", path.display(), recording.skipped))
+}
+
+/// `reward eval` on `dir` succeeds counting the three base episodes and
+/// warns about `skipped`; `train --init-bc` clones those three.
+fn binary_counts_three(dir: &Path, skipped: &Path, bc_too: bool) {
+    let data = dir.to_str().unwrap();
+    let run = cerebellum(&[
+        "reward",
+        "eval",
+        "--model",
+        base().model.to_str().unwrap(),
+        "--data",
+        data,
+        "--json",
+    ]);
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(run.json["episodes"], 3, "{}", run.json);
+    let name = skipped.file_name().unwrap().to_string_lossy();
+    assert!(
+        run.stderr.contains("skipped") && run.stderr.contains(&*name),
+        "{}",
+        run.stderr
+    );
+    if bc_too {
+        let out = temp(&format!(
+            "bc-{}",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        let run = cerebellum(&[
+            "train",
+            "--steps",
+            "256",
+            "--envs",
+            "2",
+            "--eval-episodes",
+            "1",
+            "--init-bc",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(run.ok, "{}", run.stderr);
+        assert_eq!(
+            run.json["bc"]["demonstrations"]["episodes"], 3,
+            "{}",
+            run.json
+        );
+    }
+}
+
+#[test]
+fn incomplete_and_duplicate_episodes_are_skipped_and_said_to_be() {
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "empty",
+            case("empty", |d| std::fs::write(episode_path(d, 3), "").unwrap()),
+            "empty",
+        ),
+        (
+            "unended",
+            case("unended", |d| {
+                let mut lines = with_id(base_lines(0), 3);
+                lines.pop();
+                write_lines(&episode_path(d, 3), &lines);
+            }),
+            "neither terminated nor truncated",
+        ),
+        (
+            "copied",
+            case("copied", |d| {
+                std::fs::copy(episode_path(d, 0), episode_path(d, 3)).unwrap();
+            }),
+            "duplicate: episode id 0",
+        ),
+        (
+            "renumbered",
+            case("renumbered", |d| {
+                std::fs::copy(episode_path(d, 1), d.join("episode-1.jsonl")).unwrap();
+            }),
+            "a second file for episode number 1",
+        ),
+        (
+            "goes-on",
+            case("goes-on", |d| {
+                let mut lines = with_id(base_lines(0), 3);
+                lines[10]["truncated"] = true.into();
+                write_lines(&episode_path(d, 3), &lines);
+            }),
+            "ends on line 11",
+        ),
+        (
+            "two-episodes",
+            case("two-episodes", |d| {
+                let mut lines = with_id(base_lines(0), 3);
+                let later = with_id(lines.split_off(20), 4);
+                lines.extend(later);
+                write_lines(&episode_path(d, 3), &lines);
+            }),
+            "more than one episode",
+        ),
+        (
+            "repeated-line",
+            case("repeated-line", |d| {
+                let mut lines = with_id(base_lines(0), 3);
+                lines.insert(5, lines[4].clone());
+                write_lines(&episode_path(d, 3), &lines);
+            }),
+            "steps must increase",
+        ),
+        (
+            "partial",
+            case("partial", |d| {
+                let lines = with_id(base_lines(0), 3);
+                write_lines(&d.join("episode-00000003.jsonl.partial"), &lines[..10]);
+            }),
+            "unfinished",
+        ),
+        (
+            "stray-name",
+            case("stray-name", |d| {
+                std::fs::copy(episode_path(d, 2), d.join("episode-00000002 (copy).jsonl")).unwrap();
+            }),
+            "not an episode file name",
+        ),
+    ];
+    for (i, (name, dir, reason)) in cases.iter().enumerate() {
+        let recording = read_recording(dir).unwrap();
+        assert_eq!(
+            recording.episodes.len(),
+            3,
+            "{name}: {:?}",
+            recording.skipped
+        );
+        assert_eq!(
+            recording.skipped.len(),
+            1,
+            "{name}: {:?}",
+            recording.skipped
+        );
+        let skipped = &recording.skipped[0].path;
+        let said = skip_reason(&recording, skipped);
+        assert!(said.contains(reason), "{name}: {said}");
+        let (_, episodes) = read_episodes(dir).unwrap();
+        assert_eq!(episodes.len(), 3, "{name}");
+        // Every case through `reward eval`; a few through `train --init-bc`
+        // too (each is a short training run).
+        binary_counts_three(dir, skipped, i < 2);
+    }
+}
+
+#[test]
+fn a_recording_without_a_complete_episode_is_refused_naming_what_was_skipped() {
+    let dir = temp("none-complete");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(base().recording.join("meta.json"), dir.join("meta.json")).unwrap();
+    std::fs::write(episode_path(&dir, 0), "").unwrap();
+    let mut lines = base_lines(1);
+    lines.pop();
+    write_lines(&episode_path(&dir, 1), &lines);
+    let error = read_episodes(&dir).unwrap_err().to_string();
+    for word in [
+        "holds no complete episode",
+        "episode-00000000.jsonl",
+        "empty",
+    ] {
+        assert!(error.contains(word), "{error}");
+    }
+    let data = dir.to_str().unwrap();
+    let model = base().model.to_str().unwrap();
+    cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
+        .refused("reward", &["holds no complete episode", data]);
+    let out = temp("none-complete-model");
+    cerebellum(&[
+        "reward",
+        "train",
+        "--kind",
+        "progress",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .refused("reward", &["holds no complete episode", data]);
+    let out = temp("none-complete-run");
+    cerebellum(&[
+        "train",
+        "--steps",
+        "256",
+        "--envs",
+        "2",
+        "--init-bc",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .refused("train", &["holds no complete episode", data]);
+}
+
+/// Errors that name the path: a directory (or a FIFO) where a file is
+/// expected, a file where the recording's directory is expected, a value
+/// the spec refuses, a line that is not a transition.
+#[test]
+fn files_that_are_not_what_they_should_be_are_errors_naming_the_path() {
+    let directory_episode = case("directory-episode", |d| {
+        std::fs::create_dir(episode_path(d, 3)).unwrap();
+    });
+    let directory_meta = case("directory-meta", |d| {
+        std::fs::remove_file(d.join("meta.json")).unwrap();
+        std::fs::create_dir(d.join("meta.json")).unwrap();
+    });
+    let fifo = case("fifo", |d| {
+        let made = Command::new("mkfifo")
+            .arg(episode_path(d, 3))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    });
+    let out_of_limits = case("out-of-limits", |d| {
+        let mut lines = with_id(base_lines(0), 3);
+        lines[7]["observation"]["state"][2] = serde_json::json!(1e30);
+        write_lines(&episode_path(d, 3), &lines);
+    });
+    let short_command = case("short-command", |d| {
+        let mut lines = with_id(base_lines(0), 3);
+        lines[7]["sent_command"]["values"] = serde_json::json!([0.0]);
+        write_lines(&episode_path(d, 3), &lines);
+    });
+    let bad_stage = case("bad-stage", |d| {
+        let mut lines = with_id(base_lines(0), 3);
+        lines[7]["stage"] = 9.into();
+        write_lines(&episode_path(d, 3), &lines);
+    });
+    let garbage = case("garbage", |d| {
+        std::fs::write(episode_path(d, 3), "{\"provenance\": 1}\n").unwrap();
+    });
+    let meta_file = episode_path(&base().recording, 0);
+    let e3 = |d: &Path| episode_path(d, 3).display().to_string();
+    let cases: Vec<(PathBuf, Vec<String>)> = vec![
+        (
+            directory_episode.clone(),
+            vec![e3(&directory_episode), "is a directory".into()],
+        ),
+        (
+            directory_meta.clone(),
+            vec![
+                directory_meta.join("meta.json").display().to_string(),
+                "is a directory".into(),
+            ],
+        ),
+        (fifo.clone(), vec![e3(&fifo), "not a regular file".into()]),
+        (
+            out_of_limits.clone(),
+            vec![
+                e3(&out_of_limits),
+                "line 8".into(),
+                "joint_position".into(),
+                "outside".into(),
+            ],
+        ),
+        (
+            short_command.clone(),
+            vec![
+                e3(&short_command),
+                "line 8".into(),
+                "sent_command has 1 values".into(),
+            ],
+        ),
+        (
+            bad_stage.clone(),
+            vec![e3(&bad_stage), "line 8".into(), "stage 9".into()],
+        ),
+        (garbage.clone(), vec![e3(&garbage), "line 1".into()]),
+        (
+            meta_file.clone(),
+            vec![
+                meta_file.display().to_string(),
+                "expected a recording's directory".into(),
+            ],
+        ),
+    ];
+    let model = base().model.to_str().unwrap();
+    for (dir, words) in &cases {
+        let error = format!("{:#}", read_episodes(dir).unwrap_err());
+        for word in words {
+            assert!(error.contains(word.as_str()), "`{word}` not in: {error}");
+        }
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let data = dir.to_str().unwrap();
+        cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
+            .refused("reward", &words);
+    }
+    // Through `train --init-bc` too (it fails before any training).
+    let out = temp("directory-episode-run");
+    cerebellum(&[
+        "train",
+        "--init-bc",
+        directory_episode.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+    .refused("train", &[&e3(&directory_episode), "is a directory"]);
+}
