@@ -460,3 +460,155 @@ fn files_that_are_not_what_they_should_be_are_errors_naming_the_path() {
     ])
     .refused("train", &[&e3(&directory_episode), "is a directory"]);
 }
+
+/// A short training run (behaviour cloning of the base recording, then
+/// PPO), made once: its checkpoint and trainer state.
+fn base_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = temp("base-run");
+        let run = cerebellum(&[
+            "train",
+            "--steps",
+            "512",
+            "--envs",
+            "2",
+            "--eval-episodes",
+            "1",
+            "--init-bc",
+            base().recording.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.ok, "{}", run.stderr);
+        out
+    })
+}
+
+#[test]
+fn a_trainer_state_that_does_not_fit_the_policy_is_refused_naming_the_field() {
+    use cerebellum_runtime::learn::trainer::{STATE_FILE, TrainerState};
+    type Edit = fn(&mut serde_json::Value);
+    let cases: &[(&str, Edit, &[&str])] = &[
+        (
+            "short-moment",
+            |s| {
+                s["adam"]["first"][0].as_array_mut().unwrap().pop();
+            },
+            &["adam.first[0] has", "the policy's actor has", "parameters"],
+        ),
+        (
+            "extra-group",
+            |s| {
+                let group = s["adam"]["second"][1].clone();
+                s["adam"]["second"].as_array_mut().unwrap().push(group);
+            },
+            &["adam.second has 4 groups", "3 parameter groups"],
+        ),
+        (
+            "null-moment",
+            |s| s["adam"]["first"][1][0] = serde_json::Value::Null,
+            &["adam.first[1][0] = null"],
+        ),
+        (
+            "negative-second-moment",
+            |s| s["adam"]["second"][2][3] = (-1).into(),
+            &["adam.second[2][3] = -1", "[0.0,"],
+        ),
+        (
+            "huge-moment",
+            |s| s["adam"]["first"][0][0] = serde_json::json!(1e300),
+            &["adam.first[0][0] = 1e+300", "finite f32"],
+        ),
+        (
+            "step",
+            |s| s["adam"]["step"] = serde_json::json!(1u64 << 40),
+            &["adam.step = 1099511627776", "2147483647"],
+        ),
+        (
+            "beta",
+            |s| s["adam"]["beta2"] = 1.into(),
+            &["adam.beta2 = 1", "[0.0, 1.0)"],
+        ),
+        (
+            "variance",
+            |s| s["reward_scale"]["var"] = (-1).into(),
+            &["reward_scale.var = -1"],
+        ),
+    ];
+    let contract = cerebellum_policies::checkpoint::load_contract(base_run()).unwrap();
+    let (updates, steps) = (contract.provenance.updates, contract.provenance.env_steps);
+    for (name, edit, words) in cases {
+        let dir = temp(&format!("state-{name}"));
+        copy_dir(base_run(), &dir);
+        let path = dir.join(STATE_FILE);
+        let mut state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut state);
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let error = TrainerState::load_for(&dir, updates, steps)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let path = path.display().to_string();
+        for word in words.iter().copied().chain([path.as_str()]) {
+            assert!(error.contains(word), "{name}: `{word}` not in: {error}");
+        }
+        let mut words = words.to_vec();
+        words.push(&path);
+        cerebellum(&[
+            "train",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--steps",
+            "1024",
+            "--envs",
+            "2",
+            "--eval-episodes",
+            "1",
+            "--json",
+        ])
+        .refused("train", &words);
+    }
+    // The unchanged state loads.
+    assert!(
+        TrainerState::load_for(base_run(), updates, steps)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_trainer_state_that_is_not_a_file_is_refused_naming_it() {
+    use cerebellum_runtime::learn::trainer::{STATE_FILE, TrainerState};
+    let contract = cerebellum_policies::checkpoint::load_contract(base_run()).unwrap();
+    let (updates, steps) = (contract.provenance.updates, contract.provenance.env_steps);
+    for (name, words) in [
+        ("directory", "is a directory"),
+        ("fifo", "not a regular file"),
+    ] {
+        let dir = temp(&format!("state-{name}"));
+        copy_dir(base_run(), &dir);
+        let path = dir.join(STATE_FILE);
+        std::fs::remove_file(&path).unwrap();
+        if name == "directory" {
+            std::fs::create_dir(&path).unwrap();
+        } else {
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&path)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let error = TrainerState::load_for(&dir, updates, steps)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let path = path.display().to_string();
+        assert!(error.contains(words) && error.contains(&path), "{error}");
+        cerebellum(&["train", "--resume", dir.to_str().unwrap(), "--json"])
+            .refused("train", &[words, &path]);
+    }
+}

@@ -138,27 +138,88 @@ impl TrainerState {
     /// provenance): [`STATE_FILE`], else [`PREVIOUS_STATE_FILE`]. `None` when
     /// `dir` has neither; an error, naming the files and what they hold,
     /// when none matches (resuming from it would pair the weights with
-    /// another update's optimiser and counters).
+    /// another update's optimiser and counters). The matching state is
+    /// checked against the policy of the checkpoint in `dir` (its
+    /// contract), as [`TrainerState::load_for_policy`] does.
     pub fn load_for(dir: &Path, updates: u64, env_steps: u64) -> anyhow::Result<Option<Self>> {
+        if ![STATE_FILE, PREVIOUS_STATE_FILE]
+            .iter()
+            .any(|name| dir.join(name).exists())
+        {
+            return Ok(None);
+        }
+        let contract = cerebellum_policies::checkpoint::load_contract(dir)?;
+        let policy =
+            GaussianMlpPolicy::new(&contract.spec, contract.policy.clone(), 0).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}",
+                    dir.join(cerebellum_policies::checkpoint::CONTRACT_FILE)
+                        .display()
+                )
+            })?;
+        Self::load_for_policy(dir, updates, env_steps, &policy)
+    }
+
+    /// [`TrainerState::load_for`] with the policy the state will train:
+    /// the matching state is refused, naming the file, the field, the value
+    /// and what was expected, when its optimiser does not fit `policy` (one
+    /// group of Adam moments per parameter group, each as long as the
+    /// group) or holds a value out of range (a moment that is not a finite
+    /// `f32`, a negative second moment, hyperparameters, a step count
+    /// Adam cannot raise its betas to, reward statistics that are not
+    /// finite or a negative variance). A trainer state file that is not a
+    /// regular file (a directory, a FIFO) is an error naming it.
+    pub fn load_for_policy(
+        dir: &Path,
+        updates: u64,
+        env_steps: u64,
+        policy: &GaussianMlpPolicy,
+    ) -> anyhow::Result<Option<Self>> {
+        let groups = parameter_groups(policy);
         let mut seen = Vec::new();
         for name in [STATE_FILE, PREVIOUS_STATE_FILE] {
             let path = dir.join(name);
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
+            let metadata = match std::fs::metadata(&path) {
+                Ok(metadata) => metadata,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
             };
-            match serde_json::from_slice::<TrainerState>(&bytes) {
-                Ok(state) if state.iteration == updates && state.env_steps == env_steps => {
+            anyhow::ensure!(
+                metadata.is_file(),
+                "{} is {}, expected a trainer state file",
+                path.display(),
+                if metadata.is_dir() {
+                    "a directory"
+                } else {
+                    "not a regular file"
+                }
+            );
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(value) => value,
+                Err(e) => {
+                    seen.push(format!("{} is unreadable ({e})", path.display()));
+                    continue;
+                }
+            };
+            let counter = |key: &str| value.get(key).and_then(serde_json::Value::as_u64);
+            match (counter("iteration"), counter("env_steps")) {
+                (Some(iteration), Some(steps)) if (iteration, steps) == (updates, env_steps) => {
+                    check_state(&value, &groups)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    let state: TrainerState = serde_json::from_value(value)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                     return Ok(Some(state));
                 }
-                Ok(state) => seen.push(format!(
-                    "{} is at update {} ({} env steps)",
+                (Some(iteration), Some(steps)) => seen.push(format!(
+                    "{} is at update {iteration} ({steps} env steps)",
                     path.display(),
-                    state.iteration,
-                    state.env_steps
                 )),
-                Err(e) => seen.push(format!("{} is unreadable ({e})", path.display())),
+                _ => seen.push(format!(
+                    "{} is unreadable (no iteration and env_steps counters)",
+                    path.display()
+                )),
             }
         }
         if seen.is_empty() {
@@ -170,6 +231,129 @@ impl TrainerState {
             seen.join("; ")
         )
     }
+}
+
+/// The policy's parameter groups as `ppo::optimizer` gives them to Adam, in
+/// order, with their sizes.
+fn parameter_groups(policy: &GaussianMlpPolicy) -> [(&'static str, usize); 3] {
+    [
+        ("actor", policy.actor.params().len()),
+        ("log_std", policy.log_std.len()),
+        ("critic", policy.critic.params().len()),
+    ]
+}
+
+/// The largest reward statistic a trainer state may hold: far beyond any
+/// return, and small enough that the running variance stays finite.
+const MAX_REWARD_STATISTIC: f64 = 1e15;
+
+/// An interval of accepted values: `(lo, hi, lo_open, hi_open)`.
+type Range = (f64, f64, bool, bool);
+
+/// `value` (the JSON at `key`) is a number in `range`.
+fn check_number(value: &serde_json::Value, key: &str, range: Range) -> Result<(), String> {
+    let (lo, hi, lo_open, hi_open) = range;
+    let fine = value
+        .as_f64()
+        .is_some_and(|x| (x > lo || (!lo_open && x == lo)) && (x < hi || (!hi_open && x == hi)));
+    if fine {
+        return Ok(());
+    }
+    Err(format!(
+        "{key} = {value}: must be a number in {}{lo:?}, {hi:?}{}",
+        if lo_open { "(" } else { "[" },
+        if hi_open { ")" } else { "]" }
+    ))
+}
+
+/// The parts of a trainer state (as JSON) that its types do not check: the
+/// Adam moments fit `groups` and are finite `f32`s (second moments not
+/// negative), the hyperparameters and step are in range, the reward
+/// statistics finite (variance not negative). The error names the field.
+fn check_state(state: &serde_json::Value, groups: &[(&str, usize)]) -> Result<(), String> {
+    let adam = &state["adam"];
+    let (positive, fraction) = ((0.0, 1.0, true, false), (0.0, 1.0, false, true));
+    check_number(&adam["learning_rate"], "adam.learning_rate", positive)?;
+    check_number(&adam["beta1"], "adam.beta1", fraction)?;
+    check_number(&adam["beta2"], "adam.beta2", fraction)?;
+    check_number(&adam["epsilon"], "adam.epsilon", positive)?;
+    // Adam raises its betas to the step as an i32.
+    let steps = (0.0, f64::from(i32::MAX), false, false);
+    check_number(&adam["step"], "adam.step", steps)?;
+    let shapes: Vec<String> = groups
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    for moments in ["first", "second"] {
+        let key = format!("adam.{moments}");
+        let Some(found) = adam[moments].as_array() else {
+            return Err(format!("{key} is {}, not a list of moments", adam[moments]));
+        };
+        if found.len() != groups.len() {
+            return Err(format!(
+                "{key} has {} groups, the policy has {} parameter groups ({})",
+                found.len(),
+                groups.len(),
+                shapes.join(", ")
+            ));
+        }
+        for (k, (group, (name, size))) in found.iter().zip(groups).enumerate() {
+            let Some(values) = group.as_array() else {
+                return Err(format!("{key}[{k}] is {group}, not a list of numbers"));
+            };
+            if values.len() != *size {
+                return Err(format!(
+                    "{key}[{k}] has {} values, the policy's {name} has {size} parameters (groups: {})",
+                    values.len(),
+                    shapes.join(", ")
+                ));
+            }
+            let lo = if moments == "second" {
+                0.0
+            } else {
+                -f64::from(f32::MAX)
+            };
+            for (i, v) in values.iter().enumerate() {
+                let fine = v
+                    .as_f64()
+                    .is_some_and(|x| x >= lo && x <= f64::from(f32::MAX));
+                if !fine {
+                    return Err(format!(
+                        "{key}[{k}][{i}] = {v}: must be a finite f32 in [{:?}, {:?}]",
+                        lo as f32,
+                        f32::MAX
+                    ));
+                }
+            }
+        }
+    }
+    let scale = &state["reward_scale"];
+    let m = MAX_REWARD_STATISTIC;
+    check_number(
+        &scale["count"],
+        "reward_scale.count",
+        (0.0, m, false, false),
+    )?;
+    check_number(&scale["mean"], "reward_scale.mean", (-m, m, false, false))?;
+    check_number(
+        &scale["var"],
+        "reward_scale.var",
+        (0.0, m * m, false, false),
+    )?;
+    let Some(returns) = scale["returns"].as_array() else {
+        return Err(format!(
+            "reward_scale.returns is {}, not a list of numbers",
+            scale["returns"]
+        ));
+    };
+    for (i, r) in returns.iter().enumerate() {
+        check_number(
+            r,
+            &format!("reward_scale.returns[{i}]"),
+            (-m, m, false, false),
+        )?;
+    }
+    Ok(())
 }
 
 /// Divides rewards by the running standard deviation of the discounted
