@@ -113,7 +113,9 @@ impl EnvelopeConfig {
                     return Err(config_error(
                         format!("workspace.{axis}"),
                         format!(
-                            "[{lo}, {hi}] is not a finite, non-empty interval with both ends {}",
+                            "[{}, {}] is not a finite, non-empty interval with both ends {}",
+                            short(lo),
+                            short(hi),
                             WORKSPACE_COORDINATE.describe()
                         ),
                     ));
@@ -151,6 +153,16 @@ impl EnvelopeConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A number as written (`0.5`, `1`), or in exponent form when it is huge
+/// (`-1e30`, not 31 digits).
+fn short(v: f32) -> String {
+    if v.is_finite() && v.abs() >= 1e6 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
