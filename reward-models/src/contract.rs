@@ -4,7 +4,7 @@
 //! as safetensors. Loading checks the promise against the robot before a
 //! single prediction is made.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -132,21 +132,109 @@ pub(crate) fn save(
     std::fs::write(&path, json).map_err(|e| file_error(&path, &e))
 }
 
-/// Reads the contract in `dir` only (to name a model's kind and version).
+/// The most frames of history a model may read per prediction.
+pub const MAX_HISTORY: usize = 1024;
+/// The widest hidden layer a model may have.
+pub const MAX_HIDDEN: usize = 1 << 16;
+/// The finest grid a camera image may be pooled to (a side).
+pub const MAX_IMAGE_POOL: usize = 256;
+
+impl RewardModelContract {
+    /// Checks what the JSON types cannot, each refusal naming the field,
+    /// the value and the accepted range: the format and version, a known
+    /// kind, `history` (1 for a success classifier) and `hidden` within
+    /// their ranges, a well-formed observation spec, and for a progress
+    /// model at least one stage, a share per stage, each share in [0, 1],
+    /// summing to 1.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT || self.version != 1 {
+            return Err(format!(
+                "{} version {}, expected {FORMAT} version 1",
+                self.format, self.version
+            ));
+        }
+        let history_range = match self.kind.as_str() {
+            "progress" => (1, MAX_HISTORY),
+            "success" => (1, 1),
+            other => {
+                return Err(format!("kind `{other}`: expected `progress` or `success`"));
+            }
+        };
+        let in_range = |key: &str, value: usize, (lo, hi): (usize, usize)| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{key} = {value}: must be in [{lo}, {hi}] for a {} model",
+                    self.kind
+                ))
+            }
+        };
+        in_range("history", self.history, history_range)?;
+        in_range("hidden", self.hidden, (1, MAX_HIDDEN))?;
+        let pool_range = if self.kind == "progress" {
+            (0, MAX_IMAGE_POOL)
+        } else {
+            (0, 0)
+        };
+        in_range("image_pool", self.image_pool, pool_range)?;
+        self.observation
+            .validate()
+            .map_err(|e| format!("observation: {e}"))?;
+        if self.kind == "progress" {
+            if self.stage_names.is_empty() {
+                return Err(
+                    "stage_names is empty: a progress model needs at least one stage".into(),
+                );
+            }
+            if self.stage_shares.len() != self.stage_names.len() {
+                return Err(format!(
+                    "stage_shares has {} values for {} stage_names: one share per stage",
+                    self.stage_shares.len(),
+                    self.stage_names.len()
+                ));
+            }
+            for (i, &share) in self.stage_shares.iter().enumerate() {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(format!(
+                        "stage_shares[{i}] = {share:?}: must be a number in [0.0, 1.0]"
+                    ));
+                }
+            }
+            let total: f64 = self.stage_shares.iter().sum();
+            if (total - 1.0).abs() > 1e-3 {
+                return Err(format!(
+                    "stage_shares sum to {total:?}: they must sum to 1 (within 0.001)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of the regular file at `path`; a directory, a FIFO (which
+/// would block forever) or anything else there is an error naming it.
+fn read_regular_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    let metadata = std::fs::metadata(path).map_err(|e| file_error(path, &e))?;
+    if !metadata.is_file() {
+        let what = if metadata.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(file_error(path, &format!("is {what}, expected a file")));
+    }
+    std::fs::read(path).map_err(|e| file_error(path, &e))
+}
+
+/// Reads the contract in `dir` only (to name a model's kind and version),
+/// checked ([`RewardModelContract::validate`]); an error names the file.
 pub fn read_contract(dir: &Path) -> Result<RewardModelContract, ModelError> {
     let path = dir.join(CONTRACT);
-    let text = std::fs::read_to_string(&path).map_err(|e| file_error(&path, &e))?;
+    let bytes = read_regular_file(&path)?;
     let contract: RewardModelContract =
-        serde_json::from_str(&text).map_err(|e| file_error(&path, &e))?;
-    if contract.format != FORMAT || contract.version != 1 {
-        return Err(file_error(
-            &path,
-            &format!(
-                "{} version {}, expected {FORMAT} version 1",
-                contract.format, contract.version
-            ),
-        ));
-    }
+        serde_json::from_slice(&bytes).map_err(|e| file_error(&path, &e))?;
+    contract.validate().map_err(|e| file_error(&path, &e))?;
     Ok(contract)
 }
 
@@ -159,39 +247,72 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    pub fn get(&self, name: &str) -> Result<Tensor, ModelError> {
-        self.tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ModelError::File {
-                path: self.path.clone(),
-                reason: format!("no tensor `{name}`"),
-            })
+    fn refuse(&self, reason: String) -> ModelError {
+        ModelError::File {
+            path: self.path.clone(),
+            reason,
+        }
     }
 
-    pub fn linear(&self, name: &str) -> Result<candle_nn::Linear, ModelError> {
+    /// The tensor `name`, checked: present, `f32`, of `shape`, every value
+    /// finite. An error names the file, the tensor and what is wrong.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        let tensor = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.refuse(format!("no tensor `{name}`")))?;
+        if tensor.dtype() != DType::F32 || tensor.dims() != shape {
+            return Err(self.refuse(format!(
+                "tensor `{name}` is {:?} {:?}, expected F32 {shape:?} (from {CONTRACT})",
+                tensor.dtype(),
+                tensor.dims()
+            )));
+        }
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(self.refuse(format!(
+                "tensor `{name}` holds {} at {i}: weights must be finite",
+                values[i]
+            )));
+        }
+        Ok(tensor.clone())
+    }
+
+    /// The vector `name` of `len` values, checked as [`Loaded::tensor`];
+    /// `positive`: every value above zero (a standard deviation).
+    pub fn vector(&self, name: &str, len: usize, positive: bool) -> Result<Vec<f32>, ModelError> {
+        let values = self.tensor(name, &[len])?.to_vec1::<f32>()?;
+        if positive && let Some(i) = values.iter().position(|&v| v <= 0.0) {
+            return Err(self.refuse(format!(
+                "tensor `{name}` holds {} at {i}: must be above 0",
+                values[i]
+            )));
+        }
+        Ok(values)
+    }
+
+    /// The linear layer `name` from `inputs` to `outputs` values
+    /// (`name.weight` [outputs, inputs], `name.bias` [outputs]), checked.
+    pub fn linear(
+        &self,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<candle_nn::Linear, ModelError> {
         Ok(candle_nn::Linear::new(
-            self.get(&format!("{name}.weight"))?,
-            Some(self.get(&format!("{name}.bias"))?),
+            self.tensor(&format!("{name}.weight"), &[outputs, inputs])?,
+            Some(self.tensor(&format!("{name}.bias"), &[outputs])?),
         ))
     }
 
-    /// Refuses weights whose shapes the contract does not explain, or that
-    /// are not finite.
-    pub fn ensure(&self, consistent: bool) -> Result<(), ModelError> {
-        let finite = self.tensors.values().all(|t| {
-            t.flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .is_ok_and(|v| v.iter().all(|x| x.is_finite()))
-        });
-        if consistent && finite {
-            Ok(())
-        } else {
-            Err(ModelError::File {
-                path: self.path.clone(),
-                reason: "weights do not match the contract's shapes, or are not finite".into(),
-            })
-        }
+    /// Values per input row for `history` frames of `frame` values, or an
+    /// error naming the contract when that overflows.
+    pub fn inputs(&self, history: usize, frame: usize) -> Result<usize, ModelError> {
+        history.checked_mul(frame).ok_or_else(|| {
+            self.refuse(format!(
+                "history {history} × {frame} values per frame overflows"
+            ))
+        })
     }
 }
 
@@ -226,8 +347,9 @@ pub(crate) fn load(
         }
     }
     let path = dir.join(weights);
-    let tensors =
-        candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| file_error(&path, &e))?;
+    let bytes = read_regular_file(&path)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| file_error(&path, &e))?;
     Ok(Loaded {
         contract,
         tensors,

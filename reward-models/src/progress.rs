@@ -392,25 +392,23 @@ impl ProgressModel {
                     .into(),
             });
         }
+        let (hidden, stages) = (contract.hidden, contract.stage_names.len());
+        let inputs = loaded.inputs(contract.history, dims)?;
         let model = Self {
-            layers: vec![loaded.linear("layer0")?, loaded.linear("layer1")?],
-            stage_head: loaded.linear("stage")?,
-            tau_head: loaded.linear("tau")?,
-            mean: loaded.get("obs_mean")?.to_vec1()?,
-            std: loaded.get("obs_std")?.to_vec1()?,
+            layers: vec![
+                loaded.linear("layer0", inputs, hidden)?,
+                loaded.linear("layer1", hidden, hidden)?,
+            ],
+            stage_head: loaded.linear("stage", hidden, stages)?,
+            tau_head: loaded.linear("tau", hidden, 1)?,
+            mean: loaded.vector("obs_mean", dims, false)?,
+            std: loaded.vector("obs_std", dims, true)?,
             history: contract.history,
             image_pool: contract.image_pool,
             fields,
             frame_len,
             stage_shares: contract.stage_shares.clone(),
         };
-        loaded.ensure(
-            model.mean.len() == dims
-                && model.std.len() == dims
-                && model.layers[0].weight().dims() == [contract.hidden, contract.history * dims]
-                && model.stage_head.weight().dim(0)? == contract.stage_names.len()
-                && contract.stage_shares.len() == contract.stage_names.len(),
-        )?;
         Ok((model, contract))
     }
 

@@ -158,19 +158,14 @@ impl SuccessClassifier {
         let contract = &loaded.contract;
         let fields = FieldSelection::new(&contract.observation, &contract.fields, 0)?;
         let dims = fields.len(contract.observation.state_len());
+        let hidden = contract.hidden;
         let model = Self {
-            hidden: loaded.linear("hidden")?,
-            out: loaded.linear("out")?,
-            mean: loaded.get("obs_mean")?.to_vec1()?,
-            std: loaded.get("obs_std")?.to_vec1()?,
+            hidden: loaded.linear("hidden", dims, hidden)?,
+            out: loaded.linear("out", hidden, 1)?,
+            mean: loaded.vector("obs_mean", dims, false)?,
+            std: loaded.vector("obs_std", dims, true)?,
             fields,
         };
-        loaded.ensure(
-            model.mean.len() == dims
-                && model.std.len() == dims
-                && model.hidden.weight().dims() == [loaded.contract.hidden, dims]
-                && model.out.weight().dims() == [1, loaded.contract.hidden],
-        )?;
         Ok((model, loaded.contract))
     }
 }

@@ -612,3 +612,302 @@ fn a_trainer_state_that_is_not_a_file_is_refused_naming_it() {
             .refused("train", &[words, &path]);
     }
 }
+
+/// A success classifier trained on the base recording, made once.
+fn base_success_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let out = temp("base-success");
+        let run = cerebellum(&[
+            "reward",
+            "train",
+            "--kind",
+            "success",
+            "--task",
+            "reach",
+            "--data",
+            base().recording.to_str().unwrap(),
+            "--held-out",
+            "1",
+            "--epochs",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.ok, "{}", run.stderr);
+        out
+    })
+}
+
+/// The tensors of a reward model's weights file, to edit.
+type Tensors = std::collections::HashMap<String, candle_core::Tensor>;
+
+fn read_tensors(path: &Path) -> Tensors {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+}
+
+fn write_tensors(path: &Path, tensors: &Tensors) {
+    candle_core::safetensors::save(tensors, path).unwrap();
+}
+
+/// `tensor` with the value at flat index `i` replaced.
+fn with_value(tensor: &candle_core::Tensor, i: usize, value: f32) -> candle_core::Tensor {
+    let mut values = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[i] = value;
+    candle_core::Tensor::from_vec(values, tensor.dims(), &candle_core::Device::Cpu).unwrap()
+}
+
+/// One bad reward model: its name, what to change in a copy of the base
+/// model's directory, and what the refusal must say.
+type ModelCase = (&'static str, Box<dyn Fn(&Path)>, Vec<&'static str>);
+
+fn edit_contract(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join("reward_model.json");
+    let mut contract: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut contract);
+    std::fs::write(&path, serde_json::to_vec(&contract).unwrap()).unwrap();
+}
+
+fn edit_weights(dir: &Path, file: &str, edit: impl Fn(&mut Tensors)) {
+    let path = dir.join(file);
+    let mut tensors = read_tensors(&path);
+    edit(&mut tensors);
+    write_tensors(&path, &tensors);
+}
+
+fn progress_cases() -> Vec<ModelCase> {
+    const W: &str = "progress.safetensors";
+    vec![
+        (
+            "truncated",
+            Box::new(|d| {
+                let bytes = std::fs::read(d.join(W)).unwrap();
+                std::fs::write(d.join(W), &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            vec![W],
+        ),
+        (
+            "empty",
+            Box::new(|d| std::fs::write(d.join(W), "").unwrap()),
+            vec![W],
+        ),
+        (
+            "nan",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let w = with_value(&t["layer1.weight"], 17, f32::NAN);
+                    t.insert("layer1.weight".into(), w);
+                })
+            }),
+            vec![W, "tensor `layer1.weight` holds NaN at 17"],
+        ),
+        (
+            "shape",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let w = t["layer1.weight"].narrow(1, 0, 5).unwrap();
+                    t.insert("layer1.weight".into(), w.contiguous().unwrap());
+                })
+            }),
+            vec![W, "tensor `layer1.weight` is F32 [", ", 5], expected F32"],
+        ),
+        (
+            "dtype",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let b = t["tau.bias"].to_dtype(candle_core::DType::F64).unwrap();
+                    t.insert("tau.bias".into(), b);
+                })
+            }),
+            vec![W, "tensor `tau.bias` is F64"],
+        ),
+        (
+            "missing",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    t.remove("stage.bias");
+                })
+            }),
+            vec![W, "no tensor `stage.bias`"],
+        ),
+        (
+            "zero-std",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let s = with_value(&t["obs_std"], 2, 0.0);
+                    t.insert("obs_std".into(), s);
+                })
+            }),
+            vec![W, "tensor `obs_std` holds 0 at 2", "above 0"],
+        ),
+        (
+            "hidden",
+            Box::new(|d| edit_contract(d, |c| c["hidden"] = 64.into())),
+            vec![W, "tensor `layer0.weight`", "expected F32 [64,"],
+        ),
+        (
+            "history-zero",
+            Box::new(|d| edit_contract(d, |c| c["history"] = 0.into())),
+            vec!["reward_model.json", "history = 0", "[1, 1024]"],
+        ),
+        (
+            "history-huge",
+            Box::new(|d| edit_contract(d, |c| c["history"] = u64::MAX.into())),
+            vec!["reward_model.json", "history = 18446744073709551615"],
+        ),
+        (
+            "image-pool-huge",
+            Box::new(|d| edit_contract(d, |c| c["image_pool"] = (1u64 << 40).into())),
+            vec!["reward_model.json", "image_pool = 1099511627776"],
+        ),
+        (
+            "no-stages",
+            Box::new(|d| {
+                edit_contract(d, |c| {
+                    c["stage_names"] = serde_json::json!([]);
+                    c["stage_shares"] = serde_json::json!([]);
+                })
+            }),
+            vec!["reward_model.json", "stage_names is empty"],
+        ),
+        (
+            "shares",
+            Box::new(|d| edit_contract(d, |c| c["stage_shares"] = serde_json::json!([2.0, -1.0]))),
+            vec!["reward_model.json", "stage_shares[0] = 2.0"],
+        ),
+        (
+            "spec-limits",
+            Box::new(|d| {
+                edit_contract(d, |c| {
+                    c["observation"]["fields"][0]["lower"][0] = 5.0.into();
+                })
+            }),
+            vec!["reward_model.json", "observation", "limits [5"],
+        ),
+        (
+            "contract-directory",
+            Box::new(|d| {
+                std::fs::remove_file(d.join("reward_model.json")).unwrap();
+                std::fs::create_dir(d.join("reward_model.json")).unwrap();
+            }),
+            vec!["reward_model.json", "is a directory"],
+        ),
+        (
+            "weights-fifo",
+            Box::new(|d| {
+                std::fs::remove_file(d.join(W)).unwrap();
+                assert!(
+                    Command::new("mkfifo")
+                        .arg(d.join(W))
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }),
+            vec![W, "not a regular file"],
+        ),
+    ]
+}
+
+#[test]
+fn a_bad_progress_model_is_refused_naming_the_file() {
+    use cerebellum_reward_models::progress::ProgressModel;
+    let data = base().recording.to_str().unwrap();
+    for (i, (name, edit, words)) in progress_cases().into_iter().enumerate() {
+        let dir = temp(&format!("progress-{name}"));
+        copy_dir(&base().model, &dir);
+        edit(&dir);
+        let error = match ProgressModel::load(&dir, None) {
+            Ok(_) => panic!("{name}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        let shown = dir.display().to_string();
+        for word in words.iter().copied().chain([shown.as_str()]) {
+            assert!(error.contains(word), "{name}: `{word}` not in: {error}");
+        }
+        let model = dir.to_str().unwrap();
+        let mut words = words.clone();
+        words.push(model);
+        cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
+            .refused("reward", &words);
+        if i < 3 {
+            // Training on the model's rewards loads it before anything runs.
+            let out = temp(&format!("progress-{name}-run"));
+            cerebellum(&[
+                "train",
+                "--reward",
+                &format!("progress:{model}"),
+                "--steps",
+                "256",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ])
+            .refused("train", &words);
+        }
+    }
+    // The untouched model loads.
+    ProgressModel::load(&base().model, None).unwrap();
+}
+
+#[test]
+fn a_bad_success_classifier_is_refused_naming_the_file() {
+    use cerebellum_reward_models::success::SuccessClassifier;
+    const W: &str = "success.safetensors";
+    let cases: Vec<ModelCase> = vec![
+        (
+            "truncated",
+            Box::new(|d| {
+                let bytes = std::fs::read(d.join(W)).unwrap();
+                std::fs::write(d.join(W), &bytes[..bytes.len() - 7]).unwrap();
+            }),
+            vec![W],
+        ),
+        (
+            "nan",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let w = with_value(&t["out.weight"], 3, f32::INFINITY);
+                    t.insert("out.weight".into(), w);
+                })
+            }),
+            vec![W, "tensor `out.weight` holds inf at 3"],
+        ),
+        (
+            "shape",
+            Box::new(|d| {
+                edit_weights(d, W, |t| {
+                    let m = t["obs_mean"].narrow(0, 0, 3).unwrap();
+                    t.insert("obs_mean".into(), m);
+                })
+            }),
+            vec![W, "tensor `obs_mean` is F32 [3], expected F32 ["],
+        ),
+        (
+            "history",
+            Box::new(|d| edit_contract(d, |c| c["history"] = 3.into())),
+            vec!["reward_model.json", "history = 3", "[1, 1]"],
+        ),
+    ];
+    let data = base().recording.to_str().unwrap();
+    for (name, edit, words) in cases {
+        let dir = temp(&format!("success-{name}"));
+        copy_dir(base_success_model(), &dir);
+        edit(&dir);
+        let error = match SuccessClassifier::load(&dir, None) {
+            Ok(_) => panic!("{name}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        let shown = dir.display().to_string();
+        for word in words.iter().copied().chain([shown.as_str()]) {
+            assert!(error.contains(word), "{name}: `{word}` not in: {error}");
+        }
+        let model = dir.to_str().unwrap();
+        let mut words = words.clone();
+        words.push(model);
+        cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
+            .refused("reward", &words);
+    }
+    SuccessClassifier::load(base_success_model(), None).unwrap();
+}
