@@ -265,6 +265,7 @@ fn train_base(task: TaskKind) -> String {
 fn train_case(text: &str) -> Result<(), String> {
     let config = TrainConfig::from_toml(None, Some(text))?;
     config.validate().expect("from_toml validated it");
+    config.check_with_env(&EnvConfig::default(), false)?;
     let spec = spec(config.task_kind());
     let mut policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)
         .map_err(|e| e.to_string())?;

@@ -180,6 +180,56 @@ fn sizes_that_would_abort_on_allocation_or_run_forever_have_a_maximum() {
 }
 
 #[test]
+fn what_a_rollout_holds_is_bounded_with_the_environment() {
+    let lift = |text: &str| {
+        let mut config = TrainConfig::from_toml(Some(TaskKind::Lift), Some(text)).unwrap();
+        config.task = "lift".into();
+        config
+    };
+    // GRPO holds every copy's whole episode: 1024 × 5 s at 1 kHz.
+    let grpo = lift("algo = \"grpo\"\nenvs = 1024\ngroup = 8\n");
+    let fast: EnvConfig = toml::from_str("[physics]\ndt = 0.001\nsubsteps = 1\n").unwrap();
+    let err = grpo.check_with_env(&fast, false).unwrap_err();
+    assert!(
+        err.contains("envs × the task's horizon") && err.contains("at most 1048576"),
+        "{err}"
+    );
+    grpo.check_with_env(&EnvConfig::default(), false).unwrap();
+    // Camera images: 1024 transitions of 1024² RGB is 3 GiB, 2048 is 6.
+    let camera: EnvConfig = toml::from_str("[camera]\nwidth = 1024\nheight = 1024\n").unwrap();
+    lift("envs = 32\nrollout_steps = 32\n")
+        .check_with_env(&camera, false)
+        .unwrap();
+    let err = lift("envs = 64\nrollout_steps = 32\n")
+        .check_with_env(&camera, false)
+        .unwrap_err();
+    assert!(
+        err.contains("`envs × rollout_steps` = 2048") && err.contains("6.0 GiB"),
+        "{err}"
+    );
+    let err = lift("[online]\nbatch_transitions = 2048\n")
+        .check_with_env(&camera, true)
+        .unwrap_err();
+    assert!(err.contains("`online.batch_transitions` = 2048"), "{err}");
+    let err = lift("").check_with_env(&camera, true).unwrap_err();
+    assert!(err.contains("`online.channel_capacity` = 8192"), "{err}");
+    lift("[online]\nbatch_transitions = 512\nchannel_capacity = 1024\n")
+        .check_with_env(&camera, true)
+        .unwrap();
+    // The loading path applies it.
+    let dir = temp_dir("load-env");
+    let path = dir.join("env.toml");
+    std::fs::write(&path, "[camera]\nwidth = 1024\nheight = 1024\n").unwrap();
+    let mut config = lift("envs = 64\nrollout_steps = 32\n");
+    config.robot.env_config = Some(path);
+    let Err(err) = config.load_env(false) else {
+        panic!("accepted 6 GiB of images")
+    };
+    assert!(err.to_string().contains("GiB"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn non_finite_and_meaningless_physics_never_reaches_rapier() {
     let cases = [
         (
@@ -461,7 +511,10 @@ fn env_refused_any(text: &str, key: &str) {
         env_config: Some(path),
         ..RobotSource::default()
     };
-    let err = source.load(TaskKind::Reach).err().expect(text).to_string();
+    let Err(err) = source.load(TaskKind::Reach) else {
+        panic!("accepted env config:\n{text}");
+    };
+    let err = err.to_string();
     assert!(
         err.contains(key),
         "refusal of {text:?} does not name {key}: {err}"
@@ -471,7 +524,7 @@ fn env_refused_any(text: &str, key: &str) {
 
 #[test]
 fn envelope_files_are_bounded() {
-    let six = |v: &str| vec![v; 6].join(", ");
+    let six = |v: &str| [v; 6].join(", ");
     envelope_refused(
         &format!("max_joint_velocity = [{}]", six("1e30")),
         "max_joint_velocity[joint_target.shoulder_pan]",

@@ -96,6 +96,9 @@ pub const GAE_LAMBDA: Limits<f32> = Limits::closed(0.0, 1.0);
 pub const GROUP: Limits<usize> = Limits::closed(2, 1024).unit("rollouts");
 pub const EVAL_EPISODES: Limits<usize> = Limits::closed(0, 100_000).unit("episodes");
 pub const REWARD_WEIGHT: Limits<f32> = Limits::closed(-1000.0, 1000.0);
+/// Camera images one rollout, one online batch or the online channel may
+/// hold.
+pub const MAX_IMAGE_BYTES: u64 = 4 << 30;
 
 /// Every reward component a transition can carry: the simulator's and the
 /// control loop's (core's `RewardComponents`) and the labeller's learned
@@ -268,6 +271,86 @@ impl TrainConfig {
 
     pub fn task_kind(&self) -> TaskKind {
         self.task.parse().expect("validated")
+    }
+
+    /// The environment to train on (`robot.load` for this task), checked
+    /// against this config (`check_with_env`): what a training command
+    /// builds its simulation from; `online` for `train --online`.
+    pub fn load_env(&self, online: bool) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
+        let (env, model) = self.robot.load(self.task_kind())?;
+        self.check_with_env(&env, online)
+            .map_err(anyhow::Error::msg)?;
+        Ok((env, model))
+    }
+
+    /// The bounds that need the environment too: the transitions one
+    /// iteration holds (PPO: `envs × rollout_steps`; GRPO: `envs` × the
+    /// task's horizon at the configured control rate), and the memory their
+    /// camera images take: in a rollout, or (`online`) in an online batch
+    /// and the channel to the learner.
+    pub fn check_with_env(&self, env: &EnvConfig, online: bool) -> Result<(), String> {
+        let task = self.task_kind();
+        let (rows, rows_key) = match self.algo {
+            Algo::Ppo => (
+                self.envs.saturating_mul(self.rollout_steps),
+                "envs × rollout_steps",
+            ),
+            Algo::Grpo => {
+                let horizon = match task {
+                    TaskKind::Pendulum => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
+                    TaskKind::Reach | TaskKind::Lift => {
+                        let seconds = match task {
+                            TaskKind::Lift => cerebellum_sim::tasks::LIFT_HORIZON_S,
+                            _ => cerebellum_sim::tasks::REACH_HORIZON_S,
+                        };
+                        (seconds * env.physics.control_rate_hz()).round() as usize
+                    }
+                };
+                let key = "envs × the task's horizon in ticks (physics.dt × physics.substeps)";
+                (self.envs.saturating_mul(horizon), key)
+            }
+        };
+        if !ROLLOUT_ROWS.contains(rows) {
+            return Err(refusal(
+                rows_key,
+                rows,
+                &format!(
+                    "the transitions of one rollout must be {}",
+                    ROLLOUT_ROWS.describe()
+                ),
+            ));
+        }
+        let Some(camera) = env.camera.as_ref().filter(|_| task != TaskKind::Pendulum) else {
+            return Ok(());
+        };
+        let image = u64::from(camera.width) * u64::from(camera.height) * 3;
+        let held = if online {
+            vec![
+                ("online.batch_transitions", self.online.batch_transitions),
+                ("online.channel_capacity", self.online.channel_capacity),
+            ]
+        } else {
+            vec![(rows_key, rows)]
+        };
+        for (key, transitions) in held {
+            let bytes = (transitions as u64).saturating_mul(image);
+            if bytes > MAX_IMAGE_BYTES {
+                return Err(refusal(
+                    key,
+                    transitions,
+                    &format!(
+                        "{transitions} transitions with a {}×{} camera image each take {:.1} GiB, \
+                         at most {} GiB are allowed (hold fewer, or make `camera.width` × \
+                         `camera.height` smaller)",
+                        camera.width,
+                        camera.height,
+                        bytes as f64 / (1u64 << 30) as f64,
+                        MAX_IMAGE_BYTES >> 30
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The one check of a training config (the file's keys and the flags
