@@ -36,7 +36,39 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v}")).unwrap_or_default()
 }
 
+/// Drops the rows of `path` written after `iteration` (a run that crashed
+/// after its last checkpoint logged iterations the resumed run repeats),
+/// rewriting the file atomically; a missing file is left missing.
+fn cut_after(path: &Path, iteration: u64) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let mut kept = String::with_capacity(text.len());
+    for (k, line) in text.lines().enumerate() {
+        let row_iteration = line.split(',').next().and_then(|i| i.parse::<u64>().ok());
+        if k == 0 || row_iteration.is_some_and(|i| i <= iteration) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept.len() != text.len() {
+        crate::recorder::write_atomically(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
 impl RunFiles {
+    /// Continues the files of a run resumed at `iteration`: rows logged
+    /// after it (by a run that stopped before checkpointing them) are
+    /// dropped, so no iteration appears twice.
+    pub fn resume(dir: &Path, iteration: u64) -> anyhow::Result<Self> {
+        cut_after(&dir.join("metrics.csv"), iteration)?;
+        cut_after(&dir.join("timing.csv"), iteration)?;
+        Self::open(dir, true)
+    }
+
     /// `append` continues the files of a resumed run.
     pub fn open(dir: &Path, append: bool) -> anyhow::Result<Self> {
         Ok(Self {
@@ -154,4 +186,21 @@ pub fn plot_learning_curve(
     ))?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resuming_drops_the_rows_logged_after_the_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("cerebellum-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let metrics = dir.join("metrics.csv");
+        std::fs::write(&metrics, "iteration,env_steps\n1,10\n2,20\n3,30\n4,40\n").unwrap();
+        drop(super::RunFiles::resume(&dir, 2).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&metrics).unwrap(),
+            "iteration,env_steps\n1,10\n2,20\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -332,7 +332,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    let mut files = RunFiles::open(&out, resume)?;
+    let mut files = if resume {
+        RunFiles::resume(&out, trainer.state.iteration)?
+    } else {
+        RunFiles::open(&out, false)?
+    };
 
     let total = config.total_steps.max(trainer.steps_per_iteration());
     let bar = if args.json {
