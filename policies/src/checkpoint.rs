@@ -182,6 +182,10 @@ pub fn save(
     sync_dir(dir)
 }
 
+/// Bounds on a contract's observation statistics (see `load_contract`).
+const NORMALIZER_MAX_MEAN: f64 = 1e6;
+const NORMALIZER_MAX_VAR: f64 = 1e12;
+
 /// The weights of a save in progress (see `save`).
 const NEXT_WEIGHTS_FILE: &str = "checkpoint.safetensors.next";
 
@@ -314,6 +318,17 @@ fn parse_contract(path: &Path, text: &[u8]) -> Result<Contract, CheckpointError>
         return Err(bad(format!(
             "normalizer must hold {obs} finite means and non-negative variances"
         )));
+    }
+    // Finite but meaningless statistics: no observation field of a robot
+    // has a mean beyond 1e6 or a variance beyond 1e12 in its own units,
+    // and such values scale every input to nothing.
+    let normalizer = &contract.normalizer;
+    for (i, (&mean, &var)) in normalizer.mean.iter().zip(&normalizer.var).enumerate() {
+        if mean.abs() > NORMALIZER_MAX_MEAN || var > NORMALIZER_MAX_VAR {
+            return Err(bad(format!(
+                "normalizer element {i}: mean {mean:e}, variance {var:e}; accepted: |mean| ≤ {NORMALIZER_MAX_MEAN:e}, variance in [0, {NORMALIZER_MAX_VAR:e}]"
+            )));
+        }
     }
     Ok(contract)
 }

@@ -250,3 +250,22 @@ fn a_save_interrupted_at_any_point_leaves_a_checkpoint_that_loads() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&staged);
 }
+
+#[test]
+fn normaliser_statistics_out_of_any_sensible_range_are_refused() {
+    let dir = temp_dir("normaliser");
+    checkpoint::save(&dir, &trained_policy(), TrainingProvenance::default()).unwrap();
+    let path = dir.join(checkpoint::CONTRACT_FILE);
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in [("var", 1e300), ("var", -1.0), ("mean", 1e30)] {
+        let mut contract = original.clone();
+        contract["normalizer"][key][0] = serde_json::json!(value);
+        std::fs::write(&path, serde_json::to_vec(&contract).unwrap()).unwrap();
+        let error = checkpoint::load(&dir, Some(&spec()))
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("normalizer"), "{error}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -603,7 +603,10 @@ pub fn read_recording(dir: &Path) -> anyhow::Result<Recording> {
     let mut episodes = Vec::new();
     let mut files: Vec<PathBuf> = Vec::new();
     let mut numbers: std::collections::HashMap<u64, PathBuf> = Default::default();
-    let mut ids: std::collections::HashMap<(String, u64), PathBuf> = Default::default();
+    // An episode's identity: its robot and episode id, and when and where
+    // it began (a run appended to a recording numbers its episodes from 0
+    // again; a copied file repeats all of it).
+    let mut ids: std::collections::HashMap<(String, u64, u64, u64), PathBuf> = Default::default();
     for (number, _, path) in candidates {
         if let Some(first) = numbers.get(&number) {
             skipped.push(Skipped {
@@ -623,8 +626,23 @@ pub fn read_recording(dir: &Path) -> anyhow::Result<Recording> {
                 continue;
             }
         };
-        let p = &episode[0].provenance;
-        let id = (p.robot_id.clone(), p.episode_id);
+        let first_tick = &episode[0];
+        let p = &first_tick.provenance;
+        let start = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            first_tick.sim_time.to_bits().hash(&mut hasher);
+            for v in &first_tick.observation.state {
+                v.to_bits().hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        let id = (
+            p.robot_id.clone(),
+            p.episode_id,
+            first_tick.wall_time.to_bits(),
+            start,
+        );
         if let Some(first) = ids.get(&id) {
             skipped.push(Skipped {
                 reason: format!(

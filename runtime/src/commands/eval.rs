@@ -84,6 +84,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let contract = checkpoint::load_contract(&args.checkpoint)?;
     let mut config: TrainConfig = serde_json::from_value(contract.provenance.config.clone())
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the contract's training config: {e}"))?;
+    {
+        use crate::learn::config::{ENVS, EVAL_EPISODES};
+        ENVS.check("--envs", args.envs)
+            .map_err(anyhow::Error::msg)?;
+        EVAL_EPISODES
+            .check("--episodes", args.episodes)
+            .map_err(anyhow::Error::msg)?;
+    }
     if args.urdf.is_some() {
         config.robot.urdf = args.urdf.clone();
     }

@@ -63,10 +63,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         "only --expert is built in: teleop demonstrations are recorded with `cerebellum run --record DIR`"
     );
     anyhow::ensure!(args.episodes > 0, "--episodes must be at least 1");
-    anyhow::ensure!(
-        args.noise.is_finite() && args.noise >= 0.0,
-        "--noise must be a non-negative number of radians"
-    );
+    crate::learn::bc::EXPERT_NOISE
+        .check("--noise", args.noise)
+        .map_err(anyhow::Error::msg)?;
     let (config, model) = args.robot.load()?;
     let task = config.task;
     let mut env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;

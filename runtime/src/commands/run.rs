@@ -107,6 +107,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let contract = checkpoint::load_contract(&args.checkpoint)?;
     let config: TrainConfig = serde_json::from_value(contract.provenance.config.clone())
         .map_err(|e| anyhow::anyhow!("the contract's training config is unreadable: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the contract's training config: {e}"))?;
     let task = args.task.unwrap_or_else(|| config.task_kind());
     let (env_config, model) = config.robot.load(task)?;
     let mut operator = OperatorInputs::default();

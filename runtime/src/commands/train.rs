@@ -300,7 +300,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let (config, out) = resolve_config(&args)?;
     let resume = args.resume.is_some();
-    let (env_config, model) = config.robot.load(config.task_kind())?;
+    let (env_config, model) = config.load_env(false)?;
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
     if resume {
         let (policy, contract) = checkpoint::load(

@@ -54,7 +54,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     })??;
     super::seconds("--duration", args.duration, super::MAX_SECONDS)?;
     let (config, out) = resolve_config(args)?;
-    let (env_config, model) = config.robot.load(config.task_kind())?;
+    let (env_config, model) = config.load_env(true)?;
     let contract = checkpoint::load_contract(&from)?;
     let choices = if args.robots.is_empty() {
         vec![RobotChoice::Sim]

@@ -422,6 +422,9 @@ impl Trainer {
         model: Option<Arc<ArmModel>>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        config
+            .check_with_env(env_config, false)
+            .map_err(anyhow::Error::msg)?;
         let envs = make_envs(env_config, model, config.envs)?;
         let spec = envs[0].spec().clone();
         let labeller = if config.reward.is_empty() {
