@@ -228,7 +228,7 @@ fn a_save_interrupted_at_any_point_leaves_a_checkpoint_that_loads() {
     let (mut loaded, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
     assert_eq!(contract.policy_version, 43);
     assert!(!next.exists(), "the side file was moved into place");
-    let mut new = new;
+
     assert_eq!(
         loaded
             .act(&observations(), Sampling::Deterministic)

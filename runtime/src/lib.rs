@@ -4,8 +4,8 @@
 pub mod commands;
 pub mod control_loop;
 pub mod envelope;
-pub mod interrupt;
 pub mod episodes;
+pub mod interrupt;
 pub mod learn;
 pub mod recorder;
 pub mod report;
