@@ -911,3 +911,59 @@ fn a_bad_success_classifier_is_refused_naming_the_file() {
     }
     SuccessClassifier::load(base_success_model(), None).unwrap();
 }
+
+/// The SO-101 written to `dir` from the binary's embedded copy (URDF,
+/// robot config, meshes), its URDF changed by `edit`.
+fn so101_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    let urdf = cerebellum_sim::so101_urdf();
+    let root = urdf.parent().unwrap();
+    for path in cerebellum_sim::urdf_files::embedded_paths() {
+        let target = dir.join(path.strip_prefix(root).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, cerebellum_sim::urdf_files::read(&path).unwrap()).unwrap();
+    }
+    let target = dir.join(urdf.file_name().unwrap());
+    let text = std::fs::read_to_string(&target).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(&target, edited).unwrap();
+    target
+}
+
+#[test]
+fn a_urdf_with_bad_numbers_is_refused_by_every_command_naming_the_joint_or_link() {
+    let inverted = so101_with(&temp("urdf-inverted"), |t| {
+        t.replace(
+            r#"lower="-0.174533" upper="1.74533""#,
+            r#"lower="1.74533" upper="-0.174533""#,
+        )
+    });
+    let nan_mass = so101_with(&temp("urdf-nan-mass"), |t| {
+        t.replace(r#"<mass value="0.100006"/>"#, r#"<mass value="NaN"/>"#)
+    });
+    for (urdf, words) in [
+        (
+            &inverted,
+            vec!["joint `gripper`", "lower = 1.74533", "upper = -0.174533"],
+        ),
+        (&nan_mass, vec!["<mass> value = NaN", "link `"]),
+    ] {
+        let path = urdf.to_str().unwrap();
+        let mut words = words.clone();
+        words.push(path);
+        cerebellum(&["sim", "--task", "reach", "--urdf", path, "--json"]).refused("sim", &words);
+        let out = temp("urdf-run");
+        cerebellum(&[
+            "train",
+            "--urdf",
+            path,
+            "--steps",
+            "256",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .refused("train", &words);
+    }
+}
