@@ -103,9 +103,22 @@ fn embedded(path: &Path) -> Option<&'static [u8]> {
 
 /// The bytes of `path`: from the binary for a path under
 /// [`EMBEDDED_ROOT`] (an error if no such file is embedded), else from
-/// disk. The signature fits `mesh_loader::Loader::with_custom_reader`.
+/// disk, where only a regular file is read: a directory is an error, and
+/// so is a FIFO or a device, which could block the reader forever. The
+/// signature fits `mesh_loader::Loader::with_custom_reader`.
 pub fn read(path: &Path) -> std::io::Result<Cow<'static, [u8]>> {
     if !is_embedded(path) {
+        let metadata = std::fs::metadata(path)?;
+        if !metadata.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                if metadata.is_dir() {
+                    "is a directory, expected a file"
+                } else {
+                    "is not a regular file"
+                },
+            ));
+        }
         return std::fs::read(path).map(Cow::Owned);
     }
     embedded(path).map(Cow::Borrowed).ok_or_else(|| {

@@ -302,3 +302,36 @@ fn the_bundled_arms_pass_the_checks() {
     };
     ArmModel::load(&fixtures.join("test_arm7_no_config.urdf"), &options).unwrap();
 }
+
+/// A directory or a FIFO where the URDF or its robot config should be is
+/// an error naming it, never a read that blocks.
+#[test]
+fn a_urdf_or_robot_config_that_is_not_a_file_is_refused_naming_it() {
+    let dir = dir("not-files");
+    let fifo = dir.join("fifo.urdf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let error = load(&fifo).unwrap_err();
+    assert!(
+        error.contains(&fifo.display().to_string()) && error.contains("not a regular file"),
+        "{error}"
+    );
+    let error = load(&dir).unwrap_err();
+    assert!(
+        error.contains(&dir.display().to_string()) && error.contains("is a directory"),
+        "{error}"
+    );
+    let urdf = write_arm(&dir, &[], None);
+    let options = ArmOptions {
+        config: Some(fifo.clone()),
+        ..ArmOptions::default()
+    };
+    let error = ArmModel::load(&urdf, &options).unwrap_err().to_string();
+    assert!(
+        error.contains(&fifo.display().to_string()) && error.contains("not a regular file"),
+        "{error}"
+    );
+}
