@@ -208,11 +208,8 @@ impl EpisodeRecorder {
                 "{holds}: pass --append to add episodes to it, or choose another directory"
             );
             anyhow::ensure!(has_meta, "{holds}: cannot append without its meta.json");
-            let recorded: EpisodesMeta = serde_json::from_slice(
-                &std::fs::read(&meta_path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", meta_path.display()))?,
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+            let recorded: EpisodesMeta = serde_json::from_slice(&read_regular_file(&meta_path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
             if let Some(difference) = meta.difference(&recorded) {
                 anyhow::bail!(
                     "cannot append to {}: its episodes were recorded differently ({difference}); choose another directory",
@@ -669,12 +666,11 @@ pub fn read_recording(dir: &Path) -> anyhow::Result<Recording> {
     })
 }
 
-/// The complete episodes of the recording in `dir`, in episode order
-/// ([`read_recording`] decides which are complete, and errors name the
-/// file, line and value). Each skipped file is logged as a warning with
-/// its reason; a recording with no complete episode is an error that
-/// names the files it skipped.
-pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
+/// [`read_recording`] for a command that uses the episodes: each skipped
+/// file is logged as a warning with its reason, and a recording with no
+/// complete episode is an error that names the files it skipped (never an
+/// empty data set). The skipped files stay in the result, for a summary.
+pub fn read_complete_recording(dir: &Path) -> anyhow::Result<Recording> {
     let recording = read_recording(dir)?;
     for skipped in &recording.skipped {
         tracing::warn!(
@@ -694,5 +690,13 @@ pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transi
             format!(" (skipped {})", recording.skipped_summary())
         }
     );
+    Ok(recording)
+}
+
+/// The complete episodes of the recording in `dir`, in episode order, as
+/// [`read_complete_recording`] reads them (skipped files logged, none
+/// complete an error).
+pub fn read_episodes(dir: &Path) -> anyhow::Result<(EpisodesMeta, Vec<Vec<Transition>>)> {
+    let recording = read_complete_recording(dir)?;
     Ok((recording.meta, recording.episodes))
 }

@@ -4,7 +4,9 @@
 //! trainer states and reward models, each written here into a temporary
 //! directory, read through the library and through the binary.
 
-use cerebellum_runtime::recorder::{Recording, read_episodes, read_recording};
+use cerebellum_runtime::recorder::{
+    Recording, read_complete_recording, read_episodes, read_recording,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -299,6 +301,8 @@ fn incomplete_and_duplicate_episodes_are_skipped_and_said_to_be() {
         assert!(said.contains(reason), "{name}: {said}");
         let (_, episodes) = read_episodes(dir).unwrap();
         assert_eq!(episodes.len(), 3, "{name}");
+        let complete = read_complete_recording(dir).unwrap();
+        assert_eq!(complete.skipped, recording.skipped, "{name}");
         // Every case through `reward eval`; a few through `train --init-bc`
         // too (each is a short training run).
         binary_counts_three(dir, skipped, i < 2);
@@ -966,4 +970,31 @@ fn a_urdf_with_bad_numbers_is_refused_by_every_command_naming_the_joint_or_link(
         ])
         .refused("train", &words);
     }
+}
+
+/// `record --append` reads the recording's meta.json: a FIFO there is an
+/// error naming it, never a read that blocks.
+#[test]
+fn appending_to_a_recording_whose_meta_is_a_fifo_is_refused_naming_it() {
+    use cerebellum_runtime::recorder::{EpisodeRecorder, Existing, read_meta};
+    let dir = case("append-fifo", |d| {
+        std::fs::remove_file(d.join("meta.json")).unwrap();
+        assert!(
+            Command::new("mkfifo")
+                .arg(d.join("meta.json"))
+                .status()
+                .unwrap()
+                .success()
+        );
+    });
+    let meta = read_meta(&base().recording).unwrap();
+    let error = match EpisodeRecorder::open(&dir, meta, Existing::Append) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    let path = dir.join("meta.json").display().to_string();
+    assert!(
+        error.contains(&path) && error.contains("not a regular file"),
+        "{error}"
+    );
 }
