@@ -375,8 +375,9 @@ impl Recording {
 
 /// The bytes of the regular file at `path`; anything else there (a
 /// directory, a FIFO that would block forever, a device) is an error
-/// naming it, as is a file that cannot be read.
-fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// naming it, as is a file that cannot be read. For any file a command
+/// reads (a config, a recording's meta.json).
+pub fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     let metadata = std::fs::metadata(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     anyhow::ensure!(
