@@ -189,6 +189,24 @@ const NORMALIZER_MAX_VAR: f64 = 1e12;
 /// The weights of a save in progress (see `save`).
 const NEXT_WEIGHTS_FILE: &str = "checkpoint.safetensors.next";
 
+/// The bytes of `path`, which must be a regular file: a directory is an
+/// error, and a FIFO or device is refused before it is opened (reading
+/// one would block forever).
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            if metadata.is_dir() {
+                "a directory, expected a file"
+            } else {
+                "not a regular file"
+            },
+        ));
+    }
+    std::fs::read(path)
+}
+
 /// Writes `data` to `path` and flushes it to the disk.
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
     use std::io::Write;
@@ -234,7 +252,7 @@ fn recover_interrupted_save(
     contract: &Contract,
 ) -> Result<Option<Vec<u8>>, CheckpointError> {
     let next = dir.join(NEXT_WEIGHTS_FILE);
-    let Ok(data) = std::fs::read(&next) else {
+    let Ok(data) = read_file(&next) else {
         return Ok(None);
     };
     let Ok(tensors) = SafeTensors::deserialize(&data) else {
@@ -265,7 +283,7 @@ fn bytes(values: &[f32]) -> Vec<u8> {
 /// Reads the contract alone.
 pub fn load_contract(dir: &Path) -> Result<Contract, CheckpointError> {
     let path = dir.join(CONTRACT_FILE);
-    let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+    let text = read_file(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,
     })?;
@@ -370,7 +388,7 @@ pub fn upgrade_format_1(dir: &Path) -> Result<Contract, CheckpointError> {
         path: path.clone(),
         reason,
     };
-    let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+    let text = read_file(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,
     })?;
@@ -383,7 +401,7 @@ pub fn upgrade_format_1(dir: &Path) -> Result<Contract, CheckpointError> {
         )));
     }
     let weights_path = dir.join(WEIGHTS_FILE);
-    let data = std::fs::read(&weights_path).map_err(|source| CheckpointError::Io {
+    let data = read_file(&weights_path).map_err(|source| CheckpointError::Io {
         path: weights_path.clone(),
         source,
     })?;
@@ -415,7 +433,7 @@ pub fn load(
         check_contract(&contract.spec, robot)?;
     }
     let path = dir.join(WEIGHTS_FILE);
-    let read = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+    let read = read_file(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,
     });

@@ -269,3 +269,24 @@ fn normaliser_statistics_out_of_any_sensible_range_are_refused() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_contract_or_weights_path_that_is_not_a_file_is_refused_not_read_forever() {
+    let dir = temp_dir("fifo");
+    checkpoint::save(&dir, &trained_policy(), TrainingProvenance::default()).unwrap();
+    for name in [checkpoint::WEIGHTS_FILE, checkpoint::CONTRACT_FILE] {
+        let path = dir.join(name);
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here: nothing to test
+        }
+        let error = checkpoint::load(&dir, Some(&spec()))
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains(name), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        checkpoint::save(&dir, &trained_policy(), TrainingProvenance::default()).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

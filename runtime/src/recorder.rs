@@ -393,6 +393,13 @@ pub fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
+/// [`read_regular_file`] as UTF-8 text (config files: `--config`,
+/// `--env-config`, `--envelope`).
+pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
+    String::from_utf8(read_regular_file(path)?)
+        .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))
+}
+
 /// `meta.json` of the recording in `dir`, checked: the format and version
 /// this reader knows, a well-formed robot spec.
 pub fn read_meta(dir: &Path) -> anyhow::Result<EpisodesMeta> {

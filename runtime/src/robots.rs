@@ -470,7 +470,6 @@ impl EnvelopeArgs {
 }
 
 fn read_envelope(path: &Path) -> anyhow::Result<EnvelopeConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = crate::recorder::read_text_file(path)?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -329,7 +329,7 @@ fn a_recording_without_a_complete_episode_is_refused_naming_what_was_skipped() {
     let data = dir.to_str().unwrap();
     let model = base().model.to_str().unwrap();
     cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
-        .refused("reward", &["holds no complete episode", data]);
+        .refused("reward eval", &["holds no complete episode", data]);
     let out = temp("none-complete-model");
     cerebellum(&[
         "reward",
@@ -342,7 +342,7 @@ fn a_recording_without_a_complete_episode_is_refused_naming_what_was_skipped() {
         out.to_str().unwrap(),
         "--json",
     ])
-    .refused("reward", &["holds no complete episode", data]);
+    .refused("reward train", &["holds no complete episode", data]);
     let out = temp("none-complete-run");
     cerebellum(&[
         "train",
@@ -450,7 +450,7 @@ fn files_that_are_not_what_they_should_be_are_errors_naming_the_path() {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let data = dir.to_str().unwrap();
         cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
-            .refused("reward", &words);
+            .refused("reward eval", &words);
     }
     // Through `train --init-bc` too (it fails before any training).
     let out = temp("directory-episode-run");
@@ -834,7 +834,7 @@ fn a_bad_progress_model_is_refused_naming_the_file() {
         let mut words = words.clone();
         words.push(model);
         cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
-            .refused("reward", &words);
+            .refused("reward eval", &words);
         if i < 3 {
             // Training on the model's rewards loads it before anything runs.
             let out = temp(&format!("progress-{name}-run"));
@@ -911,7 +911,7 @@ fn a_bad_success_classifier_is_refused_naming_the_file() {
         let mut words = words.clone();
         words.push(model);
         cerebellum(&["reward", "eval", "--model", model, "--data", data, "--json"])
-            .refused("reward", &words);
+            .refused("reward eval", &words);
     }
     SuccessClassifier::load(base_success_model(), None).unwrap();
 }

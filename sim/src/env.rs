@@ -113,7 +113,7 @@ impl ArmEnv {
             _ => tasks::REACH_HORIZON_S,
         };
         let horizon = (horizon_s * physics.control_rate_hz()).round() as u32;
-        let state = Self::initial_state(&model, &config, camera.as_ref(), &spec, 0);
+        let state = Self::initial_state(&model, &config, camera.as_ref(), &spec, 0)?;
         Ok(Self {
             model,
             config,
@@ -131,7 +131,7 @@ impl ArmEnv {
         camera: Option<&Camera>,
         spec: &RobotSpec,
         seed: u64,
-    ) -> ArmState {
+    ) -> Result<ArmState, String> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dynamics =
             config
@@ -150,7 +150,7 @@ impl ArmEnv {
         world.apply_dynamics(&dynamics);
         let target = match config.task {
             TaskKind::Reach => {
-                tasks::sample_reach_target(model, &model.home, world.table_height, &mut rng)
+                tasks::sample_reach_target(model, &model.home, world.table_height, &mut rng)?
             }
             _ => [0.0; 3],
         };
@@ -172,7 +172,7 @@ impl ArmEnv {
             },
         };
         state.observation = measure(&mut state, config, camera, spec);
-        state
+        Ok(state)
     }
 
     pub fn model(&self) -> &Arc<ArmModel> {
@@ -409,7 +409,8 @@ impl Robot for ArmEnv {
             self.camera.as_ref(),
             &self.spec,
             request.seed,
-        );
+        )
+        .map_err(RobotError::Other)?;
         Ok(self.state.observation.clone())
     }
 

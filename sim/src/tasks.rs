@@ -145,7 +145,7 @@ pub fn sample_reach_target<R: Rng + ?Sized>(
     start: &[f32],
     table_height: f32,
     rng: &mut R,
-) -> [f32; 3] {
+) -> Result<[f32; 3], String> {
     let start_ee = model.ee_position(start);
     let movable = model.moves_end_effector();
     for _ in 0..10_000 {
@@ -170,13 +170,15 @@ pub fn sample_reach_target<R: Rng + ?Sized>(
             && model.lowest_point(&q) >= table_height + REACH_ARM_CLEARANCE
             && distance(&target, &start_ee) >= REACH_MIN_DISTANCE
         {
-            return target;
+            return Ok(target);
         }
     }
-    panic!(
-        "{}: no reachable target {REACH_MIN_HEIGHT} m above the table in 10000 draws",
+    // An arm that cannot reach above the table (a valid URDF, the wrong
+    // task) is refused, not a panic.
+    Err(format!(
+        "arm `{}` cannot do the reach task: no target {REACH_MIN_HEIGHT} m above the table and {REACH_MIN_DISTANCE} m from the start in 10000 draws of its joint ranges",
         model.name
-    );
+    ))
 }
 
 /// Where the lift cube may start: in front of the arm, within the given

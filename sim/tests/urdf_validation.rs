@@ -149,6 +149,26 @@ fn the_test_arm_loads_and_steps() {
     step_once(model);
 }
 
+#[test]
+fn an_arm_that_cannot_reach_above_the_table_is_refused_by_the_reach_task_not_a_panic() {
+    let dir = dir("cannot-reach");
+    let model = load(&write_arm(&dir, &[], None)).unwrap();
+    let config = EnvConfig {
+        task: TaskKind::Reach,
+        ..EnvConfig::default()
+    };
+    match SimEnv::new(config, Some(model)) {
+        Ok(mut env) => {
+            // It found a target for the first start: later ones are
+            // errors too if there is none, never a panic.
+            for seed in 0..5 {
+                let _ = env.reset(&ResetRequest { seed });
+            }
+        }
+        Err(e) => assert!(e.contains("cannot do the reach task"), "{e}"),
+    }
+}
+
 /// Placeholder values that differ from [`DEFAULTS`].
 type Changes<'a> = &'a [(&'a str, &'a str)];
 

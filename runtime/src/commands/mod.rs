@@ -64,7 +64,7 @@ impl Command {
             Command::Eval(_) => "eval",
             Command::Run(_) => "run",
             Command::Record(_) => "record",
-            Command::Reward(_) => "reward",
+            Command::Reward(args) => args.name(),
             Command::ServeSim(_) => "serve-sim",
             Command::Sim(_) => "sim",
             Command::Teleop(_) => "teleop",

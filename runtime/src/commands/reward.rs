@@ -28,6 +28,16 @@ pub enum RewardCommand {
     Eval(RewardEvalArgs),
 }
 
+impl RewardArgs {
+    /// The subcommand's name, as its `--json` lines say it.
+    pub fn name(&self) -> &'static str {
+        match self.which {
+            RewardCommand::Train(_) => "reward train",
+            RewardCommand::Eval(_) => "reward eval",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RewardKind {
     /// Stage-aware progress (SARM): needs stage-annotated episodes.

@@ -181,8 +181,7 @@ fn parse_algo(s: &str) -> Result<Algo, String> {
 }
 
 pub(super) fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    crate::recorder::read_text_file(path)
 }
 
 pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {

@@ -132,8 +132,7 @@ impl RobotSource {
     pub fn load(&self, task: TaskKind) -> anyhow::Result<(EnvConfig, Option<Arc<ArmModel>>)> {
         let mut env = match &self.env_config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let text = crate::recorder::read_text_file(path)?;
                 let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
                     anyhow::anyhow!("{} is not valid TOML: {}", path.display(), one_line(&e))
                 })?;
