@@ -1,19 +1,11 @@
 //! The `cerebellum` binary end to end: real physics, JSON on the last line.
 
+mod common;
+
+use common::{cerebellum, last_json};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn cerebellum(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// The generated 7-DoF arm with no robot config beside it, so its end
 /// effector is ambiguous unless named.
@@ -21,10 +13,6 @@ const ARM7_WITHOUT_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../sim/tests/fixtures/arms/test_arm7/urdf/test_arm7_no_config.urdf"
 );
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
-}
 
 #[test]
 fn sim_reach_expert_reports_success_rate_and_is_repeatable() {

@@ -2,25 +2,13 @@
 //! the simulated arm, and `cerebellum run` / `train` driving them over real
 //! zenoh sessions on loopback.
 
+mod common;
+
+use common::{cerebellum, last_json};
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-
-fn cerebellum(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
-}
 
 /// A `serve-sim` process, killed when dropped.
 struct Served {

@@ -4,13 +4,16 @@
 //! accepted range (issue 17: no input crashes or hangs the binary). One test
 //! per class of bad value, then the binary's own refusals.
 
+mod common;
+
+use common::cerebellum;
+
 use cerebellum_core::bounds::Limits;
 use cerebellum_runtime::envelope::{ArmKinematics, EnvelopeConfig, SafetyEnvelope};
 use cerebellum_runtime::learn::TrainConfig;
 use cerebellum_runtime::learn::config::RobotSource;
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv, TaskKind};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 fn so101() -> Arc<ArmModel> {
@@ -589,18 +592,6 @@ fn bounds_print_the_key_the_value_and_the_range() {
 }
 
 // --- The binary -----------------------------------------------------------
-
-fn cerebellum(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// The command fails, prints no panic, and its last stdout line is the
 /// `--json` error object, which names `key`.

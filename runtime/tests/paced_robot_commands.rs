@@ -6,28 +6,16 @@
 //! commands, while `eval`, `run` (alone and with a teleoperator) and
 //! `train --online` drive it over real zenoh sessions on loopback.
 
+mod common;
+
+use common::{cerebellum, last_json};
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// The per-tick step the envelope allows each joint in these runs (rad).
 const STEP: f64 = 0.04;
-
-fn cerebellum(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
-}
 
 /// A wall-clock `serve-sim --json`; `stop` interrupts it and reads its
 /// summary.

@@ -3,6 +3,10 @@
 //! last episode file), and a write that fails mid-recording is reported,
 //! not lost on stderr.
 
+mod common;
+
+use common::last_json;
+
 use cerebellum_runtime::control_loop::TransitionSink;
 use cerebellum_runtime::recorder::{EpisodeRecorder, EpisodesMeta, Existing, read_episodes};
 use std::path::{Path, PathBuf};
@@ -22,10 +26,6 @@ fn record(out: &Path, task: &str, episodes: &str, extra: &[&str]) -> (bool, Stri
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
 }
 
 fn fresh_dir(name: &str) -> PathBuf {

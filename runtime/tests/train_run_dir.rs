@@ -3,25 +3,12 @@
 //! step with the checkpoint, so that a crash or a full disk between the two
 //! leaves a run that resumes.
 
+mod common;
+
+use common::{cerebellum, last_json};
+
 use cerebellum_runtime::learn::trainer::{PREVIOUS_STATE_FILE, STATE_FILE, TrainerState};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn cerebellum(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
-}
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir =

@@ -61,3 +61,21 @@ impl Policy for SweepPolicy {
             .collect())
     }
 }
+
+/// Runs the built `cerebellum` binary: (succeeded, stdout, stderr).
+pub fn cerebellum(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cerebellum"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The JSON object every command prints as its last line with `--json`.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
+}
