@@ -519,3 +519,27 @@ fn checkpoint_verify_names_the_hash_and_refuses_a_flipped_bit_naming_the_tensor(
     assert!(!ok, "eval loaded a corrupted checkpoint: {stdout}");
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn durations_beyond_their_maximum_are_refused_naming_the_flag_never_a_panic() {
+    for args in [
+        vec!["serve-sim", "--duration", "1e20", "--json"],
+        vec![
+            "teleop",
+            "--scripted",
+            "--robot",
+            "zenoh:tcp/127.0.0.1:1/arm0",
+            "--duration",
+            "1e20",
+            "--json",
+        ],
+        vec!["serve-sim", "--duration", "NaN", "--json"],
+        vec!["serve-sim", "--duration=-1", "--json"],
+    ] {
+        let (ok, stdout, stderr) = cerebellum(&args);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let error = last_json(&stdout)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("--duration"), "{args:?}: {error}");
+    }
+}

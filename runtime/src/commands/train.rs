@@ -360,6 +360,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut reward_version = None;
     let mut learned_successes = 0;
     let mut truth_pearson: (Option<f64>, Option<f64>) = (None, None);
+    let (mut updates_run, mut updates_rolled_back) = (0u64, 0u64);
     while !trainer.done() {
         let report = trainer.iterate()?;
         if let Some(p) = report.learned_truth_pearson {
@@ -368,6 +369,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         reward_version = report.reward_version.or(reward_version);
         learned_successes += report.learned_successes;
         files.write(&report, trainer.steps_per_iteration())?;
+        updates_run += 1;
+        updates_rolled_back += u64::from(report.update.rolled_back);
         if report.update.rolled_back {
             bar.println(format!(
                 "iteration {}: non-finite loss, update rolled back to the last good weights",
@@ -423,6 +426,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             e.mean_return
         );
     }
+    // A run in which every update was rolled back (a non-finite loss each
+    // time) learned nothing: it says so and fails, whatever it saved.
+    let failure = (updates_run > 0 && updates_rolled_back == updates_run).then(|| {
+        format!(
+            "every one of the {updates_run} updates this run made had a non-finite loss and was rolled back: the policy did not learn (lower the learning rate, or check the rewards)"
+        )
+    });
+    if let Some(failure) = &failure {
+        println!("{failure}");
+    }
     if args.json {
         let mut report = json!({
             "command": "train",
@@ -443,6 +456,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "learned_successes": learned_successes,
             "learned_truth_pearson_first": truth_pearson.0,
             "learned_truth_pearson_last": truth_pearson.1,
+            "updates_rolled_back": updates_rolled_back,
         });
         if args.timings {
             report["timings"] = json!({
@@ -450,9 +464,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 "env_steps_per_second": trainer.state.env_steps as f64 / train_seconds,
             });
         }
+        report["ok"] = json!(failure.is_none());
+        report["error"] = json!(failure);
         print_json(&report);
     }
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(failure) => Err(super::Reported(failure).into()),
+    }
 }
 
 /// Behaviour cloning before RL when the config asks for it, and how well
