@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cerebellum, last_json};
+use common::{cerebellum, last_json, train_reach};
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -57,28 +57,7 @@ fn serve_sim_with(robot_id: &str, extra: &[&str]) -> Served {
 
 fn trained_reach() -> PathBuf {
     static TRAINED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    TRAINED.get_or_init(train_reach).clone()
-}
-
-fn train_reach() -> PathBuf {
-    let out = std::env::temp_dir().join(format!("cerebellum-zenoh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (ok, _, stderr) = cerebellum(&[
-        "train",
-        "--task",
-        "reach",
-        "--steps",
-        "2048",
-        "--envs",
-        "4",
-        "--eval-episodes",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(ok, "train failed: {stderr}");
-    out
+    TRAINED.get_or_init(|| train_reach("zenoh")).clone()
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{cerebellum, last_json};
+use common::{cerebellum, last_json, train_reach};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -82,27 +82,6 @@ impl Drop for Served {
     }
 }
 
-fn train_reach() -> PathBuf {
-    let out = std::env::temp_dir().join(format!("cerebellum-paced-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (ok, _, stderr) = cerebellum(&[
-        "train",
-        "--task",
-        "reach",
-        "--steps",
-        "2048",
-        "--envs",
-        "4",
-        "--eval-episodes",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(ok, "train failed: {stderr}");
-    out
-}
-
 /// An envelope with a per-tick rate limit on every joint, and a watchdog
 /// slack enough that a loaded test machine does not trigger stale holds
 /// (the one stage allowed to jump to the measured pose).
@@ -153,7 +132,7 @@ fn check_robot_side(command: &str, ticks: u64, robot: &serde_json::Value) {
 
 #[test]
 fn every_command_that_moves_a_robot_sends_one_enveloped_command_per_tick() {
-    let checkpoint = train_reach();
+    let checkpoint = train_reach("paced");
     let envelope = envelope_file(&checkpoint);
     let (checkpoint, envelope) = (checkpoint.to_str().unwrap(), envelope.to_str().unwrap());
 

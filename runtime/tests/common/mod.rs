@@ -79,3 +79,26 @@ pub fn cerebellum(args: &[&str]) -> (bool, String, String) {
 pub fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.lines().last().expect("some output")).expect("JSON last line")
 }
+
+/// A small reach policy (2,048 steps) in a fresh temporary run directory
+/// named after `name` and this process, for tests that need a checkpoint.
+pub fn train_reach(name: &str) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("cerebellum-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (ok, _, stderr) = cerebellum(&[
+        "train",
+        "--task",
+        "reach",
+        "--steps",
+        "2048",
+        "--envs",
+        "4",
+        "--eval-episodes",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "train failed: {stderr}");
+    out
+}
