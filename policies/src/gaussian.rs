@@ -61,7 +61,11 @@ pub const HIDDEN_LAYERS: Limits<usize> = Limits::closed(1, 8).unit("layers");
 /// actor, critic and Adam's moments hold six copies.
 pub const HIDDEN_WIDTH: Limits<usize> = Limits::closed(1, 2048).unit("units");
 /// σ = e^log_std of the normalised action u ∈ [−1, 1]: from 0.007 to 7.4.
-pub const INIT_LOG_STD: Limits<f32> = Limits::closed(-5.0, 2.0);
+pub const INIT_LOG_STD: Limits<f32> = Limits::closed(LOG_STD_FLOOR, 2.0);
+/// The floor every optimiser step keeps log σ above (ALGORITHMS.md §2):
+/// without it a policy-gradient step can drive σ towards 0, where the
+/// log-probabilities (∝ 1/σ²) and their ratios blow up on the next batch.
+pub const LOG_STD_FLOOR: f32 = -5.0;
 /// A delta action's largest step per tick (rad or m).
 pub const MAX_STEP: Limits<f32> = Limits::open_closed(0.0, 1.0).unit("rad");
 

@@ -272,10 +272,16 @@ fn train_case(text: &str) -> Result<(), String> {
     let rows = 8;
     let (obs, act) = (policy.obs_size(), policy.act_size());
     let wave = |i: usize| ((i as f32) * 0.37).sin();
+    let decisions = cerebellum_policies::fused_training::MlpDecisions::from_normalized(
+        &policy,
+        (0..rows * obs).map(wave).collect(),
+        (0..rows * act).map(|i| 0.5 * wave(i + 7)).collect(),
+    )
+    .map_err(|e| e.to_string())?;
     let batch = Batch {
-        observations: (0..rows * obs).map(wave).collect(),
-        raw_actions: (0..rows * act).map(|i| 0.5 * wave(i + 7)).collect(),
+        decisions,
         old_log_probs: vec![-1.0; rows],
+        action_starts: (0..=rows).collect(),
         advantages: (0..rows).map(|i| wave(i + 3)).collect(),
         returns: (0..rows).map(|i| wave(i + 5)).collect(),
         old_values: vec![0.0; rows],
@@ -284,7 +290,8 @@ fn train_case(text: &str) -> Result<(), String> {
         epochs: 1,
         ..config.ppo.clone()
     };
-    let mut adam = ppo::optimizer(&policy, one_epoch.learning_rate);
+    let mut adam =
+        cerebellum_policies::TrainablePolicy::optimizer(&policy, one_epoch.learning_rate);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     ppo::update(
         &mut policy,

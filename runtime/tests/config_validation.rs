@@ -318,7 +318,8 @@ fn every_clip_fed_by_a_config_is_a_valid_clamp_range() {
     let mut policy =
         cerebellum_policies::GaussianMlpPolicy::new(&spec, config.policy.clone(), 0).unwrap();
     let batch = tiny_batch(&policy, 8);
-    let mut adam = cerebellum_runtime::learn::ppo::optimizer(&policy, config.ppo.learning_rate);
+    let mut adam =
+        cerebellum_policies::TrainablePolicy::optimizer(&policy, config.ppo.learning_rate);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let stats = cerebellum_runtime::learn::ppo::update(
         &mut policy,
@@ -335,13 +336,19 @@ fn every_clip_fed_by_a_config_is_a_valid_clamp_range() {
 pub fn tiny_batch(
     policy: &cerebellum_policies::GaussianMlpPolicy,
     n: usize,
-) -> cerebellum_runtime::learn::ppo::Batch {
+) -> cerebellum_runtime::learn::ppo::Batch<cerebellum_policies::fused_training::MlpDecisions> {
     let (obs, act) = (policy.obs_size(), policy.act_size());
     let wave = |i: usize| ((i as f32) * 0.37).sin();
+    let decisions = cerebellum_policies::fused_training::MlpDecisions::from_normalized(
+        policy,
+        (0..n * obs).map(wave).collect(),
+        (0..n * act).map(|i| 0.5 * wave(i + 7)).collect(),
+    )
+    .unwrap();
     cerebellum_runtime::learn::ppo::Batch {
-        observations: (0..n * obs).map(wave).collect(),
-        raw_actions: (0..n * act).map(|i| 0.5 * wave(i + 7)).collect(),
+        decisions,
         old_log_probs: vec![-1.0; n],
+        action_starts: (0..=n).collect(),
         advantages: (0..n).map(|i| wave(i + 3)).collect(),
         returns: (0..n).map(|i| wave(i + 5)).collect(),
         old_values: vec![0.0; n],

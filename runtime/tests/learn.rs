@@ -148,6 +148,7 @@ fn cloning_during_rl_keeps_the_policy_near_the_demonstrations() {
         cerebellum_runtime::learn::bc::CloningSet::new(&trainer.policy, &demos, &config.bc, 0)
             .unwrap()
             .loss(&trainer.policy)
+            .unwrap()
     };
     let (plain, dapg) = (bc_loss_after_rl(0.0), bc_loss_after_rl(1.0));
     println!("L_BC after 8 PPO updates: {plain} without the cloning term, {dapg} with it");

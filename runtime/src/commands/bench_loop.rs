@@ -8,7 +8,8 @@ use crate::learn::ppo::{self, Batch, PpoConfig};
 use cerebellum_core::{
     Action, ActionChunk, Observation, Policy, PolicyError, PolicyOutput, Robot, Sampling, WallClock,
 };
-use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy};
+use cerebellum_policies::fused_training::MlpDecisions;
+use cerebellum_policies::{GaussianConfig, GaussianMlpPolicy, TrainablePolicy};
 use cerebellum_sim::{ArmModel, ArmOptions, EnvConfig, SimEnv};
 use clap::Args;
 use rand::{Rng, SeedableRng};
@@ -89,10 +90,12 @@ fn saturating_learner(
     let (obs, act) = (policy.obs_size(), policy.act_size());
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = 1024;
+    let observations = (0..n * obs).map(|_| rng.random::<f32>() - 0.5).collect();
+    let actions = (0..n * act).map(|_| rng.random::<f32>() - 0.5).collect();
     let batch = Batch {
-        observations: (0..n * obs).map(|_| rng.random::<f32>() - 0.5).collect(),
-        raw_actions: (0..n * act).map(|_| rng.random::<f32>() - 0.5).collect(),
+        decisions: MlpDecisions::from_normalized(&policy, observations, actions).expect("rows"),
         old_log_probs: vec![-5.0; n],
+        action_starts: (0..=n).collect(),
         advantages: (0..n).map(|_| rng.random::<f32>() - 0.5).collect(),
         returns: (0..n).map(|_| rng.random::<f32>()).collect(),
         old_values: vec![0.0; n],
@@ -102,7 +105,7 @@ fn saturating_learner(
         minibatch_size: 256,
         ..PpoConfig::default()
     };
-    let mut adam = ppo::optimizer(&policy, 1e-4);
+    let mut adam = policy.optimizer(1e-4);
     while !stop.load(Ordering::Relaxed) {
         ppo::update(&mut policy, &mut adam, &batch, &ppo_config, 1e-4, &mut rng);
         updates.fetch_add(1, Ordering::Relaxed);

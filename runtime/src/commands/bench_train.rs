@@ -11,6 +11,7 @@ use crate::learn::ppo::{self, Batch, PpoConfig};
 use crate::learn::trainer::make_envs;
 use crate::learn::{TrainConfig, Trainer};
 use cerebellum_core::{ActionSpec, FieldSpec, ObservationSpec, RobotSpec, Unit};
+use cerebellum_policies::fused_training::MlpDecisions;
 use cerebellum_policies::{Adam, GaussianConfig, GaussianMlpPolicy, MlpTape};
 use cerebellum_sim::{EnvConfig, TaskKind};
 use clap::Args;
@@ -290,10 +291,11 @@ fn update_throughput() -> anyhow::Result<f64> {
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect::<Vec<_>>()
     };
+    let (observations, actions) = (uniform(n * obs), uniform(n * act));
     let batch = Batch {
-        observations: uniform(n * obs),
-        raw_actions: uniform(n * act),
+        decisions: MlpDecisions::from_normalized(&policy, observations, actions)?,
         old_log_probs: uniform(n).iter().map(|v| v - 1.0).collect(),
+        action_starts: (0..=n).collect(),
         advantages: uniform(n),
         returns: uniform(n),
         old_values: uniform(n),

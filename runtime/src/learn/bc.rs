@@ -19,9 +19,9 @@
 use super::config::{EPOCHS, LEARNING_RATE, MAX_GRAD_NORM, MINIBATCH_SIZE};
 use crate::episodes::{Controller, run_episode_with};
 use cerebellum_core::bounds::Limits;
-use cerebellum_core::{Observation, Policy, Robot};
-use cerebellum_policies::GaussianMlpPolicy;
-use cerebellum_policies::optim::{Adam, clip_global_norm};
+use cerebellum_core::{Action, Observation, Robot};
+use cerebellum_policies::optim::Adam;
+use cerebellum_policies::{Decision, OutputGrads, TrainablePolicy, Wants};
 use cerebellum_sim::SimEnv;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -175,38 +175,37 @@ pub struct BcReport {
     pub final_loss: f32,
 }
 
-/// Demonstrations in the policy's coordinates: raw states (normalised at
-/// each use, since the normaliser moves during RL) and the targets u*.
-pub struct CloningSet {
-    states: Vec<f32>,
-    targets: Vec<f32>,
+/// The demonstrations a policy clones, checked against its spec, and the
+/// optimiser and shuffler of cloning. They are encoded by the policy at
+/// each use (`TrainablePolicy::encode`), since its observation statistics
+/// move during RL.
+pub struct CloningSet<P: TrainablePolicy> {
+    observations: Vec<Observation>,
+    commands: Vec<Action>,
     weights: Vec<f32>,
     adam: Adam,
     rng: ChaCha8Rng,
-    tape: cerebellum_policies::MlpTape,
-    grads: Vec<f32>,
+    workspace: P::Workspace,
 }
 
-impl std::fmt::Debug for CloningSet {
+impl<P: TrainablePolicy> std::fmt::Debug for CloningSet<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloningSet")
-            .field("targets", &self.targets.len())
+            .field("demonstrations", &self.commands.len())
             .finish_non_exhaustive()
     }
 }
 
-impl CloningSet {
+impl<P: TrainablePolicy> CloningSet<P> {
     /// Checks every demonstration against the policy's spec first.
     pub fn new(
-        policy: &GaussianMlpPolicy,
+        policy: &P,
         demos: &[Demonstration],
         config: &BcConfig,
         seed: u64,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!demos.is_empty(), "behaviour cloning needs demonstrations");
-        let spec = &policy.spec;
-        let mut states = Vec::with_capacity(demos.len() * policy.obs_size());
-        let mut targets = Vec::with_capacity(demos.len() * policy.act_size());
+        let spec = policy.spec();
         anyhow::ensure!(
             demos
                 .iter()
@@ -214,128 +213,110 @@ impl CloningSet {
                 && demos.iter().any(|d| d.weight > 0.0),
             "behaviour cloning needs finite, non-negative weights, not all zero"
         );
+        let mut commands = Vec::with_capacity(demos.len());
         for d in demos {
             spec.observation.check(&d.observation)?;
-            spec.action
-                .check(&cerebellum_core::Action::new(d.command.clone()))?;
-            states.extend_from_slice(&d.observation.state);
-            targets.extend(policy.to_raw(&d.observation.state, &d.command));
+            let command = Action::new(d.command.clone());
+            spec.action.check(&command)?;
+            commands.push(command);
         }
         Ok(Self {
-            states,
-            targets,
+            observations: demos.iter().map(|d| d.observation.clone()).collect(),
+            commands,
             weights: demos.iter().map(|d| d.weight).collect(),
-            adam: Adam::new(config.learning_rate, &[policy.actor.params().len()]),
+            adam: policy.optimizer(config.learning_rate),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0xB_C0DE),
-            tape: Default::default(),
-            grads: vec![0.0; policy.actor.params().len()],
+            workspace: P::Workspace::default(),
         })
     }
 
+    /// The demonstrations `rows` as the policy's decisions.
+    fn encode(&self, policy: &P, rows: &[usize]) -> anyhow::Result<P::Encoded> {
+        let decisions: Vec<Decision> = rows
+            .iter()
+            .map(|&i| Decision::single(&self.observations[i], &self.commands[i]))
+            .collect();
+        Ok(policy.encode(&decisions)?)
+    }
+
     /// L_BC over every demonstration, weighted.
-    pub fn loss(&mut self, policy: &GaussianMlpPolicy) -> f32 {
-        let inputs = self.normalized(policy, None);
-        loss(
-            policy,
-            &inputs,
-            &self.targets,
-            &self.weights,
-            &mut self.tape,
-        )
+    pub fn loss(&mut self, policy: &P) -> anyhow::Result<f32> {
+        let rows: Vec<usize> = (0..self.commands.len()).collect();
+        let encoded = self.encode(policy, &rows)?;
+        let out = policy.forward(&encoded, &rows, IMITATION, &mut self.workspace)?;
+        let sum: f64 = out
+            .imitation
+            .iter()
+            .zip(&self.weights)
+            .map(|(l, &w)| f64::from(w) * f64::from(*l))
+            .sum();
+        let total: f64 = self.weights.iter().map(|&w| f64::from(w)).sum();
+        Ok((sum / total.max(f64::MIN_POSITIVE)) as f32)
     }
 
-    fn normalized(&self, policy: &GaussianMlpPolicy, rows: Option<&[usize]>) -> Vec<f32> {
-        let obs = policy.obs_size();
-        let n = self.states.len() / obs;
-        let all: Vec<usize>;
-        let rows = match rows {
-            Some(r) => r,
-            None => {
-                all = (0..n).collect();
-                &all
-            }
-        };
-        let mut out = vec![0.0; rows.len() * obs];
-        for (&i, row) in rows.iter().zip(out.chunks_exact_mut(obs)) {
-            policy
-                .normalizer
-                .normalize_into(&self.states[i * obs..(i + 1) * obs], row);
-        }
-        out
-    }
-
-    /// Gradient steps on ½‖μ − u*‖² over shuffled minibatches: `epochs`
-    /// passes, or the first `limit` minibatches of one pass.
+    /// Gradient steps on the weighted imitation loss (½‖μ − u*‖² for a
+    /// Gaussian) over shuffled minibatches: `epochs` passes, or the first
+    /// `limit` minibatches of one pass.
     pub fn fit(
         &mut self,
-        policy: &mut GaussianMlpPolicy,
+        policy: &mut P,
         minibatch_size: usize,
         passes: usize,
         limit: Option<usize>,
         learning_rate: f64,
         max_grad_norm: f32,
-    ) {
-        let (obs, act) = (policy.obs_size(), policy.act_size());
-        let n = self.states.len() / obs;
+    ) -> anyhow::Result<()> {
+        let n = self.commands.len();
         let mut order: Vec<usize> = (0..n).collect();
         self.adam.learning_rate = learning_rate;
-        let mut target = Vec::new();
-        let mut output_grad = Vec::new();
         for _ in 0..passes {
             order.shuffle(&mut self.rng);
             for minibatch in order
                 .chunks(minibatch_size)
                 .take(limit.unwrap_or(usize::MAX))
             {
-                let inputs = self.normalized(policy, Some(minibatch));
-                target.clear();
-                for &i in minibatch {
-                    target.extend_from_slice(&self.targets[i * act..(i + 1) * act]);
-                }
-                let rows = minibatch.len();
                 let total: f32 = minibatch.iter().map(|&i| self.weights[i]).sum();
                 if total <= 0.0 {
                     continue;
                 }
-                policy.actor.forward(&inputs, rows, &mut self.tape);
-                // d L_BC / d μ_i = w_i (μ_i − u*_i) / Σ w
-                output_grad.clear();
-                output_grad.extend(
-                    self.tape
-                        .output()
-                        .chunks_exact(act)
-                        .zip(target.chunks_exact(act))
-                        .zip(minibatch)
-                        .flat_map(|((m, u), &i)| {
-                            let w = self.weights[i] / total;
-                            m.iter().zip(u).map(move |(m, u)| w * (m - u))
-                        }),
-                );
-                self.grads.iter_mut().for_each(|g| *g = 0.0);
-                policy
-                    .actor
-                    .backward(&output_grad, &mut self.tape, &mut self.grads);
-                clip_global_norm(&mut [&mut self.grads], max_grad_norm);
-                self.adam
-                    .step(&mut [policy.actor.params_mut()], &[&self.grads]);
+                let encoded = self.encode(policy, minibatch)?;
+                let rows: Vec<usize> = (0..minibatch.len()).collect();
+                policy.forward(&encoded, &rows, IMITATION, &mut self.workspace)?;
+                // d L_BC / d imitation_i = w_i / Σ w
+                let grads = OutputGrads {
+                    imitation: minibatch.iter().map(|&i| self.weights[i] / total).collect(),
+                    ..OutputGrads::default()
+                };
+                policy.backward(&grads, &mut self.workspace)?;
+                policy.clip_gradients(&mut self.workspace, max_grad_norm);
+                policy.step(&mut self.adam, &mut self.workspace);
             }
         }
+        Ok(())
     }
 }
+
+/// What cloning asks of a forward pass.
+const IMITATION: Wants = Wants {
+    log_probs: false,
+    values: false,
+    imitation: true,
+};
 
 /// Fits the policy's mean to the demonstrations (see the module comment),
 /// after the observation normaliser has absorbed them. Deterministic for a
 /// given seed. Returns the loss before and after, and the set for cloning
 /// during RL.
-pub fn pretrain(
-    policy: &mut GaussianMlpPolicy,
+pub fn pretrain<P: TrainablePolicy>(
+    policy: &mut P,
     demos: &[Demonstration],
     config: &BcConfig,
     seed: u64,
-) -> anyhow::Result<(f32, f32, CloningSet)> {
+) -> anyhow::Result<(f32, f32, CloningSet<P>)> {
     let mut set = CloningSet::new(policy, demos, config, seed)?;
-    policy.normalizer.update(&set.states);
-    let initial_loss = set.loss(policy);
+    let observations: Vec<&Observation> = set.observations.iter().collect();
+    policy.observe(&observations);
+    let initial_loss = set.loss(policy)?;
     set.fit(
         policy,
         config.minibatch_size,
@@ -343,38 +324,15 @@ pub fn pretrain(
         None,
         config.learning_rate,
         config.max_grad_norm,
-    );
-    let final_loss = set.loss(policy);
+    )?;
+    let final_loss = set.loss(policy)?;
     anyhow::ensure!(
         policy.is_finite() && final_loss.is_finite(),
         "behaviour cloning diverged (loss {final_loss})"
     );
-    policy.set_version(policy.version() + 1);
+    let version = policy.version() + 1;
+    policy.set_version(version);
     Ok((initial_loss, final_loss, set))
-}
-
-fn loss(
-    policy: &GaussianMlpPolicy,
-    inputs: &[f32],
-    targets: &[f32],
-    weights: &[f32],
-    tape: &mut cerebellum_policies::MlpTape,
-) -> f32 {
-    let act = policy.act_size();
-    let n = targets.len() / act;
-    policy.actor.forward(inputs, n, tape);
-    let sum: f64 = tape
-        .output()
-        .chunks_exact(act)
-        .zip(targets.chunks_exact(act))
-        .zip(weights)
-        .map(|((m, u), &w)| {
-            let squared: f64 = m.iter().zip(u).map(|(m, u)| f64::from(m - u).powi(2)).sum();
-            0.5 * f64::from(w) * squared
-        })
-        .sum();
-    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    (sum / total.max(f64::MIN_POSITIVE)) as f32
 }
 
 /// Demonstrations of the scripted expert on `env`'s task from seeds no

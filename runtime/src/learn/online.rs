@@ -27,11 +27,11 @@ use super::advantage;
 use super::config::{GroupBaseline, LEARNING_RATE, TrainConfig};
 use super::ppo::{self, UpdateStats};
 use super::rollout::Rollout;
-use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, normalized, reward};
+use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, reward};
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
 use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Observation, Policy, Transition};
-use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use cerebellum_policies::{Adam, GaussianMlpPolicy, TrainablePolicy};
 use cerebellum_reward_models::labeller::{RewardModels, relabel};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rand::SeedableRng;
@@ -305,20 +305,24 @@ impl LearnerThread {
     }
 }
 
+/// A policy the online learners can train and the slot can publish.
+pub trait LearnablePolicy: TrainablePolicy + CheckedWeights + Sync {}
+impl<P: TrainablePolicy + CheckedWeights + Sync> LearnablePolicy for P {}
+
 /// What both online learners carry: the weights they train, the
 /// optimiser, the minibatch shuffler and their counts.
-struct Learning {
-    policy: GaussianMlpPolicy,
+struct Learning<P> {
+    policy: P,
     config: TrainConfig,
     adam: Adam,
     rng: ChaCha8Rng,
     counters: LearnerCounters,
 }
 
-impl Learning {
-    fn new(policy: GaussianMlpPolicy, config: TrainConfig, adam: Option<Adam>, salt: u64) -> Self {
+impl<P: LearnablePolicy> Learning<P> {
+    fn new(policy: P, config: TrainConfig, adam: Option<Adam>, salt: u64) -> Self {
         Self {
-            adam: adam.unwrap_or_else(|| ppo::optimizer(&policy, config.online.learning_rate)),
+            adam: adam.unwrap_or_else(|| policy.optimizer(config.online.learning_rate)),
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ salt),
             policy,
             config,
@@ -367,7 +371,7 @@ impl Learning {
 
     /// One PPO update at the online step size; the new weights, one version
     /// up, unless it rolled back.
-    fn update(&mut self, batch: &ppo::Batch, value_coef: f32) -> Option<GaussianMlpPolicy> {
+    fn update(&mut self, batch: &ppo::Batch<P::Encoded>, value_coef: f32) -> Option<P> {
         if batch.is_empty() {
             return None;
         }
@@ -390,7 +394,8 @@ impl Learning {
             return None;
         }
         self.counters.updates += 1;
-        self.policy.set_version(self.policy.version() + 1);
+        let version = self.policy.version() + 1;
+        self.policy.set_version(version);
         Some(self.policy.clone())
     }
 }
@@ -401,20 +406,16 @@ impl Learning {
 /// recursion like a time limit, bootstrapping from the value of the last
 /// state seen, as does the episode's time limit (the loop records no final
 /// observation).
-pub struct OnlinePpo {
-    learning: Learning,
+pub struct OnlinePpo<P: LearnablePolicy = GaussianMlpPolicy> {
+    learning: Learning<P>,
     reward_scale: RewardScale,
     pending: Vec<Transition>,
 }
 
-impl OnlinePpo {
+impl<P: LearnablePolicy> OnlinePpo<P> {
     /// Continues from `policy` (and the optimiser and reward scale of the
     /// run that trained it, when given).
-    pub fn new(
-        policy: GaussianMlpPolicy,
-        config: TrainConfig,
-        state: Option<TrainerState>,
-    ) -> Self {
+    pub fn new(policy: P, config: TrainConfig, state: Option<TrainerState>) -> Self {
         let (adam, reward_scale) = match state {
             Some(s) => (Some(s.adam), s.reward_scale),
             None => (None, RewardScale::default()),
@@ -435,7 +436,7 @@ impl OnlinePpo {
         }
     }
 
-    fn update(&mut self) -> Option<GaussianMlpPolicy> {
+    fn update(&mut self) -> Option<P> {
         let n = self.learning.config.online.batch_transitions;
         let rest = self.pending.split_off(n);
         let rows = std::mem::replace(&mut self.pending, rest);
@@ -463,22 +464,29 @@ impl OnlinePpo {
             finished: Vec::new(),
         };
         let learning = &mut self.learning;
-        let (batch, _) = gae_batch(
+        let batch = match gae_batch(
             &mut learning.policy,
             &learning.config,
             &mut self.reward_scale,
             &rollout,
             None,
-        );
+        ) {
+            Ok((batch, _)) => batch,
+            Err(e) => {
+                tracing::error!("online PPO: cannot build the batch, its rows are dropped: {e}");
+                learning.counters.unusable += rollout.transitions.len() as u64;
+                return None;
+            }
+        };
         let value_coef = learning.config.ppo.value_coef;
         learning.update(&batch, value_coef)
     }
 }
 
-impl OnlineLearner for OnlinePpo {
-    type Policy = GaussianMlpPolicy;
+impl<P: LearnablePolicy> OnlineLearner for OnlinePpo<P> {
+    type Policy = P;
 
-    fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
+    fn learn(&mut self, t: Transition) -> Option<P> {
         if !self.learning.admit(&t) {
             self.cut();
             return None;
@@ -502,7 +510,7 @@ impl OnlineLearner for OnlinePpo {
         self.pending = pending;
     }
 
-    fn recover(&mut self, published: &GaussianMlpPolicy) {
+    fn recover(&mut self, published: &P) {
         self.learning.policy = published.clone();
     }
 
@@ -518,16 +526,16 @@ impl OnlineLearner for OnlinePpo {
 /// leave-one-out baseline) and every step of the episode takes that
 /// advantage. No critic. A group an episode of which lost transitions is
 /// discarded whole: its baseline would be wrong.
-pub struct OnlineGrpo {
-    learning: Learning,
+pub struct OnlineGrpo<P: LearnablePolicy = GaussianMlpPolicy> {
+    learning: Learning<P>,
     /// Finished episodes by group, and whether each is whole.
     groups: BTreeMap<u64, Vec<(Vec<Transition>, bool)>>,
     episode: Vec<Transition>,
     episode_whole: bool,
 }
 
-impl OnlineGrpo {
-    pub fn new(policy: GaussianMlpPolicy, config: TrainConfig) -> Self {
+impl<P: LearnablePolicy> OnlineGrpo<P> {
+    pub fn new(policy: P, config: TrainConfig) -> Self {
         Self {
             learning: Learning::new(policy, config, None, 0x0411_6290),
             groups: BTreeMap::new(),
@@ -536,7 +544,7 @@ impl OnlineGrpo {
         }
     }
 
-    fn finish_episode(&mut self) -> Option<GaussianMlpPolicy> {
+    fn finish_episode(&mut self) -> Option<P> {
         let episode = std::mem::take(&mut self.episode);
         let whole = std::mem::replace(&mut self.episode_whole, true);
         let learning = &mut self.learning;
@@ -587,26 +595,30 @@ impl OnlineGrpo {
                     .all(|v| v.is_finite())
             })
             .collect();
-        let observations: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
-        let rows = normalized(&learning.policy, &observations);
         let zeros = vec![0.0; transitions.len()];
-        let batch = batch_rows(
+        let batch = match batch_rows(
             &learning.policy,
             &transitions,
-            &rows,
             &keep,
             &advantages,
             &zeros,
             &zeros,
-        );
+        ) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!("online GRPO: cannot build the batch, the group is dropped: {e}");
+                learning.counters.broken += 1;
+                return None;
+            }
+        };
         learning.update(&batch, 0.0)
     }
 }
 
-impl OnlineLearner for OnlineGrpo {
-    type Policy = GaussianMlpPolicy;
+impl<P: LearnablePolicy> OnlineLearner for OnlineGrpo<P> {
+    type Policy = P;
 
-    fn learn(&mut self, t: Transition) -> Option<GaussianMlpPolicy> {
+    fn learn(&mut self, t: Transition) -> Option<P> {
         if let Some(last) = self.episode.last()
             && last.provenance.episode_id != t.provenance.episode_id
         {
@@ -636,7 +648,7 @@ impl OnlineLearner for OnlineGrpo {
         self.episode = episode;
     }
 
-    fn recover(&mut self, published: &GaussianMlpPolicy) {
+    fn recover(&mut self, published: &P) {
         self.learning.policy = published.clone();
     }
 

@@ -12,15 +12,20 @@
 //! any estimator (GAE for PPO, group-relative ones for GRPO): a learner is an
 //! advantage estimator plus this loss.
 //!
-//! The gradient is written out by hand: d ρ/d log π = ρ, d log π/d μ_j =
-//! (u_j − μ_j)/σ_j², d log π/d log σ_j = ((u_j − μ_j)/σ_j)² − 1, d H/d log σ_j
-//! = 1; the MLPs back-propagate the rest. A test checks it against candle
-//! autograd.
+//! The loss is written once, here, over what the policy's forward pass
+//! gives (`TrainablePolicy`: log-probabilities and entropies per executed
+//! action, values per decision): its gradient with respect to those
+//! outputs (d L/d log π = −Â·ρ/N on the unclipped branch, 0 on the clipped
+//! one) goes back to the policy's `backward`, which owns the rest of the
+//! chain rule (by hand on the fused MLP, by candle autograd on a candle
+//! model). A decision's actions are the executed part of a chunk and the
+//! ratio is clipped per action (ALGORITHMS.md §2, "Chunks as actions").
 
 use super::config::{EPOCHS, LEARNING_RATE, MAX_GRAD_NORM, MINIBATCH_SIZE};
+use cerebellum_core::PolicyError;
 use cerebellum_core::bounds::Limits;
-use cerebellum_policies::optim::{Adam, clip_global_norm};
-use cerebellum_policies::{GaussianMlpPolicy, MlpTape};
+use cerebellum_policies::optim::Adam;
+use cerebellum_policies::{EncodedDecisions, OutputGrads, TrainablePolicy, Wants};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -90,27 +95,59 @@ impl PpoConfig {
     }
 }
 
-/// One batch of experience, row-aligned.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// `n × obs` normalised observations.
-    pub observations: Vec<f32>,
-    /// `n × act` draws in the policy's normalised action coordinates.
-    pub raw_actions: Vec<f32>,
+/// One batch of decisions and what the estimator made of them.
+#[derive(Clone, Debug)]
+pub struct Batch<E> {
+    /// The decisions in the policy's coordinates (`TrainablePolicy::encode`).
+    pub decisions: E,
+    /// log π_old of each executed action, the rows' actions one row after
+    /// the other (`action_starts[i]..action_starts[i + 1]` are row i's).
     pub old_log_probs: Vec<f32>,
+    /// `rows + 1` offsets into `old_log_probs`.
+    pub action_starts: Vec<usize>,
+    /// One advantage per decision (every executed action of it shares it).
     pub advantages: Vec<f32>,
     /// Value targets; ignored when `value_coef` is 0 (critic-free learners).
     pub returns: Vec<f32>,
     pub old_values: Vec<f32>,
 }
 
-impl Batch {
+impl<E: EncodedDecisions> Batch<E> {
+    /// Rows (decisions).
     pub fn len(&self) -> usize {
-        self.old_log_probs.len()
+        self.advantages.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.old_log_probs.is_empty()
+        self.advantages.is_empty()
+    }
+
+    /// The batch's parts agree with each other: one advantage, return and
+    /// old value per decision, one old log-probability per executed action.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.decisions.len();
+        let actions: usize = (0..n).map(|i| self.decisions.actions_in(i)).sum();
+        let starts_fit = self.action_starts.len() == n + 1
+            && self.action_starts.first() == Some(&0)
+            && (0..n).all(|i| {
+                self.action_starts[i + 1] - self.action_starts[i] == self.decisions.actions_in(i)
+            });
+        if self.advantages.len() != n
+            || self.returns.len() != n
+            || self.old_values.len() != n
+            || self.old_log_probs.len() != actions
+            || !starts_fit
+        {
+            return Err(format!(
+                "batch of {n} decisions ({actions} actions) has {} advantages, {} returns, {} old values, {} old log-probabilities and {} action offsets",
+                self.advantages.len(),
+                self.returns.len(),
+                self.old_values.len(),
+                self.old_log_probs.len(),
+                self.action_starts.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -128,123 +165,105 @@ pub struct UpdateStats {
     pub rolled_back: bool,
 }
 
-/// Loss parts and the gradient of the total for one minibatch.
+/// The loss of one minibatch, by part.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LossAndGrad {
+pub struct Loss {
     pub policy_loss: f32,
     pub value_loss: f32,
+    /// Mean entropy per executed action.
     pub entropy: f32,
     pub total: f32,
     pub approx_kl: f32,
+    /// Fraction of executed actions whose ratio left [1 − ε, 1 + ε].
     pub clip_fraction: f32,
-    pub actor_grad: Vec<f32>,
-    pub log_std_grad: Vec<f32>,
-    pub critic_grad: Vec<f32>,
 }
 
-/// Scratch buffers kept between minibatches.
-#[derive(Default)]
-pub struct Workspace {
-    actor_tape: MlpTape,
-    critic_tape: MlpTape,
-    mean_grad: Vec<f32>,
-    value_grad: Vec<f32>,
-    advantages: Vec<f32>,
-}
-
-/// The PPO loss of the rows `index` of `batch`, and its gradient.
-pub fn loss_and_grad(
-    policy: &GaussianMlpPolicy,
-    batch: &Batch,
+/// The PPO loss of the rows `index` of `batch` (see the module comment),
+/// with its gradient added to the policy's workspace. The clipped
+/// surrogate is taken per executed action and averaged over the executed
+/// actions of the minibatch (ALGORITHMS.md §2, "Chunks as actions"): with
+/// N = Σ_i m_i actions,
+///
+///   L_clip = −(1/N) Σ_i Σ_{j<m_i} min(ρ_ij Â_i, clip(ρ_ij, 1 ± ε) Â_i)
+///
+/// so a chunk cut short contributes fewer terms, not larger ones; the value
+/// loss is per decision.
+pub fn loss_and_grad<P: TrainablePolicy>(
+    policy: &P,
+    batch: &Batch<P::Encoded>,
     index: &[usize],
     config: &PpoConfig,
-    ws: &mut Workspace,
-) -> LossAndGrad {
-    let (obs, act) = (policy.obs_size(), policy.act_size());
+    workspace: &mut P::Workspace,
+) -> Result<Loss, PolicyError> {
     let m = index.len();
     let inv_m = 1.0 / m as f32;
-    let mut rows = Vec::with_capacity(m * obs);
-    for &i in index {
-        rows.extend_from_slice(&batch.observations[i * obs..][..obs]);
-    }
 
-    // Advantages, normalised over this minibatch (unbiased std, as torch).
-    ws.advantages.clear();
-    ws.advantages
-        .extend(index.iter().map(|&i| batch.advantages[i]));
+    // Advantages, normalised over this minibatch's decisions (unbiased
+    // std, as torch).
+    let mut advantages: Vec<f32> = index.iter().map(|&i| batch.advantages[i]).collect();
     if config.normalize_advantages && m > 1 {
-        let mean = ws.advantages.iter().sum::<f32>() * inv_m;
-        let var = ws
-            .advantages
-            .iter()
-            .map(|a| (a - mean).powi(2))
-            .sum::<f32>()
-            / (m - 1) as f32;
+        let mean = advantages.iter().sum::<f32>() * inv_m;
+        let var = advantages.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / (m - 1) as f32;
         let scale = 1.0 / (var.sqrt() + 1e-8);
-        ws.advantages
-            .iter_mut()
-            .for_each(|a| *a = (*a - mean) * scale);
+        advantages.iter_mut().for_each(|a| *a = (*a - mean) * scale);
     }
 
-    // Policy: clipped surrogate.
-    policy.actor.forward(&rows, m, &mut ws.actor_tape);
-    let sigma: Vec<f32> = policy.log_std.iter().map(|s| s.exp()).collect();
-    ws.mean_grad.clear();
-    ws.mean_grad.resize(m * act, 0.0);
-    let mut log_std_grad = vec![0.0f32; act];
+    let with_values = config.value_coef != 0.0;
+    let out = policy.forward(
+        &batch.decisions,
+        index,
+        Wants {
+            log_probs: true,
+            values: with_values,
+            imitation: false,
+        },
+        workspace,
+    )?;
+    let actions = out.log_probs.len();
+    let inv_n = 1.0 / actions.max(1) as f32;
+
+    // Policy: the clipped surrogate, per executed action.
+    let mut grads = OutputGrads {
+        log_probs: vec![0.0; actions],
+        ..OutputGrads::default()
+    };
     let (mut policy_loss, mut approx_kl, mut clipped) = (0.0f32, 0.0f32, 0usize);
-    let means = ws.actor_tape.output();
+    let mut at = 0;
     for (r, &i) in index.iter().enumerate() {
-        let mean = &means[r * act..][..act];
-        let u = &batch.raw_actions[i * act..][..act];
-        let mut log_prob = 0.0;
-        for j in 0..act {
-            let z = (u[j] - mean[j]) / sigma[j];
-            log_prob += -0.5 * z * z - policy.log_std[j] - 0.918_938_5;
-        }
-        let log_ratio = log_prob - batch.old_log_probs[i];
-        let ratio = log_ratio.exp();
-        let a = ws.advantages[r];
-        let unclipped = -a * ratio;
-        let clipped_ratio = ratio.clamp(1.0 - config.clip, 1.0 + config.clip);
-        let clipped_loss = -a * clipped_ratio;
-        policy_loss += unclipped.max(clipped_loss);
-        approx_kl += (ratio - 1.0) - log_ratio;
-        clipped += ((ratio - 1.0).abs() > config.clip) as usize;
-        // Gradient flows only through the branch the max picked, and the
-        // clipped branch is flat outside [1 − ε, 1 + ε].
-        let d_log_prob = if unclipped >= clipped_loss {
-            -a * ratio * inv_m
-        } else {
-            0.0
-        };
-        if d_log_prob != 0.0 {
-            for j in 0..act {
-                let z = (u[j] - mean[j]) / sigma[j];
-                ws.mean_grad[r * act + j] = d_log_prob * z / sigma[j];
-                log_std_grad[j] += d_log_prob * (z * z - 1.0);
+        let a = advantages[r];
+        let old = &batch.old_log_probs[batch.action_starts[i]..batch.action_starts[i + 1]];
+        for &old_log_prob in old {
+            let log_ratio = out.log_probs[at] - old_log_prob;
+            let ratio = log_ratio.exp();
+            let unclipped = -a * ratio;
+            let clipped_loss = -a * ratio.clamp(1.0 - config.clip, 1.0 + config.clip);
+            policy_loss += unclipped.max(clipped_loss);
+            approx_kl += (ratio - 1.0) - log_ratio;
+            clipped += ((ratio - 1.0).abs() > config.clip) as usize;
+            // Gradient flows only through the branch the max picked, and
+            // the clipped branch is flat outside [1 − ε, 1 + ε].
+            if unclipped >= clipped_loss {
+                grads.log_probs[at] = -a * ratio * inv_n;
             }
+            at += 1;
         }
     }
-    let entropy = policy.entropy();
-    log_std_grad
-        .iter_mut()
-        .for_each(|g| *g -= config.entropy_coef);
-    let mut actor_grad = vec![0.0f32; policy.actor.params().len()];
-    policy
-        .actor
-        .backward(&ws.mean_grad, &mut ws.actor_tape, &mut actor_grad);
+    if at != actions {
+        return Err(PolicyError::Other(format!(
+            "the policy gave {actions} log-probabilities for {at} executed actions"
+        )));
+    }
+    let entropy = out.entropies.iter().sum::<f32>() * inv_n;
+    if config.entropy_coef != 0.0 {
+        grads.entropies = vec![-config.entropy_coef * inv_n; actions];
+    }
 
-    // Value function.
-    let mut critic_grad = vec![0.0f32; policy.critic.params().len()];
+    // Value function, per decision.
     let mut value_loss = 0.0;
-    if config.value_coef != 0.0 {
-        policy.critic.forward(&rows, m, &mut ws.critic_tape);
-        ws.value_grad.clear();
-        ws.value_grad.resize(m, 0.0);
-        let values = ws.critic_tape.output();
+    if with_values {
+        grads.values = vec![0.0; m];
         for (r, &i) in index.iter().enumerate() {
-            let (v, target) = (values[r], batch.returns[i]);
+            let (v, target) = (out.values[r], batch.returns[i]);
             let plain = (v - target).powi(2);
             let (loss, d_v) = match config.value_clip {
                 None => (plain, v - target),
@@ -261,62 +280,44 @@ pub fn loss_and_grad(
                 }
             };
             value_loss += 0.5 * loss * inv_m;
-            ws.value_grad[r] = config.value_coef * d_v * inv_m;
+            grads.values[r] = config.value_coef * d_v * inv_m;
         }
-        policy
-            .critic
-            .backward(&ws.value_grad, &mut ws.critic_tape, &mut critic_grad);
     }
+    policy.backward(&grads, workspace)?;
 
-    let policy_loss = policy_loss * inv_m;
-    LossAndGrad {
+    let policy_loss = policy_loss * inv_n;
+    Ok(Loss {
         policy_loss,
         value_loss,
         entropy,
         total: policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy,
-        approx_kl: approx_kl * inv_m,
-        clip_fraction: clipped as f32 * inv_m,
-        actor_grad,
-        log_std_grad,
-        critic_grad,
-    }
-}
-
-/// Adam over the parameter groups `update` steps, in its order: actor,
-/// log-std, critic.
-pub fn optimizer(policy: &GaussianMlpPolicy, learning_rate: f64) -> Adam {
-    Adam::new(
-        learning_rate,
-        &[
-            policy.actor.params().len(),
-            policy.log_std.len(),
-            policy.critic.params().len(),
-        ],
-    )
+        approx_kl: approx_kl * inv_n,
+        clip_fraction: clipped as f32 * inv_n,
+    })
 }
 
 /// Epochs × minibatches of PPO on `batch`. Rows are shuffled with `rng`, so
 /// the update is a deterministic function of (weights, batch, rng state).
-/// A non-finite loss or gradient stops the update and restores the weights
-/// it started from (`rolled_back`).
-pub fn update(
-    policy: &mut GaussianMlpPolicy,
+/// A non-finite loss or gradient, or a policy error, stops the update and
+/// restores the weights and optimiser it started from (`rolled_back`).
+pub fn update<P: TrainablePolicy>(
+    policy: &mut P,
     adam: &mut Adam,
-    batch: &Batch,
+    batch: &Batch<P::Encoded>,
     config: &PpoConfig,
     learning_rate: f64,
     rng: &mut ChaCha8Rng,
 ) -> UpdateStats {
-    let start = (
-        policy.actor.clone(),
-        policy.critic.clone(),
-        policy.log_std.clone(),
-        adam.clone(),
-    );
-    adam.learning_rate = learning_rate;
-    let mut ws = Workspace::default();
-    let mut order: Vec<usize> = (0..batch.len()).collect();
     let mut stats = UpdateStats::default();
+    if let Err(e) = batch.check() {
+        tracing::error!("PPO update skipped: {e}");
+        stats.rolled_back = true;
+        return stats;
+    }
+    let start = (policy.clone(), adam.clone());
+    adam.learning_rate = learning_rate;
+    let mut workspace = P::Workspace::default();
+    let mut order: Vec<usize> = (0..batch.len()).collect();
     let minibatch = config.minibatch_size.clamp(1, batch.len().max(1));
     let mut sums = [0.0f32; 6];
     'epochs: for _ in 0..config.epochs {
@@ -324,32 +325,24 @@ pub fn update(
         let mut epoch_kl = 0.0;
         let mut epoch_minibatches = 0;
         for index in order.chunks(minibatch) {
-            let mut out = loss_and_grad(policy, batch, index, config, &mut ws);
-            let mut grads: [&mut [f32]; 3] = [
-                &mut out.actor_grad,
-                &mut out.log_std_grad,
-                &mut out.critic_grad,
-            ];
-            let norm = clip_global_norm(&mut grads, config.max_grad_norm);
-            if !out.total.is_finite() || !norm.is_finite() {
-                (policy.actor, policy.critic, policy.log_std, *adam) = start;
+            let out = loss_and_grad(policy, batch, index, config, &mut workspace);
+            let norm = policy.clip_gradients(&mut workspace, config.max_grad_norm);
+            let failure = match &out {
+                Err(e) => Some(e.to_string()),
+                Ok(out) if !out.total.is_finite() || !norm.is_finite() => Some(format!(
+                    "non-finite loss ({}) or gradient norm ({norm})",
+                    out.total
+                )),
+                Ok(_) => None,
+            };
+            if let Some(failure) = failure {
+                (*policy, *adam) = start;
                 stats.rolled_back = true;
-                tracing::warn!(
-                    loss = out.total,
-                    grad_norm = norm,
-                    "non-finite PPO loss or gradient: update stopped, weights restored"
-                );
+                tracing::warn!("PPO update stopped, weights restored: {failure}");
                 return stats;
             }
-            let [a, s, c] = grads;
-            adam.step(
-                &mut [
-                    policy.actor.params_mut(),
-                    &mut policy.log_std,
-                    policy.critic.params_mut(),
-                ],
-                &[a, s, c],
-            );
+            let out = out.expect("checked above");
+            policy.step(adam, &mut workspace);
             stats.minibatch_steps += 1;
             epoch_kl += out.approx_kl;
             epoch_minibatches += 1;
@@ -385,8 +378,11 @@ pub fn update(
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor, Var};
-    use cerebellum_core::{ActionSpec, FieldSpec, ObservationSpec, RobotSpec, Unit};
-    use cerebellum_policies::GaussianConfig;
+    use cerebellum_core::{
+        Action, ActionSpec, FieldSpec, Observation, ObservationSpec, RobotSpec, Unit,
+    };
+    use cerebellum_policies::fused_training::{FusedWorkspace, MlpDecisions};
+    use cerebellum_policies::{Decision, GaussianConfig, GaussianMlpPolicy};
 
     fn policy() -> GaussianMlpPolicy {
         let spec = RobotSpec {
@@ -425,20 +421,44 @@ mod tests {
         p
     }
 
-    fn batch(p: &mut GaussianMlpPolicy) -> Batch {
+    fn observation(state: Vec<f32>) -> Observation {
+        Observation {
+            state,
+            images: vec![],
+            instruction: None,
+            timestamp: 0.0,
+        }
+    }
+
+    /// One-action decisions: states and actions (the action limits are
+    /// [−1, 1], so a command is its normalised draw).
+    pub(super) fn encoded(p: &GaussianMlpPolicy, states: &[f32], actions: &[f32]) -> MlpDecisions {
+        let observations: Vec<Observation> =
+            states.chunks(3).map(|s| observation(s.to_vec())).collect();
+        let actions: Vec<Action> = actions.chunks(2).map(|a| Action::new(a.to_vec())).collect();
+        let decisions: Vec<Decision> = observations
+            .iter()
+            .zip(&actions)
+            .map(|(o, a)| Decision::single(o, a))
+            .collect();
+        p.encode(&decisions).unwrap()
+    }
+
+    fn batch(p: &mut GaussianMlpPolicy) -> Batch<MlpDecisions> {
         let n = 6;
-        let f = |k: usize, s: f32| ((k as f32 * 1.37 + s).sin()) * 1.2;
-        let observations: Vec<f32> = (0..n * 3).map(|k| f(k, 0.1)).collect();
+        let f = |k: usize, s: f32| ((k as f32 * 1.37 + s).sin()) * 0.9;
+        let states: Vec<f32> = (0..n * 3).map(|k| f(k, 0.1)).collect();
         let raw_actions: Vec<f32> = (0..n * 2).map(|k| f(k, 2.0)).collect();
-        let mean = p.draw(&observations, None).mean;
-        let now = p.log_prob(&mean, &raw_actions);
+        let decisions = encoded(p, &states, &raw_actions);
+        let mean = p.draw(&decisions.observations, None).mean;
+        let now = p.log_prob(&mean, &decisions.actions);
         // Old log-probs around the current ones, so that some ratios fall
         // inside [0.8, 1.2] and some outside, on both sides.
         let offsets = [-0.5, 0.05, 0.4, -0.1, 0.3, -0.02];
         Batch {
-            observations,
-            raw_actions,
+            decisions,
             old_log_probs: now.iter().zip(offsets).map(|(l, o)| l + o).collect(),
+            action_starts: (0..=n).collect(),
             advantages: vec![0.5, -1.0, 2.0, -0.3, 0.9, -1.7],
             returns: (0..n).map(|k| f(k, 4.0)).collect(),
             old_values: (0..n).map(|k| f(k, 4.3) * 0.5).collect(),
@@ -448,7 +468,7 @@ mod tests {
     /// The same loss in candle, differentiated by candle's autograd.
     fn candle_grads(
         p: &GaussianMlpPolicy,
-        b: &Batch,
+        b: &Batch<MlpDecisions>,
         c: &PpoConfig,
     ) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>) {
         let dev = Device::Cpu;
@@ -482,8 +502,8 @@ mod tests {
         let actor = vars(&p.actor);
         let critic = vars(&p.critic);
         let log_std = Var::from_slice(&p.log_std, (1, 2), &dev).unwrap();
-        let x = Tensor::from_slice(&b.observations, (n, 3), &dev).unwrap();
-        let u = Tensor::from_slice(&b.raw_actions, (n, 2), &dev).unwrap();
+        let x = Tensor::from_slice(&b.decisions.observations, (n, 3), &dev).unwrap();
+        let u = Tensor::from_slice(&b.decisions.actions, (n, 2), &dev).unwrap();
         let mean = forward(&actor, &x);
         let z = u
             .sub(&mean)
@@ -607,13 +627,10 @@ mod tests {
             entropy_coef: 0.01,
             ..PpoConfig::default()
         };
-        let out = loss_and_grad(
-            &p,
-            &b,
-            &(0..b.len()).collect::<Vec<_>>(),
-            &config,
-            &mut Workspace::default(),
-        );
+        let mut ws = FusedWorkspace::default();
+        let out =
+            loss_and_grad(&p, &b, &(0..b.len()).collect::<Vec<_>>(), &config, &mut ws).unwrap();
+        let grads = p.gradients(&ws);
         assert!(
             out.clip_fraction > 0.0 && out.clip_fraction < 1.0,
             "both branches are exercised"
@@ -624,9 +641,9 @@ mod tests {
             "loss {} vs candle {total}",
             out.total
         );
-        assert_close(&out.actor_grad, &actor, "actor");
-        assert_close(&out.log_std_grad, &log_std, "log_std");
-        assert_close(&out.critic_grad, &critic, "critic");
+        assert_close(&grads[0], &actor, "actor");
+        assert_close(&grads[1], &log_std, "log_std");
+        assert_close(&grads[2], &critic, "critic");
     }
 
     #[test]
@@ -642,9 +659,9 @@ mod tests {
         p.log_std = vec![0.0, 0.0];
         let log_prob = 2.0 * (-0.5 - 0.918_938_5);
         let b = Batch {
-            observations: vec![0.0; 3],
-            raw_actions: vec![1.0, 1.0],
+            decisions: encoded(&p, &[0.0; 3], &[1.0, 1.0]),
             old_log_probs: vec![log_prob - 0.5],
+            action_starts: vec![0, 1],
             advantages: vec![1.0],
             returns: vec![2.0],
             old_values: vec![0.0],
@@ -654,7 +671,8 @@ mod tests {
             value_coef: 0.5,
             ..PpoConfig::default()
         };
-        let out = loss_and_grad(&p, &b, &[0], &config, &mut Workspace::default());
+        let mut ws = FusedWorkspace::default();
+        let out = loss_and_grad(&p, &b, &[0], &config, &mut ws).unwrap();
         assert!((out.policy_loss + 1.2).abs() < 1e-6, "{}", out.policy_loss);
         // Only the actor was zeroed: the value loss is ½(V − 2)² with the
         // critic's own output.
@@ -663,7 +681,7 @@ mod tests {
         assert!((out.approx_kl - (0.5f32.exp() - 1.0 - 0.5)).abs() < 1e-5);
         assert_eq!(out.clip_fraction, 1.0);
         assert!(
-            out.actor_grad.iter().all(|&g| g == 0.0),
+            p.gradients(&ws)[0].iter().all(|&g| g == 0.0),
             "clipped: no policy gradient"
         );
     }

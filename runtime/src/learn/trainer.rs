@@ -10,7 +10,7 @@ use super::config::{Algo, GroupBaseline, TrainConfig};
 use super::ppo::{self, Batch, UpdateStats};
 use super::rollout::{Collector, Rollout};
 use cerebellum_core::{Observation, Robot, Transition};
-use cerebellum_policies::{Adam, GaussianMlpPolicy};
+use cerebellum_policies::{Adam, Decision, GaussianMlpPolicy, TrainablePolicy};
 use cerebellum_reward_models::contract::Expected;
 use cerebellum_reward_models::labeller::{self, Labeller, RewardModels};
 use cerebellum_sim::vec_env::episode_seed;
@@ -169,13 +169,17 @@ impl TrainerState {
     /// Adam cannot raise its betas to, reward statistics that are not
     /// finite or a negative variance). A trainer state file that is not a
     /// regular file (a directory, a FIFO) is an error naming it.
-    pub fn load_for_policy(
+    pub fn load_for_policy<P: TrainablePolicy>(
         dir: &Path,
         updates: u64,
         env_steps: u64,
-        policy: &GaussianMlpPolicy,
+        policy: &P,
     ) -> anyhow::Result<Option<Self>> {
-        let groups = parameter_groups(policy);
+        let groups: Vec<(&str, usize)> = policy
+            .parameter_groups()
+            .iter()
+            .map(|g| (g.name, g.len))
+            .collect();
         let mut seen = Vec::new();
         for name in [STATE_FILE, PREVIOUS_STATE_FILE] {
             let path = dir.join(name);
@@ -231,16 +235,6 @@ impl TrainerState {
             seen.join("; ")
         )
     }
-}
-
-/// The policy's parameter groups as `ppo::optimizer` gives them to Adam, in
-/// order, with their sizes.
-fn parameter_groups(policy: &GaussianMlpPolicy) -> [(&'static str, usize); 3] {
-    [
-        ("actor", policy.actor.params().len()),
-        ("log_std", policy.log_std.len()),
-        ("critic", policy.critic.params().len()),
-    ]
 }
 
 /// The largest reward statistic a trainer state may hold: far beyond any
@@ -392,14 +386,16 @@ impl RewardScale {
     }
 }
 
-pub struct Trainer {
+/// The training loop over any policy the learners can train
+/// (`TrainablePolicy`); the CLI trains the fused Gaussian MLP.
+pub struct Trainer<P: TrainablePolicy = GaussianMlpPolicy> {
     pub config: TrainConfig,
-    pub policy: GaussianMlpPolicy,
+    pub policy: P,
     pub collector: Collector,
     pub state: TrainerState,
     horizon: usize,
     /// Demonstrations still cloned during RL (`bc.rl_weight`).
-    cloning: Option<bc::CloningSet>,
+    cloning: Option<bc::CloningSet<P>>,
     /// Learned reward models labelling each rollout (`config.reward`).
     labeller: Option<Labeller>,
 }
@@ -415,11 +411,31 @@ pub fn make_envs(
         .collect()
 }
 
-impl Trainer {
+impl Trainer<GaussianMlpPolicy> {
+    /// A run of the fused Gaussian MLP the config describes (`policy.*`).
     pub fn new(
         config: TrainConfig,
         env_config: &EnvConfig,
         model: Option<Arc<ArmModel>>,
+    ) -> anyhow::Result<Self> {
+        Self::with_policy(config, env_config, model, |spec, config| {
+            Ok(GaussianMlpPolicy::new(
+                spec,
+                config.policy.clone(),
+                config.seed,
+            )?)
+        })
+    }
+}
+
+impl<P: TrainablePolicy> Trainer<P> {
+    /// A run of the policy `make` builds for the robot spec of the
+    /// config's env.
+    pub fn with_policy(
+        config: TrainConfig,
+        env_config: &EnvConfig,
+        model: Option<Arc<ArmModel>>,
+        make: impl FnOnce(&cerebellum_core::RobotSpec, &TrainConfig) -> anyhow::Result<P>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         config
@@ -442,8 +458,8 @@ impl Trainer {
             SimEnv::Arm(arm) => arm.horizon() as usize,
             SimEnv::Pendulum(_) => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
         };
-        let policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)?;
-        let adam = ppo::optimizer(&policy, config.ppo.learning_rate);
+        let policy = make(&spec, &config)?;
+        let adam = policy.optimizer(config.ppo.learning_rate);
         let collector = Collector::new(
             VecEnv::new(envs, config.seed, config.threads),
             spec.name.clone(),
@@ -503,7 +519,7 @@ impl Trainer {
     /// weighted when `bc.ra_bc_progress` names a progress model.
     fn pretrain_from_recordings(&mut self) -> anyhow::Result<BcReport> {
         let bc = self.config.bc.clone();
-        let spec = self.policy.spec.clone();
+        let spec = self.policy.spec().clone();
         let mut episodes = Vec::new();
         for path in &bc.data {
             let (meta, mut recorded) = crate::recorder::read_episodes(path)?;
@@ -606,10 +622,10 @@ impl Trainer {
                     &mut self.state.reward_scale,
                     &rollout,
                     usable,
-                );
+                )?;
                 (batch, rejected, finished_stats(&rollout))
             }
-            Algo::Grpo => self.group_batch(&rollout, usable),
+            Algo::Grpo => self.group_batch(&rollout, usable)?,
         };
         let mut ppo_config = self.config.ppo.clone();
         if self.config.algo == Algo::Grpo {
@@ -646,7 +662,7 @@ impl Trainer {
                 Some(bc.rl_minibatches),
                 bc.learning_rate * weight,
                 bc.max_grad_norm,
-            );
+            )?;
         }
         if !update.rolled_back && update.minibatch_steps > 0 {
             let version = cerebellum_core::Policy::version(&self.policy) + 1;
@@ -654,12 +670,9 @@ impl Trainer {
         }
         // The statistics move only between updates, so every rollout and
         // the update after it see one normalisation.
-        let states: Vec<f32> = rollout
-            .transitions
-            .iter()
-            .flat_map(|t| t.observation.state.iter().copied())
-            .collect();
-        self.policy.normalizer.update(&states);
+        let observations: Vec<&Observation> =
+            rollout.transitions.iter().map(|t| &t.observation).collect();
+        self.policy.observe(&observations);
         self.state.iteration += 1;
         self.state.env_steps += rollout.transitions.len() as u64;
         Ok(IterationReport {
@@ -687,7 +700,7 @@ impl Trainer {
         &mut self,
         rollout: &Rollout,
         usable: Option<&[bool]>,
-    ) -> (Batch, usize, (usize, Option<f64>, Option<f64>)) {
+    ) -> anyhow::Result<(Batch<P::Encoded>, usize, (usize, Option<f64>, Option<f64>))> {
         let envs = rollout.envs;
         let mut returns = vec![0.0f32; envs];
         let mut true_returns = vec![0.0f64; envs];
@@ -735,22 +748,18 @@ impl Trainer {
             }
         }
         keep.sort_unstable();
-        let observations: Vec<&Observation> =
-            rollout.transitions.iter().map(|t| &t.observation).collect();
-        let normalized = normalized(&self.policy, &observations);
         let zeros = vec![0.0f32; n];
         let batch = batch_rows(
             &self.policy,
             &rollout.transitions,
-            &normalized,
             &keep,
             &advantages,
             &zeros,
             &zeros,
-        );
+        )?;
         let mean_return = true_returns.iter().sum::<f64>() / envs as f64;
         let success = successes.iter().filter(|&&s| s).count() as f64 / envs as f64;
-        (batch, rejected, (envs, Some(mean_return), Some(success)))
+        Ok((batch, rejected, (envs, Some(mean_return), Some(success))))
     }
 }
 
@@ -847,36 +856,25 @@ pub fn reward(config: &TrainConfig, t: &Transition) -> f32 {
         .sum()
 }
 
-/// The observations' states through the policy's normaliser, row-major.
-pub fn normalized(policy: &GaussianMlpPolicy, observations: &[&Observation]) -> Vec<f32> {
-    let size = policy.obs_size();
-    let mut out = vec![0.0; observations.len() * size];
-    for (o, row) in observations.iter().zip(out.chunks_exact_mut(size)) {
-        policy.normalizer.normalize_into(&o.state, row);
-    }
-    out
-}
-
 /// GAE over a time-major rollout, rewards scaled by `reward_scale` when the
 /// config asks. Rows whose observation or reward is not finite, or that
 /// `usable` rules out (a learned reward missing), are left out and cut the
 /// advantage recursion on both sides. Returns the batch and how many rows
 /// were left out.
-pub fn gae_batch(
-    policy: &mut GaussianMlpPolicy,
+pub fn gae_batch<P: TrainablePolicy>(
+    policy: &mut P,
     config: &TrainConfig,
     reward_scale: &mut RewardScale,
     rollout: &Rollout,
     usable: Option<&[bool]>,
-) -> (Batch, usize) {
+) -> anyhow::Result<(Batch<P::Encoded>, usize)> {
     let n = rollout.transitions.len();
     let envs = rollout.envs;
     let observations: Vec<&Observation> =
         rollout.transitions.iter().map(|t| &t.observation).collect();
     let next: Vec<&Observation> = rollout.next_observations.iter().collect();
-    let normalized_rows = normalized(policy, &observations);
-    let values = policy.values(&normalized_rows);
-    let mut next_values = policy.values(&normalized(policy, &next));
+    let values = policy.state_values(&observations)?;
+    let mut next_values = policy.state_values(&next)?;
     let mut rewards: Vec<f32> = rollout
         .transitions
         .iter()
@@ -925,48 +923,59 @@ pub fn gae_batch(
         config.gae_lambda,
     );
     let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
-    (
-        batch_rows(
-            policy,
-            &rollout.transitions,
-            &normalized_rows,
-            &keep,
-            &advantages,
-            &returns,
-            &values,
-        ),
-        n - keep.len(),
-    )
+    let batch = batch_rows(
+        policy,
+        &rollout.transitions,
+        &keep,
+        &advantages,
+        &returns,
+        &values,
+    )?;
+    Ok((batch, n - keep.len()))
 }
 
-/// The PPO rows `keep` of `transitions`: normalised observation, the
-/// sampled action in the policy's raw space, the behaviour log-probability
-/// recorded at acting time, and the advantage, return and value.
-pub fn batch_rows(
-    policy: &GaussianMlpPolicy,
+/// The PPO rows `keep` of `transitions`, each a decision of one action:
+/// its observation and the sampled action, encoded by the policy, the
+/// behaviour log-probability recorded at acting time (or, where none was,
+/// the current one: the rollout was collected by these weights), and the
+/// advantage, return and value.
+pub fn batch_rows<P: TrainablePolicy>(
+    policy: &P,
     transitions: &[Transition],
-    normalized: &[f32],
     keep: &[usize],
     advantages: &[f32],
     returns: &[f32],
     values: &[f32],
-) -> Batch {
-    let size = policy.obs_size();
-    let mut batch = Batch::default();
-    for &i in keep {
-        let t = &transitions[i];
-        batch
-            .observations
-            .extend_from_slice(&normalized[i * size..][..size]);
-        batch
-            .raw_actions
-            .extend(policy.to_raw(&t.observation.state, &t.policy_action.values));
-        batch
-            .old_log_probs
-            .push(t.behaviour_log_prob.unwrap_or(0.0));
-        batch.advantages.push(advantages[i]);
-        batch.returns.push(returns[i]);
-        batch.old_values.push(values[i]);
+) -> anyhow::Result<Batch<P::Encoded>> {
+    let decisions: Vec<Decision> = keep
+        .iter()
+        .map(|&i| Decision::single(&transitions[i].observation, &transitions[i].policy_action))
+        .collect();
+    let decisions = policy.encode(&decisions)?;
+    let mut old_log_probs: Vec<Option<f32>> = keep
+        .iter()
+        .map(|&i| transitions[i].behaviour_log_prob)
+        .collect();
+    if old_log_probs.iter().any(Option::is_none) {
+        let rows: Vec<usize> = (0..keep.len()).collect();
+        let wants = cerebellum_policies::Wants {
+            log_probs: true,
+            ..Default::default()
+        };
+        let now = policy.forward(&decisions, &rows, wants, &mut P::Workspace::default())?;
+        for (old, now) in old_log_probs.iter_mut().zip(now.log_probs) {
+            old.get_or_insert(now);
+        }
     }
-    batch
+    Ok(Batch {
+        decisions,
+        old_log_probs: old_log_probs
+            .into_iter()
+            .map(|l| l.unwrap_or(0.0))
+            .collect(),
+        action_starts: (0..=keep.len()).collect(),
+        advantages: keep.iter().map(|&i| advantages[i]).collect(),
+        returns: keep.iter().map(|&i| returns[i]).collect(),
+        old_values: keep.iter().map(|&i| values[i]).collect(),
+    })
 }
