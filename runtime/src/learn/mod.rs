@@ -3,6 +3,7 @@
 
 pub mod advantage;
 pub mod bc;
+pub mod chunk_credit;
 pub mod config;
 pub mod eval;
 pub mod labeller_thread;
