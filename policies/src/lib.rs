@@ -7,6 +7,7 @@
 //! candle is the tensor library for the large models (vision-language
 //! policies, reward models) and the gradient reference for the fused path.
 
+pub mod candle_gaussian;
 pub mod checkpoint;
 pub mod device;
 pub mod fused_training;
@@ -17,6 +18,7 @@ pub mod optim;
 pub mod trainable;
 pub mod weights_hash;
 
+pub use candle_gaussian::CandleGaussianPolicy;
 pub use checkpoint::{CheckpointError, Contract, TrainingProvenance};
 pub use gaussian::{ActionMode, Draw, GaussianConfig, GaussianMlpPolicy};
 pub use mlp::{Mlp, MlpTape};
