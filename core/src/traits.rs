@@ -96,6 +96,12 @@ pub struct PolicyOutput {
     /// policies without a tractable likelihood (scripted experts, some
     /// imitation models).
     pub log_prob: Option<f32>,
+    /// log π of each action of the chunk (they sum to `log_prob`), for
+    /// chunks of more than one action: a chunk cut short is credited with
+    /// the actions that ran (ALGORITHMS.md §2, "Chunks as actions"), and
+    /// each is recorded as its tick's `Transition::behaviour_log_prob`.
+    /// `None` for a single action (its log-probability is `log_prob`).
+    pub action_log_probs: Option<Vec<f32>>,
 }
 
 /// What a learner needs to know about a policy's own actions.

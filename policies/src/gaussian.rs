@@ -308,6 +308,7 @@ impl Policy for GaussianMlpPolicy {
                     chunk: ActionChunk::single(Action::new(sent)),
                     sampled: Some(ActionChunk::single(Action::new(sampled))),
                     log_prob: Some(log_prob),
+                    action_log_probs: None,
                 }
             })
             .collect())

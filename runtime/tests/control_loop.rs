@@ -172,6 +172,7 @@ impl Policy for WildPolicy {
                 },
                 sampled: None,
                 log_prob: Some(0.0),
+                action_log_probs: None,
             })
             .collect())
     }
@@ -286,6 +287,7 @@ impl Policy for SlowPolicy {
                 chunk: ActionChunk::single(Action::new(o.state[..6].to_vec())),
                 sampled: None,
                 log_prob: None,
+                action_log_probs: None,
             })
             .collect())
     }

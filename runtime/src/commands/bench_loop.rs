@@ -71,6 +71,7 @@ impl Policy for HoldPolicy {
                 chunk: ActionChunk::single(Action::new(o.state[..self.joints].to_vec())),
                 sampled: None,
                 log_prob: None,
+                action_log_probs: None,
             })
             .collect())
     }

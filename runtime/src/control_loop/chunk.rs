@@ -8,6 +8,10 @@ pub(super) struct Chunk {
     pub(super) actions: VecDeque<Action>,
     pub(super) sampled: VecDeque<Option<Action>>,
     pub(super) log_prob: Option<f32>,
+    /// log π of each action of the whole chunk (before any was skipped).
+    action_log_probs: Option<Vec<f32>>,
+    /// Actions in the whole chunk.
+    planned: usize,
     pub(super) index: u32,
     /// Version of the weights that planned it.
     pub(super) version: u64,
@@ -19,6 +23,8 @@ impl Chunk {
             actions: VecDeque::new(),
             sampled: VecDeque::new(),
             log_prob: None,
+            action_log_probs: None,
+            planned: 0,
             index: 0,
             version: 0,
         }
@@ -35,6 +41,8 @@ impl Chunk {
     ) {
         self.version = version;
         let skip = (now_tick - observed_tick) as usize;
+        self.planned = output.chunk.len();
+        self.action_log_probs = output.action_log_probs;
         let sampled = output.sampled.map(|s| s.actions);
         self.actions = output.chunk.actions.into_iter().skip(skip).collect();
         self.sampled = match sampled {
@@ -51,6 +59,17 @@ impl Chunk {
         let index = self.index;
         self.index += 1;
         Some((action, sampled, index))
+    }
+
+    /// The behaviour log-probability of the action at chunk index `index`
+    /// (ALGORITHMS.md §2, "Chunks as actions"): its own, where the policy
+    /// gave one per action; the whole chunk's for a chunk of one action;
+    /// none otherwise (a sum over the chunk cannot be credited per action).
+    pub(super) fn log_prob_of(&self, index: u32) -> Option<f32> {
+        match &self.action_log_probs {
+            Some(each) => each.get(index as usize).copied(),
+            None => self.log_prob.filter(|_| index == 0 && self.planned == 1),
+        }
     }
 
     pub(super) fn clear(&mut self) {

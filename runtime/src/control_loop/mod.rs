@@ -428,13 +428,14 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         outcome: &cerebellum_core::StepOutcome,
         takeover: Option<(Action, bool)>,
     ) {
-        // The chunk's log-probability belongs to its first action: a hold,
-        // a later action of the chunk or the operator's command has none.
+        // Each action of a chunk carries its own log-probability (the
+        // executed part of a chunk is what a learner credits); a hold or
+        // the operator's command has none.
         let (policy_action, index, log_prob) = match planned {
             Some((a, s, i)) => (
                 s.unwrap_or(a),
                 i,
-                self.chunk.log_prob.filter(|_| i == 0 && takeover.is_none()),
+                self.chunk.log_prob_of(i).filter(|_| takeover.is_none()),
             ),
             None => (checked.command.clone(), 0, None),
         };

@@ -27,7 +27,8 @@ use super::advantage;
 use super::config::{GroupBaseline, LEARNING_RATE, TrainConfig};
 use super::ppo::{self, UpdateStats};
 use super::rollout::Rollout;
-use super::trainer::{RewardScale, TrainerState, batch_rows, gae_batch, reward};
+use super::chunk_credit::chunk_steps;
+use super::trainer::{RewardScale, TrainerState, decision_batch, gae_batch, reward};
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
 use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Observation, Policy, Transition};
@@ -331,11 +332,12 @@ impl<P: LearnablePolicy> Learning<P> {
     }
 
     /// Counts `t` in and says whether a policy-gradient update may use it:
-    /// an action the policy sampled at the tick it was planned, with its
+    /// an action the policy sampled (any action of a chunk: the executed
+    /// part of a chunk is credited, `chunk_credit`), with its
     /// log-probability, from weights within the staleness bound.
     fn admit(&mut self, t: &Transition) -> bool {
         self.counters.received += 1;
-        if t.chunk_index != 0 || t.behaviour_log_prob.is_none() || t.intervention {
+        if t.behaviour_log_prob.is_none() || t.intervention {
             self.counters.unusable += 1;
             return false;
         }
@@ -581,25 +583,27 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
             GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
         };
         let mut transitions = Vec::new();
-        let mut advantages = Vec::new();
-        for ((episode, _), a) in members.into_iter().zip(per_episode) {
-            advantages.extend(std::iter::repeat_n(a, episode.len()));
+        let mut episode_of = Vec::new();
+        for (k, (episode, _)) in members.into_iter().enumerate() {
+            episode_of.extend(std::iter::repeat_n(k, episode.len()));
             transitions.extend(episode);
         }
-        let keep: Vec<usize> = (0..transitions.len())
-            .filter(|&i| {
-                transitions[i]
-                    .observation
-                    .state
-                    .iter()
-                    .all(|v| v.is_finite())
-            })
+        let valid: Vec<bool> = transitions
+            .iter()
+            .map(|t| t.observation.state.iter().all(|v| v.is_finite()))
             .collect();
         let zeros = vec![0.0; transitions.len()];
-        let batch = match batch_rows(
+        let steps = chunk_steps(1, &transitions, &zeros, &valid, learning.config.gamma);
+        let advantages: Vec<f32> = steps
+            .steps
+            .iter()
+            .map(|s| per_episode[episode_of[s.plan_row]])
+            .collect();
+        let zeros = vec![0.0; steps.steps.len()];
+        let batch = match decision_batch(
             &learning.policy,
             &transitions,
-            &keep,
+            &steps.steps,
             &advantages,
             &zeros,
             &zeros,

@@ -6,6 +6,7 @@
 
 use super::advantage;
 use super::bc::{self, BcReport};
+use super::chunk_credit::{self, ChunkStep};
 use super::config::{Algo, GroupBaseline, TrainConfig};
 use super::ppo::{self, Batch, UpdateStats};
 use super::rollout::{Collector, Rollout};
@@ -738,25 +739,32 @@ impl<P: TrainablePolicy> Trainer<P> {
             GroupBaseline::Normalized => advantage::group_normalized(&returns, group, 1e-6),
             GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
         };
+        // Each copy's first episode, as decisions (`chunk_credit`); every
+        // decision of a rollout takes the rollout's advantage.
         let n = rollout.transitions.len();
-        let mut advantages = vec![0.0f32; n];
-        let mut keep = Vec::new();
-        for (e, rows) in rows.iter().enumerate() {
-            for &i in rows {
-                advantages[i] = per_rollout[e];
-                keep.push(i);
-            }
+        let mut in_batch = vec![false; n];
+        for &i in rows.iter().flatten() {
+            in_batch[i] = true;
         }
-        keep.sort_unstable();
         let zeros = vec![0.0f32; n];
-        let batch = batch_rows(
+        let steps = chunk_credit::chunk_steps(
+            envs,
+            &rollout.transitions,
+            &zeros,
+            &in_batch,
+            self.config.gamma,
+        );
+        let advantages: Vec<f32> = steps.steps.iter().map(|s| per_rollout[s.env]).collect();
+        let zeros = vec![0.0f32; steps.steps.len()];
+        let batch = decision_batch(
             &self.policy,
             &rollout.transitions,
-            &keep,
+            &steps.steps,
             &advantages,
             &zeros,
             &zeros,
         )?;
+        rejected += steps.dropped_ticks + steps.intervention_ticks;
         let mean_return = true_returns.iter().sum::<f64>() / envs as f64;
         let success = successes.iter().filter(|&&s| s).count() as f64 / envs as f64;
         Ok((batch, rejected, (envs, Some(mean_return), Some(success))))
@@ -856,11 +864,13 @@ pub fn reward(config: &TrainConfig, t: &Transition) -> f32 {
         .sum()
 }
 
-/// GAE over a time-major rollout, rewards scaled by `reward_scale` when the
-/// config asks. Rows whose observation or reward is not finite, or that
-/// `usable` rules out (a learned reward missing), are left out and cut the
-/// advantage recursion on both sides. Returns the batch and how many rows
-/// were left out.
+/// GAE over the decisions of a time-major rollout (`chunk_credit`: one
+/// decision per tick for a policy that acts one tick at a time, one per
+/// executed part of a chunk otherwise), rewards scaled by `reward_scale`
+/// when the config asks. Ticks whose observation or reward is not finite,
+/// or that `usable` rules out (a learned reward missing), are left out and
+/// cut the advantage recursion on both sides; operator ticks belong to no
+/// decision. Returns the batch and how many ticks were left out.
 pub fn gae_batch<P: TrainablePolicy>(
     policy: &mut P,
     config: &TrainConfig,
@@ -870,19 +880,9 @@ pub fn gae_batch<P: TrainablePolicy>(
 ) -> anyhow::Result<(Batch<P::Encoded>, usize)> {
     let n = rollout.transitions.len();
     let envs = rollout.envs;
-    let observations: Vec<&Observation> =
-        rollout.transitions.iter().map(|t| &t.observation).collect();
-    let next: Vec<&Observation> = rollout.next_observations.iter().collect();
-    let values = policy.state_values(&observations)?;
-    let mut next_values = policy.state_values(&next)?;
-    let mut rewards: Vec<f32> = rollout
-        .transitions
-        .iter()
-        .map(|t| reward(config, t))
-        .collect();
-    let mut terminated: Vec<bool> = rollout.transitions.iter().map(|t| t.terminated).collect();
-    let mut ended: Vec<bool> = rollout
-        .transitions
+    let transitions = &rollout.transitions;
+    let mut rewards: Vec<f32> = transitions.iter().map(|t| reward(config, t)).collect();
+    let ended: Vec<bool> = transitions
         .iter()
         .map(|t| t.terminated || t.truncated)
         .collect();
@@ -890,8 +890,11 @@ pub fn gae_batch<P: TrainablePolicy>(
         .map(|i| {
             rewards[i].is_finite()
                 && usable.is_none_or(|u| u[i])
-                && observations[i].state.iter().all(|v| v.is_finite())
-                && next[i].state.iter().all(|v| v.is_finite())
+                && transitions[i].observation.state.iter().all(|v| v.is_finite())
+                && rollout.next_observations[i]
+                    .state
+                    .iter()
+                    .all(|v| v.is_finite())
         })
         .collect();
     if config.normalize_rewards {
@@ -902,62 +905,72 @@ pub fn gae_batch<P: TrainablePolicy>(
         }
         reward_scale.apply(envs, &mut rewards, &ended, config.gamma);
     }
-    for i in (0..n).filter(|&i| !valid[i]) {
-        (rewards[i], terminated[i], ended[i], next_values[i]) = (0.0, false, true, values[i]);
-        // The row before is cut too, unless it already ends its episode
-        // (a learned success that ended it keeps its termination).
-        if i >= envs && !ended[i - envs] {
-            ended[i - envs] = true;
-            terminated[i - envs] = false;
-            next_values[i - envs] = values[i - envs];
-        }
-    }
-    let (advantages, returns) = advantage::gae(
-        envs,
-        &rewards,
+    let steps = chunk_credit::chunk_steps(envs, transitions, &rewards, &valid, config.gamma);
+    let states: Vec<&Observation> = steps
+        .steps
+        .iter()
+        .map(|s| &transitions[s.plan_row].observation)
+        .collect();
+    let next: Vec<&Observation> = steps
+        .steps
+        .iter()
+        .map(|s| &rollout.next_observations[s.last_row()])
+        .collect();
+    let values = policy.state_values(&states)?;
+    let next_values = policy.state_values(&next)?;
+    let (advantages, returns) = chunk_credit::chunk_gae(
+        &steps.steps,
         &values,
         &next_values,
-        &terminated,
-        &ended,
         config.gamma,
         config.gae_lambda,
     );
-    let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
-    let batch = batch_rows(
+    let batch = decision_batch(
         policy,
-        &rollout.transitions,
-        &keep,
+        transitions,
+        &steps.steps,
         &advantages,
         &returns,
         &values,
     )?;
-    Ok((batch, n - keep.len()))
+    let used: usize = steps.steps.iter().map(|s| s.rows.len()).sum();
+    Ok((batch, n - used))
 }
 
-/// The PPO rows `keep` of `transitions`, each a decision of one action:
-/// its observation and the sampled action, encoded by the policy, the
-/// behaviour log-probability recorded at acting time (or, where none was,
+/// The PPO rows of `steps`, one per decision: the plan's observation and
+/// the executed actions as sampled, encoded by the policy, the behaviour
+/// log-probability of each action recorded at acting time (where none was,
 /// the current one: the rollout was collected by these weights), and the
-/// advantage, return and value.
-pub fn batch_rows<P: TrainablePolicy>(
+/// decision's advantage, return and value.
+pub fn decision_batch<P: TrainablePolicy>(
     policy: &P,
     transitions: &[Transition],
-    keep: &[usize],
+    steps: &[ChunkStep],
     advantages: &[f32],
     returns: &[f32],
     values: &[f32],
 ) -> anyhow::Result<Batch<P::Encoded>> {
-    let decisions: Vec<Decision> = keep
+    // Decisions in the time-major order of their first tick: for a policy
+    // acting one tick at a time, the rollout's own row order.
+    let mut order: Vec<usize> = (0..steps.len()).collect();
+    order.sort_by_key(|&i| steps[i].rows.first().copied().unwrap_or(usize::MAX));
+    let steps: Vec<&ChunkStep> = order.iter().map(|&i| &steps[i]).collect();
+    let pick = |v: &[f32]| -> Vec<f32> { order.iter().map(|&i| v[i]).collect() };
+    let decisions: Vec<Decision> = steps
         .iter()
-        .map(|&i| Decision::single(&transitions[i].observation, &transitions[i].policy_action))
+        .map(|s| Decision {
+            observation: &transitions[s.plan_row].observation,
+            first_index: s.first_index,
+            actions: s.rows.iter().map(|&r| &transitions[r].policy_action).collect(),
+        })
         .collect();
     let decisions = policy.encode(&decisions)?;
-    let mut old_log_probs: Vec<Option<f32>> = keep
+    let mut old_log_probs: Vec<Option<f32>> = steps
         .iter()
-        .map(|&i| transitions[i].behaviour_log_prob)
+        .flat_map(|s| s.rows.iter().map(|&r| transitions[r].behaviour_log_prob))
         .collect();
     if old_log_probs.iter().any(Option::is_none) {
-        let rows: Vec<usize> = (0..keep.len()).collect();
+        let rows: Vec<usize> = (0..steps.len()).collect();
         let wants = cerebellum_policies::Wants {
             log_probs: true,
             ..Default::default()
@@ -967,15 +980,17 @@ pub fn batch_rows<P: TrainablePolicy>(
             old.get_or_insert(now);
         }
     }
+    let mut action_starts = Vec::with_capacity(steps.len() + 1);
+    action_starts.push(0);
+    for s in steps {
+        action_starts.push(action_starts.last().copied().unwrap_or(0) + s.rows.len());
+    }
     Ok(Batch {
         decisions,
-        old_log_probs: old_log_probs
-            .into_iter()
-            .map(|l| l.unwrap_or(0.0))
-            .collect(),
-        action_starts: (0..=keep.len()).collect(),
-        advantages: keep.iter().map(|&i| advantages[i]).collect(),
-        returns: keep.iter().map(|&i| returns[i]).collect(),
-        old_values: keep.iter().map(|&i| values[i]).collect(),
+        old_log_probs: old_log_probs.into_iter().map(|l| l.unwrap_or(0.0)).collect(),
+        action_starts,
+        advantages: pick(advantages),
+        returns: pick(returns),
+        old_values: pick(values),
     })
 }

@@ -56,6 +56,7 @@ impl Policy for SweepPolicy {
                     chunk: ActionChunk { actions },
                     sampled: None,
                     log_prob: None,
+                    action_log_probs: None,
                 }
             })
             .collect())
