@@ -72,6 +72,29 @@ pub struct TrainingProvenance {
     pub env_steps: u64,
     pub updates: u64,
     pub source_commit: Option<String>,
+    /// The run this one forked from (`train --resume RUN --out NEW`), as it
+    /// was when the fork started; absent for a run trained from scratch
+    /// (and in contracts written before forks existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+}
+
+/// Where a forked run started: the parent run's directory and the
+/// checkpoint it took its weights from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentRun {
+    /// The parent's run directory as the command named it.
+    pub path: String,
+    /// The same directory made absolute, links resolved, when it forked.
+    pub canonical_path: String,
+    /// The parent checkpoint's weights hash (its contract's
+    /// `weights_sha256`): the exact weights the fork started from.
+    pub weights_sha256: String,
+    /// The parent's counters at the fork: its updates and env steps, where
+    /// the fork's own counters start.
+    pub updates: u64,
+    pub env_steps: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 use cerebellum_core::{
     ActionSpec, FieldSpec, Observation, ObservationSpec, Policy, RobotSpec, Sampling, Unit,
 };
-use cerebellum_policies::checkpoint::{self, CheckpointError, TrainingProvenance};
+use cerebellum_policies::checkpoint::{self, CheckpointError, ParentRun, TrainingProvenance};
 use cerebellum_policies::{ActionMode, GaussianConfig, GaussianMlpPolicy};
 use std::path::PathBuf;
 
@@ -96,6 +96,55 @@ fn save_then_load_gives_identical_actions() {
         let b = loaded.act(&observations(), sampling).unwrap();
         assert_eq!(a, b);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A forked run's contract names its parent; contracts without one (from
+/// scratch, or written before forks existed) load and stay without one.
+#[test]
+fn the_parent_of_a_fork_round_trips_and_older_contracts_load_without_one() {
+    let policy = trained_policy();
+    let dir = temp_dir("parent");
+    let parent = ParentRun {
+        path: "runs/reach-s0".into(),
+        canonical_path: "/home/me/runs/reach-s0".into(),
+        weights_sha256: "ab".repeat(32),
+        updates: 7,
+        env_steps: 28_672,
+    };
+    let provenance = TrainingProvenance {
+        seed: 3,
+        updates: 9,
+        parent: Some(parent.clone()),
+        ..Default::default()
+    };
+    checkpoint::save(&dir, &policy, provenance).unwrap();
+    let (_, contract) = checkpoint::load(&dir, Some(&spec())).unwrap();
+    assert_eq!(contract.provenance.parent, Some(parent));
+
+    // No parent: no key written, and a contract without the key loads.
+    checkpoint::save(&dir, &policy, TrainingProvenance::default()).unwrap();
+    let text = std::fs::read_to_string(dir.join(checkpoint::CONTRACT_FILE)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(json["provenance"].get("parent").is_none(), "{text}");
+    assert_eq!(
+        checkpoint::load_contract(&dir).unwrap().provenance.parent,
+        None
+    );
+
+    // Unknown keys in a parent are refused, as everywhere in a contract.
+    let mut json = json;
+    json["provenance"]["parent"] = serde_json::json!({
+        "path": "a", "canonical_path": "/a", "weights_sha256": "", "updates": 0,
+        "env_steps": 0, "grandparent": "b"
+    });
+    std::fs::write(
+        dir.join(checkpoint::CONTRACT_FILE),
+        serde_json::to_vec(&json).unwrap(),
+    )
+    .unwrap();
+    let error = checkpoint::load_contract(&dir).unwrap_err().to_string();
+    assert!(error.contains("grandparent"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
