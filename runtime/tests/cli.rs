@@ -195,14 +195,14 @@ fn train_writes_the_run_directory_and_eval_reads_it() {
         "same seed and config, same learning curve"
     );
 
-    // --resume continues from the checkpoint up to the new total.
+    // --resume continues from the checkpoint: --steps more steps.
     let (ok, stdout, stderr) = cerebellum(&[
         "train",
         "--resume",
         "--out",
         out.to_str().unwrap(),
         "--steps",
-        "16384",
+        "8192",
         "--eval-episodes",
         "1",
         "--json",

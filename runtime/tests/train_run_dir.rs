@@ -35,6 +35,7 @@ fn train(out: &Path, extra: &[&str]) -> (bool, String, String) {
     cerebellum(&args)
 }
 
+/// `train --resume OUT --steps STEPS`: STEPS more steps, in place.
 fn resume(out: &Path, steps: &str) -> (bool, String, String) {
     cerebellum(&[
         "train",
@@ -93,8 +94,8 @@ fn train_refuses_an_out_that_holds_a_run_and_leaves_it_untouched() {
     let (ok, _, stderr) = train(&partial, &[]);
     assert!(!ok && stderr.contains("metrics.csv"), "{stderr}");
 
-    // --resume continues it.
-    let (ok, stdout, stderr) = resume(&out, "8192");
+    // --resume continues it (--steps: that many more).
+    let (ok, stdout, stderr) = resume(&out, "4096");
     assert!(ok, "{stderr}");
     assert_eq!(last_json(&stdout)["env_steps"], 8192);
 
@@ -150,7 +151,7 @@ fn a_run_interrupted_between_trainer_state_and_checkpoint_resumes() {
     let old_checkpoint = ["checkpoint.safetensors", "contract.json"]
         .map(|f| (f, std::fs::read(out.join(f)).unwrap()));
     let old_state = std::fs::read(out.join(STATE_FILE)).unwrap();
-    let (ok, _, stderr) = resume(&out, "8192");
+    let (ok, _, stderr) = resume(&out, "4096");
     assert!(ok, "{stderr}");
     let new_state = std::fs::read(out.join(STATE_FILE)).unwrap();
     assert_ne!(old_state, new_state);
@@ -162,7 +163,7 @@ fn a_run_interrupted_between_trainer_state_and_checkpoint_resumes() {
     }
     std::fs::write(out.join(STATE_FILE), &new_state).unwrap();
     std::fs::write(out.join(PREVIOUS_STATE_FILE), &old_state).unwrap();
-    let (ok, stdout, stderr) = resume(&out, "8192");
+    let (ok, stdout, stderr) = resume(&out, "4096");
     assert!(
         ok,
         "resumes from the state kept beside the checkpoint: {stderr}"
@@ -199,7 +200,7 @@ fn a_failed_trainer_state_write_names_the_file_and_the_run_still_resumes() {
     assert!(ok, "{stderr}");
     let blocker = out.join(format!("{STATE_FILE}.tmp"));
     std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
-    let (ok, _, stderr) = resume(&out, "8192");
+    let (ok, _, stderr) = resume(&out, "4096");
     assert!(!ok, "the save fails");
     let state_path = out.join(STATE_FILE);
     assert!(
@@ -207,7 +208,7 @@ fn a_failed_trainer_state_write_names_the_file_and_the_run_still_resumes() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&blocker).unwrap();
-    let (ok, stdout, stderr) = resume(&out, "8192");
+    let (ok, stdout, stderr) = resume(&out, "4096");
     assert!(ok, "{stderr}");
     assert_eq!(last_json(&stdout)["env_steps"], 8192);
 

@@ -7,7 +7,7 @@ use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig, Trainer};
 use crate::report::{self, RunFiles};
 use cerebellum_core::Robot;
-use cerebellum_policies::checkpoint::{self, TrainingProvenance};
+use cerebellum_policies::checkpoint::{self, ParentRun, TrainingProvenance};
 use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,12 +31,20 @@ use std::time::Instant;
 ///                        one before, so a run stopped between them resumes)
 ///
 /// Settings come from the task's defaults, then --config FILE.toml, then the
-/// flags. Examples:
+/// flags; with --resume RUN, from RUN/config.toml, then the keys of
+/// --config overlaid on it, then the flags. Examples:
 ///
 ///   cerebellum train
 ///   cerebellum train --task pendulum --seed 1 --out runs/pendulum1
 ///   cerebellum train --algo grpo --group 8 --steps 100000
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100
+///
+/// Continue a run in place, or fork it into a run of its own (RUN is only
+/// read; NEW names RUN and its weights hash in its provenance):
+///
+///   cerebellum train --resume runs/reach-s0 --steps 100000
+///   cerebellum train --resume runs/reach-s0 --out runs/reach-s0-lowlr \
+///       --config lowlr.toml --steps 50000
 ///
 /// On the board (--online): the control loop drives the robot at its rate
 /// with the checkpoint's policy while a learner thread fine-tunes it and
@@ -51,7 +59,11 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_task)]
     pub task: Option<TaskKind>,
     /// TOML file with any subset of the settings (`config.toml` of an
-    /// earlier run is one); unknown keys are errors.
+    /// earlier run is one); unknown keys are errors, named. With --resume
+    /// its keys are overlaid on the resumed run's config.toml: a key given
+    /// replaces that key, tables merge key by key (`[ppo] learning_rate =
+    /// 1e-4` changes that rate and keeps the rest of [ppo]), every key left
+    /// out keeps the resumed value.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     #[arg(long)]
@@ -62,7 +74,13 @@ pub struct TrainArgs {
     /// Simulation threads (results do not depend on it).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Total environment steps.
+    /// Environment steps this run makes (rounded up to whole iterations).
+    /// A fresh run or a fork (--resume RUN --out NEW) trains N steps;
+    /// --resume continuing a run in place trains N more than it has done.
+    /// Without it: the config's total_steps, which count the steps of the
+    /// run in that directory (from its start, or from the fork), so an
+    /// interrupted run resumed in place without --steps ends where it
+    /// would have.
     #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// ppo (GAE and a critic) or grpo (group-relative, no critic).
@@ -74,15 +92,26 @@ pub struct TrainArgs {
     /// Held-out evaluation episodes at the end (0 skips it).
     #[arg(long, value_name = "N")]
     pub eval_episodes: Option<usize>,
-    /// The run directory [default: runs/<task>-s<seed>]. One that already
-    /// holds a run is refused (nothing of it is overwritten) unless
-    /// --resume continues it.
+    /// The run directory [default: runs/<task>-s<seed>; with --resume DIR,
+    /// DIR]. One that already holds a run is refused (nothing of it is
+    /// overwritten) unless --resume continues it in place. --resume RUN
+    /// --out NEW forks RUN into NEW.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue a run from its checkpoint, trainer state and config.toml:
-    /// the run in DIR (default: --out). Offline it continues in place
-    /// (--steps may raise the total); with --online it is the checkpoint to
-    /// fine-tune.
+    /// Start from a run's checkpoint, trainer state (optimiser, counters)
+    /// and config.toml: the run in DIR (default: --out). Without --out (or
+    /// with --out DIR) the run continues in place, appending to its
+    /// metrics.csv and timing.csv (--steps N: N steps more). With --out NEW,
+    /// another directory, it forks: NEW gets a run of its own, with its own
+    /// config.toml (DIR's, --config keys overlaid), a fresh metrics.csv and
+    /// timing.csv holding only its own rows, its checkpoint, trainer state,
+    /// learning curve and held-out evaluation; DIR is only read. The fork's
+    /// iterations and env steps go on from DIR's counters (its first row is
+    /// DIR's last update + 1), --steps counts its own steps (default: the
+    /// config's total_steps), the learning rate anneals from the configured
+    /// one over them (ppo.anneal_lr), and its contract names the parent
+    /// (path, weights hash, counters). A NEW that already holds a run is
+    /// refused. With --online, DIR is the checkpoint to fine-tune.
     #[arg(long, value_name = "DIR", num_args = 0..=1)]
     pub resume: Option<Option<PathBuf>>,
     /// Fine-tune through the real-time control loop instead of the batched
@@ -187,7 +216,14 @@ pub(super) fn read(path: &Path) -> anyhow::Result<String> {
 pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     let resume = args.resume_dir().transpose()?;
     let text = match (&args.config, &resume) {
-        (Some(path), _) => Some(read(path)?),
+        (Some(path), Some(dir)) => {
+            let base = dir.join("config.toml");
+            Some(overlay_config(
+                (&base, &read(&base)?),
+                (path, &read(path)?),
+            )?)
+        }
+        (Some(path), None) => Some(read(path)?),
         (None, Some(dir)) => Some(read(&dir.join("config.toml"))?),
         (None, None) => None,
     };
@@ -206,6 +242,8 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     set!(algo);
     set!(group);
     set!(eval_episodes);
+    // This run's steps; an in-place resume turns them into the run's new
+    // total once it knows where the run stands (`run`).
     if let Some(steps) = args.steps {
         config.total_steps = steps;
     }
@@ -232,22 +270,64 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
         (None, Some(dir)) => dir.clone(),
         (None, None) => PathBuf::from(format!("runs/{}-s{}", config.task, config.seed)),
     };
-    if let Some(dir) = &resume
-        && !args.is_online()
-        && dir != &out
-    {
-        anyhow::bail!(
-            "--resume {} with --out {}: an offline run continues in place; give one directory",
-            dir.display(),
-            out.display()
-        );
-    }
-    // Only an offline --resume continues the run in --out; anything else
-    // starts a new one there, which must not overwrite an old one.
-    if resume.is_none() || args.is_online() {
-        crate::learn::trainer::check_new_run_dir(&out, args.is_online())?;
+    // Only an offline --resume into the run's own directory continues it
+    // there; anything else (a fresh run, a fork, a fine-tuning) starts a
+    // new run in --out, which must not overwrite an old one.
+    match &resume {
+        Some(dir) if !args.is_online() && same_dir(dir, &out) => {}
+        Some(_) if args.is_online() => crate::learn::trainer::check_new_run_dir(&out, true)?,
+        Some(_) => crate::learn::trainer::check_new_run_dir(&out, true).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; `--resume {}` alone would continue that run in place",
+                out.display()
+            )
+        })?,
+        None => crate::learn::trainer::check_new_run_dir(&out, false)?,
     }
     Ok((config, out))
+}
+
+/// The config a resumed run trains with: the keys of `top` (a `--config`
+/// file) overlaid onto `base` (the resumed run's `config.toml`): a key of
+/// `top` replaces that key, tables merge key by key (`reward_weights`
+/// excepted: it is replaced whole), every key `top` leaves out keeps the
+/// resumed value. Each is `(path, text)`; an error names the file that is
+/// not TOML. Unknown keys are left for `TrainConfig::from_toml` to refuse.
+fn overlay_config(base: (&Path, &str), top: (&Path, &str)) -> anyhow::Result<String> {
+    let parse = |(path, text): (&Path, &str)| -> anyhow::Result<toml::Table> {
+        text.parse().map_err(|e: toml::de::Error| {
+            let e = crate::learn::config::one_line(&e);
+            anyhow::anyhow!("{} is not valid TOML: {e}", path.display())
+        })
+    };
+    let mut merged = parse(base)?;
+    crate::learn::config::merge(&mut merged, parse(top)?);
+    Ok(toml::to_string(&merged)?)
+}
+
+/// Whether `a` and `b` name one directory (literally, or once resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (a.canonicalize(), b.canonicalize()),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// The parent a run forked from `dir` (whose checkpoint has `contract`)
+/// names in its provenance.
+pub(super) fn parent_run(dir: &Path, contract: &checkpoint::Contract) -> ParentRun {
+    ParentRun {
+        path: dir.display().to_string(),
+        canonical_path: dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .display()
+            .to_string(),
+        weights_sha256: contract.weights_sha256.clone(),
+        updates: contract.provenance.updates,
+        env_steps: contract.provenance.env_steps,
+    }
 }
 
 /// `--reward progress:DIR,success:DIR,intervention`: the learned models to
@@ -298,12 +378,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         return super::train_online::run(&args);
     }
     let (config, out) = resolve_config(&args)?;
-    let resume = args.resume.is_some();
+    // The run to start from: --resume's; a fork when it is not --out.
+    let resume = args.resume_dir().transpose()?;
+    let fork = resume.as_ref().is_some_and(|dir| !same_dir(dir, &out));
     let (env_config, model) = config.load_env(false)?;
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
-    if resume {
+    let mut parent = None;
+    if let Some(from) = &resume {
         let (policy, contract) = checkpoint::load(
-            &out,
+            from,
             Some(
                 trainer
                     .collector
@@ -316,28 +399,64 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         )?;
         let saved = &contract.provenance;
         let state =
-            TrainerState::load_for(&out, saved.updates, saved.env_steps)?.ok_or_else(|| {
+            TrainerState::load_for(from, saved.updates, saved.env_steps)?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "cannot resume {}: it has no {}",
-                    out.display(),
+                    from.display(),
                     crate::learn::trainer::STATE_FILE
                 )
             })?;
         trainer.policy = policy;
         trainer.policy.normalizer.frozen = false;
         trainer.state = state;
-        tracing::info!(iteration = trainer.state.iteration, "resumed");
+        if fork {
+            // A run of its own, from the parent's weights and counters:
+            // its total_steps count from here.
+            parent = Some(parent_run(from, &contract));
+            trainer.run_start_iteration = saved.updates;
+        } else {
+            // The run goes on: it keeps its parent, and its total_steps
+            // still count from where it started.
+            parent = saved.parent.clone();
+            trainer.run_start_iteration = parent.as_ref().map_or(0, |p| p.updates);
+            if let Some(steps) = args.steps {
+                // --steps more than the run has done: its new total.
+                let done = trainer
+                    .state
+                    .iteration
+                    .saturating_sub(trainer.run_start_iteration);
+                trainer.config.total_steps = done
+                    .saturating_mul(trainer.steps_per_iteration())
+                    .saturating_add(steps);
+                trainer.config.validate().map_err(anyhow::Error::msg)?;
+            }
+        }
+        tracing::info!(
+            iteration = trainer.state.iteration,
+            fork,
+            from = %from.display(),
+            "resumed"
+        );
     }
+    let config = trainer.config.clone();
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    let mut files = if resume {
+    // A fork's files hold its own rows only (they go on from the parent's
+    // counters); an in-place resume continues the run's.
+    let mut files = if resume.is_some() && !fork {
         RunFiles::resume(&out, trainer.state.iteration)?
     } else {
         RunFiles::open(&out, false)?
     };
 
-    let total = config.total_steps.max(trainer.steps_per_iteration());
+    let remaining = trainer
+        .total_iterations()
+        .saturating_sub(trainer.state.iteration);
+    let total = trainer
+        .state
+        .env_steps
+        .saturating_add(remaining.saturating_mul(trainer.steps_per_iteration()));
     let bar = if args.json {
         ProgressBar::hidden()
     } else {
@@ -350,7 +469,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     bar.set_position(trainer.state.env_steps);
     let started = Instant::now();
-    let bc = if resume {
+    let bc = if resume.is_some() {
         None
     } else {
         pretrain(&mut trainer, &env_config, model.clone(), &bar)?
@@ -389,12 +508,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ));
         tracing::debug!(?report, "iteration");
         if report.iteration % 20 == 0 || trainer.done() {
-            save(&trainer, &out)?;
+            save(&trainer, &out, parent.as_ref())?;
         }
     }
     bar.finish_and_clear();
     let train_seconds = started.elapsed().as_secs_f64();
-    save(&trainer, &out)?;
+    save(&trainer, &out, parent.as_ref())?;
     let curve = report::read_curve(&out.join("metrics.csv"))?;
     if !curve.is_empty() {
         report::plot_learning_curve(
@@ -418,6 +537,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         train_seconds,
         out.display()
     );
+    if let Some(p) = parent.as_ref().filter(|_| fork) {
+        println!(
+            "forked from {} at update {} ({} env steps): this run made {} updates, {} env steps",
+            p.path,
+            p.updates,
+            p.env_steps,
+            trainer.state.iteration - p.updates,
+            trainer.state.env_steps - p.env_steps
+        );
+    }
     if let Some(e) = &evaluation {
         println!(
             "held-out evaluation: {} episodes, success rate {:.1}%, mean return {:.3}",
@@ -457,6 +586,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "learned_truth_pearson_first": truth_pearson.0,
             "learned_truth_pearson_last": truth_pearson.1,
             "updates_rolled_back": updates_rolled_back,
+            "parent": parent,
         });
         if args.timings {
             report["timings"] = json!({
@@ -523,7 +653,8 @@ pub(super) fn held_out_evaluation(
 /// The trainer state first, then the checkpoint it belongs to: a crash
 /// between them leaves the previous state beside the previous checkpoint
 /// (`TrainerState::save` keeps it), so the run resumes from either.
-fn save(trainer: &Trainer, out: &Path) -> anyhow::Result<()> {
+/// `parent`: the run this one forked from, if any.
+fn save(trainer: &Trainer, out: &Path, parent: Option<&ParentRun>) -> anyhow::Result<()> {
     trainer.state.save(out)?;
     let provenance = TrainingProvenance {
         config: serde_json::to_value(&trainer.config)?,
@@ -531,7 +662,50 @@ fn save(trainer: &Trainer, out: &Path) -> anyhow::Result<()> {
         env_steps: trainer.state.env_steps,
         updates: trainer.state.iteration,
         source_commit: source_commit(),
+        parent: parent.cloned(),
     };
     checkpoint::save(out, &trainer.policy, provenance)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(base: &str, top: &str) -> anyhow::Result<String> {
+        overlay_config(
+            (Path::new("RUN/config.toml"), base),
+            (Path::new("top.toml"), top),
+        )
+    }
+
+    #[test]
+    fn overlay_config_replaces_given_keys_and_keeps_the_rest() {
+        // A resumed run whose [ppo] differs from the task's defaults.
+        let base = "task = \"pendulum\"\ntotal_steps = 4096\n[ppo]\nepochs = 3\nclip = 0.1\n";
+        let base = TrainConfig::from_toml(None, Some(base)).unwrap().to_toml();
+        let top = "seed = 7\n[ppo]\nlearning_rate = 1e-4\n[reward_weights]\ntask = 2.0\n";
+        let merged = overlay(&base, top).unwrap();
+        let config = TrainConfig::from_toml(None, Some(&merged)).unwrap();
+        let resumed = TrainConfig::from_toml(None, Some(&base)).unwrap();
+        assert_eq!(config.task, "pendulum", "the resumed task stays");
+        assert_eq!(config.seed, 7);
+        assert_eq!(config.ppo.learning_rate, 1e-4);
+        // The rest of [ppo] is the resumed run's, not the defaults'.
+        assert_eq!((config.ppo.epochs, config.ppo.clip), (3, 0.1));
+        assert_eq!(config.gamma, resumed.gamma);
+        assert_eq!(config.total_steps, 4096);
+        // reward_weights are replaced whole.
+        assert_eq!(
+            config.reward_weights,
+            [("task".to_owned(), 2.0)].into_iter().collect()
+        );
+
+        // Unknown keys are still refused, named; bad TOML names its file.
+        let bad = overlay(&base, "[ppo]\nlerning_rate = 1e-4\n").unwrap();
+        let error = TrainConfig::from_toml(None, Some(&bad)).unwrap_err();
+        assert!(error.contains("lerning_rate"), "{error}");
+        let error = overlay(&base, "seed = = 1").unwrap_err().to_string();
+        assert!(error.contains("top.toml is not valid TOML"), "{error}");
+    }
 }

@@ -4,7 +4,7 @@
 //! new weights the loop picks up between ticks (learn/online.rs).
 
 use super::print_json;
-use super::train::{OnlineClock, TrainArgs, resolve_config, source_commit};
+use super::train::{OnlineClock, TrainArgs, parent_run, resolve_config, source_commit};
 use crate::control_loop::{Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::labeller_thread::{LabellerThread, RewardModelSlot, watch_models};
@@ -274,6 +274,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             env_steps: summary.counters.ticks,
             updates: status.counters.updates,
             source_commit: source_commit(),
+            parent: Some(parent_run(&from, &contract)),
         },
     )?;
 

@@ -463,7 +463,7 @@ pub fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<
 /// A TOML error on one line (its display spans several, with the line at
 /// fault drawn in a gutter): `TOML parse error at line 1, column 8, in
 /// `envs = 99999999999999999999`: invalid type: …`.
-fn one_line(e: &toml::de::Error) -> String {
+pub(crate) fn one_line(e: &toml::de::Error) -> String {
     let mut out = String::new();
     for line in e
         .to_string()
@@ -489,8 +489,10 @@ fn one_line(e: &toml::de::Error) -> String {
     out
 }
 
-/// Overlays `top` onto `base`, table by table.
-fn merge(base: &mut toml::Table, top: toml::Table) {
+/// Overlays `top` onto `base`, table by table: a key of `top` replaces
+/// that key of `base`, tables merge key by key, except `reward_weights`,
+/// which `top` replaces whole (its keys are the components trained on).
+pub(crate) fn merge(base: &mut toml::Table, top: toml::Table) {
     for (key, value) in top {
         match (base.get_mut(&key), value) {
             (Some(toml::Value::Table(b)), toml::Value::Table(t)) if key != "reward_weights" => {

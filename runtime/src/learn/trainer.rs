@@ -394,6 +394,11 @@ pub struct Trainer<P: TrainablePolicy = GaussianMlpPolicy> {
     pub policy: P,
     pub collector: Collector,
     pub state: TrainerState,
+    /// The iteration this run started at: 0 for a run trained from
+    /// scratch, the parent's updates for a fork (`train --resume RUN --out
+    /// NEW`). `config.total_steps` counts the steps from here, and the
+    /// learning rate anneals over them.
+    pub run_start_iteration: u64,
     horizon: usize,
     /// Demonstrations still cloned during RL (`bc.rl_weight`).
     cloning: Option<bc::CloningSet<P>>,
@@ -477,6 +482,7 @@ impl<P: TrainablePolicy> Trainer<P> {
             config,
             policy,
             collector,
+            run_start_iteration: 0,
             horizon,
             cloning: None,
             labeller,
@@ -567,11 +573,15 @@ impl<P: TrainablePolicy> Trainer<P> {
         (per_copy * self.config.envs) as u64
     }
 
+    /// The iteration the run ends at: `config.total_steps` (rounded up to
+    /// whole iterations, at least one) after `run_start_iteration`.
     pub fn total_iterations(&self) -> u64 {
-        self.config
+        let this_run = self
+            .config
             .total_steps
             .div_ceil(self.steps_per_iteration())
-            .max(1)
+            .max(1);
+        self.run_start_iteration.saturating_add(this_run)
     }
 
     pub fn done(&self) -> bool {
@@ -633,7 +643,9 @@ impl<P: TrainablePolicy> Trainer<P> {
             ppo_config.value_coef = 0.0;
         }
         let frac = if ppo_config.anneal_lr {
-            1.0 - self.state.iteration as f64 / self.total_iterations() as f64
+            let start = self.run_start_iteration;
+            let done = self.state.iteration.saturating_sub(start);
+            1.0 - done as f64 / (self.total_iterations() - start).max(1) as f64
         } else {
             1.0
         };
