@@ -33,7 +33,7 @@ while [ "$k" -le "$rounds" ]; do
       --eval-episodes 50 --out "$out/run" --json > "$out/train$k.log"
   else
     "$bin" train --resume "$out/run" --reward "progress:$out/model$prev${EXTRA_REWARD:-}" \
-      --steps $((steps * k)) --eval-episodes 50 --json > "$out/train$k.log"
+      --steps "$steps" --eval-episodes 50 --json > "$out/train$k.log"
   fi
   tail -n 1 "$out/train$k.log" | python3 -c "import json, sys; d = json.load(sys.stdin); print($k, d['env_steps'], d['success_rate'], d['mean_return'], d.get('learned_truth_pearson_last'))" >> "$out/summary.txt"
   "$bin" run --checkpoint "$out/run" --clock sim --duration 60 --sample --seed "$k" \

@@ -216,6 +216,9 @@ pub(super) fn read(path: &Path) -> anyhow::Result<String> {
 pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     let resume = args.resume_dir().transpose()?;
     let text = match (&args.config, &resume) {
+        // A checkpoint directory without a config.toml (not written by
+        // `train`): the file alone, over the defaults, as without --resume.
+        (Some(path), Some(dir)) if !dir.join("config.toml").exists() => Some(read(path)?),
         (Some(path), Some(dir)) => {
             let base = dir.join("config.toml");
             Some(overlay_config(
