@@ -8,6 +8,7 @@ use crate::learn::{Algo, TrainConfig, Trainer};
 use crate::report::{self, RunFiles};
 use cerebellum_core::Robot;
 use cerebellum_policies::checkpoint::{self, ParentRun, TrainingProvenance};
+use cerebellum_policies::{GaussianMlpPolicy, TrainablePolicy};
 use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -388,7 +389,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut trainer = Trainer::new(config.clone(), &env_config, model.clone())?;
     let mut parent = None;
     if let Some(from) = &resume {
-        let (policy, contract) = checkpoint::load(
+        let (policy, contract) = <GaussianMlpPolicy as TrainablePolicy>::load(
             from,
             Some(
                 trainer
@@ -410,7 +411,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 )
             })?;
         trainer.policy = policy;
-        trainer.policy.normalizer.frozen = false;
+        trainer.policy.freeze_statistics(false);
         trainer.state = state;
         if fork {
             // A run of its own, from the parent's weights and counters:
@@ -527,7 +528,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
 
     let evaluation: Option<EvalReport> = if config.eval_episodes > 0 {
-        trainer.policy.normalizer.frozen = true;
+        trainer.policy.freeze_statistics(true);
         Some(held_out_evaluation(&mut trainer, &env_config, model)?)
     } else {
         None
@@ -667,7 +668,7 @@ fn save(trainer: &Trainer, out: &Path, parent: Option<&ParentRun>) -> anyhow::Re
         source_commit: source_commit(),
         parent: parent.cloned(),
     };
-    checkpoint::save(out, &trainer.policy, provenance)?;
+    trainer.policy.save(out, provenance)?;
     Ok(())
 }
 
