@@ -486,9 +486,14 @@ impl TrainablePolicy for CandleGaussianPolicy {
         for (d, row) in decisions.iter().zip(out.observations.chunks_exact_mut(obs)) {
             let first = d.first_index as usize;
             let end = first + d.actions.len();
-            if d.actions.is_empty() || end > horizon {
+            if d.actions.is_empty() {
+                return Err(PolicyError::Other(
+                    "a decision has no executed actions".into(),
+                ));
+            }
+            if end > horizon {
                 return Err(PolicyError::Other(format!(
-                    "a decision of {} actions from chunk index {first} does not fit the policy's chunk of {horizon} (horizon {horizon})",
+                    "a decision of {} actions from chunk index {first} runs past the policy's chunk (horizon {horizon})",
                     d.actions.len()
                 )));
             }
@@ -523,7 +528,7 @@ impl TrainablePolicy for CandleGaussianPolicy {
         let (obs, act, horizon) = (self.obs_size(), self.act_size(), self.horizon);
         if (batch.obs, batch.act, batch.horizon) != (obs, act, horizon) {
             return Err(PolicyError::Other(format!(
-                "decisions encoded for {}→{}×{} but the policy is {obs}→{act}×{horizon}",
+                "decisions encoded for {}→{}×{} but the policy is {obs}→{horizon}×{act}",
                 batch.obs, batch.horizon, batch.act
             )));
         }
