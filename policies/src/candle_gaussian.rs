@@ -378,7 +378,6 @@ impl CandleGaussianPolicy {
         let mut total: Option<Tensor> = None;
         for (what, g, out) in [
             ("log_probs", &grads.log_probs, &ws.log_probs),
-            ("entropies", &grads.entropies, &ws.entropies),
             ("imitation", &grads.imitation, &ws.imitation),
             ("values", &grads.values, &ws.values),
         ] {
@@ -395,6 +394,22 @@ impl CandleGaussianPolicy {
             let term = Tensor::from_slice(g, g.len(), &self.device)
                 .and_then(|g| out.mul(&g))
                 .and_then(|t| t.sum_all())
+                .map_err(candle)?;
+            total = Some(match total {
+                None => term,
+                Some(t) => t.add(&term).map_err(candle)?,
+            });
+        }
+        if grads.mean_entropy != 0.0 {
+            let Some(entropies) = &ws.entropies else {
+                return Err(PolicyError::Other(
+                    "gradient of the mean entropy, but the last forward pass computed no entropies"
+                        .into(),
+                ));
+            };
+            let term = entropies
+                .mean_all()
+                .and_then(|m| m.affine(f64::from(grads.mean_entropy), 0.0))
                 .map_err(candle)?;
             total = Some(match total {
                 None => term,
@@ -767,7 +782,7 @@ impl Policy for CandleGaussianPolicy {
     }
 
     /// One chunk of `horizon` actions per observation; the log-probability
-    /// is that of the whole sampled chunk. Noise is drawn as the fused
+    /// is that of the whole sampled chunk, and each action's is given too. Noise is drawn as the fused
     /// policy draws it (one generator over the batch, row by row).
     fn act(
         &mut self,
@@ -789,15 +804,23 @@ impl Policy for CandleGaussianPolicy {
             .iter()
             .zip(means.chunks_exact(width).zip(raw.chunks_exact(width)))
             .map(|(o, (mean, raw))| {
-                let log_prob = mean
-                    .iter()
-                    .zip(raw)
-                    .zip(log_std.iter().cycle())
-                    .map(|((m, u), s)| {
-                        let z = (u - m) / s.exp();
-                        -0.5 * z * z - s - HALF_LOG_TWO_PI
+                // One log-probability per chunk position: a chunk cut short
+                // is credited with the actions that ran.
+                let each: Vec<f32> = mean
+                    .chunks_exact(act)
+                    .zip(raw.chunks_exact(act))
+                    .map(|(mean, raw)| {
+                        mean.iter()
+                            .zip(raw)
+                            .zip(&log_std)
+                            .map(|((m, u), s)| {
+                                let z = (u - m) / s.exp();
+                                -0.5 * z * z - s - HALF_LOG_TWO_PI
+                            })
+                            .sum()
                     })
-                    .sum();
+                    .collect();
+                let log_prob = each.iter().sum();
                 let (sampled, sent): (Vec<Action>, Vec<Action>) = raw
                     .chunks_exact(act)
                     .map(|u| {
@@ -809,9 +832,7 @@ impl Policy for CandleGaussianPolicy {
                     chunk: ActionChunk { actions: sent },
                     sampled: Some(ActionChunk { actions: sampled }),
                     log_prob: Some(log_prob),
-                    // NOTE(main engineer): PolicyOutput gained per-action
-                    // log-probs; fill them (one per chunk position) here.
-                    action_log_probs: None,
+                    action_log_probs: (each.len() > 1).then_some(each),
                 }
             })
             .collect())
@@ -972,7 +993,7 @@ mod tests {
         };
         OutputGrads {
             log_probs: g(&out.log_probs),
-            entropies: g(&out.entropies),
+            mean_entropy: -0.7,
             values: g(&out.values),
             imitation: g(&out.imitation),
         }
@@ -1218,8 +1239,9 @@ mod tests {
             .forward(&batch, &[0, 1, 2, 3], all(), &mut ws)
             .unwrap();
         // d loss / d H > 0: every step lowers log σ.
+        assert!(!out.entropies.is_empty());
         let grads = OutputGrads {
-            entropies: vec![1.0; out.entropies.len()],
+            mean_entropy: 1.0,
             ..Default::default()
         };
         candle.backward(&grads, &mut ws).unwrap();

@@ -7,6 +7,7 @@
 //!   d log π / d μ_j   = z_j / σ_j
 //!   d log π / d log σ_j = z_j² − 1
 //!   H                 = Σ_j log σ_j + ½ + ½ log 2π,          d H / d log σ_j = 1
+//!                       (the same for every action, so for their mean)
 //!   imitation         = ½ ‖μ − u‖²,                          d / d μ = μ − u
 //!
 //! and the MLPs back-propagate from d/dμ (actor) and d/dV (critic). The
@@ -65,11 +66,7 @@ impl MlpDecisions {
 
 impl EncodedDecisions for MlpDecisions {
     fn len(&self) -> usize {
-        if self.act == 0 {
-            0
-        } else {
-            self.actions.len() / self.act
-        }
+        self.actions.len().checked_div(self.act).unwrap_or(0)
     }
 
     fn actions_in(&self, _row: usize) -> usize {
@@ -241,7 +238,6 @@ impl TrainablePolicy for GaussianMlpPolicy {
             }
         };
         check("log_probs", &grads.log_probs, ws.actor_ran)?;
-        check("entropies", &grads.entropies, ws.actor_ran)?;
         check("imitation", &grads.imitation, ws.actor_ran)?;
         check("values", &grads.values, ws.critic_ran)?;
         let actor_grads = !grads.log_probs.is_empty() || !grads.imitation.is_empty();
@@ -283,9 +279,16 @@ impl TrainablePolicy for GaussianMlpPolicy {
             }
             self.actor.backward(mean_grad, actor_tape, actor_grad);
         }
-        if !grads.entropies.is_empty() {
-            let total: f32 = grads.entropies.iter().sum();
-            ws.log_std_grad.iter_mut().for_each(|g| *g += total);
+        // Every action's entropy is Σ_j log σ_j + const: so is their mean.
+        if grads.mean_entropy != 0.0 {
+            if !ws.actor_ran {
+                return Err(PolicyError::Other(
+                    "gradient of the mean entropy, but the last forward pass computed no entropies"
+                        .into(),
+                ));
+            }
+            let g = grads.mean_entropy;
+            ws.log_std_grad.iter_mut().for_each(|s| *s += g);
         }
         if !grads.values.is_empty() {
             ws.value_grad.clear();

@@ -85,11 +85,13 @@ pub struct Outputs {
 }
 
 /// d loss / d output, laid out as [`Outputs`]; an empty vector is a zero
-/// gradient.
+/// gradient. The entropy enters losses as its mean over the executed
+/// actions of the forward pass (an entropy bonus), so its gradient is one
+/// number: d loss / d mean entropy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutputGrads {
     pub log_probs: Vec<f32>,
-    pub entropies: Vec<f32>,
+    pub mean_entropy: f32,
     pub values: Vec<f32>,
     pub imitation: Vec<f32>,
 }

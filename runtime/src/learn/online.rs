@@ -24,10 +24,10 @@
 //! ones, and the failure is reported in `LearnerStatus`.
 
 use super::advantage;
+use super::chunk_credit::chunk_steps;
 use super::config::{GroupBaseline, LEARNING_RATE, TrainConfig};
 use super::ppo::{self, UpdateStats};
 use super::rollout::Rollout;
-use super::chunk_credit::chunk_steps;
 use super::trainer::{RewardScale, TrainerState, decision_batch, gae_batch, reward};
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
 use cerebellum_core::bounds::Limits;

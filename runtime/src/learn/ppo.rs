@@ -254,9 +254,7 @@ pub fn loss_and_grad<P: TrainablePolicy>(
         )));
     }
     let entropy = out.entropies.iter().sum::<f32>() * inv_n;
-    if config.entropy_coef != 0.0 {
-        grads.entropies = vec![-config.entropy_coef * inv_n; actions];
-    }
+    grads.mean_entropy = -config.entropy_coef;
 
     // Value function, per decision.
     let mut value_loss = 0.0;

@@ -713,7 +713,7 @@ impl<P: TrainablePolicy> Trainer<P> {
         &mut self,
         rollout: &Rollout,
         usable: Option<&[bool]>,
-    ) -> anyhow::Result<(Batch<P::Encoded>, usize, (usize, Option<f64>, Option<f64>))> {
+    ) -> anyhow::Result<(Batch<P::Encoded>, usize, EpisodeStats)> {
         let envs = rollout.envs;
         let mut returns = vec![0.0f32; envs];
         let mut true_returns = vec![0.0f64; envs];
@@ -840,7 +840,10 @@ fn learned_truth_pearson(transitions: &[Transition]) -> Option<f64> {
 }
 
 /// (episodes, mean return, success rate) of the episodes that ended.
-fn finished_stats(rollout: &Rollout) -> (usize, Option<f64>, Option<f64>) {
+type EpisodeStats = (usize, Option<f64>, Option<f64>);
+
+/// [`EpisodeStats`] of the episodes of `rollout` that ended.
+fn finished_stats(rollout: &Rollout) -> EpisodeStats {
     let n = rollout.finished.len();
     if n == 0 {
         return (0, None, None);
@@ -902,7 +905,11 @@ pub fn gae_batch<P: TrainablePolicy>(
         .map(|i| {
             rewards[i].is_finite()
                 && usable.is_none_or(|u| u[i])
-                && transitions[i].observation.state.iter().all(|v| v.is_finite())
+                && transitions[i]
+                    .observation
+                    .state
+                    .iter()
+                    .all(|v| v.is_finite())
                 && rollout.next_observations[i]
                     .state
                     .iter()
@@ -918,18 +925,22 @@ pub fn gae_batch<P: TrainablePolicy>(
         reward_scale.apply(envs, &mut rewards, &ended, config.gamma);
     }
     let steps = chunk_credit::chunk_steps(envs, transitions, &rewards, &valid, config.gamma);
-    let states: Vec<&Observation> = steps
+    // Values of every tick in one pass (a decision's state is its plan
+    // tick's observation, its next state its last tick's next observation).
+    let states: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
+    let next: Vec<&Observation> = rollout.next_observations.iter().collect();
+    let tick_values = policy.state_values(&states)?;
+    let tick_next_values = policy.state_values(&next)?;
+    let values: Vec<f32> = steps
         .steps
         .iter()
-        .map(|s| &transitions[s.plan_row].observation)
+        .map(|s| tick_values[s.plan_row])
         .collect();
-    let next: Vec<&Observation> = steps
+    let next_values: Vec<f32> = steps
         .steps
         .iter()
-        .map(|s| &rollout.next_observations[s.last_row()])
+        .map(|s| tick_next_values[s.last_row()])
         .collect();
-    let values = policy.state_values(&states)?;
-    let next_values = policy.state_values(&next)?;
     let (advantages, returns) = chunk_credit::chunk_gae(
         &steps.steps,
         &values,
@@ -973,7 +984,11 @@ pub fn decision_batch<P: TrainablePolicy>(
         .map(|s| Decision {
             observation: &transitions[s.plan_row].observation,
             first_index: s.first_index,
-            actions: s.rows.iter().map(|&r| &transitions[r].policy_action).collect(),
+            actions: s
+                .rows
+                .iter()
+                .map(|&r| &transitions[r].policy_action)
+                .collect(),
         })
         .collect();
     let decisions = policy.encode(&decisions)?;
@@ -999,7 +1014,10 @@ pub fn decision_batch<P: TrainablePolicy>(
     }
     Ok(Batch {
         decisions,
-        old_log_probs: old_log_probs.into_iter().map(|l| l.unwrap_or(0.0)).collect(),
+        old_log_probs: old_log_probs
+            .into_iter()
+            .map(|l| l.unwrap_or(0.0))
+            .collect(),
         action_starts,
         advantages: pick(advantages),
         returns: pick(returns),
