@@ -24,7 +24,7 @@
 //! used (they are replaced by the `Var`s' values in [`CandleGaussianPolicy::to_fused`]).
 
 use crate::checkpoint::{self, CheckpointError, Contract, TrainingProvenance};
-use crate::gaussian::{GaussianConfig, GaussianMlpPolicy, LOG_STD_FLOOR};
+use crate::gaussian::{GaussianConfig, GaussianMlpPolicy, LOG_STD_FLOOR, diagonal_log_prob};
 use crate::mlp::Mlp;
 use crate::optim::{Adam, clip_global_norm};
 use crate::trainable::{
@@ -711,19 +711,7 @@ impl TrainablePolicy for CandleGaussianPolicy {
     }
 
     fn state_values(&mut self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {
-        let size = self.obs_size();
-        let mut normalized = vec![0.0; observations.len() * size];
-        for (o, row) in observations.iter().zip(normalized.chunks_exact_mut(size)) {
-            // Sizes only, as the fused policy: a learner masks the rows
-            // whose state is not finite.
-            if o.state.len() != size {
-                return Err(PolicyError::Other(format!(
-                    "observation has {} values, the policy reads {size}",
-                    o.state.len()
-                )));
-            }
-            self.base.normalizer.normalize_into(&o.state, row);
-        }
+        let normalized = self.base.normalize_states(observations)?;
         self.run(&self.critic, normalized, observations.len())
     }
 
@@ -809,16 +797,7 @@ impl Policy for CandleGaussianPolicy {
                 let each: Vec<f32> = mean
                     .chunks_exact(act)
                     .zip(raw.chunks_exact(act))
-                    .map(|(mean, raw)| {
-                        mean.iter()
-                            .zip(raw)
-                            .zip(&log_std)
-                            .map(|((m, u), s)| {
-                                let z = (u - m) / s.exp();
-                                -0.5 * z * z - s - HALF_LOG_TWO_PI
-                            })
-                            .sum()
-                    })
+                    .map(|(mean, raw)| diagonal_log_prob(mean, raw, &log_std))
                     .collect();
                 let log_prob = each.iter().sum();
                 let (sampled, sent): (Vec<Action>, Vec<Action>) = raw

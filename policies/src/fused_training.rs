@@ -13,7 +13,7 @@
 //! and the MLPs back-propagate from d/dμ (actor) and d/dV (critic). The
 //! tests of `CandleGaussianPolicy` check all of it against candle autograd.
 
-use crate::gaussian::{GaussianMlpPolicy, LOG_STD_FLOOR};
+use crate::gaussian::{GaussianMlpPolicy, LOG_STD_FLOOR, diagonal_log_prob};
 use crate::mlp::MlpTape;
 use crate::optim::{Adam, clip_global_norm};
 use crate::trainable::{
@@ -22,8 +22,6 @@ use crate::trainable::{
 use crate::{CheckpointError, Contract, TrainingProvenance, checkpoint};
 use cerebellum_core::{Observation, PolicyError, RobotSpec};
 use std::path::Path;
-
-const HALF_LOG_TWO_PI: f32 = 0.918_938_5;
 
 /// Decisions for the fused MLP: normalised states and the sampled actions
 /// in its normalised action coordinates, one action per row.
@@ -182,19 +180,13 @@ impl TrainablePolicy for GaussianMlpPolicy {
             self.actor.forward(&ws.inputs, m, &mut ws.actor_tape);
             let means = ws.actor_tape.output();
             if wants.log_probs {
-                let sigma: Vec<f32> = self.log_std.iter().map(|s| s.exp()).collect();
                 out.log_probs = rows
                     .iter()
                     .enumerate()
                     .map(|(r, &i)| {
                         let mean = &means[r * act..][..act];
                         let u = &batch.actions[i * act..][..act];
-                        let mut log_prob = 0.0;
-                        for j in 0..act {
-                            let z = (u[j] - mean[j]) / sigma[j];
-                            log_prob += -0.5 * z * z - self.log_std[j] - HALF_LOG_TWO_PI;
-                        }
-                        log_prob
+                        diagonal_log_prob(mean, u, &self.log_std)
                     })
                     .collect();
                 out.entropies = vec![self.entropy(); m];
@@ -379,19 +371,7 @@ impl TrainablePolicy for GaussianMlpPolicy {
     }
 
     fn state_values(&mut self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {
-        let size = self.obs_size();
-        let mut normalized = vec![0.0; observations.len() * size];
-        for (o, row) in observations.iter().zip(normalized.chunks_exact_mut(size)) {
-            // Sizes only: a learner masks the rows whose state is not
-            // finite, whose values are then not finite either.
-            if o.state.len() != size {
-                return Err(PolicyError::Other(format!(
-                    "observation has {} values, the policy reads {size}",
-                    o.state.len()
-                )));
-            }
-            self.normalizer.normalize_into(&o.state, row);
-        }
+        let normalized = self.normalize_states(observations)?;
         Ok(self.values(&normalized))
     }
 

@@ -24,6 +24,18 @@ use serde::{Deserialize, Serialize};
 
 const HALF_LOG_TWO_PI: f32 = 0.918_938_5;
 
+/// log N(u | mean, diag σ²) with σ = e^log_std, summed over the action's
+/// dimensions: Σ_j −½ z_j² − log σ_j − ½ log 2π, z_j = (u_j − μ_j)/σ_j.
+/// Every Gaussian policy here scores an action with it.
+pub fn diagonal_log_prob(mean: &[f32], u: &[f32], log_std: &[f32]) -> f32 {
+    let mut log_prob = 0.0;
+    for ((m, u), s) in mean.iter().zip(u).zip(log_std) {
+        let z = (u - m) / s.exp();
+        log_prob += -0.5 * z * z - s - HALF_LOG_TWO_PI;
+    }
+    log_prob
+}
+
 /// How a normalised action u becomes a command.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -205,17 +217,26 @@ impl GaussianMlpPolicy {
         let act = self.act_size();
         mean.chunks_exact(act)
             .zip(raw.chunks_exact(act))
-            .map(|(m, u)| {
-                m.iter()
-                    .zip(u)
-                    .zip(&self.log_std)
-                    .map(|((m, u), s)| {
-                        let z = (u - m) / s.exp();
-                        -0.5 * z * z - s - HALF_LOG_TWO_PI
-                    })
-                    .sum()
-            })
+            .map(|(m, u)| diagonal_log_prob(m, u, &self.log_std))
             .collect()
+    }
+
+    /// The observations' states through the normaliser, row-major. Only
+    /// their sizes are checked: a learner masks the rows whose state is not
+    /// finite (their values are then not finite either).
+    pub fn normalize_states(&self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {
+        let size = self.obs_size();
+        let mut normalized = vec![0.0; observations.len() * size];
+        for (o, row) in observations.iter().zip(normalized.chunks_exact_mut(size)) {
+            if o.state.len() != size {
+                return Err(PolicyError::Other(format!(
+                    "observation has {} values, the policy reads {size}",
+                    o.state.len()
+                )));
+            }
+            self.normalizer.normalize_into(&o.state, row);
+        }
+        Ok(normalized)
     }
 
     /// Entropy of the (state-independent) action distribution.
