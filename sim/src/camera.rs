@@ -19,7 +19,7 @@ use cerebellum_core::Image;
 use cerebellum_core::bounds::{Limits, check_name, refusal};
 use rapier3d::math::{Pose, Rotation, Vector};
 use rapier3d::parry::query::Ray;
-use rapier3d::parry::shape::{Cuboid, Shape};
+use rapier3d::parry::shape::Shape;
 use std::path::Path;
 
 /// Where a camera sits and what it sees.
@@ -235,16 +235,12 @@ impl Camera {
         image.data.clear();
         image.data.resize(width as usize * height as usize * 3, 0);
 
-        let cube = world
-            .cube
-            .map(|(_, config)| Cuboid::new(Vector::splat(config.size / 2.0)));
+        let props = world.props();
         let mut items: Vec<Item> = world
             .visual_shapes()
             .map(|(pose, visual)| item(pose, &*visual.shape, visual.rgb))
+            .chain(props.iter().map(|p| item(p.pose, &*p.shape, p.rgb)))
             .collect();
-        if let (Some(shape), Some(pose)) = (&cube, world.cube_pose()) {
-            items.push(item(pose, shape, CUBE_RGB));
-        }
         // Nearest first, so that far shapes are mostly rejected by their box
         // once a near hit is found.
         let eye = self.eye;

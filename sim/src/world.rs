@@ -106,6 +106,15 @@ impl PhysicsConfig {
     }
 }
 
+/// A coloured object of the scene that is not part of the arm.
+#[derive(Clone)]
+pub struct Prop {
+    pub pose: Pose,
+    pub shape: SharedShape,
+    /// Linear RGB in [0, 1].
+    pub rgb: [f32; 3],
+}
+
 /// The cube of the `lift` task.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -548,6 +557,21 @@ impl ArmWorld {
 
     pub fn cube_pose(&self) -> Option<Pose> {
         self.cube.map(|(body, _)| *self.bodies[body].position())
+    }
+
+    /// The coloured objects of the scene beside the arm and the table (the
+    /// task's cubes and markers), posed, for the camera: what a task adds
+    /// to the scene appears in every camera's image through this one list.
+    pub fn props(&self) -> Vec<Prop> {
+        let mut props = Vec::new();
+        if let (Some((_, config)), Some(pose)) = (self.cube, self.cube_pose()) {
+            props.push(Prop {
+                pose,
+                shape: SharedShape::cuboid(config.size / 2.0, config.size / 2.0, config.size / 2.0),
+                rgb: crate::camera::CUBE_RGB,
+            });
+        }
+        props
     }
 
     /// Every visual shape with its world pose, for the camera.
