@@ -4,6 +4,12 @@
 //!   DIR/meta.json               format name and version, the robot spec
 //!   DIR/episode-NNNNNNNN.jsonl  one `Transition` (serde JSON) per line
 //!
+//! Format version 2 stores every camera image as a base64 PNG
+//! (`{"camera", "height", "width", "channels", "png"}`, see [`encode_png`]);
+//! version 1 as one JSON number per byte (`"data": [..]`). Readers read
+//! both, by the version in `meta.json`; writers write version 2, except
+//! that episodes appended to a version 1 recording stay version 1.
+//!
 //! An episode is written to `episode-….jsonl.partial` and renamed when it
 //! ends, so a reader never sees half an episode; a run that stops mid-way
 //! leaves its last episode as `.partial`, which readers skip.
@@ -14,14 +20,22 @@
 //! last episode file there.
 
 use crate::control_loop::TransitionSink;
-use cerebellum_core::{RobotSpec, Transition};
+use cerebellum_core::{Action, Image, Provenance, RewardComponents, RobotSpec, Transition};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "cerebellum-episodes";
-pub const VERSION: u32 = 1;
+/// The version new recordings are written in: camera images as base64 PNG.
+pub const VERSION: u32 = 2;
+/// The first version: camera images as arrays of byte values.
+pub const VERSION_BYTE_ARRAYS: u32 = 1;
+/// The versions this reader reads.
+pub const VERSIONS: [u32; 2] = [VERSION_BYTE_ARRAYS, VERSION];
 pub const META_FILE: &str = "meta.json";
+/// The most bytes one decoded camera frame may hold (a corrupt or hostile
+/// file never makes the reader allocate more): 64 MiB, 4096×4096 RGBA.
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodesMeta {
@@ -116,6 +130,11 @@ pub struct EpisodeRecorder {
     pub error: Option<String>,
     /// That error alone, for [`RecordingFailure::message`].
     cause: Option<String>,
+    /// The format version of the recording written to: [`VERSION`], or
+    /// [`VERSION_BYTE_ARRAYS`] when appending to a version 1 recording.
+    version: u32,
+    /// The line being written (one `write` per transition).
+    line: Vec<u8>,
 }
 
 /// `episode-NNNNNNNN` of an episode file's name (complete or `.partial`).
@@ -178,11 +197,32 @@ impl EpisodeRecorder {
     /// its `meta.json` describes the same episodes (an error names what
     /// differs), numbering new episodes after its last episode file, so no
     /// file there is ever replaced.
-    pub fn open(dir: &Path, meta: EpisodesMeta, existing: Existing) -> anyhow::Result<Self> {
+    ///
+    /// New recordings are format [`VERSION`] (images as PNG: every camera
+    /// of the spec must be 1 to 4 channels, at least 1×1 and at most
+    /// [`MAX_FRAME_BYTES`]); a version 1 recording appended to stays
+    /// version 1 (images as byte arrays), so no recording mixes the two.
+    pub fn open(dir: &Path, mut meta: EpisodesMeta, existing: Existing) -> anyhow::Result<Self> {
         let meta_path = dir.join(META_FILE);
+        let check_cameras = |meta: &EpisodesMeta| -> anyhow::Result<()> {
+            if meta.version != VERSION {
+                return Ok(());
+            }
+            for camera in &meta.robot.observation.cameras {
+                png_shape(camera.height, camera.width, camera.channels).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot record camera `{}` in {}: {e}",
+                        camera.name,
+                        dir.display()
+                    )
+                })?;
+            }
+            Ok(())
+        };
         let (complete, partial) = episode_files(dir)?;
         let has_meta = meta_path.exists();
         let next_episode = if !has_meta && complete.is_empty() && partial.is_empty() {
+            check_cameras(&meta)?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             write_atomically(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
@@ -210,12 +250,26 @@ impl EpisodeRecorder {
             anyhow::ensure!(has_meta, "{holds}: cannot append without its meta.json");
             let recorded: EpisodesMeta = serde_json::from_slice(&read_regular_file(&meta_path)?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
+            if recorded.format == FORMAT && meta.format == FORMAT {
+                anyhow::ensure!(
+                    VERSIONS.contains(&recorded.version),
+                    "cannot append to {}: {} says format version {}, this cerebellum writes versions {} (a newer cerebellum wrote it?); choose another directory",
+                    dir.display(),
+                    meta_path.display(),
+                    recorded.version,
+                    versions_in_words()
+                );
+                // Episodes appended to a version 1 recording are written
+                // as version 1: one recording, one format.
+                meta.version = recorded.version;
+            }
             if let Some(difference) = meta.difference(&recorded) {
                 anyhow::bail!(
                     "cannot append to {}: its episodes were recorded differently ({difference}); choose another directory",
                     dir.display()
                 );
             }
+            check_cameras(&meta)?;
             complete.iter().chain(&partial).max().map_or(0, |n| n + 1)
         };
         Ok(Self {
@@ -225,7 +279,14 @@ impl EpisodeRecorder {
             episodes_written: 0,
             error: None,
             cause: None,
+            version: meta.version,
+            line: Vec::new(),
         })
+    }
+
+    /// The format version this recorder writes (that of its recording).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The number the next episode's file gets (`episode-NNNNNNNN.jsonl`).
@@ -262,9 +323,17 @@ impl EpisodeRecorder {
             self.next_episode += 1;
             self.current = Some((id, number, BufWriter::new(file)));
         }
+        // The whole line first, so an image that cannot be encoded leaves
+        // nothing half-written.
+        self.line.clear();
+        if self.version == VERSION_BYTE_ARRAYS {
+            serde_json::to_writer(&mut self.line, transition)?;
+        } else {
+            serde_json::to_writer(&mut self.line, &DiskTransition::new(transition)?)?;
+        }
+        self.line.push(b'\n');
         let (_, _, writer) = self.current.as_mut().expect("opened above");
-        serde_json::to_writer(&mut *writer, transition)?;
-        writer.write_all(b"\n")?;
+        writer.write_all(&self.line)?;
         if transition.terminated || transition.truncated {
             let (_, number, writer) = self.current.take().expect("opened above");
             writer
@@ -322,6 +391,334 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         anyhow::anyhow!("cannot write {}: {e}", path.display())
     })
+}
+
+/// "1 and 2": the versions this reader reads, in words.
+fn versions_in_words() -> String {
+    let versions: Vec<String> = VERSIONS.iter().map(u32::to_string).collect();
+    versions.join(" and ")
+}
+
+/// The PNG colour type of an image of `channels` 8-bit channels, and its
+/// frame's length in bytes; an error in words for a shape PNG cannot hold
+/// (0 or more than 4 channels, an empty image) or one larger than
+/// [`MAX_FRAME_BYTES`].
+fn png_shape(height: u32, width: u32, channels: u32) -> Result<(png::ColorType, usize), String> {
+    let color = match channels {
+        1 => png::ColorType::Grayscale,
+        2 => png::ColorType::GrayscaleAlpha,
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        n => {
+            return Err(format!(
+                "{n} channels: a frame on disk (PNG) has 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA)"
+            ));
+        }
+    };
+    if height == 0 || width == 0 {
+        return Err(format!(
+            "{height}×{width} (height×width): a frame on disk (PNG) is at least 1×1"
+        ));
+    }
+    let bytes = u64::from(height) * u64::from(width) * u64::from(channels);
+    if bytes > MAX_FRAME_BYTES {
+        return Err(format!(
+            "{height}×{width}×{channels} (height×width×channels) is {bytes} bytes, more than the {MAX_FRAME_BYTES} a frame may hold"
+        ));
+    }
+    Ok((color, bytes as usize))
+}
+
+/// The compression of frames on disk: `fdeflate`'s fast mode with the
+/// adaptive (per-row) filter; measured against the other levels in
+/// docs/BENCHMARKS.md ("Frames on disk").
+const FRAME_COMPRESSION: png::DeflateCompression = png::DeflateCompression::FdeflateUltraFast;
+const FRAME_FILTER: png::Filter = png::Filter::Adaptive;
+
+/// `image` as the PNG stored in episodes format version 2: 8-bit, grey
+/// (1 channel), grey and alpha (2), RGB (3) or RGBA (4), not interlaced,
+/// no ancillary chunks. An error in words (naming the camera) for an image
+/// whose bytes do not fill its shape or that PNG cannot hold.
+pub fn encode_png(image: &Image) -> Result<Vec<u8>, String> {
+    let (color, bytes) = png_shape(image.height, image.width, image.channels)
+        .map_err(|e| format!("camera `{}`: {e}", image.camera))?;
+    if image.data.len() != bytes {
+        return Err(format!(
+            "camera `{}`: {}×{}×{} (height×width×channels) needs {bytes} bytes, the image holds {}",
+            image.camera,
+            image.height,
+            image.width,
+            image.channels,
+            image.data.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(bytes / 2 + 128);
+    let mut encoder = png::Encoder::new(&mut out, image.width, image.height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_deflate_compression(FRAME_COMPRESSION);
+    encoder.set_filter(FRAME_FILTER);
+    let failed = |e: png::EncodingError| format!("camera `{}`: PNG: {e}", image.camera);
+    let mut writer = encoder.write_header().map_err(failed)?;
+    writer.write_image_data(&image.data).map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    Ok(out)
+}
+
+/// The bytes of the PNG `png`, which must be an image of exactly `height`
+/// × `width` × `channels` 8-bit values as [`encode_png`] writes it (any
+/// compression or filter, interlaced or not). An error in words names both
+/// shapes when they differ; a corrupt PNG is an error, never a panic, and
+/// nothing larger than [`MAX_FRAME_BYTES`] is allocated.
+pub fn decode_png(png: &[u8], height: u32, width: u32, channels: u32) -> Result<Vec<u8>, String> {
+    let (color, bytes) = png_shape(height, width, channels)?;
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::Cursor::new(png),
+        png::Limits {
+            bytes: MAX_FRAME_BYTES as usize,
+        },
+    );
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| format!("not a PNG image: {e}"))?;
+    let info = reader.info();
+    let found_channels = match info.color_type {
+        png::ColorType::Grayscale => Some(1),
+        png::ColorType::GrayscaleAlpha => Some(2),
+        png::ColorType::Rgb => Some(3),
+        png::ColorType::Rgba => Some(4),
+        png::ColorType::Indexed => None,
+    };
+    if found_channels != Some(channels)
+        || info.bit_depth != png::BitDepth::Eight
+        || (info.height, info.width) != (height, width)
+    {
+        return Err(format!(
+            "the PNG is {}×{} {:?} {}-bit, the image declares {height}×{width}×{channels} (height×width×channels; {color:?} 8-bit)",
+            info.height, info.width, info.color_type, info.bit_depth as u8
+        ));
+    }
+    let mut data = vec![0; bytes];
+    let frame = reader
+        .next_frame(&mut data)
+        .map_err(|e| format!("corrupt PNG: {e}"))?;
+    if frame.buffer_size() != bytes {
+        return Err(format!(
+            "the PNG decodes to {} bytes, the image declares {bytes}",
+            frame.buffer_size()
+        ));
+    }
+    Ok(data)
+}
+
+/// An image as a line of format version 2 holds it: its shape and its
+/// bytes as a base64 (standard alphabet, padded) PNG.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PngImage<'a> {
+    #[serde(borrow)]
+    camera: std::borrow::Cow<'a, str>,
+    height: u32,
+    width: u32,
+    channels: u32,
+    png: String,
+}
+
+/// An observation as a line of format version 2 holds it.
+#[derive(Serialize)]
+struct DiskObservation<'a> {
+    state: &'a [f32],
+    images: Vec<PngImage<'a>>,
+    instruction: &'a Option<String>,
+    timestamp: f64,
+}
+
+/// A transition as a line of format version 2 holds it: `Transition`'s
+/// own serialisation, field for field, but for the images (a unit test
+/// holds the two together).
+#[derive(Serialize)]
+struct DiskTransition<'a> {
+    provenance: &'a Provenance,
+    sim_time: f64,
+    wall_time: f64,
+    observation: DiskObservation<'a>,
+    policy_action: &'a Action,
+    sent_command: &'a Action,
+    behaviour_log_prob: Option<f32>,
+    chunk_index: u32,
+    intervention: bool,
+    safety_clamped: bool,
+    rewards: &'a RewardComponents,
+    terminated: bool,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stage: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reward_version: Option<u64>,
+}
+
+impl<'a> DiskTransition<'a> {
+    /// `t` with its images PNG-encoded; an image that cannot be is an
+    /// `InvalidInput` error naming its camera.
+    fn new(t: &'a Transition) -> std::io::Result<Self> {
+        use base64::Engine;
+        // Every field by name: a field added to `Transition` fails to
+        // compile here until the line format has it.
+        let Transition {
+            provenance,
+            sim_time,
+            wall_time,
+            observation,
+            policy_action,
+            sent_command,
+            behaviour_log_prob,
+            chunk_index,
+            intervention,
+            safety_clamped,
+            rewards,
+            terminated,
+            truncated,
+            success,
+            stage,
+            reward_version,
+        } = t;
+        let cerebellum_core::Observation {
+            state,
+            images,
+            instruction,
+            timestamp,
+        } = observation;
+        let images = images
+            .iter()
+            .map(|image| {
+                let png = encode_png(image)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                Ok(PngImage {
+                    camera: std::borrow::Cow::Borrowed(&image.camera),
+                    height: image.height,
+                    width: image.width,
+                    channels: image.channels,
+                    png: base64::engine::general_purpose::STANDARD.encode(png),
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self {
+            provenance,
+            sim_time: *sim_time,
+            wall_time: *wall_time,
+            observation: DiskObservation {
+                state,
+                images,
+                instruction,
+                timestamp: *timestamp,
+            },
+            policy_action,
+            sent_command,
+            behaviour_log_prob: *behaviour_log_prob,
+            chunk_index: *chunk_index,
+            intervention: *intervention,
+            safety_clamped: *safety_clamped,
+            rewards,
+            terminated: *terminated,
+            truncated: *truncated,
+            success: *success,
+            stage: *stage,
+            reward_version: *reward_version,
+        })
+    }
+}
+
+/// `transition` as one line of an episode file of format `version`
+/// (without the newline): for tools that write episode files themselves
+/// and for tests. An error in words for an image that cannot be stored.
+pub fn transition_line(transition: &Transition, version: u32) -> Result<String, String> {
+    let line = if version == VERSION_BYTE_ARRAYS {
+        serde_json::to_string(transition)
+    } else {
+        serde_json::to_string(&DiskTransition::new(transition).map_err(|e| e.to_string())?)
+    };
+    line.map_err(|e| e.to_string())
+}
+
+/// The images of a line that are in the other version's form: the index
+/// and camera of the first image whose object has `key`.
+fn image_with(value: &serde_json::Value, key: &str) -> Option<(usize, String)> {
+    let images = value.get("observation")?.get("images")?.as_array()?;
+    images.iter().enumerate().find_map(|(i, image)| {
+        let image = image.as_object()?;
+        image.contains_key(key).then(|| {
+            let camera = image.get("camera").and_then(|c| c.as_str()).unwrap_or("?");
+            (i, camera.to_owned())
+        })
+    })
+}
+
+/// One line of an episode file of format `version` as a transition; an
+/// error in words (the caller adds the file and line) for a line that is
+/// not one: malformed JSON, an image in the other version's form, base64
+/// or a PNG that does not decode, a PNG whose shape is not the one the
+/// image declares.
+pub fn parse_line(line: &str, version: u32) -> Result<Transition, String> {
+    use base64::Engine;
+    if version == VERSION_BYTE_ARRAYS {
+        return serde_json::from_str(line).map_err(|e| {
+            match serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|value| image_with(&value, "png"))
+            {
+                Some((i, camera)) => format!(
+                    "observation.images[{i}] (camera `{camera}`) is a PNG (`png`, episodes format version {VERSION}) but {META_FILE} says version {VERSION_BYTE_ARRAYS} (images as byte arrays, `data`)"
+                ),
+                None => e.to_string(),
+            }
+        });
+    }
+    let mut value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if let Some((i, camera)) = image_with(&value, "data") {
+        return Err(format!(
+            "observation.images[{i}] (camera `{camera}`) is a byte array (`data`, episodes format version {VERSION_BYTE_ARRAYS}) but {META_FILE} says version {version} (images as PNG, `png`)"
+        ));
+    }
+    let encoded = match value
+        .get_mut("observation")
+        .and_then(|o| o.get_mut("images"))
+    {
+        Some(images) => std::mem::replace(images, serde_json::Value::Array(Vec::new())),
+        None => serde_json::Value::Array(Vec::new()),
+    };
+    let serde_json::Value::Array(encoded) = encoded else {
+        return Err(format!(
+            "observation.images is {encoded}, expected an array of images"
+        ));
+    };
+    let mut images = Vec::with_capacity(encoded.len());
+    for (i, image) in encoded.iter().enumerate() {
+        let image =
+            PngImage::deserialize(image).map_err(|e| format!("observation.images[{i}]: {e}"))?;
+        let at = |e: String| {
+            format!(
+                "observation.images[{i}] (camera `{}`, {}×{}×{} height×width×channels): {e}",
+                image.camera, image.height, image.width, image.channels
+            )
+        };
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&image.png)
+            .map_err(|e| at(format!("`png` is not base64: {e}")))?;
+        let data = decode_png(&png, image.height, image.width, image.channels).map_err(at)?;
+        images.push(Image {
+            camera: image.camera.into_owned(),
+            height: image.height,
+            width: image.width,
+            channels: image.channels,
+            data,
+        });
+    }
+    let mut transition: Transition = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    transition.observation.images = images;
+    Ok(transition)
 }
 
 /// An episode file [`read_recording`] did not count as a complete
@@ -407,11 +804,12 @@ pub fn read_meta(dir: &Path) -> anyhow::Result<EpisodesMeta> {
     let meta: EpisodesMeta = serde_json::from_slice(&read_regular_file(&meta_path)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", meta_path.display()))?;
     anyhow::ensure!(
-        meta.format == FORMAT && meta.version == VERSION,
-        "{}: format {} version {}, expected {FORMAT} version {VERSION}",
+        meta.format == FORMAT && VERSIONS.contains(&meta.version),
+        "{}: format {} version {}, expected {FORMAT} version {}",
         meta_path.display(),
         meta.format,
-        meta.version
+        meta.version,
+        versions_in_words().replace(" and ", " or ")
     );
     meta.robot
         .validate()
@@ -499,7 +897,7 @@ fn read_episode_file(
         let at =
             |e: &dyn std::fmt::Display| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1);
         let line = line.map_err(|e| at(&e))?;
-        let transition: Transition = serde_json::from_str(&line).map_err(|e| at(&e))?;
+        let transition = parse_line(&line, meta.version).map_err(|e| at(&e))?;
         check_transition(meta, &transition).map_err(|e| at(&e))?;
         episode.push(transition);
     }
