@@ -319,11 +319,11 @@ fn env_base(task: TaskKind) -> String {
             max_action_latency_ticks: 1,
             ..Randomization::default()
         },
-        camera: Some(CameraConfig {
+        cameras: vec![CameraConfig {
             width: 16,
             height: 12,
             ..CameraConfig::default()
-        }),
+        }],
         ..EnvConfig::default()
     };
     toml::to_string(&config).unwrap()

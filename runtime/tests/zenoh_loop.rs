@@ -472,7 +472,7 @@ fn a_fleet_reaches_its_robots_through_one_zenoh_router() {
 #[test]
 fn camera_frames_cross_the_wire_with_their_state() {
     let config = EnvConfig {
-        camera: Some(cerebellum_sim::camera::CameraConfig::default()),
+        cameras: vec![cerebellum_sim::camera::CameraConfig::default()],
         ..EnvConfig::default()
     };
     let make = || SimEnv::new(config.clone(), Some(so101())).unwrap();

@@ -71,10 +71,15 @@ impl CameraConfig {
     /// (1°, 179°), finite vectors within ±100 m, an eye away from the
     /// look-at point and an up vector not parallel to the view.
     pub fn validate(&self) -> Result<(), String> {
-        check_name("camera.name", &self.name)?;
-        IMAGE_SIDE.check("camera.width", self.width)?;
-        IMAGE_SIDE.check("camera.height", self.height)?;
-        FOV_Y_DEGREES.check("camera.fov_y_degrees", self.fov_y_degrees)?;
+        self.validate_at("camera")
+    }
+
+    /// `validate` with the keys under `key` (`camera[1].width`).
+    pub fn validate_at(&self, key: &str) -> Result<(), String> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        IMAGE_SIDE.check(&format!("{key}.width"), self.width)?;
+        IMAGE_SIDE.check(&format!("{key}.height"), self.height)?;
+        FOV_Y_DEGREES.check(&format!("{key}.fov_y_degrees"), self.fov_y_degrees)?;
         for (field, v) in [
             ("eye", self.eye),
             ("look_at", self.look_at),
@@ -82,7 +87,7 @@ impl CameraConfig {
         ] {
             if !v.iter().all(|&c| CAMERA_COORDINATE.contains(c)) {
                 return Err(refusal(
-                    &format!("camera.{field}"),
+                    &format!("{key}.{field}"),
                     v,
                     &format!(
                         "the camera's {field} must be finite, each coordinate {}",
@@ -95,7 +100,7 @@ impl CameraConfig {
         let view = Vector::from(self.look_at) - eye;
         if view.length() < 1e-6 {
             return Err(refusal(
-                "camera.look_at",
+                &format!("{key}.look_at"),
                 self.look_at,
                 "the camera's eye and look_at must differ",
             ));
@@ -104,7 +109,7 @@ impl CameraConfig {
         let side = view.normalize().cross(up);
         if up.length() < 1e-6 || side.length() < 1e-6 * up.length() {
             return Err(refusal(
-                "camera.up",
+                &format!("{key}.up"),
                 self.up,
                 &format!(
                     "must be non-zero and not parallel to the view from {:?} to {:?}",
@@ -114,6 +119,76 @@ impl CameraConfig {
         }
         Ok(())
     }
+}
+
+/// How many cameras one environment may have.
+pub const CAMERA_COUNT: Limits<usize> = Limits::closed(0, 8).unit("cameras");
+
+/// The check of an environment's cameras (`[[camera]]`): at most
+/// `CAMERA_COUNT`, each valid (keys `camera.*` for a single camera,
+/// `camera[i].*` for several), names unique.
+pub fn validate_cameras(cameras: &[CameraConfig]) -> Result<(), String> {
+    CAMERA_COUNT.check("camera", cameras.len())?;
+    for (i, camera) in cameras.iter().enumerate() {
+        camera.validate_at(&camera_key(cameras.len(), i))?;
+        if let Some(first) = cameras[..i].iter().position(|c| c.name == camera.name) {
+            return Err(refusal(
+                &format!("{}.name", camera_key(cameras.len(), i)),
+                &camera.name,
+                &format!(
+                    "camera names must be unique: `{}` is already the name of camera[{first}]",
+                    camera.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The TOML path of camera `i` of `count`.
+fn camera_key(count: usize, i: usize) -> String {
+    if count == 1 {
+        "camera".into()
+    } else {
+        format!("camera[{i}]")
+    }
+}
+
+/// Reads `camera` as one table (`[camera]`, the older single-camera form)
+/// or an array of tables (`[[camera]]`); an error inside a table names the
+/// key as serde does for any other table.
+pub fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<CameraConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<CameraConfig>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a camera table (`[camera]`) or an array of them (`[[camera]]`)")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            use serde::Deserialize;
+            CameraConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                .map(|c| vec![c])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            use serde::Deserialize;
+            Vec::<CameraConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
 }
 
 /// Rays stop here (m).

@@ -34,8 +34,15 @@ pub struct EnvConfig {
     pub physics: PhysicsConfig,
     pub cube: CubeConfig,
     pub randomization: Randomization,
-    /// Adds a camera image to every observation.
-    pub camera: Option<CameraConfig>,
+    /// Cameras whose images every observation carries, in this order (the
+    /// spec lists them in the same order): `[[camera]]` tables, or one
+    /// `[camera]` table (the older single-camera form). Names are unique.
+    #[serde(
+        rename = "camera",
+        deserialize_with = "crate::camera::one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cameras: Vec<CameraConfig>,
 }
 
 impl Default for EnvConfig {
@@ -46,7 +53,7 @@ impl Default for EnvConfig {
             physics: PhysicsConfig::default(),
             cube: CubeConfig::default(),
             randomization: Randomization::default(),
-            camera: None,
+            cameras: Vec::new(),
         }
     }
 }
@@ -61,9 +68,7 @@ impl EnvConfig {
         self.physics.validate()?;
         self.cube.validate()?;
         self.randomization.validate()?;
-        if let Some(camera) = &self.camera {
-            camera.validate()?;
-        }
+        crate::camera::validate_cameras(&self.cameras)?;
         Ok(())
     }
 }
@@ -93,7 +98,7 @@ pub struct ArmEnv {
     model: Arc<ArmModel>,
     config: EnvConfig,
     spec: RobotSpec,
-    camera: Option<Camera>,
+    cameras: Vec<Camera>,
     pipeline: PhysicsPipeline,
     horizon: u32,
     state: ArmState,
@@ -106,19 +111,24 @@ impl ArmEnv {
         }
         config.validate()?;
         let physics = &config.physics;
-        let camera = config.camera.clone().map(Camera::new).transpose()?;
+        let cameras = config
+            .cameras
+            .iter()
+            .cloned()
+            .map(Camera::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let spec = arm_spec(&model, &config);
         let horizon_s = match config.task {
             TaskKind::Lift => tasks::LIFT_HORIZON_S,
             _ => tasks::REACH_HORIZON_S,
         };
         let horizon = (horizon_s * physics.control_rate_hz()).round() as u32;
-        let state = Self::initial_state(&model, &config, camera.as_ref(), &spec, 0)?;
+        let state = Self::initial_state(&model, &config, &cameras, &spec, 0)?;
         Ok(Self {
             model,
             config,
             spec,
-            camera,
+            cameras,
             pipeline: PhysicsPipeline::new(),
             horizon,
             state,
@@ -128,7 +138,7 @@ impl ArmEnv {
     fn initial_state(
         model: &Arc<ArmModel>,
         config: &EnvConfig,
-        camera: Option<&Camera>,
+        cameras: &[Camera],
         spec: &RobotSpec,
         seed: u64,
     ) -> Result<ArmState, String> {
@@ -171,7 +181,7 @@ impl ArmEnv {
                 timestamp: 0.0,
             },
         };
-        state.observation = measure(&mut state, config, camera, spec);
+        state.observation = measure(&mut state, config, cameras, spec);
         Ok(state)
     }
 
@@ -208,9 +218,10 @@ impl ArmEnv {
         self.state = snapshot.clone();
     }
 
-    /// Renders the configured camera (or the default one) now.
+    /// Renders the first configured camera (or the default one) now,
+    /// without the pose jitter of the observations.
     pub fn render(&self) -> cerebellum_core::Image {
-        match &self.camera {
+        match self.cameras.first() {
             Some(camera) => camera.render(&self.state.world),
             None => Camera::new(CameraConfig::default())
                 .expect("the default camera is valid")
@@ -306,7 +317,7 @@ fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
         }
     }
     let cameras = config
-        .camera
+        .cameras
         .iter()
         .map(|c| cerebellum_core::CameraSpec {
             name: c.name.clone(),
@@ -339,7 +350,7 @@ fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
 fn measure(
     state: &mut ArmState,
     config: &EnvConfig,
-    camera: Option<&Camera>,
+    cameras: &[Camera],
     spec: &RobotSpec,
 ) -> Observation {
     let world = &state.world;
@@ -378,17 +389,16 @@ fn measure(
     for (v, (&lo, &hi)) in values.iter_mut().zip(limits) {
         *v = v.clamp(lo, hi);
     }
-    let images = match camera {
-        Some(camera) => {
-            let d = &state.dynamics;
-            vec![
-                camera
-                    .with_pose_jitter(d.camera_translation, d.camera_rotation)
-                    .render(world),
-            ]
-        }
-        None => Vec::new(),
-    };
+    // Every camera takes the episode's one pose jitter.
+    let d = &state.dynamics;
+    let images = cameras
+        .iter()
+        .map(|camera| {
+            camera
+                .with_pose_jitter(d.camera_translation, d.camera_rotation)
+                .render(world)
+        })
+        .collect();
     Observation {
         state: values,
         images,
@@ -406,7 +416,7 @@ impl Robot for ArmEnv {
         self.state = Self::initial_state(
             &self.model,
             &self.config,
-            self.camera.as_ref(),
+            &self.cameras,
             &self.spec,
             request.seed,
         )
@@ -432,7 +442,7 @@ impl Robot for ArmEnv {
         self.state.observation = measure(
             &mut self.state,
             &self.config,
-            self.camera.as_ref(),
+            &self.cameras,
             &self.spec,
         );
         Ok(outcome)

@@ -343,3 +343,153 @@ fn camera_render_speed() {
         );
     }
 }
+
+fn two_cameras() -> Vec<CameraConfig> {
+    vec![
+        CameraConfig {
+            name: "side".into(),
+            width: 48,
+            height: 32,
+            eye: [0.2, -0.7, 0.3],
+            look_at: [0.2, 0.0, 0.1],
+            ..CameraConfig::default()
+        },
+        CameraConfig {
+            name: "front".into(),
+            width: 64,
+            height: 64,
+            ..CameraConfig::default()
+        },
+    ]
+}
+
+#[test]
+fn env_images_come_in_the_spec_camera_order_with_their_sizes() {
+    use cerebellum_core::{Action, ResetRequest, Robot};
+    let config = EnvConfig {
+        task: TaskKind::Lift,
+        cameras: two_cameras(),
+        ..EnvConfig::default()
+    };
+    let mut env = SimEnv::new(config, Some(so101())).unwrap();
+    let spec = env.spec().clone();
+    let names: Vec<_> = spec
+        .observation
+        .cameras
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["side", "front"]);
+    let shapes: Vec<_> = spec
+        .observation
+        .cameras
+        .iter()
+        .map(|c| (c.height, c.width, c.channels))
+        .collect();
+    assert_eq!(shapes, [(32, 48, 3), (64, 64, 3)]);
+    let first = env.reset(&ResetRequest { seed: 3 }).unwrap();
+    spec.observation.check(&first).unwrap();
+    let (lower, upper) = spec.action.limits();
+    let middle: Vec<f32> = lower
+        .iter()
+        .zip(&upper)
+        .map(|(l, u)| (l + u) / 2.0)
+        .collect();
+    env.apply(&Action::new(middle)).unwrap();
+    let next = env.observe().unwrap();
+    spec.observation.check(&next).unwrap();
+    for observation in [&first, &next] {
+        let got: Vec<_> = observation
+            .images
+            .iter()
+            .map(|i| (i.camera.as_str(), i.height, i.width, i.data.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("side", 32, 48, 32 * 48 * 3),
+                ("front", 64, 64, 64 * 64 * 3)
+            ]
+        );
+    }
+    // Each image is its own camera's view: the single-camera render of the
+    // same world (no randomisation, so no pose jitter).
+    let world = env.as_arm().unwrap().world();
+    for (image, config) in next.images.iter().zip(two_cameras()) {
+        assert_eq!(image, &Camera::new(config).unwrap().render(world));
+    }
+}
+
+#[test]
+fn env_config_reads_one_camera_table_or_an_array_of_them() {
+    let old: EnvConfig = toml::from_str("[camera]\nname = \"wrist\"\nwidth = 32\n").unwrap();
+    assert_eq!(old.cameras.len(), 1);
+    assert_eq!(
+        (old.cameras[0].name.as_str(), old.cameras[0].width),
+        ("wrist", 32)
+    );
+    let many: EnvConfig = toml::from_str(
+        "[[camera]]\nname = \"a\"\nwidth = 16\n\n[[camera]]\nname = \"b\"\nheight = 8\n",
+    )
+    .unwrap();
+    let names: Vec<_> = many.cameras.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!((many.cameras[0].width, many.cameras[1].height), (16, 8));
+    let none: EnvConfig = toml::from_str("").unwrap();
+    assert!(none.cameras.is_empty());
+    // Written back as `[[camera]]` tables, read back equal; none is no key.
+    let text = toml::to_string(&many).unwrap();
+    assert!(text.contains("[[camera]]"), "{text}");
+    assert_eq!(toml::from_str::<EnvConfig>(&text).unwrap(), many);
+    let text = toml::to_string(&none).unwrap();
+    assert!(
+        !text.contains("[[camera]]") && !text.lines().any(|l| l.starts_with("camera =")),
+        "{text}"
+    );
+    let json = serde_json::to_string(&many).unwrap();
+    assert_eq!(serde_json::from_str::<EnvConfig>(&json).unwrap(), many);
+    // A bad key inside either form is named.
+    let error = toml::from_str::<EnvConfig>("[camera]\nwidht = 3\n").unwrap_err();
+    assert!(error.to_string().contains("widht"), "{error}");
+    let error = toml::from_str::<EnvConfig>("[[camera]]\nwidht = 3\n").unwrap_err();
+    assert!(error.to_string().contains("widht"), "{error}");
+    assert!(toml::from_str::<EnvConfig>("camera = 3\n").is_err());
+}
+
+#[test]
+fn env_config_refuses_duplicate_camera_names_and_names_the_key() {
+    let config: EnvConfig = toml::from_str(
+        "[[camera]]\nname = \"a\"\n\n[[camera]]\nname = \"b\"\n\n[[camera]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    let error = config.validate().unwrap_err();
+    assert!(
+        error.contains("camera[2].name") && error.contains("\"a\"") && error.contains("camera[0]"),
+        "{error}"
+    );
+    assert!(SimEnv::new(config, Some(so101())).is_err());
+    let bad: EnvConfig =
+        toml::from_str("[[camera]]\nname = \"a\"\n\n[[camera]]\nname = \"b\"\nwidth = 0\n")
+            .unwrap();
+    let error = bad.validate().unwrap_err();
+    assert!(
+        error.contains("camera[1].width") && error.contains("at least 1"),
+        "{error}"
+    );
+    let single: EnvConfig = toml::from_str("[camera]\nwidth = 0\n").unwrap();
+    assert!(single.validate().unwrap_err().contains("`camera.width`"));
+    let nine = EnvConfig {
+        cameras: (0..9)
+            .map(|k| CameraConfig {
+                name: format!("c{k}"),
+                ..CameraConfig::default()
+            })
+            .collect(),
+        ..EnvConfig::default()
+    };
+    let error = nine.validate().unwrap_err();
+    assert!(
+        error.contains("`camera`") && error.contains("at most 8"),
+        "{error}"
+    );
+}

@@ -16,6 +16,10 @@ pub enum BenchKind {
     /// stepping the same arm, the camera's frames per second, and the
     /// vectorised environment's steps per second for N = 1, 8, 64.
     Physics(super::bench_physics::PhysicsBenchArgs),
+    /// The software camera's frames per second, and the vectorised
+    /// environment's env steps per second with the camera off and on, and
+    /// their ratio.
+    Camera(super::bench_camera::CameraBenchArgs),
     /// Pendulum-v1 learning speed against Stable-Baselines3 and a
     /// CleanRL-style PPO, one PPO update against PyTorch, and batch-1
     /// policy latency against PyTorch and ONNX Runtime.
@@ -32,6 +36,7 @@ pub enum BenchKind {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         BenchKind::Physics(args) => super::bench_physics::run(args),
+        BenchKind::Camera(args) => super::bench_camera::run(args),
         BenchKind::Train(args) => super::bench_train::run(args),
         BenchKind::Loop(args) => super::bench_loop::run(args),
         BenchKind::Zenoh(args) => super::bench_zenoh::run(args),

@@ -50,7 +50,7 @@ pub struct PhysicsBenchArgs {
 
 /// The same target pose the MuJoCo peer commands (mid-range plus a quarter
 /// of the half-range, signs per joint; see bench/peers/mujoco_physics.py).
-const TARGET: [f32; 6] = [0.479965, -0.4363325, 0.4225, 0.414515, 0.7468125, 0.5454175];
+pub(super) const TARGET: [f32; 6] = [0.479965, -0.4363325, 0.4225, 0.414515, 0.7468125, 0.5454175];
 
 pub fn run(args: PhysicsBenchArgs) -> anyhow::Result<()> {
     let model = ArmModel::load(&cerebellum_sim::so101_urdf(), &ArmOptions::default())?;

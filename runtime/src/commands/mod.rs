@@ -2,6 +2,7 @@
 //! and `--json`, which prints one JSON object as the last line of stdout.
 
 mod bench;
+mod bench_camera;
 mod bench_loop;
 mod bench_physics;
 mod bench_reward;

@@ -319,10 +319,21 @@ impl TrainConfig {
                 ),
             ));
         }
-        let Some(camera) = env.camera.as_ref().filter(|_| task != TaskKind::Pendulum) else {
+        if env.cameras.is_empty() || task == TaskKind::Pendulum {
             return Ok(());
-        };
-        let image = u64::from(camera.width) * u64::from(camera.height) * 3;
+        }
+        // Every camera's image, per transition.
+        let image: u64 = env
+            .cameras
+            .iter()
+            .map(|c| u64::from(c.width) * u64::from(c.height) * 3)
+            .sum();
+        let sizes = env
+            .cameras
+            .iter()
+            .map(|c| format!("{}×{}", c.width, c.height))
+            .collect::<Vec<_>>()
+            .join(" + ");
         let held = if online {
             vec![
                 ("online.batch_transitions", self.online.batch_transitions),
@@ -338,11 +349,9 @@ impl TrainConfig {
                     key,
                     transitions,
                     &format!(
-                        "{transitions} transitions with a {}×{} camera image each take {:.1} GiB, \
-                         at most {} GiB are allowed (hold fewer, or make `camera.width` × \
-                         `camera.height` smaller)",
-                        camera.width,
-                        camera.height,
+                        "{transitions} transitions with {sizes} camera pixels each take {:.1} GiB, \
+                         at most {} GiB are allowed (hold fewer, or make the cameras' \
+                         `width` × `height` smaller, or use fewer cameras)",
                         bytes as f64 / (1u64 << 30) as f64,
                         MAX_IMAGE_BYTES >> 30
                     ),
