@@ -11,6 +11,14 @@ use serde::Serialize;
 pub trait Controller {
     fn begin_episode(&mut self, seed: u64);
     fn act(&mut self, observation: &Observation, spec: &RobotSpec) -> Action;
+
+    /// This tick's command when the controller drives `env` (what
+    /// `run_episode` calls): `act` on the observation, unless the
+    /// controller may read the simulator's privileged state, as the colour
+    /// tasks' scripted expert does.
+    fn act_in(&mut self, observation: &Observation, env: &SimEnv) -> Action {
+        self.act(observation, env.spec())
+    }
 }
 
 impl Controller for ScriptedExpert {
@@ -20,6 +28,22 @@ impl Controller for ScriptedExpert {
 
     fn act(&mut self, observation: &Observation, spec: &RobotSpec) -> Action {
         ScriptedExpert::act(self, observation, &spec.observation)
+    }
+
+    /// The colour tasks' expert reads the named object's pose from the
+    /// simulator (`ArmEnv::expert_view`), which the observation lacks.
+    fn act_in(&mut self, observation: &Observation, env: &SimEnv) -> Action {
+        expert_act(self, observation, env)
+    }
+}
+
+/// The scripted expert's command for `env`'s current tick, whose
+/// observation is `observation`: on the colour tasks from the privileged
+/// `ArmEnv::expert_view`.
+pub fn expert_act(expert: &mut ScriptedExpert, observation: &Observation, env: &SimEnv) -> Action {
+    match env.as_arm().and_then(|arm| arm.expert_view()) {
+        Some((view, spec)) => expert.act(&view, &spec),
+        None => expert.act(observation, &env.spec().observation),
     }
 }
 
@@ -91,7 +115,7 @@ pub fn run_episode_with(
     let mut episode_return = 0.0;
     let mut steps = 0;
     let success = loop {
-        let command = send(&observation, controller.act(&observation, env.spec()));
+        let command = send(&observation, controller.act_in(&observation, env));
         let outcome = env.apply(&command)?;
         steps += 1;
         episode_return += outcome.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();

@@ -8,6 +8,7 @@
 
 use crate::arm_model::ArmModel;
 use crate::camera::{Camera, CameraConfig};
+use crate::instructions::{self, InstructionSet};
 use crate::pendulum::Pendulum;
 use crate::randomization::{DynamicsSample, Randomization};
 use crate::tasks::{self, TaskKind};
@@ -20,7 +21,7 @@ use cerebellum_core::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use rapier3d::prelude::PhysicsPipeline;
+use rapier3d::prelude::{PhysicsPipeline, RigidBodyHandle};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub struct EnvConfig {
     pub physics: PhysicsConfig,
     pub cube: CubeConfig,
     pub randomization: Randomization,
+    /// Which phrasings the colour tasks draw their instructions from:
+    /// `train` (the default) or `held_out`, for evaluating on phrasings
+    /// training never saw (`crate::instructions`). Tasks with one fixed
+    /// instruction ignore it.
+    pub instructions: InstructionSet,
     /// Cameras whose images every observation carries, in this order (the
     /// spec lists them in the same order): `[[camera]]` tables, or one
     /// `[camera]` table (the older single-camera form). Names are unique.
@@ -53,6 +59,7 @@ impl Default for EnvConfig {
             physics: PhysicsConfig::default(),
             cube: CubeConfig::default(),
             randomization: Randomization::default(),
+            instructions: InstructionSet::Train,
             cameras: Vec::new(),
         }
     }
@@ -88,6 +95,13 @@ pub struct ArmState {
     target: [f32; 3],
     cube_start_height: f32,
     held_ticks: u32,
+    /// The colour tasks: which object the instruction names (an index into
+    /// `tasks::MARKER_COLORS` or `tasks::CUBE_COLORS`), the episode's
+    /// instruction, and lift-color's cubes in `CUBE_COLORS` order with
+    /// their start heights.
+    named: usize,
+    instruction: Option<String>,
+    color_cubes: Vec<(RigidBodyHandle, f32)>,
     dynamics: DynamicsSample,
     /// Commands waiting out the action latency.
     pending: VecDeque<Vec<f32>>,
@@ -105,11 +119,16 @@ pub struct ArmEnv {
 }
 
 impl ArmEnv {
-    pub fn new(model: Arc<ArmModel>, config: EnvConfig) -> Result<Self, String> {
+    pub fn new(model: Arc<ArmModel>, mut config: EnvConfig) -> Result<Self, String> {
         if config.task == TaskKind::Pendulum {
             return Err("the pendulum is not an arm task".into());
         }
         config.validate()?;
+        // A colour task's objects are seen, not told: with no camera
+        // configured it renders the default one.
+        if config.task.is_color() && config.cameras.is_empty() {
+            config.cameras.push(CameraConfig::default());
+        }
         let physics = &config.physics;
         let cameras = config
             .cameras
@@ -118,10 +137,10 @@ impl ArmEnv {
             .map(Camera::new)
             .collect::<Result<Vec<_>, _>>()?;
         let spec = arm_spec(&model, &config);
-        let horizon_s = match config.task {
-            TaskKind::Lift => tasks::LIFT_HORIZON_S,
-            _ => tasks::REACH_HORIZON_S,
-        };
+        let horizon_s = config
+            .task
+            .arm_horizon_s()
+            .expect("an arm task has a horizon");
         let horizon = (horizon_s * physics.control_rate_hz()).round() as u32;
         let state = Self::initial_state(&model, &config, &cameras, &spec, 0)?;
         Ok(Self {
@@ -158,13 +177,18 @@ impl ArmEnv {
         });
         let mut world = ArmWorld::new(model.clone(), &config.physics, &model.home, cube);
         world.apply_dynamics(&dynamics);
-        let target = match config.task {
+        let mut target = match config.task {
             TaskKind::Reach => {
                 tasks::sample_reach_target(model, &model.home, world.table_height, &mut rng)?
             }
             _ => [0.0; 3],
         };
-        let cube_start_height = world.cube_pose().map_or(0.0, |p| p.translation.z);
+        let (named, instruction, color_cubes) =
+            color_scene(&mut world, config, &dynamics, &mut rng, &mut target);
+        let cube_start_height = match color_cubes.get(named) {
+            Some(&(_, height)) => height,
+            None => world.cube_pose().map_or(0.0, |p| p.translation.z),
+        };
         let mut state = ArmState {
             world,
             rng,
@@ -172,6 +196,9 @@ impl ArmEnv {
             target,
             cube_start_height,
             held_ticks: 0,
+            named,
+            instruction,
+            color_cubes,
             dynamics,
             pending: VecDeque::new(),
             observation: Observation {
@@ -197,9 +224,84 @@ impl ArmEnv {
         &self.state.world
     }
 
-    /// The reach target (zero for other tasks).
+    /// The reach target, or the top of the marker reach-color's
+    /// instruction names (zero for other tasks).
     pub fn target(&self) -> [f32; 3] {
         self.state.target
+    }
+
+    /// The colour tasks: the index of the object the episode's instruction
+    /// names, in `tasks::MARKER_COLORS` (reach-color) or
+    /// `tasks::CUBE_COLORS` (lift-color); `None` for other tasks.
+    pub fn named(&self) -> Option<usize> {
+        self.config.task.is_color().then_some(self.state.named)
+    }
+
+    /// The episode's instruction (the task's fixed one for the tasks
+    /// without colours).
+    pub fn instruction(&self) -> &str {
+        self.state
+            .instruction
+            .as_deref()
+            .unwrap_or(self.config.task.instruction())
+    }
+
+    /// lift-color's cubes, in `tasks::CUBE_COLORS` order (empty for other
+    /// tasks).
+    pub fn color_cubes(&self) -> Vec<RigidBodyHandle> {
+        self.state
+            .color_cubes
+            .iter()
+            .map(|&(body, _)| body)
+            .collect()
+    }
+
+    /// What the scripted expert of a colour task reads: the observation of
+    /// its base task (reach: joints, end effector, the named marker's top
+    /// as `target`; lift: joints, end effector and the named cube's pose),
+    /// built from the simulator's own state with this tick's joint
+    /// measurements, and that task's observation spec. `None` for the
+    /// other tasks, whose observation already holds all that.
+    pub fn expert_view(&self) -> Option<(Observation, ObservationSpec)> {
+        if !self.config.task.is_color() {
+            return None;
+        }
+        let base = EnvConfig {
+            task: self.config.task.base(),
+            cameras: Vec::new(),
+            ..self.config.clone()
+        };
+        let spec = arm_spec(&self.model, &base).observation;
+        let observed = &self.state.observation;
+        let joints = 2 * self.model.joints.len();
+        let mut state = observed.state[..joints].to_vec();
+        let ee = self.model.ee_position(&state[..self.model.joints.len()]);
+        state.extend(ee);
+        match self.config.task {
+            TaskKind::ReachColor => {
+                let target = self.state.target;
+                state.extend(target);
+                state.extend((0..3).map(|k| target[k] - ee[k]));
+            }
+            _ => {
+                let pose = self.named_cube_pose().expect("lift-color has cubes");
+                state.extend(pose.translation.to_array());
+                state.extend(pose.rotation.to_array());
+            }
+        }
+        let view = Observation {
+            state,
+            images: Vec::new(),
+            instruction: observed.instruction.clone(),
+            timestamp: observed.timestamp,
+        };
+        Some((view, spec))
+    }
+
+    /// The pose of the cube the task is about: lift's cube, or the one
+    /// lift-color's instruction names.
+    fn named_cube_pose(&self) -> Option<rapier3d::math::Pose> {
+        named_cube_pose(&self.state)
     }
 
     pub fn step_count(&self) -> u32 {
@@ -234,7 +336,7 @@ impl ArmEnv {
         let ee = state.world.ee_position();
         let last_tick = state.step >= self.horizon;
         match self.config.task {
-            TaskKind::Reach => {
+            TaskKind::Reach | TaskKind::ReachColor => {
                 let distance = tasks::distance(&ee, &state.target);
                 let success = distance < tasks::REACH_SUCCESS_RADIUS;
                 let mut rewards = RewardComponents::new()
@@ -249,15 +351,21 @@ impl ArmEnv {
                     success: Some(success),
                 }
             }
-            TaskKind::Lift => {
-                let cube = state
-                    .world
-                    .cube_pose()
-                    .expect("lift has a cube")
-                    .translation;
+            TaskKind::Lift | TaskKind::LiftColor => {
+                let cube = named_cube_pose(state).expect("lift has a cube").translation;
                 let cube = [cube.x, cube.y, cube.z];
                 let gain = cube[2] - state.cube_start_height;
-                let high = gain >= tasks::LIFT_HEIGHT;
+                // lift-color: the other cube raised as high fails the tick.
+                let wrong = state
+                    .color_cubes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &(body, start))| {
+                        i != state.named
+                            && state.world.body_pose(body).translation.z - start
+                                >= tasks::LIFT_HEIGHT
+                    });
+                let high = gain >= tasks::LIFT_HEIGHT && !wrong;
                 state.held_ticks = if high { state.held_ticks + 1 } else { 0 };
                 let hold_ticks =
                     (tasks::LIFT_HOLD_S * self.config.physics.control_rate_hz()).round() as u32;
@@ -299,6 +407,11 @@ fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
         FieldSpec::new("ee_position", Unit::Meter, &xyz, &bound),
     ];
     match config.task {
+        // The colour tasks' objects reach a policy through the camera only.
+        TaskKind::ReachColor => {
+            fields.pop();
+        }
+        TaskKind::LiftColor => {}
         TaskKind::Reach => {
             fields.push(FieldSpec::new("target", Unit::Meter, &xyz, &bound));
             // What a learner needs most, given directly rather than left
@@ -345,6 +458,61 @@ fn arm_spec(model: &ArmModel, config: &EnvConfig) -> RobotSpec {
     }
 }
 
+/// The colour tasks' scene, drawn after the rest of the episode's start:
+/// reach-color's three markers (and `target`, the named one's top),
+/// lift-color's two cubes; then which one the instruction names and the
+/// instruction. Returns the named index, the instruction and lift-color's
+/// cubes with their start heights; nothing for the other tasks.
+fn color_scene(
+    world: &mut ArmWorld,
+    config: &EnvConfig,
+    dynamics: &DynamicsSample,
+    rng: &mut ChaCha8Rng,
+    target: &mut [f32; 3],
+) -> (usize, Option<String>, Vec<(RigidBodyHandle, f32)>) {
+    use rand::Rng;
+    let (colors, cubes): (&[tasks::Color], _) = match config.task {
+        TaskKind::ReachColor => {
+            let spots = tasks::sample_markers(rng);
+            for (&xy, (_, rgb)) in spots.iter().zip(&tasks::MARKER_COLORS) {
+                world.add_marker(xy, tasks::MARKER_RADIUS, tasks::MARKER_HEIGHT, *rgb);
+            }
+            (&tasks::MARKER_COLORS, Vec::new())
+        }
+        TaskKind::LiftColor => {
+            let cube = CubeConfig {
+                size: config.cube.size * dynamics.cube_size_scale,
+                mass: config.cube.mass * dynamics.cube_mass_scale,
+                friction: config.cube.friction * dynamics.cube_friction_scale,
+            };
+            let cubes = tasks::sample_cube_pair(rng)
+                .iter()
+                .zip(&tasks::CUBE_COLORS)
+                .map(|(&(xy, yaw), (_, rgb))| {
+                    let body = world.add_colored_cube(cube, xy, yaw, *rgb);
+                    (body, world.body_pose(body).translation.z)
+                })
+                .collect();
+            (&tasks::CUBE_COLORS, cubes)
+        }
+        _ => return (0, None, Vec::new()),
+    };
+    let named = rng.random_range(0..colors.len());
+    if let Some(marker) = world.markers.get(named) {
+        *target = marker.top();
+    }
+    let instruction = instructions::draw(config.task, config.instructions, colors[named].0, rng);
+    (named, instruction, cubes)
+}
+
+/// lift's cube, or the cube lift-color's instruction names.
+fn named_cube_pose(state: &ArmState) -> Option<rapier3d::math::Pose> {
+    match state.color_cubes.get(state.named) {
+        Some(&(body, _)) => Some(state.world.body_pose(body)),
+        None => state.world.cube_pose(),
+    }
+}
+
 /// Reads the sensors: joint state with the configured noise, end-effector
 /// and task fields, and the camera.
 fn measure(
@@ -368,13 +536,16 @@ fn measure(
         values.push(v + noise(&mut state.rng, random.joint_velocity_noise));
     }
     let ee = world.model.ee_position(&positions);
-    values.extend(ee);
     match config.task {
+        TaskKind::ReachColor => {}
+        TaskKind::LiftColor => values.extend(ee),
         TaskKind::Reach => {
+            values.extend(ee);
             values.extend(state.target);
             values.extend((0..3).map(|k| state.target[k] - ee[k]));
         }
         _ => {
+            values.extend(ee);
             let pose = world.cube_pose().expect("lift has a cube");
             values.extend(pose.translation.to_array());
             values.extend(pose.rotation.to_array());
@@ -402,7 +573,12 @@ fn measure(
     Observation {
         state: values,
         images,
-        instruction: Some(config.task.instruction().to_owned()),
+        instruction: Some(
+            state
+                .instruction
+                .clone()
+                .unwrap_or_else(|| config.task.instruction().to_owned()),
+        ),
         timestamp: state.step as f64 / config.physics.control_rate_hz(),
     }
 }
@@ -439,12 +615,7 @@ impl Robot for ArmEnv {
         state.world.step_tick(&mut self.pipeline);
         state.step += 1;
         let outcome = self.score();
-        self.state.observation = measure(
-            &mut self.state,
-            &self.config,
-            &self.cameras,
-            &self.spec,
-        );
+        self.state.observation = measure(&mut self.state, &self.config, &self.cameras, &self.spec);
         Ok(outcome)
     }
 }

@@ -1,6 +1,10 @@
 //! Scripted experts: inverse kinematics over the URDF chain plus the
-//! servos' own position control. They read only what a policy reads (the
-//! observation), so they can also play the teleoperator over the wire.
+//! servos' own position control. On reach and lift they read only what a
+//! policy reads (the observation), so they can also play the teleoperator
+//! over the wire. The colour tasks' observation holds no object (a policy
+//! sees it through the camera): their expert is the base task's, reading
+//! the privileged `ArmEnv::expert_view` (the named marker's or cube's pose
+//! from the simulator) instead.
 
 use crate::arm_model::ArmModel;
 use crate::kinematics::{AxisGoal, IkOptions, IkSolution};
@@ -101,13 +105,16 @@ pub struct ScriptedExpert {
 
 impl ScriptedExpert {
     /// `table_height` is the height of the table top (m), which the
-    /// planned end-effector path keeps clear of.
+    /// planned end-effector path keeps clear of. A colour task gets its
+    /// base task's expert (`TaskKind::base`), which `act` must be given
+    /// `ArmEnv::expert_view` for.
     pub fn new(
         model: Arc<ArmModel>,
         task: TaskKind,
         control_rate_hz: f64,
         table_height: f32,
     ) -> Result<Self, String> {
+        let task = task.base();
         if task == TaskKind::Pendulum {
             return Err("there is no scripted expert for the pendulum".into());
         }
@@ -157,11 +164,12 @@ impl ScriptedExpert {
     }
 
     /// Names of the stages `stage` reports for `task`, in order.
+    /// A colour task's stages are its base task's.
     pub fn stage_names(task: TaskKind) -> &'static [&'static str] {
-        match task {
+        match task.base() {
             TaskKind::Reach => &["approach", "settle"],
             TaskKind::Lift => &["approach", "grasp", "lift", "hold"],
-            TaskKind::Pendulum => &[],
+            _ => &[],
         }
     }
 
@@ -188,7 +196,7 @@ impl ScriptedExpert {
                 LiftPhase::Raise if moving => 2,
                 LiftPhase::Raise => 3,
             },
-            TaskKind::Pendulum => 0,
+            _ => 0,
         }
     }
 
@@ -212,7 +220,7 @@ impl ScriptedExpert {
                 let (gripper, speed) = self.lift_goal(&q, cube, rotation);
                 (Some(gripper), speed)
             }
-            TaskKind::Pendulum => unreachable!("checked in new"),
+            _ => unreachable!("new keeps the base task, never the pendulum"),
         };
         if self.command.is_none() {
             self.command = Some(q.clone());

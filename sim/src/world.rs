@@ -115,6 +115,35 @@ pub struct Prop {
     pub rgb: [f32; 3],
 }
 
+/// A coloured marker standing on the table (`reach-color`): an upright
+/// cylinder, seen by the camera and touched by nothing. It has no collider,
+/// so the arm moves as in `reach` and nothing pushes a marker out of place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Marker {
+    /// Centre of its base on the table (m).
+    pub base: [f32; 3],
+    pub radius: f32,
+    pub height: f32,
+    /// Linear RGB in [0, 1].
+    pub rgb: [f32; 3],
+}
+
+impl Marker {
+    /// The centre of its top face, where the gripper touches it.
+    pub fn top(&self) -> [f32; 3] {
+        [self.base[0], self.base[1], self.base[2] + self.height]
+    }
+}
+
+/// A cube besides `ArmWorld::cube` (`lift-color`'s second one), with its
+/// colour.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtraCube {
+    pub body: RigidBodyHandle,
+    pub config: CubeConfig,
+    pub rgb: [f32; 3],
+}
+
 /// The cube of the `lift` task.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,6 +212,12 @@ pub struct ArmWorld {
     /// masses scale.
     link_mass: Vec<MassProperties>,
     pub cube: Option<(RigidBodyHandle, CubeConfig)>,
+    /// Colour of `cube`.
+    pub cube_rgb: [f32; 3],
+    /// More physical cubes, each with its colour.
+    pub extra_cubes: Vec<ExtraCube>,
+    /// Visual markers on the table.
+    pub markers: Vec<Marker>,
     /// Height of the table's top surface (m).
     pub table_height: f32,
     /// The table's body.
@@ -320,6 +355,9 @@ impl ArmWorld {
             link_bodies,
             link_mass,
             cube: None,
+            cube_rgb: crate::camera::CUBE_RGB,
+            extra_cubes: Vec::new(),
+            markers: Vec::new(),
             table_height,
             table,
             targets: q.to_vec(),
@@ -336,6 +374,46 @@ impl ArmWorld {
     }
 
     fn add_cube(&mut self, config: CubeConfig, x: f32, y: f32, yaw: f32) {
+        let body = self.insert_cube(config, x, y, yaw);
+        self.cube = Some((body, config));
+    }
+
+    /// Adds another physical cube resting on the table at (x, y) with yaw,
+    /// coloured `rgb`; a world without `cube` takes it as `cube`.
+    pub fn add_colored_cube(
+        &mut self,
+        config: CubeConfig,
+        [x, y]: [f32; 2],
+        yaw: f32,
+        rgb: [f32; 3],
+    ) -> RigidBodyHandle {
+        let body = self.insert_cube(config, x, y, yaw);
+        if self.cube.is_none() {
+            self.cube = Some((body, config));
+            self.cube_rgb = rgb;
+        } else {
+            self.extra_cubes.push(ExtraCube { body, config, rgb });
+        }
+        body
+    }
+
+    /// Adds a marker of `height` and `radius` standing on the table at
+    /// (x, y), coloured `rgb`.
+    pub fn add_marker(&mut self, [x, y]: [f32; 2], radius: f32, height: f32, rgb: [f32; 3]) {
+        self.markers.push(Marker {
+            base: [x, y, self.table_height],
+            radius,
+            height,
+            rgb,
+        });
+    }
+
+    /// Pose of any body of this world.
+    pub fn body_pose(&self, body: RigidBodyHandle) -> Pose {
+        *self.bodies[body].position()
+    }
+
+    fn insert_cube(&mut self, config: CubeConfig, x: f32, y: f32, yaw: f32) -> RigidBodyHandle {
         let half = config.size / 2.0;
         let body = self.bodies.insert(
             RigidBodyBuilder::dynamic()
@@ -351,7 +429,7 @@ impl ArmWorld {
             body,
             &mut self.bodies,
         );
-        self.cube = Some((body, config));
+        body
     }
 
     /// Motors, passive damping, friction, armature, and mimic couplings.
@@ -568,7 +646,27 @@ impl ArmWorld {
             props.push(Prop {
                 pose,
                 shape: SharedShape::cuboid(config.size / 2.0, config.size / 2.0, config.size / 2.0),
-                rgb: crate::camera::CUBE_RGB,
+                rgb: self.cube_rgb,
+            });
+        }
+        for cube in &self.extra_cubes {
+            let half = cube.config.size / 2.0;
+            props.push(Prop {
+                pose: self.body_pose(cube.body),
+                shape: SharedShape::cuboid(half, half, half),
+                rgb: cube.rgb,
+            });
+        }
+        for marker in &self.markers {
+            // parry's cylinders run along y; a marker stands along z.
+            let [x, y, z] = marker.base;
+            props.push(Prop {
+                pose: Pose::from_parts(
+                    Vector::new(x, y, z + marker.height / 2.0),
+                    rapier3d::math::Rotation::from_rotation_x(std::f32::consts::FRAC_PI_2),
+                ),
+                shape: SharedShape::cylinder(marker.height / 2.0, marker.radius),
+                rgb: marker.rgb,
             });
         }
         props

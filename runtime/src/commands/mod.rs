@@ -164,8 +164,10 @@ pub fn init_logging(verbose: u8) {
 #[derive(Args, Debug, Clone)]
 pub struct SimRobotArgs {
     /// The task: reach (move the gripper to a target), lift (pick up a
-    /// cube), or pendulum (Pendulum-v1 swing-up, analytic, for comparing
-    /// learners with other RL libraries).
+    /// cube), reach-color and lift-color (touch the marker, pick up the
+    /// cube, of the colour a drawn instruction names; seen through the
+    /// camera only), or pendulum (Pendulum-v1 swing-up, analytic, for
+    /// comparing learners with other RL libraries).
     #[arg(long, default_value = "reach", value_parser = parse_task)]
     pub task: TaskKind,
     #[command(flatten)]

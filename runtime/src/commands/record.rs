@@ -20,7 +20,8 @@ use std::path::PathBuf;
 /// Writes the episode format of docs/episodes.md: DATA/meta.json (robot
 /// spec and the stage names) and one JSON Lines file per episode, every
 /// transition with its `stage` index. The stages are the expert's own:
-/// reach approach/settle; lift approach/grasp/lift/hold. Starts are seeded
+/// reach approach/settle; lift approach/grasp/lift/hold (reach-color and
+/// lift-color: the same as reach and lift). Starts are seeded
 /// by --seed + episode index, as `cerebellum sim`.
 ///
 /// An existing recording is never overwritten: --out DATA that holds one is
@@ -70,7 +71,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let task = config.task;
     let mut env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;
     let SimEnv::Arm(arm) = &env else {
-        anyhow::bail!("task {task} has no scripted expert with stages (reach and lift do)");
+        anyhow::bail!(
+            "task {task} has no scripted expert with stages (reach, lift, reach-color and lift-color do)"
+        );
     };
     let mut expert = ScriptedExpert::new(
         arm.model().clone(),
@@ -97,7 +100,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E01_5E00);
         let noise = Normal::new(0.0, args.noise).map_err(|e| anyhow::anyhow!("--noise: {e}"))?;
         for step in 0.. {
-            let mut action = expert.act(&observation, &spec.observation);
+            let mut action = crate::episodes::expert_act(&mut expert, &observation, &env);
             if args.noise > 0.0 {
                 let (lower, upper) = spec.action.limits();
                 for ((v, lo), hi) in action.values.iter_mut().zip(&lower).zip(&upper) {

@@ -185,6 +185,11 @@ impl TrainConfig {
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
         };
+        // A colour task starts from its base task's settings. The built-in
+        // Gaussian MLP reads the state only, not the camera or the
+        // instruction, so on a colour task it can only guess the named
+        // object (docs/tasks.md): the settings are there for policies that
+        // read both.
         match task {
             TaskKind::Pendulum => Self {
                 envs: 4,
@@ -200,7 +205,7 @@ impl TrainConfig {
                 },
                 ..base
             },
-            TaskKind::Reach => Self {
+            TaskKind::Reach | TaskKind::ReachColor => Self {
                 // Dense reward: credit over ~20 ticks is enough, and the
                 // shorter horizon lowers the variance of the advantages.
                 gamma: 0.95,
@@ -233,7 +238,7 @@ impl TrainConfig {
                 },
                 ..base
             },
-            TaskKind::Lift => Self {
+            TaskKind::Lift | TaskKind::LiftColor => Self {
                 total_steps: 1_000_000,
                 policy: GaussianConfig {
                     hidden: vec![128, 128],
@@ -295,15 +300,9 @@ impl TrainConfig {
                 "envs × rollout_steps",
             ),
             Algo::Grpo => {
-                let horizon = match task {
-                    TaskKind::Pendulum => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
-                    TaskKind::Reach | TaskKind::Lift => {
-                        let seconds = match task {
-                            TaskKind::Lift => cerebellum_sim::tasks::LIFT_HORIZON_S,
-                            _ => cerebellum_sim::tasks::REACH_HORIZON_S,
-                        };
-                        (seconds * env.physics.control_rate_hz()).round() as usize
-                    }
+                let horizon = match task.arm_horizon_s() {
+                    None => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
+                    Some(seconds) => (seconds * env.physics.control_rate_hz()).round() as usize,
                 };
                 let key = "envs × the task's horizon in ticks (physics.dt × physics.substeps)";
                 (self.envs.saturating_mul(horizon), key)
