@@ -309,6 +309,15 @@ impl EpisodeRecorder {
     }
 
     fn write(&mut self, transition: &Transition) -> std::io::Result<()> {
+        // The whole line first, so an image that cannot be encoded leaves
+        // nothing half-written (not even an empty episode file).
+        self.line.clear();
+        if self.version == VERSION_BYTE_ARRAYS {
+            serde_json::to_writer(&mut self.line, transition)?;
+        } else {
+            serde_json::to_writer(&mut self.line, &DiskTransition::new(transition)?)?;
+        }
+        self.line.push(b'\n');
         let id = transition.provenance.episode_id;
         if self
             .current
@@ -323,15 +332,6 @@ impl EpisodeRecorder {
             self.next_episode += 1;
             self.current = Some((id, number, BufWriter::new(file)));
         }
-        // The whole line first, so an image that cannot be encoded leaves
-        // nothing half-written.
-        self.line.clear();
-        if self.version == VERSION_BYTE_ARRAYS {
-            serde_json::to_writer(&mut self.line, transition)?;
-        } else {
-            serde_json::to_writer(&mut self.line, &DiskTransition::new(transition)?)?;
-        }
-        self.line.push(b'\n');
         let (_, _, writer) = self.current.as_mut().expect("opened above");
         writer.write_all(&self.line)?;
         if transition.terminated || transition.truncated {
@@ -495,8 +495,12 @@ pub fn decode_png(png: &[u8], height: u32, width: u32, channels: u32) -> Result<
         || (info.height, info.width) != (height, width)
     {
         return Err(format!(
-            "the PNG is {}×{} {:?} {}-bit, the image declares {height}×{width}×{channels} (height×width×channels; {color:?} 8-bit)",
-            info.height, info.width, info.color_type, info.bit_depth as u8
+            "the PNG is {}×{}×{} ({:?}, {}-bit), the image declares {height}×{width}×{channels} ({color:?}, 8-bit; height×width×channels)",
+            info.height,
+            info.width,
+            found_channels.map_or_else(|| "?".to_owned(), |c: u32| c.to_string()),
+            info.color_type,
+            info.bit_depth as u8
         ));
     }
     let mut data = vec![0; bytes];
@@ -956,7 +960,10 @@ fn read_episode_file(
 /// format or version or with a malformed spec; an episode file that is not
 /// a regular file (a directory); a line that is not a transition or that
 /// the spec refuses (wrong length, not finite, out of limits, a stage
-/// `meta.json` does not name).
+/// `meta.json` does not name); an image in the other format version's form
+/// (a byte array in version 2, a PNG in version 1), whose `png` is not
+/// base64 or not a PNG, or whose PNG is not the shape the image declares
+/// (naming the camera and both shapes).
 ///
 /// Skipped, and listed in [`Recording::skipped`] with the reason: a
 /// `.partial` file (unfinished), an empty file, one whose last transition

@@ -234,6 +234,22 @@ fn frames_png_cannot_hold_are_refused_naming_the_camera() {
     };
     let error = encode_png(&image).unwrap_err();
     assert!(error.contains("`short`") && error.contains("11"), "{error}");
+    // Through the recorder: the recording stops with the cause, and no
+    // line (nor an empty episode file) is written.
+    let dir = fresh_dir("refused-frame");
+    let spec = spec(cameras());
+    let mut transitions = episode(&spec, 0, 1, &mut ChaCha8Rng::seed_from_u64(1));
+    transitions[0].observation.images[2].data.pop();
+    let mut recorder = EpisodeRecorder::create(&dir, &spec).unwrap();
+    assert!(!recorder.push(transitions.remove(0)));
+    let failure = recorder.failure().unwrap().to_string();
+    assert!(
+        failure.contains("`grey`") && failure.contains("34") && failure.contains("35"),
+        "{failure}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "meta.json only");
+    let _ = std::fs::remove_dir_all(dir);
     let error = decode_png(b"\x89PNG\r\n\x1a\nnot really", 2, 2, 3).unwrap_err();
     assert!(error.contains("not a PNG"), "{error}");
 }
@@ -436,7 +452,11 @@ fn bad_frames_are_errors_naming_file_line_and_camera() {
         (
             "other-colour-type",
             Box::new(move |v| v["observation"]["images"][1]["png"] = b64(&grey_png).into()),
-            vec!["`dot`", "the PNG is 5×7 Grayscale", "declares 1×1×3"],
+            vec![
+                "`dot`",
+                "the PNG is 5×7×1 (Grayscale, 8-bit)",
+                "declares 1×1×3",
+            ],
         ),
         (
             "declared-huge",
