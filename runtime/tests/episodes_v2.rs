@@ -631,11 +631,15 @@ fn a_sim_frame_costs_a_few_kilobytes() {
 /// on real sim frames; prints a table for docs/BENCHMARKS.md:
 ///
 ///   cargo test --release --workspace --test episodes_v2 -- --ignored --nocapture frame_codec_timing
+///
+/// FRAME_TASKS=reach-color,lift-color (comma-separated) measures other
+/// tasks than lift and reach.
 #[test]
 #[ignore = "a measurement: run it by name"]
 fn frame_codec_timing() {
     use std::time::Instant;
-    for task in ["lift", "reach"] {
+    let tasks = std::env::var("FRAME_TASKS").unwrap_or_else(|_| "lift,reach".into());
+    for task in tasks.split(',') {
         let (dir, episodes) = recorded_sim_frames(&format!("timing-{task}"), task);
         let frames: Vec<&Image> = episodes
             .iter()
