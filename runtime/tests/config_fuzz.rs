@@ -389,13 +389,15 @@ fn tasks() -> impl Strategy<Value = TaskKind> {
     prop_oneof![
         Just(TaskKind::Reach),
         Just(TaskKind::Lift),
-        Just(TaskKind::Pendulum)
+        Just(TaskKind::Pendulum),
+        Just(TaskKind::ReachColor),
+        Just(TaskKind::LiftColor)
     ]
 }
 
 #[test]
 fn the_bases_are_valid_and_step() {
-    for task in [TaskKind::Reach, TaskKind::Lift, TaskKind::Pendulum] {
+    for task in TaskKind::ALL {
         train_case(&train_base(task)).unwrap();
         env_case(&env_base(task)).unwrap();
     }

@@ -570,7 +570,7 @@ fn envelope_files_are_bounded() {
 
 #[test]
 fn the_shipped_configs_and_every_default_pass() {
-    for task in [TaskKind::Reach, TaskKind::Lift, TaskKind::Pendulum] {
+    for task in TaskKind::ALL {
         TrainConfig::for_task(task).validate().unwrap();
     }
     EnvConfig::default().validate().unwrap();

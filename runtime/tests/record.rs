@@ -7,6 +7,8 @@ fn recorded_expert_episodes_carry_their_stages_in_order() {
     for (task, stages) in [
         ("reach", vec!["approach", "settle"]),
         ("lift", vec!["approach", "grasp", "lift", "hold"]),
+        ("reach-color", vec!["approach", "settle"]),
+        ("lift-color", vec!["approach", "grasp", "lift", "hold"]),
     ] {
         let out =
             std::env::temp_dir().join(format!("cerebellum-record-{task}-{}", std::process::id()));
@@ -47,6 +49,20 @@ fn recorded_expert_episodes_carry_their_stages_in_order() {
                 "{task}: {seen:?}"
             );
             assert!(episode.last().unwrap().terminated || episode.last().unwrap().truncated);
+            // The colour tasks: the episode's one instruction and the
+            // camera's image on every tick.
+            if task.ends_with("-color") {
+                let instruction = episode[0].observation.instruction.clone().unwrap();
+                assert!(
+                    ["red", "green", "blue"]
+                        .iter()
+                        .any(|c| instruction.contains(c))
+                );
+                for t in episode {
+                    assert_eq!(t.observation.instruction.as_ref(), Some(&instruction));
+                    assert_eq!(t.observation.images.len(), 1);
+                }
+            }
         }
     }
 }

@@ -263,6 +263,10 @@ fn pendulum_follows_its_equations_through_the_robot_trait() {
 fn unknown_task_lists_the_known_ones() {
     let err = "stack".parse::<TaskKind>().unwrap_err();
     assert!(err.contains("reach") && err.contains("lift") && err.contains("pendulum"));
+    assert!(
+        err.contains("reach-color") && err.contains("lift-color"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -519,7 +519,7 @@ mod tests {
 
     #[test]
     fn defaults_round_trip_through_toml() {
-        for task in [TaskKind::Reach, TaskKind::Pendulum, TaskKind::Lift] {
+        for task in TaskKind::ALL {
             let config = TrainConfig::for_task(task);
             let again = TrainConfig::from_toml(None, Some(&config.to_toml())).unwrap();
             assert_eq!(config, again);
