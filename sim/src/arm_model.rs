@@ -1205,15 +1205,24 @@ fn load_visuals(
                         let raw = meshes
                             .get(filename)
                             .map_err(|e| mesh_error(format!("could not be loaded: {e}")))?;
+                        // Simplified for the camera (`camera::simplify_mesh`):
+                        // at the camera's resolutions the full CAD meshes
+                        // cost far more than they show.
                         let parts: Vec<(SharedShape, Pose)> = raw
                             .iter()
                             .filter_map(|mesh| {
-                                rapier3d_meshloader::load_from_raw_mesh(
-                                    mesh,
-                                    &MeshConverter::TriMesh,
-                                    scale,
-                                )
-                                .ok()
+                                let vertices: Vec<Vector> = mesh
+                                    .vertices
+                                    .iter()
+                                    .map(|&v| Vector::from(v) * scale)
+                                    .collect();
+                                let (vertices, faces) = crate::camera::simplify_mesh(
+                                    &vertices,
+                                    &mesh.faces,
+                                    crate::camera::VISUAL_MESH_CELL,
+                                );
+                                let shape = SharedShape::trimesh(vertices, faces).ok()?;
+                                Some((shape, Pose::IDENTITY))
                             })
                             .collect();
                         if parts.is_empty() {
@@ -1391,6 +1400,8 @@ mod tests {
                 .collect()
         };
         assert_eq!(triangles(&embedded), triangles(&disk));
-        assert!(triangles(&embedded).iter().flatten().sum::<usize>() > 10_000);
+        // Simplified for the camera (`camera::simplify_mesh`), still
+        // thousands.
+        assert!(triangles(&embedded).iter().flatten().sum::<usize>() > 2_000);
     }
 }

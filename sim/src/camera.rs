@@ -1,24 +1,30 @@
-//! The software camera: a CPU ray caster that renders an `ArmWorld` to an
-//! RGB image.
+//! The software camera: a CPU z-buffer rasteriser that renders an
+//! `ArmWorld` to an RGB image.
 //!
-//! One ray per pixel is cast against the arm's visual triangle meshes (posed
-//! from the physics bodies), the cube, and the table top (an analytic plane
-//! with a checker pattern, so depth is visible). Per frame, each shape's
-//! world AABB is computed once and projected to a pixel rectangle; a pixel
-//! only tries the shapes whose rectangle covers it, nearest box first, and
-//! rejects each by a slab test before the exact parry ray cast. Shading is
-//! Lambert with one fixed directional light plus ambient, with hard shadows
-//! (one shadow ray per lit surface point); there is no randomness and no
-//! threading, so the same world renders to bit-identical bytes.
+//! A frame is posed once as a `Scene`, shared by every camera of the frame:
+//! the world-space triangles of the arm's visual meshes (simplified at load
+//! by vertex clustering on a `VISUAL_MESH_CELL` grid, `simplify_mesh`) and
+//! of the props (the task's cubes and markers; primitives are tessellated),
+//! and an orthographic shadow map of the one directional light (the depth
+//! towards the light of the nearest caster per `SHADOW_TEXEL` texel). Each
+//! camera then projects the vertices once, rasterises every front-facing
+//! triangle with exact fixed-point edge functions (top-left rule: no cracks,
+//! no double hits) into an inverse-depth buffer, and shades each pixel: the
+//! table top is an analytic plane with a checker pattern, intersected per
+//! pixel and kept where it is nearer; surfaces are Lambert with the light
+//! plus ambient, flat per triangle and lit on the side facing the viewer,
+//! with hard shadows from the shadow map; pixels that meet nothing see a
+//! sky gradient. There is no randomness and no threading, and the same
+//! operations run in the same order, so the same world renders to
+//! bit-identical bytes.
 //!
-//! Rendering takes `&ArmWorld` and `&Camera` only, so several worlds may be
-//! rendered on several threads at once.
+//! Rendering takes `&ArmWorld` (or `&Scene`) and `&Camera` only, so several
+//! worlds may be rendered on several threads at once.
 
 use crate::world::ArmWorld;
 use cerebellum_core::Image;
 use cerebellum_core::bounds::{Limits, check_name, refusal};
 use rapier3d::math::{Pose, Rotation, Vector};
-use rapier3d::parry::query::Ray;
 use rapier3d::parry::shape::Shape;
 use std::path::Path;
 
@@ -191,8 +197,6 @@ where
     deserializer.deserialize_any(OneOrMany)
 }
 
-/// Rays stop here (m).
-const FAR: f32 = 100.0;
 /// Half extent of the table top in x and y (m), as in `ArmWorld::new`.
 const TABLE_HALF_EXTENT: f32 = 2.0;
 /// Edge of one table checker square (m).
@@ -205,13 +209,25 @@ const SKY_HORIZON: [f32; 3] = [0.80, 0.86, 0.93];
 const SKY_ZENITH: [f32; 3] = [0.45, 0.62, 0.86];
 /// Direction towards the light (normalised at use).
 const LIGHT: [f32; 3] = [-0.4, -0.15, 1.0];
-/// How far a shadow ray starts off its surface (m), against self-shadowing
-/// from rounding.
-const SHADOW_BIAS: f32 = 1e-4;
-/// How far shadow rays look for an occluder (m).
-const SHADOW_REACH: f32 = 10.0;
 const AMBIENT: f32 = 0.35;
 const DIFFUSE: f32 = 0.65;
+/// Geometry nearer to the eye than this (m, along the view) is clipped.
+const NEAR: f32 = 1e-3;
+/// Edge of one shadow-map texel (m) while the scene's shadow casters fit
+/// in `SHADOW_MAX_TEXELS` texels across; larger scenes get larger texels.
+const SHADOW_TEXEL: f32 = 0.008;
+const SHADOW_MAX_TEXELS: usize = 512;
+/// A lit point is looked up in the shadow map this many texels off its
+/// surface (along the normal), and counts as shadowed only behind an
+/// occluder more than `SHADOW_DEPTH_BIAS` texels nearer the light: against
+/// shadow acne, the self-shadowing of a surface by its own texels.
+const SHADOW_NORMAL_OFFSET: f32 = 1.5;
+const SHADOW_DEPTH_BIAS: f32 = 1.0;
+/// Render meshes: the arm's visual meshes are simplified at load by
+/// clustering their vertices on a grid of this edge (m; `simplify_mesh`).
+pub const VISUAL_MESH_CELL: f32 = 0.008;
+/// Tessellation of curved primitives (balls, cylinders, capsules, cones).
+const CURVE_SEGMENTS: u32 = 16;
 
 /// A pinhole camera, validated and with its view basis precomputed.
 #[derive(Clone, Debug)]
@@ -227,14 +243,413 @@ pub struct Camera {
     aspect: f32,
 }
 
-/// One shape of the frame, with its world AABB.
-struct Item<'a> {
-    pose: Pose,
-    shape: &'a dyn Shape,
-    rgb: [f32; 3],
-    mins: Vector,
-    maxs: Vector,
+/// A world posed for rendering, shared by every camera of one frame: the
+/// world-space triangles of the arm's visual meshes and of the props, with
+/// their face normals and colours, and the shadow map of the light.
+pub struct Scene {
+    /// World position of every vertex.
+    points: Vec<Vector>,
+    /// Vertex indices of every triangle.
+    triangles: Vec<[u32; 3]>,
+    /// Index into `colours` of every triangle.
+    shape_of: Vec<u32>,
+    /// Linear RGB of every shape.
+    colours: Vec<[f32; 3]>,
+    table_height: f32,
+    light: Vector,
+    shadow: ShadowMap,
 }
+
+/// Depth towards the light of the nearest caster over a grid in the plane
+/// across the light: an orthographic depth map of the directional light.
+struct ShadowMap {
+    /// In-plane axes (unit, orthogonal to the light and each other).
+    axis_s: Vector,
+    axis_t: Vector,
+    /// World coordinates along the axes of texel (0, 0)'s corner.
+    origin: [f32; 2],
+    /// Edge of one texel (m), and its inverse.
+    texel: f32,
+    inv_texel: f32,
+    width: usize,
+    height: usize,
+    /// `point · light` of the caster nearest the light; −∞ where none.
+    depth: Vec<f32>,
+}
+
+impl Scene {
+    /// Poses every visual shape of the arm and every prop of `world`.
+    pub fn new(world: &ArmWorld) -> Scene {
+        let mut scene = Scene {
+            points: Vec::new(),
+            triangles: Vec::new(),
+            shape_of: Vec::new(),
+            colours: Vec::new(),
+            table_height: world.table_height,
+            light: Vector::from(LIGHT).normalize(),
+            shadow: ShadowMap::empty(),
+        };
+        for (pose, visual) in world.visual_shapes() {
+            scene.add_shape(&pose, &*visual.shape, visual.rgb);
+        }
+        for prop in world.props() {
+            scene.add_shape(&prop.pose, &*prop.shape, prop.rgb);
+        }
+        scene.shadow = ShadowMap::new(&scene.points, &scene.triangles, scene.light);
+        scene
+    }
+
+    /// The unit face normal of triangle `index` (zero when degenerate).
+    #[inline]
+    fn normal(&self, index: usize) -> Vector {
+        let [a, b, c] = self.triangles[index].map(|i| self.points[i as usize]);
+        (b - a).cross(c - a).normalize_or_zero()
+    }
+
+    /// Triangles in the scene (for tests and benches).
+    pub fn triangle_count(&self) -> usize {
+        self.triangles.len()
+    }
+
+    fn add_shape(&mut self, pose: &Pose, shape: &dyn Shape, rgb: [f32; 3]) {
+        let colour = self.colours.len() as u32;
+        self.colours.push(rgb);
+        let mut push = |vertices: &[Vector], indices: &[[u32; 3]]| {
+            let base = self.points.len() as u32;
+            self.points.extend(vertices.iter().map(|&v| pose * v));
+            self.triangles
+                .extend(indices.iter().map(|t| t.map(|i| base + i)));
+            self.shape_of
+                .extend(std::iter::repeat_n(colour, indices.len()));
+        };
+        if let Some(mesh) = shape.as_trimesh() {
+            push(mesh.vertices(), mesh.indices());
+        } else if let Some(compound) = shape.as_compound() {
+            for (local, part) in compound.shapes() {
+                self.add_shape(&(pose * local), &**part, rgb);
+            }
+        } else {
+            let (vertices, indices) = triangulate(shape);
+            push(&vertices, &indices);
+        }
+    }
+}
+
+/// Triangles of a primitive shape (curved ones tessellated with
+/// `CURVE_SEGMENTS` segments); any other shape is drawn as its bounding box.
+pub fn triangulate(shape: &dyn Shape) -> (Vec<Vector>, Vec<[u32; 3]>) {
+    use rapier3d::parry::shape::{Cone, ConvexPolyhedron, Cylinder};
+    let n = CURVE_SEGMENTS;
+    if let Some(s) = shape.as_cuboid() {
+        s.to_trimesh()
+    } else if let Some(s) = shape.as_ball() {
+        s.to_trimesh(n, n / 2)
+    } else if let Some(s) = shape.as_capsule() {
+        s.to_trimesh(n, n / 2)
+    } else if let Some(s) = shape.as_shape::<Cylinder>() {
+        s.to_trimesh(n)
+    } else if let Some(s) = shape.as_shape::<Cone>() {
+        s.to_trimesh(n)
+    } else if let Some(s) = shape.as_shape::<ConvexPolyhedron>() {
+        s.to_trimesh()
+    } else if let Some(s) = shape.as_trimesh() {
+        (s.vertices().to_vec(), s.indices().to_vec())
+    } else {
+        let aabb = shape.compute_local_aabb();
+        let (vertices, indices) =
+            rapier3d::parry::shape::Cuboid::new(aabb.half_extents()).to_trimesh();
+        let centre = aabb.center();
+        (vertices.into_iter().map(|v| v + centre).collect(), indices)
+    }
+}
+
+/// A mesh simplified for the camera by vertex clustering: every vertex
+/// moves to the mean of the vertices in its `cell`-sided grid cell, and
+/// triangles left with fewer than three distinct vertices, or repeating
+/// another's vertices, are dropped. Deterministic (first-seen order). A
+/// mesh that would keep fewer than 4 triangles (smaller than a cell or
+/// two) is returned whole.
+pub fn simplify_mesh(
+    vertices: &[Vector],
+    triangles: &[[u32; 3]],
+    cell: f32,
+) -> (Vec<Vector>, Vec<[u32; 3]>) {
+    use std::collections::{HashMap, HashSet};
+    let mut cells: HashMap<[i32; 3], u32> = HashMap::new();
+    let mut sums: Vec<[f64; 3]> = Vec::new();
+    let mut counts: Vec<u32> = Vec::new();
+    let remap: Vec<u32> = vertices
+        .iter()
+        .map(|v| {
+            let key = [v.x, v.y, v.z].map(|c| (c / cell).floor() as i32);
+            let index = *cells.entry(key).or_insert_with(|| {
+                sums.push([0.0; 3]);
+                counts.push(0);
+                sums.len() as u32 - 1
+            });
+            let sum = &mut sums[index as usize];
+            for (s, c) in sum.iter_mut().zip([v.x, v.y, v.z]) {
+                *s += f64::from(c);
+            }
+            counts[index as usize] += 1;
+            index
+        })
+        .collect();
+    let mut seen: HashSet<[u32; 3]> = HashSet::new();
+    let mut kept = Vec::new();
+    for t in triangles {
+        let [a, b, c] = t.map(|i| remap[i as usize]);
+        if a == b || b == c || a == c {
+            continue;
+        }
+        // The same corners in the same turning order; the two sides of a
+        // wall thinner than a cell keep both their triangles.
+        let mut key = [a, b, c];
+        let first = (0..3).min_by_key(|&k| key[k]).unwrap_or(0);
+        key.rotate_left(first);
+        if seen.insert(key) {
+            kept.push([a, b, c]);
+        }
+    }
+    if kept.len() < 4 {
+        return (vertices.to_vec(), triangles.to_vec());
+    }
+    let points = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &n)| {
+            let n = f64::from(n);
+            Vector::new((s[0] / n) as f32, (s[1] / n) as f32, (s[2] / n) as f32)
+        })
+        .collect();
+    (points, kept)
+}
+
+impl ShadowMap {
+    fn empty() -> Self {
+        ShadowMap {
+            axis_s: Vector::X,
+            axis_t: Vector::Y,
+            origin: [0.0; 2],
+            texel: 1.0,
+            inv_texel: 1.0,
+            width: 0,
+            height: 0,
+            depth: Vec::new(),
+        }
+    }
+
+    /// Rasterises every triangle seen from the light.
+    fn new(points: &[Vector], triangles: &[[u32; 3]], light: Vector) -> Self {
+        let axis_s = light.cross(Vector::Y).normalize();
+        let axis_t = light.cross(axis_s);
+        let projected: Vec<[f32; 3]> = points
+            .iter()
+            .map(|p| [p.dot(axis_s), p.dot(axis_t), p.dot(light)])
+            .collect();
+        if projected.is_empty() {
+            return Self::empty();
+        }
+        let (mut lo, mut hi) = ([f32::MAX; 2], [f32::MIN; 2]);
+        for p in &projected {
+            for k in 0..2 {
+                lo[k] = lo[k].min(p[k]);
+                hi[k] = hi[k].max(p[k]);
+            }
+        }
+        let extent = (hi[0] - lo[0]).max(hi[1] - lo[1]);
+        if !extent.is_finite() {
+            return Self::empty();
+        }
+        let texel = SHADOW_TEXEL.max(extent / (SHADOW_MAX_TEXELS - 2) as f32);
+        // One texel of margin on every side.
+        let origin = [lo[0] - texel, lo[1] - texel];
+        let size = |k: usize| (((hi[k] - lo[k]) / texel) as usize + 3).min(SHADOW_MAX_TEXELS);
+        let (width, height) = (size(0), size(1));
+        let mut depth = vec![f32::NEG_INFINITY; width * height];
+        let corners: Vec<Corner> = projected
+            .iter()
+            .map(|p| Corner::new((p[0] - origin[0]) / texel, (p[1] - origin[1]) / texel, p[2]))
+            .collect();
+        for &[a, b, c] in triangles {
+            let [a, b, c] = [a, b, c].map(|i| corners[i as usize]);
+            rasterize(a, b, c, width, height, 0, |x, y, d| {
+                let slot = &mut depth[y * width + x];
+                if d > *slot {
+                    *slot = d;
+                }
+            });
+        }
+        ShadowMap {
+            axis_s,
+            axis_t,
+            origin,
+            texel,
+            inv_texel: 1.0 / texel,
+            width,
+            height,
+            depth,
+        }
+    }
+
+    /// Whether a caster nearer the light covers `point` (offset off its
+    /// surface along `normal`).
+    fn shadowed(&self, point: Vector, normal: Vector, light: Vector) -> bool {
+        let q = point + normal * (SHADOW_NORMAL_OFFSET * self.texel);
+        let x = (q.dot(self.axis_s) - self.origin[0]) * self.inv_texel;
+        let y = (q.dot(self.axis_t) - self.origin[1]) * self.inv_texel;
+        if !(x >= 0.0 && y >= 0.0 && x < self.width as f32 && y < self.height as f32) {
+            return false;
+        }
+        let caster = self.depth[y as usize * self.width + x as usize];
+        caster > q.dot(light) + SHADOW_DEPTH_BIAS * self.texel
+    }
+}
+
+/// Sub-pixel bits of the rasteriser's fixed-point corners.
+const SUBPIXEL_BITS: u32 = 8;
+const SUBPIXEL: f32 = (1 << SUBPIXEL_BITS) as f32;
+/// Corners are clamped to ±this many pixels, so that the fixed-point edge
+/// functions fit an i64.
+const MAX_PIXEL_COORDINATE: f32 = (1 << 22) as f32;
+
+/// A corner in the rasteriser's fixed point: pixel coordinates times
+/// 2^SUBPIXEL_BITS, and the value interpolated across the triangle
+/// (inverse depth, or depth towards the light).
+#[derive(Clone, Copy)]
+struct Corner {
+    x: i32,
+    y: i32,
+    value: f32,
+}
+
+/// Marks a corner that cannot be projected (behind the near plane, or not
+/// finite).
+const UNPROJECTED: i32 = i32::MIN;
+
+impl Corner {
+    /// Pixel coordinates `x`, `y` (clamped to ±MAX_PIXEL_COORDINATE) in
+    /// fixed point; not finite → `UNPROJECTED`.
+    #[inline]
+    fn new(x: f32, y: f32, value: f32) -> Corner {
+        if !(x.is_finite() && y.is_finite() && value.is_finite()) {
+            return Corner {
+                x: UNPROJECTED,
+                y: UNPROJECTED,
+                value: 0.0,
+            };
+        }
+        // Truncation: any rounding works, as long as a corner shared by
+        // two triangles snaps the same way in both.
+        let fixed =
+            |v: f32| (v.clamp(-MAX_PIXEL_COORDINATE, MAX_PIXEL_COORDINATE) * SUBPIXEL) as i32;
+        Corner {
+            x: fixed(x),
+            y: fixed(y),
+            value,
+        }
+    }
+}
+
+/// Calls `sample(x, y, value)` for every pixel `(x, y)` of a
+/// `width × height` grid whose centre `(x + ½, y + ½)` lies in the triangle
+/// `a b c`, with the corners' values interpolated (barycentric) at the
+/// centre. The edge functions are exact integers on the fixed-point
+/// corners, so a centre on an edge shared by two triangles belongs to
+/// exactly one of them (top-left rule): meshes have no cracks and no double
+/// hits. Either winding; degenerate triangles cover nothing.
+#[inline]
+fn rasterize(
+    a: Corner,
+    b: Corner,
+    c: Corner,
+    width: usize,
+    height: usize,
+    cull: i64,
+    mut sample: impl FnMut(usize, usize, f32),
+) {
+    // Pixel centres inside the bounding box: x·one + half in [min, max].
+    let one = 1i32 << SUBPIXEL_BITS;
+    let half = one / 2;
+    let first = |lo: i32| (lo - half + one - 1).div_euclid(one).max(0);
+    let last = |hi: i32, n: usize| (hi - half).div_euclid(one).min(n as i32 - 1);
+    let x0 = first(a.x.min(b.x).min(c.x));
+    let x1 = last(a.x.max(b.x).max(c.x), width);
+    if x0 > x1 {
+        return;
+    }
+    let y0 = first(a.y.min(b.y).min(c.y));
+    let y1 = last(a.y.max(b.y).max(c.y), height);
+    if y0 > y1 {
+        return;
+    }
+    let p = [a, b, c].map(|c| [i64::from(c.x), i64::from(c.y)]);
+    let area =
+        (p[1][0] - p[0][0]) * (p[2][1] - p[0][1]) - (p[1][1] - p[0][1]) * (p[2][0] - p[0][0]);
+    if area == 0 || area.signum() == cull {
+        return;
+    }
+    // Counter-clockwise in the y-down grid after this swap.
+    let (p, values) = if area > 0 {
+        (p, [a.value, b.value, c.value])
+    } else {
+        ([p[0], p[2], p[1]], [a.value, c.value, b.value])
+    };
+    let inv_area = 1.0 / area.abs() as f32;
+    // Edge k is opposite corner k: E_k(s) = dx (s.y − p.y) − dy (s.x − p.x),
+    // positive inside. A centre exactly on an edge counts for a top edge
+    // (along +x) or a left edge (along −y) only: `bias` is 0 for those and
+    // −1 for the others, and a centre is inside where every E_k + bias ≥ 0.
+    let one = i64::from(one);
+    let start = [i64::from(x0) * one + one / 2, i64::from(y0) * one + one / 2];
+    let mut row = [0i64; 3];
+    let mut step_x = [0i64; 3];
+    let mut step_y = [0i64; 3];
+    for k in 0..3 {
+        let (from, to) = (p[(k + 1) % 3], p[(k + 2) % 3]);
+        let (dx, dy) = (to[0] - from[0], to[1] - from[1]);
+        let owned = (dy == 0 && dx > 0) || dy < 0;
+        let bias = if owned { 0 } else { -1 };
+        row[k] = dx * (start[1] - from[1]) - dy * (start[0] - from[0]) + bias;
+        step_x[k] = -dy * one;
+        step_y[k] = dx * one;
+    }
+    for y in y0 as usize..=y1 as usize {
+        let mut e = row;
+        for x in x0 as usize..=x1 as usize {
+            if (e[0] | e[1] | e[2]) >= 0 {
+                let value =
+                    (e[0] as f32 * values[0] + e[1] as f32 * values[1] + e[2] as f32 * values[2])
+                        * inv_area;
+                sample(x, y, value);
+            }
+            for k in 0..3 {
+                e[k] += step_x[k];
+            }
+        }
+        for k in 0..3 {
+            row[k] += step_y[k];
+        }
+    }
+}
+
+/// ⌊v⌋ for |v| < 2³¹ without a libm call (the baseline x86-64 target has
+/// no rounding instruction).
+#[inline]
+fn floor_i(v: f32) -> i32 {
+    let t = v as i32;
+    t - i32::from(t as f32 > v)
+}
+
+/// The sign of the fixed-point area of a triangle seen from its back (the
+/// meshes wind counter-clockwise seen from outside; the rasteriser's grid
+/// is y-down): the camera skips those, as a closed surface's nearest face
+/// towards the eye is always a front face. The shadow map keeps both.
+const BACK_FACE: i64 = 1;
+
+/// What a pixel sees after the depth pass.
+const SKY: u32 = u32::MAX;
+const TABLE: u32 = u32::MAX - 1;
 
 impl Camera {
     /// Checks the config: a positive size of at most `MAX_IMAGE_SIDE`, a
@@ -289,6 +704,12 @@ impl Camera {
 
     /// Renders `world` to a fresh `height × width × 3` RGB image.
     pub fn render(&self, world: &ArmWorld) -> Image {
+        self.render_scene(&Scene::new(world))
+    }
+
+    /// Renders a posed scene to a fresh image; several cameras of one
+    /// frame share the scene (and its shadow map).
+    pub fn render_scene(&self, scene: &Scene) -> Image {
         let mut image = Image {
             camera: String::new(),
             height: 0,
@@ -296,215 +717,189 @@ impl Camera {
             channels: 3,
             data: Vec::new(),
         };
-        self.render_into(world, &mut image);
+        self.render_scene_into(scene, &mut image);
         image
     }
 
     /// Renders `world` into `image`, reusing its buffer.
     pub fn render_into(&self, world: &ArmWorld, image: &mut Image) {
-        let (width, height) = (self.config.width, self.config.height);
+        self.render_scene_into(&Scene::new(world), image);
+    }
+
+    /// The view directions through the pixel centres, not normalised, as
+    /// per-column `right` and per-row `forward + up` parts: their component
+    /// along `forward` is 1, so a point at `eye + t · dir` lies at view
+    /// depth `t`.
+    fn pixel_dirs(&self) -> (Vec<Vector>, Vec<Vector>) {
+        let (w, h) = (self.config.width as f32, self.config.height as f32);
+        let columns = (0..self.config.width)
+            .map(|col| {
+                let u = (2.0 * (col as f32 + 0.5) / w - 1.0) * self.tan_half_fov * self.aspect;
+                self.right * u
+            })
+            .collect();
+        let rows = (0..self.config.height)
+            .map(|row| {
+                let v = (1.0 - 2.0 * (row as f32 + 0.5) / h) * self.tan_half_fov;
+                self.forward + self.up * v
+            })
+            .collect();
+        (columns, rows)
+    }
+
+    /// A view-space point (right, up, depth), in front of the eye, as a
+    /// rasteriser corner: pixel coordinates (column, row) and the inverse
+    /// depth.
+    #[inline]
+    fn corner(&self, x: f32, y: f32, z: f32) -> Corner {
+        let (w, h) = (self.config.width as f32, self.config.height as f32);
+        let iz = 1.0 / z;
+        Corner::new(
+            (x * iz / (self.tan_half_fov * self.aspect) + 1.0) * 0.5 * w,
+            (1.0 - y * iz / self.tan_half_fov) * 0.5 * h,
+            iz,
+        )
+    }
+
+    /// Renders a posed scene into `image`, reusing its buffer: a depth pass
+    /// (the table plane per pixel, then every triangle, nearest wins by
+    /// inverse view depth), then one shading pass over the pixels.
+    pub fn render_scene_into(&self, scene: &Scene, image: &mut Image) {
+        let (width, height) = (self.config.width as usize, self.config.height as usize);
         image.camera.clone_from(&self.config.name);
-        image.width = width;
-        image.height = height;
+        image.width = width as u32;
+        image.height = height as u32;
         image.channels = 3;
         image.data.clear();
-        image.data.resize(width as usize * height as usize * 3, 0);
+        image.data.resize(width * height * 3, 0);
 
-        let props = world.props();
-        let mut items: Vec<Item> = world
-            .visual_shapes()
-            .map(|(pose, visual)| item(pose, &*visual.shape, visual.rgb))
-            .chain(props.iter().map(|p| item(p.pose, &*p.shape, p.rgb)))
-            .collect();
-        // Nearest first, so that far shapes are mostly rejected by their box
-        // once a near hit is found.
-        let eye = self.eye;
-        let distance = |item: &Item| eye.clamp(item.mins, item.maxs).distance_squared(eye);
-        items.sort_by(|a, b| distance(a).total_cmp(&distance(b)));
-        // Screen-space bounds of each shape: a pixel's ray can only meet the
-        // shapes whose projected AABB covers it.
-        let bounds: Vec<PixelRect> = items
+        // Depth pass: every triangle, nearest wins by inverse view depth.
+        let (columns, rows) = self.pixel_dirs();
+        let mut inv_depth = vec![0.0f32; width * height];
+        let mut hit = vec![SKY; width * height];
+        let view = |p: Vector| {
+            let rel = p - self.eye;
+            [rel.dot(self.right), rel.dot(self.up), rel.dot(self.forward)]
+        };
+        let corners: Vec<Corner> = scene
+            .points
             .iter()
-            .map(|item| self.pixel_rect(item.mins, item.maxs))
+            .map(|&p| {
+                let [x, y, z] = view(p);
+                if z > NEAR {
+                    self.corner(x, y, z)
+                } else {
+                    Corner::new(f32::NAN, 0.0, 0.0)
+                }
+            })
             .collect();
-        let light = Vector::from(LIGHT).normalize();
-
-        let (w, h) = (width as f32, height as f32);
-        let mut in_row: Vec<usize> = Vec::with_capacity(items.len());
-        for (row, line) in image.data.chunks_exact_mut(width as usize * 3).enumerate() {
-            let row = row as i32;
-            in_row.clear();
-            in_row.extend((0..items.len()).filter(|&i| bounds[i].rows.contains(&row)));
-            let v = (1.0 - 2.0 * (row as f32 + 0.5) / h) * self.tan_half_fov;
-            let vertical = self.forward + self.up * v;
-            for (col, pixel) in line.chunks_exact_mut(3).enumerate() {
-                let col = col as i32;
-                let u = (2.0 * (col as f32 + 0.5) / w - 1.0) * self.tan_half_fov * self.aspect;
-                let dir = (vertical + self.right * u).normalize();
-                let candidates = in_row
+        let mut clipped = Vec::new();
+        for (index, tri) in scene.triangles.iter().enumerate() {
+            let [a, b, c] = tri.map(|i| corners[i as usize]);
+            let mut draw = |a: Corner, b: Corner, c: Corner| {
+                rasterize(a, b, c, width, height, BACK_FACE, |x, y, iz| {
+                    let slot = y * width + x;
+                    if iz > inv_depth[slot] {
+                        inv_depth[slot] = iz;
+                        hit[slot] = index as u32;
+                    }
+                })
+            };
+            if a.x == UNPROJECTED || b.x == UNPROJECTED || c.x == UNPROJECTED {
+                // A corner at or behind the near plane: clip there.
+                clip_near(tri.map(|i| view(scene.points[i as usize])), &mut clipped);
+                let corners: Vec<Corner> = clipped
                     .iter()
-                    .filter(|&&i| bounds[i].cols.contains(&col))
-                    .map(|&i| &items[i]);
-                let rgb = shade(self.eye, dir, world.table_height, candidates, &items, light);
-                for (byte, c) in pixel.iter_mut().zip(rgb) {
-                    *byte = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+                    .map(|&[x, y, z]| self.corner(x, y, z))
+                    .collect();
+                for k in 1..corners.len().saturating_sub(1) {
+                    draw(corners[0], corners[k], corners[k + 1]);
+                }
+            } else {
+                draw(a, b, c);
+            }
+        }
+
+        // Shading pass. The table top is a plane at `table_height`, bounded
+        // like its collider, at view depth t along the pixel's direction; it
+        // hides what lies behind it.
+        let light = scene.light;
+        for (slot, pixel) in image.data.chunks_exact_mut(3).enumerate() {
+            let dir = rows[slot / width] + columns[slot % width];
+            let t = (scene.table_height - self.eye.z) / dir.z;
+            if t > 0.0 && 1.0 / t >= inv_depth[slot] {
+                let p = self.eye + dir * t;
+                if p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT {
+                    inv_depth[slot] = 1.0 / t;
+                    hit[slot] = TABLE;
                 }
             }
-        }
-    }
-
-    /// The pixels (with a one-pixel margin) whose rays may meet the box;
-    /// every pixel when the box reaches behind the eye.
-    fn pixel_rect(&self, mins: Vector, maxs: Vector) -> PixelRect {
-        let (w, h) = (self.config.width as f32, self.config.height as f32);
-        let everything = PixelRect {
-            rows: 0..=self.config.height as i32 - 1,
-            cols: 0..=self.config.width as i32 - 1,
-        };
-        let (mut c0, mut c1, mut r0, mut r1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
-        for k in 0..8 {
-            let corner = Vector::new(
-                if k & 1 == 0 { mins.x } else { maxs.x },
-                if k & 2 == 0 { mins.y } else { maxs.y },
-                if k & 4 == 0 { mins.z } else { maxs.z },
-            );
-            let rel = corner - self.eye;
-            let depth = rel.dot(self.forward);
-            if depth <= 1e-4 {
-                return everything;
-            }
-            let x = rel.dot(self.right) / (depth * self.tan_half_fov * self.aspect);
-            let y = rel.dot(self.up) / (depth * self.tan_half_fov);
-            let col = (x + 1.0) / 2.0 * w - 0.5;
-            let row = (1.0 - y) / 2.0 * h - 0.5;
-            c0 = c0.min(col);
-            c1 = c1.max(col);
-            r0 = r0.min(row);
-            r1 = r1.max(row);
-        }
-        if !(c0.is_finite() && c1.is_finite() && r0.is_finite() && r1.is_finite()) {
-            return everything;
-        }
-        // Clamped in f32 first so the casts cannot overflow.
-        let lo = |v: f32, n: f32| (v.floor() - 1.0).clamp(-1.0, n) as i32;
-        let hi = |v: f32, n: f32| (v.ceil() + 1.0).clamp(-1.0, n) as i32;
-        PixelRect {
-            rows: lo(r0, h)..=hi(r1, h),
-            cols: lo(c0, w)..=hi(c1, w),
-        }
-    }
-}
-
-/// Inclusive pixel ranges.
-struct PixelRect {
-    rows: std::ops::RangeInclusive<i32>,
-    cols: std::ops::RangeInclusive<i32>,
-}
-
-fn item(pose: Pose, shape: &dyn Shape, rgb: [f32; 3]) -> Item<'_> {
-    let aabb = shape.compute_aabb(&pose);
-    Item {
-        pose,
-        shape,
-        rgb,
-        mins: aabb.mins,
-        maxs: aabb.maxs,
-    }
-}
-
-/// The colour seen along one ray, which can only meet the table and
-/// `candidates`; every one of `items` may shadow.
-fn shade<'a>(
-    eye: Vector,
-    dir: Vector,
-    table_height: f32,
-    candidates: impl Iterator<Item = &'a Item<'a>>,
-    items: &[Item],
-    light: Vector,
-) -> [f32; 3] {
-    let mut best = FAR;
-    let mut hit: Option<(Vector, [f32; 3])> = None;
-
-    // The table top: a plane at `table_height`, bounded like its collider.
-    if dir.z != 0.0 {
-        let t = (table_height - eye.z) / dir.z;
-        if t > 0.0 && t < best {
-            let p = eye + dir * t;
-            if p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT {
-                let square = (p.x / CHECKER).floor() as i64 + (p.y / CHECKER).floor() as i64;
-                let rgb = if square.rem_euclid(2) == 0 {
-                    TABLE_LIGHT
-                } else {
-                    TABLE_DARK
-                };
-                best = t;
-                hit = Some((Vector::Z, rgb));
+            let rgb = match hit[slot] {
+                SKY => {
+                    let s = (dir.z / dir.length()).clamp(0.0, 1.0);
+                    std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
+                }
+                surface => {
+                    let point = self.eye + dir * (1.0 / inv_depth[slot]);
+                    let (normal, rgb) = if surface == TABLE {
+                        // Within ±TABLE_HALF_EXTENT, in floor_i's range.
+                        let square =
+                            floor_i(point.x * (1.0 / CHECKER)) + floor_i(point.y * (1.0 / CHECKER));
+                        let rgb = if square.rem_euclid(2) == 0 {
+                            TABLE_LIGHT
+                        } else {
+                            TABLE_DARK
+                        };
+                        (Vector::Z, rgb)
+                    } else {
+                        let index = surface as usize;
+                        let normal = scene.normal(index);
+                        let rgb = scene.colours[scene.shape_of[index] as usize];
+                        // Light both sides of a surface: face the viewer.
+                        let normal = if normal.dot(dir) > 0.0 {
+                            -normal
+                        } else {
+                            normal
+                        };
+                        (normal, rgb)
+                    };
+                    let lambert = normal.dot(light);
+                    let lit = lambert > 0.0 && !scene.shadow.shadowed(point, normal, light);
+                    let intensity = if lit {
+                        AMBIENT + DIFFUSE * lambert
+                    } else {
+                        AMBIENT
+                    };
+                    rgb.map(|c| c * intensity)
+                }
+            };
+            for (byte, c) in pixel.iter_mut().zip(rgb) {
+                *byte = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
             }
         }
     }
-
-    let ray = Ray::new(eye, dir);
-    let inv_dir = dir.recip();
-    for item in candidates {
-        if !slab_hit(eye, inv_dir, item.mins, item.maxs, best) {
-            continue;
-        }
-        if let Some(intersection) = item
-            .shape
-            .cast_ray_and_get_normal(&item.pose, &ray, best, false)
-            && intersection.time_of_impact < best
-        {
-            best = intersection.time_of_impact;
-            hit = Some((intersection.normal, item.rgb));
-        }
-    }
-
-    match hit {
-        Some((normal, rgb)) => {
-            // Light both sides of a surface: face the normal to the viewer.
-            let normal = if normal.dot(dir) > 0.0 {
-                -normal
-            } else {
-                normal
-            };
-            let lambert = normal.dot(light);
-            let lit = lambert > 0.0 && {
-                let surface = eye + dir * best + normal * SHADOW_BIAS;
-                !in_shadow(surface, light, items)
-            };
-            let intensity = if lit {
-                AMBIENT + DIFFUSE * lambert
-            } else {
-                AMBIENT
-            };
-            rgb.map(|c| c * intensity)
-        }
-        None => {
-            let s = dir.z.clamp(0.0, 1.0);
-            std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
-        }
-    }
 }
 
-/// Whether any shape blocks the light from `point` (the table casts none:
-/// it is below everything).
-fn in_shadow(point: Vector, light: Vector, items: &[Item]) -> bool {
-    let ray = Ray::new(point, light);
-    let inv_dir = light.recip();
-    items.iter().any(|item| {
-        slab_hit(point, inv_dir, item.mins, item.maxs, SHADOW_REACH)
-            && item.shape.intersects_ray(&item.pose, &ray, SHADOW_REACH)
-    })
-}
-
-/// Whether the ray `eye + t · dir`, 0 ≤ t < `max_t`, meets the box.
-#[inline]
-fn slab_hit(eye: Vector, inv_dir: Vector, mins: Vector, maxs: Vector, max_t: f32) -> bool {
-    let t1 = (mins - eye) * inv_dir;
-    let t2 = (maxs - eye) * inv_dir;
-    let near = t1.min(t2).max_element().max(0.0);
-    let far = t1.max(t2).min_element().min(max_t);
-    near <= far
+/// The part of a view-space triangle in front of the near plane, as a
+/// convex polygon (0, 3 or 4 corners) in `out`.
+fn clip_near(corners: [[f32; 3]; 3], out: &mut Vec<[f32; 3]>) {
+    out.clear();
+    for k in 0..3 {
+        let (p, q) = (corners[k], corners[(k + 1) % 3]);
+        let (p_in, q_in) = (p[2] > NEAR, q[2] > NEAR);
+        if p_in {
+            out.push(p);
+        }
+        if p_in != q_in {
+            let s = (NEAR - p[2]) / (q[2] - p[2]);
+            out.push(std::array::from_fn(|i| p[i] + (q[i] - p[i]) * s));
+        }
+    }
+    // The clipped corners sit exactly on the near plane; nudge them just in
+    // front so the projection stays finite.
+    for corner in out.iter_mut() {
+        corner[2] = corner[2].max(NEAR * (1.0 + f32::EPSILON * 4.0));
+    }
 }
 
 /// Writes `image` as an 8-bit PNG (grey, grey-alpha, RGB or RGBA by channel

@@ -493,3 +493,211 @@ fn env_config_refuses_duplicate_camera_names_and_names_the_key() {
         "{error}"
     );
 }
+
+fn reference_views() -> Vec<(&'static str, CameraConfig)> {
+    vec![
+        ("front", CameraConfig::default()),
+        (
+            "above",
+            CameraConfig {
+                name: "above".into(),
+                width: 64,
+                height: 48,
+                eye: [0.35, 0.25, 0.55],
+                look_at: [0.15, -0.05, 0.05],
+                ..CameraConfig::default()
+            },
+        ),
+    ]
+}
+
+/// The old ray caster's frames of a fixed scene (lift, seed 0, the arm at
+/// home; `sim/tests/fixtures/camera_raycast_*.png`, rendered by commit
+/// 100457d with `cerebellum sim --task lift --seed 0 --save-frame`) against
+/// the rasteriser's: the same picture up to the simplified meshes and the
+/// shadow map's texels.
+#[test]
+fn camera_matches_the_ray_caster_reference_on_a_fixed_scene() {
+    use cerebellum_core::{ResetRequest, Robot};
+    for (name, config) in reference_views() {
+        let mut env = SimEnv::new(
+            EnvConfig {
+                task: TaskKind::Lift,
+                cameras: vec![config.clone()],
+                ..EnvConfig::default()
+            },
+            Some(so101()),
+        )
+        .unwrap();
+        env.reset(&ResetRequest { seed: 0 }).unwrap();
+        let image = env.as_arm().unwrap().render();
+        let reference = read_png(&format!("tests/fixtures/camera_raycast_{name}.png"));
+        assert_eq!(
+            (image.height, image.width),
+            (reference.height, reference.width)
+        );
+        let pixels = (image.data.len() / 3) as f64;
+        for k in 0..3 {
+            let mean_abs: f64 = image
+                .data
+                .iter()
+                .zip(&reference.data)
+                .skip(k)
+                .step_by(3)
+                .map(|(&a, &b)| (a as f64 - b as f64).abs())
+                .sum::<f64>()
+                / pixels;
+            println!("{name}: channel {k} mean |new − old| {mean_abs:.2}");
+            assert!(mean_abs < 6.0, "{name} channel {k}: {mean_abs}");
+        }
+        let far_off = image
+            .data
+            .chunks(3)
+            .zip(reference.data.chunks(3))
+            .filter(|(a, b)| a.iter().zip(b.iter()).any(|(&x, &y)| x.abs_diff(y) > 24))
+            .count();
+        println!("{name}: {far_off} pixels off by more than 24 levels");
+        assert!((far_off as f64) < 0.06 * pixels, "{name}: {far_off}");
+        // Mean colour per 16×16 block.
+        let (w, h) = (image.width as usize, image.height as usize);
+        for by in (0..h).step_by(16) {
+            for bx in (0..w).step_by(16) {
+                let mean = |img: &Image, k: usize| {
+                    let mut sum = 0.0;
+                    for y in by..(by + 16).min(h) {
+                        for x in bx..(bx + 16).min(w) {
+                            sum += img.data[(y * w + x) * 3 + k] as f64;
+                        }
+                    }
+                    sum / 256.0
+                };
+                for k in 0..3 {
+                    let (new, old) = (mean(&image, k), mean(&reference, k));
+                    assert!(
+                        (new - old).abs() < 16.0,
+                        "{name} block ({bx}, {by}) channel {k}: {new:.1} vs {old:.1}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn read_png(path: &str) -> Image {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buffer).unwrap();
+    buffer.truncate(info.buffer_size());
+    Image {
+        camera: String::new(),
+        height: info.height,
+        width: info.width,
+        channels: 3,
+        data: buffer,
+    }
+}
+
+/// The pixel (column, row) where `config` sees the world point `p`.
+fn project(config: &CameraConfig, p: [f32; 3]) -> (usize, usize) {
+    let norm = |v: [f32; 3]| {
+        let l = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+        v.map(|c| c / l)
+    };
+    let cross = |a: [f32; 3], b: [f32; 3]| {
+        [
+            a[1] * b[2] - a[2] * b[1],
+            a[2] * b[0] - a[0] * b[2],
+            a[0] * b[1] - a[1] * b[0],
+        ]
+    };
+    let dot = |a: [f32; 3], b: [f32; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+    let forward = norm(sub(config.look_at, config.eye));
+    let right = norm(cross(forward, config.up));
+    let up = cross(right, forward);
+    let rel = sub(p, config.eye);
+    let (x, y, z) = (dot(rel, right), dot(rel, up), dot(rel, forward));
+    let tan = (config.fov_y_degrees.to_radians() / 2.0).tan();
+    let aspect = config.width as f32 / config.height as f32;
+    let col = (x / z / (tan * aspect) + 1.0) / 2.0 * config.width as f32;
+    let row = (1.0 - y / z / tan) / 2.0 * config.height as f32;
+    (col as usize, row as usize)
+}
+
+#[test]
+fn camera_draws_a_prop_in_its_colour_where_it_projects() {
+    let model = so101();
+    let config = CameraConfig {
+        width: 96,
+        height: 96,
+        ..CameraConfig::default()
+    };
+    let camera = Camera::new(config.clone()).unwrap();
+    for xy in [[0.25, -0.1], [0.3, 0.05], [0.18, -0.2]] {
+        let world = world_with_cube(&model, xy);
+        let prop = &world.props()[0];
+        assert_eq!(prop.rgb, cerebellum_sim::camera::CUBE_RGB);
+        let top = prop.pose.translation.z + CubeConfig::default().size / 2.0;
+        // The centre of the cube's top face, which faces the light and the
+        // camera: lit red.
+        let (col, row) = project(&config, [xy[0], xy[1], top]);
+        let image = camera.render(&world);
+        let at = (row * 96 + col) * 3;
+        let pixel = [image.data[at], image.data[at + 1], image.data[at + 2]];
+        assert!(
+            is_red(pixel),
+            "cube at {xy:?}: pixel ({col}, {row}) is {pixel:?}"
+        );
+        let lit =
+            [0.85f32, 0.08, 0.08].map(|c| (c * (0.35 + 0.65 * light_z()) * 255.0 + 0.5) as u8);
+        assert_eq!(pixel, lit, "the top face is lit by the light's z component");
+    }
+}
+
+/// The light's z component (LIGHT = (−0.4, −0.15, 1) normalised): the
+/// Lambert factor of a face pointing up.
+fn light_z() -> f32 {
+    1.0 / (0.4f32 * 0.4 + 0.15 * 0.15 + 1.0).sqrt()
+}
+
+#[test]
+fn camera_frames_are_bit_identical_for_the_same_world_across_cameras_and_threads() {
+    use cerebellum_core::Action;
+    let model = so101();
+    let make = || {
+        let config = EnvConfig {
+            task: TaskKind::Lift,
+            cameras: two_cameras(),
+            ..EnvConfig::default()
+        };
+        (0..4)
+            .map(|_| SimEnv::new(config.clone(), Some(model.clone())).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let run = |threads: usize| {
+        let mut env = VecEnv::new(make(), 11, threads);
+        let mut frames = vec![env.reset().unwrap()];
+        let commands = vec![Action::new(vec![0.3, -0.2, 0.4, 0.5, 0.1, 0.6]); 4];
+        for _ in 0..5 {
+            frames.push(
+                env.step(&commands)
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.observation)
+                    .collect(),
+            );
+        }
+        frames
+    };
+    let one = run(1);
+    assert_eq!(one, run(1), "same seeds, same bytes");
+    assert_eq!(one, run(2), "thread count changes nothing");
+    // The scene shared by a frame's cameras renders what each camera alone
+    // renders.
+    let world = world_with_cube(&model, [0.2, 0.1]);
+    let scene = cerebellum_sim::camera::Scene::new(&world);
+    for config in two_cameras() {
+        let camera = Camera::new(config).unwrap();
+        assert_eq!(camera.render_scene(&scene), camera.render(&world));
+    }
+}
