@@ -225,7 +225,7 @@ const SHADOW_NORMAL_OFFSET: f32 = 1.5;
 const SHADOW_DEPTH_BIAS: f32 = 1.0;
 /// Render meshes: the arm's visual meshes are simplified at load by
 /// clustering their vertices on a grid of this edge (m; `simplify_mesh`).
-pub const VISUAL_MESH_CELL: f32 = 0.008;
+pub const VISUAL_MESH_CELL: f32 = 0.010;
 /// Tessellation of curved primitives (balls, cylinders, capsules, cones).
 const CURVE_SEGMENTS: u32 = 16;
 
@@ -473,7 +473,7 @@ impl ShadowMap {
             .collect();
         for &[a, b, c] in triangles {
             let [a, b, c] = [a, b, c].map(|i| corners[i as usize]);
-            rasterize(a, b, c, width, height, 0, |x, y, d| {
+            rasterize(a, b, c, width, height, LIGHT_BACK_FACE, |x, y, d| {
                 let slot = &mut depth[y * width + x];
                 if d > *slot {
                     *slot = d;
@@ -644,12 +644,31 @@ fn floor_i(v: f32) -> i32 {
 /// The sign of the fixed-point area of a triangle seen from its back (the
 /// meshes wind counter-clockwise seen from outside; the rasteriser's grid
 /// is y-down): the camera skips those, as a closed surface's nearest face
-/// towards the eye is always a front face. The shadow map keeps both.
+/// towards the eye is always a front face.
 const BACK_FACE: i64 = 1;
+/// The same for the shadow map, whose (s, t) axes make the area's sign
+/// that of `normal · light`: it keeps the faces turned to the light, which
+/// hold a closed caster's depth nearest the light. (Clustering keeps both
+/// sides of walls thinner than a cell, so they still cast.)
+const LIGHT_BACK_FACE: i64 = -1;
+
+/// Buffers of the depth pass, kept per thread from frame to frame.
+#[derive(Default)]
+struct Buffers {
+    /// Inverse view depth of the nearest triangle per pixel (0: none).
+    inv_depth: Vec<f32>,
+    /// Index of that triangle, or `SKY`.
+    hit: Vec<u32>,
+    /// Every scene vertex projected.
+    corners: Vec<Corner>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+}
 
 /// What a pixel sees after the depth pass.
 const SKY: u32 = u32::MAX;
-const TABLE: u32 = u32::MAX - 1;
 
 impl Camera {
     /// Checks the config: a positive size of at most `MAX_IMAGE_SIDE`, a
@@ -772,27 +791,36 @@ impl Camera {
         image.channels = 3;
         image.data.clear();
         image.data.resize(width * height * 3, 0);
+        BUFFERS.with_borrow_mut(|buffers| self.draw(scene, image, buffers));
+    }
 
-        // Depth pass: every triangle, nearest wins by inverse view depth.
+    fn draw(&self, scene: &Scene, image: &mut Image, buffers: &mut Buffers) {
+        let (width, height) = (self.config.width as usize, self.config.height as usize);
         let (columns, rows) = self.pixel_dirs();
-        let mut inv_depth = vec![0.0f32; width * height];
-        let mut hit = vec![SKY; width * height];
+        let Buffers {
+            inv_depth,
+            hit,
+            corners,
+        } = buffers;
+        inv_depth.clear();
+        inv_depth.resize(width * height, 0.0);
+        hit.clear();
+        hit.resize(width * height, SKY);
+        let (inv_depth, hit) = (&mut inv_depth[..], &mut hit[..]);
+        // Depth pass: every triangle, nearest wins by inverse view depth.
         let view = |p: Vector| {
             let rel = p - self.eye;
             [rel.dot(self.right), rel.dot(self.up), rel.dot(self.forward)]
         };
-        let corners: Vec<Corner> = scene
-            .points
-            .iter()
-            .map(|&p| {
-                let [x, y, z] = view(p);
-                if z > NEAR {
-                    self.corner(x, y, z)
-                } else {
-                    Corner::new(f32::NAN, 0.0, 0.0)
-                }
-            })
-            .collect();
+        corners.clear();
+        corners.extend(scene.points.iter().map(|&p| {
+            let [x, y, z] = view(p);
+            if z > NEAR {
+                self.corner(x, y, z)
+            } else {
+                Corner::new(f32::NAN, 0.0, 0.0)
+            }
+        }));
         let mut clipped = Vec::new();
         for (index, tri) in scene.triangles.iter().enumerate() {
             let [a, b, c] = tri.map(|i| corners[i as usize]);
@@ -824,60 +852,75 @@ impl Camera {
         // like its collider, at view depth t along the pixel's direction; it
         // hides what lies behind it.
         let light = scene.light;
-        for (slot, pixel) in image.data.chunks_exact_mut(3).enumerate() {
-            let dir = rows[slot / width] + columns[slot % width];
-            let t = (scene.table_height - self.eye.z) / dir.z;
-            if t > 0.0 && 1.0 / t >= inv_depth[slot] {
-                let p = self.eye + dir * t;
-                if p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT {
-                    inv_depth[slot] = 1.0 / t;
-                    hit[slot] = TABLE;
-                }
-            }
-            let rgb = match hit[slot] {
-                SKY => {
+        let lift = scene.table_height - self.eye.z;
+        let mut rows_out = image.data.chunks_exact_mut(width * 3);
+        for (row, &vertical) in rows.iter().enumerate() {
+            let line = rows_out.next().expect("one line per row");
+            for (col, &horizontal) in columns.iter().enumerate() {
+                let slot = row * width + col;
+                let dir = vertical + horizontal;
+                let t = lift / dir.z;
+                // t ≤ 1 / inverse depth, without a division.
+                let table = t > 0.0 && t * inv_depth[slot] <= 1.0 && {
+                    let p = self.eye + dir * t;
+                    p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT
+                };
+                let rgb = if table {
+                    let point = self.eye + dir * t;
+                    // Within ±TABLE_HALF_EXTENT, in floor_i's range.
+                    let square =
+                        floor_i(point.x * (1.0 / CHECKER)) + floor_i(point.y * (1.0 / CHECKER));
+                    let rgb = if square & 1 == 0 {
+                        TABLE_LIGHT
+                    } else {
+                        TABLE_DARK
+                    };
+                    shade(rgb, point, Vector::Z, light, &scene.shadow)
+                } else if hit[slot] == SKY {
                     let s = (dir.z / dir.length()).clamp(0.0, 1.0);
                     std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
-                }
-                surface => {
+                } else {
+                    let index = hit[slot] as usize;
                     let point = self.eye + dir * (1.0 / inv_depth[slot]);
-                    let (normal, rgb) = if surface == TABLE {
-                        // Within ±TABLE_HALF_EXTENT, in floor_i's range.
-                        let square =
-                            floor_i(point.x * (1.0 / CHECKER)) + floor_i(point.y * (1.0 / CHECKER));
-                        let rgb = if square.rem_euclid(2) == 0 {
-                            TABLE_LIGHT
-                        } else {
-                            TABLE_DARK
-                        };
-                        (Vector::Z, rgb)
+                    let normal = scene.normal(index);
+                    // Light both sides of a surface: face the viewer.
+                    let normal = if normal.dot(dir) > 0.0 {
+                        -normal
                     } else {
-                        let index = surface as usize;
-                        let normal = scene.normal(index);
-                        let rgb = scene.colours[scene.shape_of[index] as usize];
-                        // Light both sides of a surface: face the viewer.
-                        let normal = if normal.dot(dir) > 0.0 {
-                            -normal
-                        } else {
-                            normal
-                        };
-                        (normal, rgb)
+                        normal
                     };
-                    let lambert = normal.dot(light);
-                    let lit = lambert > 0.0 && !scene.shadow.shadowed(point, normal, light);
-                    let intensity = if lit {
-                        AMBIENT + DIFFUSE * lambert
-                    } else {
-                        AMBIENT
-                    };
-                    rgb.map(|c| c * intensity)
-                }
-            };
-            for (byte, c) in pixel.iter_mut().zip(rgb) {
-                *byte = (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+                    let rgb = scene.colours[scene.shape_of[index] as usize];
+                    shade(rgb, point, normal, light, &scene.shadow)
+                };
+                // In [0.5, 255.5] after the clamp, so the plain i32
+                // conversion gives the same byte as a saturating `as u8`.
+                let byte = |c: f32| (c.clamp(0.0, 1.0) * 255.0 + 0.5) as i32 as u8;
+                line[col * 3] = byte(rgb[0]);
+                line[col * 3 + 1] = byte(rgb[1]);
+                line[col * 3 + 2] = byte(rgb[2]);
             }
         }
     }
+}
+
+/// Lambert with the light plus ambient, the light blocked where the
+/// shadow map has a caster between `point` and the light.
+#[inline]
+fn shade(
+    rgb: [f32; 3],
+    point: Vector,
+    normal: Vector,
+    light: Vector,
+    shadow: &ShadowMap,
+) -> [f32; 3] {
+    let lambert = normal.dot(light);
+    let lit = lambert > 0.0 && !shadow.shadowed(point, normal, light);
+    let intensity = if lit {
+        AMBIENT + DIFFUSE * lambert
+    } else {
+        AMBIENT
+    };
+    rgb.map(|c| c * intensity)
 }
 
 /// The part of a view-space triangle in front of the near plane, as a

@@ -562,7 +562,8 @@ fn measure(
     }
     // Every camera takes the episode's one pose jitter.
     let d = &state.dynamics;
-    let images = cameras
+    let scene = (!cameras.is_empty()).then(|| crate::camera::Scene::new(world));
+    let images = scene
         .iter()
         .map(|camera| {
             camera
