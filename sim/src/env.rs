@@ -560,15 +560,18 @@ fn measure(
     for (v, (&lo, &hi)) in values.iter_mut().zip(limits) {
         *v = v.clamp(lo, hi);
     }
-    // Every camera takes the episode's one pose jitter.
+    // One posed scene (and shadow map) for all cameras; every camera takes
+    // the episode's one pose jitter.
     let d = &state.dynamics;
     let scene = (!cameras.is_empty()).then(|| crate::camera::Scene::new(world));
     let images = scene
         .iter()
-        .map(|camera| {
-            camera
-                .with_pose_jitter(d.camera_translation, d.camera_rotation)
-                .render(world)
+        .flat_map(|scene| {
+            cameras.iter().map(move |camera| {
+                camera
+                    .with_pose_jitter(d.camera_translation, d.camera_rotation)
+                    .render_scene(scene)
+            })
         })
         .collect();
     Observation {
