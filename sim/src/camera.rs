@@ -14,7 +14,10 @@
 //! pixel and kept where it is nearer; surfaces are Lambert with the light
 //! plus ambient, flat per triangle and lit on the side facing the viewer,
 //! with hard shadows from the shadow map; pixels that meet nothing see a
-//! sky gradient. There is no randomness and no threading, and the same
+//! sky gradient. What depends on the camera alone (each pixel's table point
+//! and checker colour, or its sky colour) is filled once per camera and
+//! shared by its clones; the depth buffers are kept per thread. There is
+//! no randomness and no threading, and the same
 //! operations run in the same order, so the same world renders to
 //! bit-identical bytes.
 //!
@@ -27,6 +30,7 @@ use cerebellum_core::bounds::{Limits, check_name, refusal};
 use rapier3d::math::{Pose, Rotation, Vector};
 use rapier3d::parry::shape::Shape;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// Where a camera sits and what it sees.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -241,6 +245,8 @@ pub struct Camera {
     tan_half_fov: f32,
     /// width / height.
     aspect: f32,
+    /// Filled at the first render and shared by clones.
+    background: Arc<OnceLock<Background>>,
 }
 
 /// A world posed for rendering, shared by every camera of one frame: the
@@ -663,6 +669,28 @@ struct Buffers {
     corners: Vec<Corner>,
 }
 
+/// What a camera sees where no triangle is nearer, per pixel: the table top
+/// (a plane at the table's height, bounded like its collider) at view depth
+/// `depth` along the pixel's direction, the point met and its checker
+/// colour; or, where the ray misses the table (`depth` = ∞), the sky's
+/// colour. It depends on the camera and the table's height only, so a
+/// camera fills it once (for the table height of its first world).
+#[derive(Default)]
+struct Background {
+    table_height: f32,
+    depth: Vec<f32>,
+    point: Vec<Vector>,
+    rgb: Vec<[f32; 3]>,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Background")
+            .field("table_height", &self.table_height)
+            .finish_non_exhaustive()
+    }
+}
+
 thread_local! {
     static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
 }
@@ -692,6 +720,7 @@ impl Camera {
             forward,
             right,
             up,
+            background: Arc::default(),
         })
     }
 
@@ -705,6 +734,9 @@ impl Camera {
     /// camera's config describes the jittered pose. A jitter that would give
     /// an invalid camera (non-finite values) leaves the pose unchanged.
     pub fn with_pose_jitter(&self, translation: [f32; 3], rotation_rad: [f32; 3]) -> Camera {
+        if translation == [0.0; 3] && rotation_rad == [0.0; 3] {
+            return self.clone();
+        }
         let rotation = Rotation::from_scaled_axis(Vector::from(rotation_rad));
         let translation = Vector::from(translation);
         let view = Vector::from(self.config.look_at) - self.eye;
@@ -764,6 +796,49 @@ impl Camera {
             })
             .collect();
         (columns, rows)
+    }
+
+    fn make_background(
+        &self,
+        table_height: f32,
+        columns: &[Vector],
+        rows: &[Vector],
+    ) -> Background {
+        let lift = table_height - self.eye.z;
+        let mut background = Background {
+            table_height,
+            ..Background::default()
+        };
+        for &vertical in rows {
+            for &horizontal in columns {
+                let dir = vertical + horizontal;
+                let t = lift / dir.z;
+                let point = self.eye + dir * t;
+                let table = t > 0.0
+                    && point.x.abs() <= TABLE_HALF_EXTENT
+                    && point.y.abs() <= TABLE_HALF_EXTENT;
+                if table {
+                    // Within ±TABLE_HALF_EXTENT, in floor_i's range.
+                    let square =
+                        floor_i(point.x * (1.0 / CHECKER)) + floor_i(point.y * (1.0 / CHECKER));
+                    background.depth.push(t);
+                    background.point.push(point);
+                    background.rgb.push(if square & 1 == 0 {
+                        TABLE_LIGHT
+                    } else {
+                        TABLE_DARK
+                    });
+                } else {
+                    let s = (dir.z / dir.length()).clamp(0.0, 1.0);
+                    background.depth.push(f32::INFINITY);
+                    background.point.push(Vector::ZERO);
+                    background.rgb.push(std::array::from_fn(|k| {
+                        SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s
+                    }));
+                }
+            }
+        }
+        background
     }
 
     /// A view-space point (right, up, depth), in front of the eye, as a
@@ -848,37 +923,32 @@ impl Camera {
             }
         }
 
-        // Shading pass. The table top is a plane at `table_height`, bounded
-        // like its collider, at view depth t along the pixel's direction; it
-        // hides what lies behind it.
+        // Shading pass: the table (kept where it is at least as near as the
+        // nearest triangle), the sky, or the triangle.
         let light = scene.light;
-        let lift = scene.table_height - self.eye.z;
+        let cached = self
+            .background
+            .get_or_init(|| self.make_background(scene.table_height, &columns, &rows));
+        let other_table;
+        let background = if cached.table_height.to_bits() == scene.table_height.to_bits() {
+            cached
+        } else {
+            other_table = self.make_background(scene.table_height, &columns, &rows);
+            &other_table
+        };
         let mut rows_out = image.data.chunks_exact_mut(width * 3);
         for (row, &vertical) in rows.iter().enumerate() {
             let line = rows_out.next().expect("one line per row");
             for (col, &horizontal) in columns.iter().enumerate() {
                 let slot = row * width + col;
                 let dir = vertical + horizontal;
-                let t = lift / dir.z;
-                // t ≤ 1 / inverse depth, without a division.
-                let table = t > 0.0 && t * inv_depth[slot] <= 1.0 && {
-                    let p = self.eye + dir * t;
-                    p.x.abs() <= TABLE_HALF_EXTENT && p.y.abs() <= TABLE_HALF_EXTENT
-                };
-                let rgb = if table {
-                    let point = self.eye + dir * t;
-                    // Within ±TABLE_HALF_EXTENT, in floor_i's range.
-                    let square =
-                        floor_i(point.x * (1.0 / CHECKER)) + floor_i(point.y * (1.0 / CHECKER));
-                    let rgb = if square & 1 == 0 {
-                        TABLE_LIGHT
-                    } else {
-                        TABLE_DARK
-                    };
-                    shade(rgb, point, Vector::Z, light, &scene.shadow)
+                // t ≤ 1 / inverse depth, without a division; false where the
+                // ray misses the table (t = ∞).
+                let rgb = if background.depth[slot] * inv_depth[slot] <= 1.0 {
+                    let point = background.point[slot];
+                    shade(background.rgb[slot], point, Vector::Z, light, &scene.shadow)
                 } else if hit[slot] == SKY {
-                    let s = (dir.z / dir.length()).clamp(0.0, 1.0);
-                    std::array::from_fn(|k| SKY_HORIZON[k] + (SKY_ZENITH[k] - SKY_HORIZON[k]) * s)
+                    background.rgb[slot]
                 } else {
                     let index = hit[slot] as usize;
                     let point = self.eye + dir * (1.0 / inv_depth[slot]);

@@ -103,6 +103,8 @@ pub struct ArmState {
     instruction: Option<String>,
     color_cubes: Vec<(RigidBodyHandle, f32)>,
     dynamics: DynamicsSample,
+    /// The env's cameras with the episode's pose jitter, in spec order.
+    cameras: Vec<Camera>,
     /// Commands waiting out the action latency.
     pending: VecDeque<Vec<f32>>,
     observation: Observation,
@@ -199,6 +201,12 @@ impl ArmEnv {
             named,
             instruction,
             color_cubes,
+            // Jittered once per episode: each keeps what it can reuse
+            // from frame to frame (`Camera::render_scene`).
+            cameras: cameras
+                .iter()
+                .map(|c| c.with_pose_jitter(dynamics.camera_translation, dynamics.camera_rotation))
+                .collect(),
             dynamics,
             pending: VecDeque::new(),
             observation: Observation {
@@ -208,7 +216,7 @@ impl ArmEnv {
                 timestamp: 0.0,
             },
         };
-        state.observation = measure(&mut state, config, cameras, spec);
+        state.observation = measure(&mut state, config, spec);
         Ok(state)
     }
 
@@ -515,12 +523,7 @@ fn named_cube_pose(state: &ArmState) -> Option<rapier3d::math::Pose> {
 
 /// Reads the sensors: joint state with the configured noise, end-effector
 /// and task fields, and the camera.
-fn measure(
-    state: &mut ArmState,
-    config: &EnvConfig,
-    cameras: &[Camera],
-    spec: &RobotSpec,
-) -> Observation {
+fn measure(state: &mut ArmState, config: &EnvConfig, spec: &RobotSpec) -> Observation {
     let world = &state.world;
     let mut values = Vec::with_capacity(spec.observation.state_len());
     let noise = |rng: &mut ChaCha8Rng, std: f32| {
@@ -560,18 +563,15 @@ fn measure(
     for (v, (&lo, &hi)) in values.iter_mut().zip(limits) {
         *v = v.clamp(lo, hi);
     }
-    // One posed scene (and shadow map) for all cameras; every camera takes
-    // the episode's one pose jitter.
-    let d = &state.dynamics;
-    let scene = (!cameras.is_empty()).then(|| crate::camera::Scene::new(world));
+    // One posed scene (and shadow map) for all cameras.
+    let scene = (!state.cameras.is_empty()).then(|| crate::camera::Scene::new(world));
     let images = scene
         .iter()
         .flat_map(|scene| {
-            cameras.iter().map(move |camera| {
-                camera
-                    .with_pose_jitter(d.camera_translation, d.camera_rotation)
-                    .render_scene(scene)
-            })
+            state
+                .cameras
+                .iter()
+                .map(move |camera| camera.render_scene(scene))
         })
         .collect();
     Observation {
@@ -619,7 +619,7 @@ impl Robot for ArmEnv {
         state.world.step_tick(&mut self.pipeline);
         state.step += 1;
         let outcome = self.score();
-        self.state.observation = measure(&mut self.state, &self.config, &self.cameras, &self.spec);
+        self.state.observation = measure(&mut self.state, &self.config, &self.spec);
         Ok(outcome)
     }
 }

@@ -689,6 +689,9 @@ fn camera_frames_are_bit_identical_for_the_same_world_across_cameras_and_threads
         }
         frames
     };
+    fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<Camera>();
+    shared_across_threads::<cerebellum_sim::camera::Scene>();
     let one = run(1);
     assert_eq!(one, run(1), "same seeds, same bytes");
     assert_eq!(one, run(2), "thread count changes nothing");

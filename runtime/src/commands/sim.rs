@@ -40,6 +40,22 @@ pub struct SimArgs {
     /// Save one camera image of the first episode's start as PNG.
     #[arg(long, value_name = "PATH.png")]
     pub save_frame: Option<PathBuf>,
+    /// Save what the policy sees over the first episode's first ticks as
+    /// one PNG: a row per camera of the env config (its observation images,
+    /// pose jitter included), the ticks left to right; with no camera
+    /// configured, the default 64×64 front camera. Example:
+    ///   cerebellum sim --task lift --expert --frame-strip lift.png
+    #[arg(long, value_name = "PATH.png")]
+    pub frame_strip: Option<PathBuf>,
+    /// Ticks in the frame strip (1 to 64), from the reset on.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub strip_ticks: u32,
+    /// Ticks between two frames of the strip (1 to 100).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub strip_every: u32,
+    /// Pixels per camera pixel in the strip (1 to 8; nearest neighbour).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub strip_scale: u32,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -52,6 +68,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
 
     if let Some(path) = &args.save_frame {
         save_start_frame(&mut env, args.seed, path)?;
+    }
+    if let Some(path) = &args.frame_strip {
+        save_frame_strip(&mut env, controller.as_mut(), &args, path)?;
     }
     let started = Instant::now();
     let mut summaries: Vec<EpisodeSummary> = Vec::new();
@@ -124,4 +143,78 @@ fn save_start_frame(env: &mut SimEnv, seed: u64, path: &std::path::Path) -> anyh
     cerebellum_sim::camera::save_png(&image, path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
+}
+
+/// The first episode's frames, every `strip_every` ticks for `strip_ticks`
+/// frames (fewer when the episode ends first), a row per camera.
+fn save_frame_strip(
+    env: &mut SimEnv,
+    controller: &mut dyn crate::episodes::Controller,
+    args: &SimArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use cerebellum_core::{Image, ResetRequest, Robot};
+    if env.as_arm().is_none() {
+        anyhow::bail!("--frame-strip needs an arm task: the pendulum has no camera");
+    }
+    let seed = args.seed;
+    let frames_of = |env: &SimEnv, observation: &cerebellum_core::Observation| {
+        if observation.images.is_empty() {
+            vec![env.as_arm().expect("checked above").render()]
+        } else {
+            observation.images.clone()
+        }
+    };
+    let mut observation = env.reset(&ResetRequest { seed })?;
+    controller.begin_episode(seed);
+    let mut columns: Vec<Vec<Image>> = vec![frames_of(env, &observation)];
+    let mut tick = 0;
+    while columns.len() < args.strip_ticks as usize {
+        let command = controller.act_in(&observation, env);
+        let outcome = env.apply(&command)?;
+        tick += 1;
+        observation = env.observe()?;
+        if tick % args.strip_every == 0 {
+            columns.push(frames_of(env, &observation));
+        }
+        if outcome.done() {
+            break;
+        }
+    }
+    let scale = args.strip_scale as usize;
+    // Each row is as tall as its camera; every column as wide as the widest.
+    let cell_width = columns[0]
+        .iter()
+        .map(|i| i.width as usize)
+        .max()
+        .unwrap_or(1)
+        * scale;
+    let heights: Vec<usize> = columns[0]
+        .iter()
+        .map(|i| i.height as usize * scale)
+        .collect();
+    let (width, height) = (cell_width * columns.len(), heights.iter().sum::<usize>());
+    let mut data = vec![255u8; width * height * 3];
+    for (c, frames) in columns.iter().enumerate() {
+        let mut top = 0;
+        for (frame, &rows) in frames.iter().zip(&heights) {
+            for y in 0..rows {
+                for x in 0..frame.width as usize * scale {
+                    let src = ((y / scale) * frame.width as usize + x / scale) * 3;
+                    let dst = ((top + y) * width + c * cell_width + x) * 3;
+                    data[dst..dst + 3].copy_from_slice(&frame.data[src..src + 3]);
+                }
+            }
+            top += rows;
+        }
+    }
+    let strip = Image {
+        camera: columns[0][0].camera.clone(),
+        height: height as u32,
+        width: width as u32,
+        channels: 3,
+        data,
+    };
+    cerebellum_sim::camera::save_png(&strip, path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
