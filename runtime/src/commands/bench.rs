@@ -16,9 +16,6 @@ pub enum BenchKind {
     /// stepping the same arm, the camera's frames per second, and the
     /// vectorised environment's steps per second for N = 1, 8, 64.
     Physics(super::bench_physics::PhysicsBenchArgs),
-    /// The software camera's frames per second, and the vectorised
-    /// environment's env steps per second with the camera off and on, and
-    /// their ratio.
     Camera(super::bench_camera::CameraBenchArgs),
     /// Pendulum-v1 learning speed against Stable-Baselines3 and a
     /// CleanRL-style PPO, one PPO update against PyTorch, and batch-1

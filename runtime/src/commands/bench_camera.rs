@@ -11,8 +11,11 @@ use clap::Args;
 use serde_json::json;
 use std::time::Instant;
 
-/// Measure the camera: frames per second at 64×64 and 128×128, and what it
-/// costs the vectorised environment.
+/// The software camera's frames per second, and the vectorised
+/// environment's env steps per second with the camera off and on.
+///
+/// Frames per second at 64×64 and 128×128 of the default camera on the
+/// task's first world (1 thread).
 ///
 /// The environment part steps N copies of the task with the same commands
 /// for the same number of ticks, once without cameras and once with
@@ -23,7 +26,7 @@ use std::time::Instant;
 /// ratio holds up under a busy box better than either rate.
 ///
 /// Example (the numbers in docs/BENCHMARKS.md):
-///   cerebellum bench camera --frames 500 --envs 8 --ticks 100 --rounds 3
+///   cerebellum bench camera --frames 300 --envs 8 --ticks 100 --rounds 3
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct CameraBenchArgs {
