@@ -2,7 +2,7 @@
 //! simulation and report per-episode returns and the success rate.
 
 use super::{SimRobotArgs, print_json};
-use crate::episodes::{EpisodeSummary, make_controller, run_episode};
+use crate::episodes::{EpisodeSummary, make_controller, run_episode, run_episode_with};
 use cerebellum_sim::SimEnv;
 use clap::Args;
 use serde_json::json;
@@ -63,14 +63,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         anyhow::bail!("--episodes must be at least 1");
     }
     let (config, model) = args.robot.load()?;
-    let mut env = SimEnv::new(config.clone(), model).map_err(anyhow::Error::msg)?;
+    let mut env = SimEnv::new(config.clone(), model.clone()).map_err(anyhow::Error::msg)?;
     let mut controller = make_controller(args.expert, &env).map_err(anyhow::Error::msg)?;
 
     if let Some(path) = &args.save_frame {
         save_start_frame(&mut env, args.seed, path)?;
     }
     if let Some(path) = &args.frame_strip {
-        save_frame_strip(&mut env, controller.as_mut(), &args, path)?;
+        save_frame_strip(&config, model.clone(), controller.as_mut(), &args, path)?;
     }
     let started = Instant::now();
     let mut summaries: Vec<EpisodeSummary> = Vec::new();
@@ -146,41 +146,35 @@ fn save_start_frame(env: &mut SimEnv, seed: u64, path: &std::path::Path) -> anyh
 }
 
 /// The first episode's frames, every `strip_every` ticks for `strip_ticks`
-/// frames (fewer when the episode ends first), a row per camera.
+/// frames (fewer when the episode ends first), a row per camera. The
+/// episode runs in a copy of the env; one without cameras gets the default
+/// 64×64 front camera.
 fn save_frame_strip(
-    env: &mut SimEnv,
+    config: &cerebellum_sim::EnvConfig,
+    model: Option<std::sync::Arc<cerebellum_sim::ArmModel>>,
     controller: &mut dyn crate::episodes::Controller,
     args: &SimArgs,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use cerebellum_core::{Image, ResetRequest, Robot};
-    if env.as_arm().is_none() {
+    use cerebellum_core::Image;
+    if config.task == cerebellum_sim::TaskKind::Pendulum {
         anyhow::bail!("--frame-strip needs an arm task: the pendulum has no camera");
     }
-    let seed = args.seed;
-    let frames_of = |env: &SimEnv, observation: &cerebellum_core::Observation| {
-        if observation.images.is_empty() {
-            vec![env.as_arm().expect("checked above").render()]
-        } else {
-            observation.images.clone()
-        }
-    };
-    let mut observation = env.reset(&ResetRequest { seed })?;
-    controller.begin_episode(seed);
-    let mut columns: Vec<Vec<Image>> = vec![frames_of(env, &observation)];
-    let mut tick = 0;
-    while columns.len() < args.strip_ticks as usize {
-        let command = controller.act_in(&observation, env);
-        let outcome = env.apply(&command)?;
-        tick += 1;
-        observation = env.observe()?;
-        if tick % args.strip_every == 0 {
-            columns.push(frames_of(env, &observation));
-        }
-        if outcome.done() {
-            break;
-        }
+    let mut config = config.clone();
+    if config.cameras.is_empty() {
+        config.cameras.push(cerebellum_sim::CameraConfig::default());
     }
+    let mut env = SimEnv::new(config, model).map_err(anyhow::Error::msg)?;
+    let mut columns: Vec<Vec<Image>> = Vec::new();
+    let (wanted, every) = (args.strip_ticks as usize, args.strip_every as usize);
+    let mut tick = 0;
+    run_episode_with(&mut env, controller, args.seed, |observation, command| {
+        if tick % every == 0 && columns.len() < wanted {
+            columns.push(observation.images.clone());
+        }
+        tick += 1;
+        command
+    })?;
     let scale = args.strip_scale as usize;
     // Each row is as tall as its camera; every column as wide as the widest.
     let cell_width = columns[0]
