@@ -61,6 +61,50 @@ fn sim_saves_a_camera_frame() {
 }
 
 #[test]
+fn sim_writes_a_frame_strip_of_what_the_policy_sees() {
+    let path = std::env::temp_dir().join(format!("cerebellum-strip-{}.png", std::process::id()));
+    let (ok, _, stderr) = cerebellum(&[
+        "sim",
+        "--task",
+        "reach-color",
+        "--expert",
+        "--episodes",
+        "1",
+        "--frame-strip",
+        path.to_str().unwrap(),
+        "--strip-scale",
+        "1",
+    ]);
+    assert!(ok, "{stderr}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    // One row for the default 64×64 camera, frames side by side.
+    assert_eq!(info.height, 64, "one camera row at scale 1");
+    assert!(
+        info.width >= 64 && info.width % 64 == 0,
+        "width {}",
+        info.width
+    );
+    let first = &pixels[..3];
+    assert!(
+        pixels.chunks_exact(3).any(|p| p != first),
+        "the strip shows a scene, not one colour"
+    );
+    // A pendulum has no camera: refused by name, not a panic.
+    let (ok, _, stderr) = cerebellum(&[
+        "sim",
+        "--task",
+        "pendulum",
+        "--frame-strip",
+        path.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("--frame-strip"), "{stderr}");
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
 fn sim_pendulum_runs_200_steps_per_episode() {
     let (ok, stdout, stderr) = cerebellum(&[
         "sim",
