@@ -83,7 +83,7 @@ fn sim_writes_a_frame_strip_of_what_the_policy_sees() {
     // One row for the default 64×64 camera, frames side by side.
     assert_eq!(info.height, 64, "one camera row at scale 1");
     assert!(
-        info.width >= 64 && info.width % 64 == 0,
+        info.width >= 64 && info.width.is_multiple_of(64),
         "width {}",
         info.width
     );
