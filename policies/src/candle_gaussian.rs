@@ -29,6 +29,7 @@ use crate::mlp::Mlp;
 use crate::optim::{Adam, clip_global_norm};
 use crate::trainable::{
     Decision, EncodedDecisions, OutputGrads, Outputs, ParameterGroup, TrainablePolicy, Wants,
+    gradients_by_group,
 };
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
@@ -696,18 +697,10 @@ impl TrainablePolicy for CandleGaussianPolicy {
     }
 
     fn gradients(&self, ws: &CandleWorkspace) -> Vec<Vec<f32>> {
-        let sized = |g: &Vec<f32>, n: usize| {
-            if g.len() == n {
-                g.clone()
-            } else {
-                vec![0.0; n]
-            }
-        };
-        vec![
-            sized(&ws.actor_grad, self.actor.param_count()),
-            sized(&ws.log_std_grad, self.act_size()),
-            sized(&ws.critic_grad, self.critic.param_count()),
-        ]
+        gradients_by_group(
+            &self.parameter_groups(),
+            &[&ws.actor_grad, &ws.log_std_grad, &ws.critic_grad],
+        )
     }
 
     fn state_values(&mut self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {

@@ -18,6 +18,7 @@ use crate::mlp::MlpTape;
 use crate::optim::{Adam, clip_global_norm};
 use crate::trainable::{
     Decision, EncodedDecisions, OutputGrads, Outputs, ParameterGroup, TrainablePolicy, Wants,
+    gradients_by_group,
 };
 use crate::{CheckpointError, Contract, TrainingProvenance, checkpoint};
 use cerebellum_core::{Observation, PolicyError, RobotSpec};
@@ -356,18 +357,10 @@ impl TrainablePolicy for GaussianMlpPolicy {
     }
 
     fn gradients(&self, ws: &FusedWorkspace) -> Vec<Vec<f32>> {
-        let sized = |g: &Vec<f32>, n: usize| {
-            if g.len() == n {
-                g.clone()
-            } else {
-                vec![0.0; n]
-            }
-        };
-        vec![
-            sized(&ws.actor_grad, self.actor.params().len()),
-            sized(&ws.log_std_grad, self.log_std.len()),
-            sized(&ws.critic_grad, self.critic.params().len()),
-        ]
+        gradients_by_group(
+            &self.parameter_groups(),
+            &[&ws.actor_grad, &ws.log_std_grad, &ws.critic_grad],
+        )
     }
 
     fn state_values(&mut self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {

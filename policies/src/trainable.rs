@@ -198,3 +198,20 @@ pub fn action_offsets<E: EncodedDecisions>(batch: &E, rows: &[usize]) -> Vec<usi
     }
     offsets
 }
+
+/// Gradient buffers read group by group, for
+/// [`TrainablePolicy::gradients`]: a buffer not yet sized to its group (no
+/// `backward` since the workspace was made) reads as zeros.
+pub fn gradients_by_group(groups: &[ParameterGroup], buffers: &[&[f32]]) -> Vec<Vec<f32>> {
+    groups
+        .iter()
+        .zip(buffers)
+        .map(|(group, buffer)| {
+            if buffer.len() == group.len {
+                buffer.to_vec()
+            } else {
+                vec![0.0; group.len]
+            }
+        })
+        .collect()
+}
