@@ -51,6 +51,11 @@ pub struct Contract {
     pub weights_sha256: String,
     /// Each tensor's own SHA-256 (hex), to name the tensor that changed.
     pub tensor_sha256: BTreeMap<String, String>,
+    /// What a vision-language policy (`policy_kind = "vla"`) reads besides
+    /// the state: its model, cameras and tokenizer
+    /// (`crate::vla::checkpoint`); absent for the MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vla: Option<crate::vla::checkpoint::VlaContract>,
 }
 
 impl Contract {
@@ -132,10 +137,6 @@ pub fn save(
     provenance: TrainingProvenance,
 ) -> Result<(), CheckpointError> {
     use cerebellum_core::Policy;
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, mlp) in [("actor", &policy.actor), ("critic", &policy.critic)] {
         for (k, (w, b)) in mlp.layers().into_iter().enumerate() {
@@ -153,6 +154,40 @@ pub fn save(
         vec![policy.log_std.len()],
         bytes(&policy.log_std),
     ));
+    let mut normalizer = policy.normalizer.clone();
+    normalizer.frozen = true;
+    write_pair(dir, &tensors, &[], |hash| Contract {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        policy_kind: MLP_KIND.into(),
+        policy_version: policy.version(),
+        spec: policy.spec.clone(),
+        action_chunk: 1,
+        policy: policy.config.clone(),
+        normalizer,
+        provenance,
+        weights_sha256: hash.weights_sha256,
+        tensor_sha256: hash.tensor_sha256,
+        vla: None,
+    })
+}
+
+/// The policy kind of the state MLP.
+pub const MLP_KIND: &str = "gaussian_mlp";
+
+/// Writes `tensors` (name, shape, little-endian f32 bytes), the `extra`
+/// files (name, bytes; each written whole or not at all, before the
+/// commit point) and the contract `contract` makes from the weights' hash.
+pub(crate) fn write_pair(
+    dir: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    extra: &[(&str, &[u8])],
+    contract: impl FnOnce(WeightsHash) -> Contract,
+) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
@@ -173,21 +208,10 @@ pub fn save(
             .iter()
             .collect::<Vec<_>>(),
     );
-    let mut normalizer = policy.normalizer.clone();
-    normalizer.frozen = true;
-    let contract = Contract {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        policy_kind: "gaussian_mlp".into(),
-        policy_version: policy.version(),
-        spec: policy.spec.clone(),
-        action_chunk: 1,
-        policy: policy.config.clone(),
-        normalizer,
-        provenance,
-        weights_sha256: hash.weights_sha256,
-        tensor_sha256: hash.tensor_sha256,
-    };
+    let contract = contract(hash);
+    for (name, bytes) in extra {
+        write_atomically(&dir.join(name), bytes)?;
+    }
     // The two files change together: the weights go to a side file, the
     // contract (which names their hash) is renamed into place as the
     // commit point, then the weights follow. A crash before the commit
@@ -215,7 +239,7 @@ const NEXT_WEIGHTS_FILE: &str = "checkpoint.safetensors.next";
 /// The bytes of `path`, which must be a regular file: a directory is an
 /// error, and a FIFO or device is refused before it is opened (reading
 /// one would block forever).
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let metadata = std::fs::metadata(path)?;
     if !metadata.is_file() {
         return Err(std::io::Error::new(
@@ -333,13 +357,24 @@ fn parse_contract(path: &Path, text: &[u8]) -> Result<Contract, CheckpointError>
             contract.format, contract.format_version
         )));
     }
-    if contract.policy_kind != "gaussian_mlp" {
-        return Err(bad(format!(
-            "unknown policy kind `{}`",
-            contract.policy_kind
-        )));
+    match (contract.policy_kind.as_str(), &contract.vla) {
+        (MLP_KIND, None) => {}
+        (crate::vla::checkpoint::VLA_KIND, Some(_)) => {}
+        (MLP_KIND | crate::vla::checkpoint::VLA_KIND, _) => {
+            return Err(bad(format!(
+                "policy_kind `{}` with{} a `vla` section",
+                contract.policy_kind,
+                if contract.vla.is_some() { "" } else { "out" }
+            )));
+        }
+        (other, _) => {
+            return Err(bad(format!(
+                "unknown policy_kind `{other}`; known: {MLP_KIND}, {}",
+                crate::vla::checkpoint::VLA_KIND
+            )));
+        }
     }
-    if contract.action_chunk != 1 {
+    if contract.policy_kind == MLP_KIND && contract.action_chunk != 1 {
         return Err(bad(format!(
             "action_chunk {} (gaussian_mlp acts one tick at a time)",
             contract.action_chunk
@@ -452,27 +487,46 @@ pub fn load(
     robot: Option<&RobotSpec>,
 ) -> Result<(GaussianMlpPolicy, Contract), CheckpointError> {
     let contract = load_contract(dir)?;
+    if contract.policy_kind != MLP_KIND {
+        return Err(CheckpointError::Contract {
+            path: dir.join(CONTRACT_FILE),
+            reason: format!(
+                "policy_kind `{}`: not a state MLP ({MLP_KIND}); load it as what it is",
+                contract.policy_kind
+            ),
+        });
+    }
     if let Some(robot) = robot {
         check_contract(&contract.spec, robot)?;
     }
+    let data = verified_weights(dir, &contract)?;
     let path = dir.join(WEIGHTS_FILE);
-    let read = read_file(&path).map_err(|source| CheckpointError::Io {
-        path: path.clone(),
-        source,
-    });
-    let data = match verified(&path, read, &contract) {
-        Ok(data) => data,
-        Err(error) => match recover_interrupted_save(dir, &contract)? {
-            Some(data) => data,
-            None => return Err(error),
-        },
-    };
     let tensors = SafeTensors::deserialize(&data).map_err(|e| CheckpointError::Weights {
         path: path.clone(),
         reason: e.to_string(),
     })?;
     let policy = read_policy(dir, &contract, &tensors)?;
     Ok((policy, contract))
+}
+
+/// The bytes of `dir`'s weights file, checked against the contract's hash
+/// (finishing an interrupted save when that is what it finds).
+pub(crate) fn verified_weights(
+    dir: &Path,
+    contract: &Contract,
+) -> Result<Vec<u8>, CheckpointError> {
+    let path = dir.join(WEIGHTS_FILE);
+    let read = read_file(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    });
+    match verified(&path, read, contract) {
+        Ok(data) => Ok(data),
+        Err(error) => match recover_interrupted_save(dir, contract)? {
+            Some(data) => Ok(data),
+            None => Err(error),
+        },
+    }
 }
 
 /// The weights' bytes, if they parse and carry the contract's hash.

@@ -16,6 +16,7 @@ pub mod mlp;
 pub mod normalizer;
 pub mod optim;
 pub mod trainable;
+pub mod vla;
 pub mod weights_hash;
 
 pub use candle_gaussian::CandleGaussianPolicy;
@@ -27,4 +28,5 @@ pub use optim::Adam;
 pub use trainable::{
     Decision, EncodedDecisions, OutputGrads, Outputs, ParameterGroup, TrainablePolicy, Wants,
 };
+pub use vla::{VlaConfig, VlaPolicy};
 pub use weights_hash::{WeightsHash, WeightsMismatch};

@@ -112,6 +112,26 @@ pub fn words<'a>(templates: &[&'a str]) -> std::collections::BTreeSet<&'a str> {
         .collect()
 }
 
+/// Every word an instruction of any task can hold: the words of every
+/// template (training and held-out), the colour words and the fixed
+/// instructions of the tasks without templates. The vision-language
+/// policy's shipped tokenizer is built from exactly these
+/// (`cerebellum_policies::vla::tokenizer`; a test compares them).
+pub fn vocabulary() -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::new();
+    for task in TaskKind::ALL {
+        for set in [InstructionSet::Train, InstructionSet::HeldOut] {
+            all.extend(words(templates(task, set)).into_iter().map(str::to_owned));
+        }
+        all.extend(task.instruction().split_whitespace().map(str::to_owned));
+    }
+    let colors = crate::tasks::MARKER_COLORS
+        .iter()
+        .chain(&crate::tasks::CUBE_COLORS);
+    all.extend(colors.map(|(name, _)| (*name).to_owned()));
+    all
+}
+
 /// One instruction for the object called `color`: a template of `task`'s
 /// `set` drawn with one draw of `rng` whatever the set (so an episode's
 /// scene does not depend on the set), or `None` for a task without

@@ -1,0 +1,22 @@
+//! The vision-language-action policy: it sees its camera, reads its
+//! instruction and acts in chunks.
+//!
+//! - [`config`]: the `[vla]` settings (chunk length, convolutions, widths).
+//! - [`tokenizer`]: the word-level instruction tokenizer (HF `tokenizers`).
+//! - [`model`]: the network on candle autograd (conv + FiLM, soft-argmax
+//!   keypoints, MLP head to a Gaussian action chunk, critic, auxiliary head).
+//! - [`policy`]: [`VlaPolicy`], a `Policy` and a `TrainablePolicy`.
+//! - [`checkpoint`]: weights + tokenizer + the contract's `vla` section.
+
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod policy;
+pub mod tokenizer;
+
+pub use config::VlaConfig;
+pub use policy::{ImitationLoss, VlaDecisions, VlaPolicy, VlaWorkspace};
+pub use tokenizer::InstructionTokenizer;
+
+#[cfg(test)]
+mod tests;

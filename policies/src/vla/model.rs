@@ -1,0 +1,412 @@
+//! The VLA network on candle autograd: the tensors and the forward pass.
+//!
+//! ```text
+//! words ──embedding, masked mean──▶ t (text_width)
+//!                                   │ one linear: γ_l, β_l for every convolution l
+//! image ──conv_l, ×(1+γ_l)+β_l, ReLU (per layer)──▶ feature map ──soft-argmax──▶ keypoints (2C)
+//! [keypoints, t, normalised state] ──ReLU MLP──▶ H × act chunk means   (actor)
+//!                                   first hidden layer ──▶ 3            (auxiliary head)
+//!                                   ──tanh MLP──▶ V(s)                  (critic)
+//! ```
+//!
+//! Only differentiable candle ops are used (conv2d, matmul, relu, tanh,
+//! exp, index_select, sums, broadcasts): the soft-argmax's softmax is
+//! written out (exp of the logits less their detached maximum, over their
+//! sum), never candle's fused `softmax_last_dim`, which records no backward
+//! pass (candle #2168). A test checks that every tensor gets a gradient.
+
+use super::config::VlaConfig;
+use candle_core::backprop::GradStore;
+use candle_core::{D, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A linear layer: weight `out × in`, bias `out`.
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub(crate) weight: Var,
+    pub(crate) bias: Var,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation, U(±1/√in), weights scaled by `gain`.
+    fn new(
+        inputs: usize,
+        outputs: usize,
+        gain: f32,
+        rng: &mut ChaCha8Rng,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let w: Vec<f32> = (0..inputs * outputs)
+            .map(|_| gain * rng.random_range(-bound..bound))
+            .collect();
+        let b: Vec<f32> = (0..outputs)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        Ok(Self {
+            weight: Var::from_vec(w, (outputs, inputs), dev)?,
+            bias: Var::from_vec(b, outputs, dev)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())
+    }
+}
+
+/// A convolution: kernel `out × in × k × k`, bias `out`.
+#[derive(Debug)]
+pub(crate) struct Conv {
+    pub(crate) weight: Var,
+    pub(crate) bias: Var,
+    stride: usize,
+    padding: usize,
+}
+
+/// The model's inputs for a batch of B observations.
+pub struct Inputs {
+    /// `B × 3 × S × S`, normalised.
+    pub images: Tensor,
+    /// `B × max_words` word ids (0 = padding).
+    pub words: Tensor,
+    /// `B × max_words`: 1 for a word, 0 for padding.
+    pub mask: Tensor,
+    /// `B × obs`, normalised.
+    pub states: Tensor,
+}
+
+/// What one forward pass computes.
+pub struct Forward {
+    /// `B × (H · act)` normalised action means.
+    pub means: Tensor,
+    /// `B × 3`: the auxiliary head's guess of the named object's position.
+    pub aux: Tensor,
+    /// `B` (when asked for).
+    pub values: Option<Tensor>,
+}
+
+/// The network. See the module documentation.
+#[derive(Debug)]
+pub struct VlaModel {
+    pub(crate) config: VlaConfig,
+    pub(crate) obs: usize,
+    pub(crate) act: usize,
+    pub(crate) vocab: usize,
+    pub(crate) device: Device,
+    pub(crate) convs: Vec<Conv>,
+    /// `vocab × text_width`.
+    pub(crate) embedding: Var,
+    /// text → (γ, β) of every convolution, in layer order.
+    pub(crate) film: Linear,
+    pub(crate) actor: Vec<Linear>,
+    pub(crate) aux: Linear,
+    /// `H · act` values: one σ per chunk position and action value.
+    pub(crate) log_std: Var,
+    pub(crate) critic: Vec<Linear>,
+    /// Pixel-centre coordinates in [−1, 1] of the last feature map, `1 × 1 × (h·w)`.
+    grid_x: Tensor,
+    grid_y: Tensor,
+}
+
+/// The parameter groups, in the order of [`VlaModel::groups`].
+pub const GROUPS: [&str; 6] = ["vision", "language", "actor", "aux", "log_std", "critic"];
+
+impl VlaModel {
+    pub fn new(
+        config: &VlaConfig,
+        obs: usize,
+        act: usize,
+        vocab: usize,
+        seed: u64,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_71A0);
+        let mut convs = Vec::new();
+        let mut channels_in = 3;
+        for ((&c, &k), &s) in config
+            .conv_channels
+            .iter()
+            .zip(&config.conv_kernels)
+            .zip(&config.conv_strides)
+        {
+            let fan_in = channels_in * k * k;
+            // He initialisation for a ReLU stack.
+            let bound = (6.0 / fan_in as f32).sqrt();
+            let w: Vec<f32> = (0..c * fan_in)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            convs.push(Conv {
+                weight: Var::from_vec(w, (c, channels_in, k, k), dev)?,
+                bias: Var::zeros(c, candle_core::DType::F32, dev)?,
+                stride: s,
+                padding: k / 2,
+            });
+            channels_in = c;
+        }
+        let t = config.text_width;
+        let e: Vec<f32> = (0..vocab * t)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let embedding = Var::from_vec(e, (vocab, t), dev)?;
+        let film_out = 2 * config.conv_channels.iter().sum::<usize>();
+        // Small at first: every layer starts close to unconditioned.
+        let film = Linear::new(t, film_out, 0.1, &mut rng, dev)?;
+        let features = config.keypoints() + t + obs;
+        let mut actor = Vec::new();
+        let mut inputs = features;
+        for &h in &config.head_hidden {
+            actor.push(Linear::new(inputs, h, 1.0, &mut rng, dev)?);
+            inputs = h;
+        }
+        actor.push(Linear::new(
+            inputs,
+            config.horizon * act,
+            0.1,
+            &mut rng,
+            dev,
+        )?);
+        let aux = Linear::new(config.head_hidden[0], 3, 1.0, &mut rng, dev)?;
+        let mut critic = Vec::new();
+        let mut inputs = features;
+        for &h in &config.critic_hidden {
+            critic.push(Linear::new(inputs, h, 1.0, &mut rng, dev)?);
+            inputs = h;
+        }
+        critic.push(Linear::new(inputs, 1, 1.0, &mut rng, dev)?);
+        let log_std = Var::from_vec(
+            vec![config.init_log_std; config.horizon * act],
+            config.horizon * act,
+            dev,
+        )?;
+        let side = config.feature_side();
+        let coords: Vec<f32> = (0..side)
+            .map(|i| (2 * i + 1) as f32 / side as f32 - 1.0)
+            .collect();
+        let gx: Vec<f32> = (0..side * side).map(|i| coords[i % side]).collect();
+        let gy: Vec<f32> = (0..side * side).map(|i| coords[i / side]).collect();
+        Ok(Self {
+            config: config.clone(),
+            obs,
+            act,
+            vocab,
+            device: dev.clone(),
+            convs,
+            embedding,
+            film,
+            actor,
+            aux,
+            log_std,
+            critic,
+            grid_x: Tensor::from_vec(gx, (1, 1, side * side), dev)?,
+            grid_y: Tensor::from_vec(gy, (1, 1, side * side), dev)?,
+        })
+    }
+
+    /// The variables of each group, in [`GROUPS`] order, each with its
+    /// checkpoint name.
+    pub(crate) fn groups(&self) -> Vec<Vec<(String, &Var)>> {
+        fn linear<'a>(prefix: &str, l: &'a Linear) -> [(String, &'a Var); 2] {
+            [
+                (format!("{prefix}.weight"), &l.weight),
+                (format!("{prefix}.bias"), &l.bias),
+            ]
+        }
+        let mut vision = Vec::new();
+        for (k, c) in self.convs.iter().enumerate() {
+            vision.push((format!("vision.conv{k}.weight"), &c.weight));
+            vision.push((format!("vision.conv{k}.bias"), &c.bias));
+        }
+        let mut language = vec![("language.embedding".to_owned(), &self.embedding)];
+        language.extend(linear("language.film", &self.film));
+        let actor = self
+            .actor
+            .iter()
+            .enumerate()
+            .flat_map(|(k, l)| linear(&format!("actor.{k}"), l))
+            .collect();
+        let critic = self
+            .critic
+            .iter()
+            .enumerate()
+            .flat_map(|(k, l)| linear(&format!("critic.{k}"), l))
+            .collect();
+        vec![
+            vision,
+            language,
+            actor,
+            linear("aux", &self.aux).to_vec(),
+            vec![("log_std".to_owned(), &self.log_std)],
+            critic,
+        ]
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.groups()
+            .iter()
+            .flatten()
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
+    /// The instruction's embedding: the mean of its words' (`B × T`).
+    fn text(&self, words: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, l) = words.dims2()?;
+        let t = self.config.text_width;
+        let each = self
+            .embedding
+            .as_tensor()
+            .index_select(&words.flatten_all()?, 0)?
+            .reshape((b, l, t))?;
+        let summed = each.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+        let count = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
+        summed.broadcast_div(&count)
+    }
+
+    /// The keypoints of the image under the instruction's FiLM (`B × 2C`).
+    fn keypoints(&self, images: &Tensor, text: &Tensor) -> candle_core::Result<Tensor> {
+        let b = images.dim(0)?;
+        let film = self.film.forward(text)?;
+        let mut x = images.clone();
+        let mut at = 0;
+        for conv in &self.convs {
+            let c = conv.weight.dim(0)?;
+            let gamma = film.narrow(1, at, c)?.reshape((b, c, 1, 1))?;
+            let beta = film.narrow(1, at + c, c)?.reshape((b, c, 1, 1))?;
+            at += 2 * c;
+            x = x
+                .conv2d(conv.weight.as_tensor(), conv.padding, conv.stride, 1, 1)?
+                .broadcast_add(&conv.bias.as_tensor().reshape((1, c, 1, 1))?)?
+                .broadcast_mul(&(gamma + 1.0)?)?
+                .broadcast_add(&beta)?
+                .relu()?;
+        }
+        let (_, c, h, w) = x.dims4()?;
+        let logits = x.reshape((b, c, h * w))?;
+        let peak = logits.max_keepdim(D::Minus1)?.detach();
+        let e = logits.broadcast_sub(&peak)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+        let kx = p.broadcast_mul(&self.grid_x)?.sum(D::Minus1)?;
+        let ky = p.broadcast_mul(&self.grid_y)?.sum(D::Minus1)?;
+        Tensor::cat(&[kx, ky], 1)
+    }
+
+    pub fn forward(&self, inputs: &Inputs, values: bool) -> candle_core::Result<Forward> {
+        let text = self.text(&inputs.words, &inputs.mask)?;
+        let keypoints = self.keypoints(&inputs.images, &text)?;
+        let features = Tensor::cat(&[keypoints, text, inputs.states.clone()], 1)?;
+        let mut h = features.clone();
+        let mut first = None;
+        let last = self.actor.len() - 1;
+        for (k, layer) in self.actor.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if k < last {
+                h = h.relu()?;
+            }
+            if k == 0 {
+                first = Some(h.clone());
+            }
+        }
+        let aux = self
+            .aux
+            .forward(&first.expect("at least one hidden layer"))?;
+        let values = if values {
+            let mut v = features;
+            let last = self.critic.len() - 1;
+            for (k, layer) in self.critic.iter().enumerate() {
+                v = layer.forward(&v)?;
+                if k < last {
+                    v = v.tanh()?;
+                }
+            }
+            Some(v.squeeze(1)?)
+        } else {
+            None
+        };
+        Ok(Forward {
+            means: h,
+            aux,
+            values,
+        })
+    }
+
+    /// Adds each variable's gradient in `store` to `grads` (one flat buffer
+    /// per group, in [`GROUPS`] order and variable order).
+    pub(crate) fn accumulate(
+        &self,
+        store: &GradStore,
+        grads: &mut [Vec<f32>],
+    ) -> candle_core::Result<()> {
+        for (group, acc) in self.groups().iter().zip(grads.iter_mut()) {
+            let len: usize = group.iter().map(|(_, v)| v.elem_count()).sum();
+            acc.resize(len, 0.0);
+            let mut at = 0;
+            for (_, var) in group {
+                let n = var.elem_count();
+                if let Some(g) = store.get(var.as_tensor()) {
+                    let g = g.flatten_all()?.to_vec1::<f32>()?;
+                    for (a, g) in acc[at..at + n].iter_mut().zip(g) {
+                        *a += g;
+                    }
+                }
+                at += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every parameter, flat, group by group.
+    pub(crate) fn flat(&self) -> candle_core::Result<Vec<Vec<f32>>> {
+        self.groups()
+            .iter()
+            .map(|group| {
+                let mut out = Vec::new();
+                for (_, var) in group {
+                    out.extend(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// Overwrites every parameter from flat groups (the layout of `flat`).
+    pub(crate) fn set_flat(&self, groups: &[Vec<f32>]) -> candle_core::Result<()> {
+        let mine = self.groups();
+        if groups.len() != mine.len() {
+            candle_core::bail!(
+                "{} parameter groups, the model has {}",
+                groups.len(),
+                mine.len()
+            );
+        }
+        for (group, values) in mine.iter().zip(groups) {
+            let len: usize = group.iter().map(|(_, v)| v.elem_count()).sum();
+            if values.len() != len {
+                candle_core::bail!("a group of {} values for {len} parameters", values.len());
+            }
+            let mut at = 0;
+            for (_, var) in group {
+                let n = var.elem_count();
+                let t = Tensor::from_slice(&values[at..at + n], var.shape(), &self.device)?;
+                var.set(&t)?;
+                at += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy with its own variables.
+    pub(crate) fn deep_clone(&self) -> candle_core::Result<Self> {
+        let copy = Self::new(
+            &self.config,
+            self.obs,
+            self.act,
+            self.vocab,
+            0,
+            &self.device,
+        )?;
+        copy.set_flat(&self.flat()?)?;
+        Ok(copy)
+    }
+}
