@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod fused_training;
 pub mod gaussian;
+pub(crate) mod linalg;
 pub mod mlp;
 pub mod normalizer;
 pub mod optim;

@@ -12,6 +12,7 @@
 //! weights `out × in` row-major, then biases), so that an optimiser, gradient
 //! clipping and checkpoints treat the network as one slice.
 
+use crate::linalg::{Strided, matmul};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -236,78 +237,6 @@ impl Mlp {
 
 pub fn param_count(sizes: &[usize]) -> usize {
     sizes.windows(2).map(|p| p[0] * p[1] + p[1]).sum()
-}
-
-/// A matrix view: element (r, c) is `data[r · row + c · col]`.
-#[derive(Clone, Copy)]
-struct Strided<'a> {
-    data: &'a [f32],
-    row: isize,
-    col: isize,
-}
-
-impl<'a> Strided<'a> {
-    fn row_major(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            row: cols as isize,
-            col: 1,
-        }
-    }
-
-    /// Whether every element of a `rows × cols` view lies inside `data`.
-    fn covers(&self, rows: usize, cols: usize) -> bool {
-        rows == 0
-            || cols == 0
-            || ((rows - 1) as isize * self.row + (cols - 1) as isize * self.col)
-                < self.data.len() as isize
-    }
-}
-
-/// dst (m × n, row-major) = [dst +] lhs (m × k) · rhs (k × n), on the
-/// calling thread (so results are the same on every run).
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: Strided,
-    rhs: Strided,
-) {
-    assert!(
-        dst.len() >= m * n && lhs.covers(m, k) && rhs.covers(k, n),
-        "matmul shapes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the assertion above keeps every index gemm computes from
-    // these strides inside the three slices, and `dst` does not alias them
-    // (it is borrowed mutably).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col,
-            lhs.row,
-            rhs.data.as_ptr(),
-            rhs.col,
-            rhs.row,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 /// A `rows × cols` matrix with orthonormal rows (or columns, whichever are

@@ -10,8 +10,10 @@
 
 pub mod checkpoint;
 pub mod config;
+mod conv;
 pub mod model;
 pub mod policy;
+mod soft_argmax;
 pub mod tokenizer;
 
 pub use config::VlaConfig;

@@ -16,8 +16,10 @@
 //! pass (candle #2168). A test checks that every tensor gets a gradient.
 
 use super::config::VlaConfig;
+use super::conv::{Conv2d, FilmConv};
+use super::soft_argmax::SpatialSoftArgmax;
 use candle_core::backprop::GradStore;
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -56,11 +58,12 @@ impl Linear {
     }
 }
 
-/// A convolution: kernel `out × in × k × k`, bias `out`.
+/// A convolution: kernel `out × in × k × k`. No bias: the FiLM shift β
+/// that follows it (a linear layer with its own bias) already gives each
+/// channel one.
 #[derive(Debug)]
 pub(crate) struct Conv {
     pub(crate) weight: Var,
-    pub(crate) bias: Var,
     stride: usize,
     padding: usize,
 }
@@ -139,7 +142,6 @@ impl VlaModel {
                 .collect();
             convs.push(Conv {
                 weight: Var::from_vec(w, (c, channels_in, k, k), dev)?,
-                bias: Var::zeros(c, candle_core::DType::F32, dev)?,
                 stride: s,
                 padding: k / 2,
             });
@@ -216,7 +218,6 @@ impl VlaModel {
         let mut vision = Vec::new();
         for (k, c) in self.convs.iter().enumerate() {
             vision.push((format!("vision.conv{k}.weight"), &c.weight));
-            vision.push((format!("vision.conv{k}.bias"), &c.bias));
         }
         let mut language = vec![("language.embedding".to_owned(), &self.embedding)];
         language.extend(linear("language.film", &self.film));
@@ -266,30 +267,20 @@ impl VlaModel {
 
     /// The keypoints of the image under the instruction's FiLM (`B × 2C`).
     fn keypoints(&self, images: &Tensor, text: &Tensor) -> candle_core::Result<Tensor> {
-        let b = images.dim(0)?;
         let film = self.film.forward(text)?;
         let mut x = images.clone();
         let mut at = 0;
-        for conv in &self.convs {
+        for (k, conv) in self.convs.iter().enumerate() {
             let c = conv.weight.dim(0)?;
-            let gamma = film.narrow(1, at, c)?.reshape((b, c, 1, 1))?;
-            let beta = film.narrow(1, at + c, c)?.reshape((b, c, 1, 1))?;
+            let op = FilmConv::new(Conv2d {
+                stride: conv.stride,
+                padding: conv.padding,
+                input_grad: k > 0,
+            });
+            x = op.apply(&x, conv.weight.as_tensor(), &film.narrow(1, at, 2 * c)?)?;
             at += 2 * c;
-            x = x
-                .conv2d(conv.weight.as_tensor(), conv.padding, conv.stride, 1, 1)?
-                .broadcast_add(&conv.bias.as_tensor().reshape((1, c, 1, 1))?)?
-                .broadcast_mul(&(gamma + 1.0)?)?
-                .broadcast_add(&beta)?
-                .relu()?;
         }
-        let (_, c, h, w) = x.dims4()?;
-        let logits = x.reshape((b, c, h * w))?;
-        let peak = logits.max_keepdim(D::Minus1)?.detach();
-        let e = logits.broadcast_sub(&peak)?.exp()?;
-        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-        let kx = p.broadcast_mul(&self.grid_x)?.sum(D::Minus1)?;
-        let ky = p.broadcast_mul(&self.grid_y)?.sum(D::Minus1)?;
-        Tensor::cat(&[kx, ky], 1)
+        SpatialSoftArgmax::new().apply(&x, &self.grid_x, &self.grid_y)
     }
 
     pub fn forward(&self, inputs: &Inputs, values: bool) -> candle_core::Result<Forward> {

@@ -365,3 +365,117 @@ fn save_load_gives_identical_chunks_and_refuses_tampering() {
     assert!(e.contains("horizon"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Speed probe of the default model (not a test of speed: `bench vla`
+/// reports ratios): `cargo test --release -p cerebellum-policies probe_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn probe_speed() {
+    let config = VlaConfig::default();
+    let mut spec = spec();
+    spec.observation.cameras[0].width = 64;
+    spec.observation.cameras[0].height = 64;
+    spec.observation.fields = vec![FieldSpec::new(
+        "joint_position",
+        Unit::Radian,
+        &["a", "b", "c", "d", "e", "f"],
+        &[(-3.0, 3.0); 6],
+    )];
+    spec.action.fields = vec![FieldSpec::new(
+        "joint_target",
+        Unit::Radian,
+        &["a", "b", "c", "d", "e", "f"],
+        &[(-3.0, 3.0); 6],
+    )];
+    let mut policy = VlaPolicy::new(
+        &spec,
+        config,
+        InstructionTokenizer::shipped(),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    println!("parameters {}", policy.param_count());
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let observations: Vec<Observation> = (0..64)
+        .map(|_| Observation {
+            state: (0..6).map(|_| rng.random_range(-1.0..1.0)).collect(),
+            images: vec![Image {
+                camera: "front".into(),
+                height: 64,
+                width: 64,
+                channels: 3,
+                data: (0..64 * 64 * 3).map(|_| rng.random()).collect(),
+            }],
+            instruction: Some("touch the red marker".into()),
+            timestamp: 0.0,
+        })
+        .collect();
+    for _ in 0..20 {
+        policy
+            .act(&observations[..1], Sampling::Deterministic)
+            .unwrap();
+    }
+    let mut times = Vec::new();
+    for _ in 0..300 {
+        let t = std::time::Instant::now();
+        policy
+            .act(&observations[..1], Sampling::Deterministic)
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("infer p50 {:.3} ms p99 {:.3} ms", times[150], times[297]);
+    let acts: Vec<Vec<Action>> = (0..64)
+        .map(|_| (0..10).map(|_| Action::new(vec![0.1; 6])).collect())
+        .collect();
+    let decisions: Vec<Decision> = observations
+        .iter()
+        .zip(&acts)
+        .map(|(observation, a)| Decision {
+            observation,
+            first_index: 0,
+            actions: a.iter().collect(),
+        })
+        .collect();
+    let batch = policy.encode(&decisions).unwrap();
+    let rows: Vec<usize> = (0..64).collect();
+    let targets = vec![0.1; 64 * 3];
+    let mut optimizer = policy.optimizer(3e-4);
+    for _ in 0..3 {
+        policy
+            .imitation_step(
+                &batch,
+                &rows,
+                Some(&targets),
+                1.0,
+                4,
+                &mut rng,
+                &mut optimizer,
+                1.0,
+            )
+            .unwrap();
+    }
+    let t = std::time::Instant::now();
+    let steps = 20;
+    for _ in 0..steps {
+        policy
+            .imitation_step(
+                &batch,
+                &rows,
+                Some(&targets),
+                1.0,
+                4,
+                &mut rng,
+                &mut optimizer,
+                1.0,
+            )
+            .unwrap();
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "train {:.0} samples/s ({:.1} ms/step)",
+        64.0 * steps as f64 / s,
+        1e3 * s / steps as f64
+    );
+}
