@@ -143,47 +143,63 @@ pub fn plot_learning_curve(
     title: &str,
     path: &Path,
 ) -> anyhow::Result<()> {
-    use plotters::prelude::*;
     anyhow::ensure!(!curve.is_empty(), "no finished episodes to plot");
+    let returns: Vec<(f64, f64)> = curve.iter().map(|c| (c.0, c.1)).collect();
+    let successes: Vec<(f64, f64)> = curve.iter().map(|c| (c.0, c.2)).collect();
+    plot_two_curves(
+        title,
+        "env steps",
+        ("episode return", &returns),
+        ("success rate", &successes, Some((0.0, 1.0))),
+        path,
+    )
+}
+
+/// Two curves over one x axis, one above the other (the top one scaled to
+/// its values, the bottom one to `bottom.2` when given): the learning
+/// curves of `train` (return and success against env steps) and of the
+/// VLA's cloning (loss and held-out success against gradient steps).
+pub fn plot_two_curves(
+    title: &str,
+    x_desc: &str,
+    top: (&str, &[(f64, f64)]),
+    bottom: (&str, &[(f64, f64)], Option<(f64, f64)>),
+    path: &Path,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
     // The font ships inside the binary: no system fonts, no downloads.
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     let root = BitMapBackend::new(path, (900, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 22))?;
-    let (top, bottom) = root.split_vertically(300);
-    let max_steps = curve.last().map(|c| c.0).unwrap_or(1.0).max(1.0);
-    let (lo, hi) = curve.iter().fold((f64::MAX, f64::MIN), |(lo, hi), c| {
-        (lo.min(c.1), hi.max(c.1))
-    });
-    let pad = ((hi - lo) * 0.05).max(1e-3);
-    let mut chart = ChartBuilder::on(&top)
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_steps, (lo - pad)..(hi + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc("env steps")
-        .y_desc("episode return")
-        .draw()?;
-    chart.draw_series(LineSeries::new(
-        curve.iter().map(|c| (c.0, c.1)),
-        BLUE.stroke_width(2),
-    ))?;
-    let mut chart = ChartBuilder::on(&bottom)
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_steps, 0.0..1.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("env steps")
-        .y_desc("success rate")
-        .draw()?;
-    chart.draw_series(LineSeries::new(
-        curve.iter().map(|c| (c.0, c.2)),
-        RED.stroke_width(2),
-    ))?;
+    let (upper, lower) = root.split_vertically(300);
+    let all = top.1.iter().chain(bottom.1);
+    let max_x = all.map(|c| c.0).fold(1.0f64, f64::max);
+    let range = |points: &[(f64, f64)]| {
+        let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), c| {
+            (lo.min(c.1), hi.max(c.1))
+        });
+        if lo > hi {
+            return (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.05).max(1e-3);
+        (lo - pad, hi + pad)
+    };
+    for (area, (desc, points, fixed), color) in
+        [(&upper, (top.0, top.1, None), BLUE), (&lower, bottom, RED)]
+    {
+        let (lo, hi) = fixed.unwrap_or_else(|| range(points));
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_x, lo..hi)?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(desc).draw()?;
+        chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            color.stroke_width(2),
+        ))?;
+    }
     root.present()?;
     Ok(())
 }

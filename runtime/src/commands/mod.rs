@@ -18,6 +18,7 @@ mod sim;
 mod teleop;
 mod train;
 mod train_online;
+mod train_vla;
 
 use crate::learn::config::RobotSource;
 use cerebellum_sim::{ArmModel, EnvConfig, TaskKind};

@@ -87,6 +87,16 @@ pub struct TrainArgs {
     /// ppo (GAE and a critic) or grpo (group-relative, no critic).
     #[arg(long, value_parser = parse_algo)]
     pub algo: Option<Algo>,
+    /// mlp (the state MLP, trained by --algo) or vla (the
+    /// vision-language-action policy: camera, instruction and joints in,
+    /// a chunk of actions out; cloned from demonstrations it records with
+    /// the scripted expert; its settings are the config's [vla] table).
+    /// Needs a task with a camera and instructions: reach-color,
+    /// lift-color.
+    ///
+    ///   cerebellum train --task reach-color --policy vla
+    #[arg(long, value_name = "KIND")]
+    pub policy: Option<crate::learn::config::PolicyKind>,
     /// Rollouts per group for grpo, all from one simulator snapshot.
     #[arg(long, value_name = "G")]
     pub group: Option<usize>,
@@ -246,6 +256,12 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     set!(algo);
     set!(group);
     set!(eval_episodes);
+    if let Some(kind) = args.policy {
+        config.policy_kind = kind;
+    }
+    if config.policy_kind == crate::learn::config::PolicyKind::Vla && config.vla.is_none() {
+        config.vla = Some(Default::default());
+    }
     // This run's steps; an in-place resume turns them into the run's new
     // total once it knows where the run stands (`run`).
     if let Some(steps) = args.steps {
@@ -382,6 +398,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         return super::train_online::run(&args);
     }
     let (config, out) = resolve_config(&args)?;
+    if config.policy_kind == crate::learn::config::PolicyKind::Vla {
+        return super::train_vla::run(&args, config, out);
+    }
     // The run to start from: --resume's; a fork when it is not --out.
     let resume = args.resume_dir().transpose()?;
     let fork = resume.as_ref().is_some_and(|dir| !same_dir(dir, &out));

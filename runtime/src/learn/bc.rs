@@ -440,4 +440,4 @@ pub fn recorded_demonstrations(
 }
 
 /// Demonstration seeds are drawn from a stream of their own.
-const DEMO_SEEDS: u64 = 0xDE70_0000_0000_0000;
+pub(crate) const DEMO_SEEDS: u64 = 0xDE70_0000_0000_0000;

@@ -70,9 +70,46 @@ pub struct TrainConfig {
     /// in the reward through `reward_weights` like any other.
     #[serde(default, skip_serializing_if = "RewardModelConfig::is_empty")]
     pub reward: RewardModelConfig,
+    /// Which policy trains: the state MLP (`policy.*`, `ppo.*`) or the
+    /// vision-language policy (`vla.*`); `train --policy mlp|vla`.
+    #[serde(default, skip_serializing_if = "PolicyKind::is_mlp")]
+    pub policy_kind: PolicyKind,
     pub policy: GaussianConfig,
+    /// The vision-language policy's model and cloning (`policy_kind =
+    /// "vla"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vla: Option<crate::learn::vla::VlaTrainConfig>,
     pub ppo: PpoConfig,
     pub robot: RobotSource,
+}
+
+/// The policies `train --policy` knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// The state MLP (fused Gaussian MLP): PPO, GRPO, cloning.
+    #[default]
+    Mlp,
+    /// The vision-language-action policy: camera, instruction, state →
+    /// action chunk; cloned from demonstrations.
+    Vla,
+}
+
+impl PolicyKind {
+    pub fn is_mlp(&self) -> bool {
+        *self == PolicyKind::Mlp
+    }
+}
+
+impl std::str::FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mlp" => Ok(PolicyKind::Mlp),
+            "vla" => Ok(PolicyKind::Vla),
+            other => Err(format!("unknown policy `{other}`; known: mlp, vla")),
+        }
+    }
 }
 
 /// Bounds shared by the learners' configs (`ppo.*`, `bc.*`, `online.*`):
@@ -181,7 +218,9 @@ impl TrainConfig {
             bc: BcConfig::default(),
             online: OnlineConfig::default(),
             reward: RewardModelConfig::default(),
+            policy_kind: PolicyKind::Mlp,
             policy: GaussianConfig::default(),
+            vla: None,
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
         };
@@ -401,7 +440,15 @@ impl TrainConfig {
         self.online.validate()?;
         self.reward.validate()?;
         self.policy.validate()?;
+        if let Some(vla) = &self.vla {
+            vla.validate()?;
+        }
         self.ppo.validate()
+    }
+
+    /// The `[vla]` settings (their defaults when the config has none).
+    pub fn vla_settings(&self) -> crate::learn::vla::VlaTrainConfig {
+        self.vla.clone().unwrap_or_default()
     }
 
     /// Every weight names a component something writes (a typo would

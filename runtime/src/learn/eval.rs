@@ -17,6 +17,40 @@ pub struct EvalReport {
     /// In (copy, episode) order, so independent of the thread count.
     pub episode_returns: Vec<f64>,
     pub episode_successes: Vec<bool>,
+    /// Each episode's instruction, where the robot sends one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub episode_instructions: Vec<Option<String>>,
+}
+
+impl EvalReport {
+    /// The success rate of the episodes whose instruction names each of
+    /// `colors` (as a whole word); colours no episode named are left out.
+    pub fn success_by_color(&self, colors: &[&str]) -> std::collections::BTreeMap<String, f64> {
+        let mut tally: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for (instruction, &success) in self
+            .episode_instructions
+            .iter()
+            .zip(&self.episode_successes)
+        {
+            let Some(text) = instruction else { continue };
+            let lower = text.to_lowercase();
+            let words: Vec<&str> = lower
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .collect();
+            for color in colors {
+                if words.contains(color) {
+                    let entry = tally.entry((*color).to_owned()).or_default();
+                    entry.0 += usize::from(success);
+                    entry.1 += 1;
+                }
+            }
+        }
+        tally
+            .into_iter()
+            .map(|(color, (won, of))| (color, won as f64 / of as f64))
+            .collect()
+    }
 }
 
 /// Runs `episodes` episodes spread over the given copies, starting from
@@ -48,7 +82,7 @@ pub fn evaluate_with(
     let quota: Vec<usize> = (0..copies)
         .map(|c| episodes / copies + usize::from(c < episodes % copies))
         .collect();
-    let mut results: Vec<Vec<(f64, bool)>> = vec![Vec::new(); copies];
+    let mut results: Vec<Vec<(f64, bool, Option<String>)>> = vec![Vec::new(); copies];
     let mut tick = 0;
     while results.iter().zip(&quota).any(|(r, &q)| r.len() < q) {
         let noise = sample.then_some((seed ^ HELD_OUT, tick));
@@ -56,18 +90,24 @@ pub fn evaluate_with(
         let rollout = collector.collect(policy, 1, noise)?;
         for f in rollout.finished {
             if results[f.copy].len() < quota[f.copy] {
-                results[f.copy].push((f.episode_return, f.success));
+                results[f.copy].push((f.episode_return, f.success, f.instruction));
             }
         }
     }
-    let flat: Vec<(f64, bool)> = results.into_iter().flatten().collect();
+    let flat: Vec<(f64, bool, Option<String>)> = results.into_iter().flatten().collect();
     let n = flat.len() as f64;
+    let instructions: Vec<Option<String>> = flat.iter().map(|r| r.2.clone()).collect();
     Ok(EvalReport {
         episodes: flat.len(),
         success_rate: flat.iter().filter(|r| r.1).count() as f64 / n,
         mean_return: flat.iter().map(|r| r.0).sum::<f64>() / n,
         episode_returns: flat.iter().map(|r| r.0).collect(),
         episode_successes: flat.iter().map(|r| r.1).collect(),
+        episode_instructions: if instructions.iter().any(Option::is_some) {
+            instructions
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -121,6 +161,7 @@ pub fn evaluate_robot(
             mean_return: tally.returns.iter().sum::<f64>() / n,
             episode_returns: tally.returns,
             episode_successes: tally.successes,
+            episode_instructions: Vec::new(),
         },
         summary,
     ))

@@ -11,6 +11,7 @@ pub mod online;
 pub mod ppo;
 pub mod rollout;
 pub mod trainer;
+pub mod vla;
 
 pub use config::{Algo, TrainConfig};
 pub use trainer::{IterationReport, Trainer};

@@ -25,6 +25,8 @@ pub struct FinishedEpisode {
     pub episode_return: f64,
     pub success: bool,
     pub length: u32,
+    /// The episode's instruction (its last observation's).
+    pub instruction: Option<String>,
 }
 
 pub struct Collector {
@@ -147,12 +149,14 @@ impl Collector {
                 rollout.transitions.push(transition);
                 match result.final_observation {
                     Some(last) => {
+                        let instruction = last.instruction.clone();
                         rollout.next_observations.push(last);
                         rollout.finished.push(FinishedEpisode {
                             copy: e,
                             episode_return: self.returns[e],
                             success: result.outcome.success.unwrap_or(false),
                             length: self.lengths[e],
+                            instruction,
                         });
                         self.returns[e] = 0.0;
                         self.lengths[e] = 0;
