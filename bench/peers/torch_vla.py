@@ -180,7 +180,9 @@ def build_policy(torch, args):
             self.film = nn.Linear(args.text_width, 2 * sum(self.channels))
             convs, c_in = [], 3
             for c, k, s in zip(args.channels, args.kernels, args.strides):
-                convs.append(nn.Conv2d(c_in, c, k, stride=s, padding=k // 2))
+                # No bias: the FiLM shift beta that follows gives each channel one
+                # (as policies/src/vla/model.rs).
+                convs.append(nn.Conv2d(c_in, c, k, stride=s, padding=k // 2, bias=False))
                 c_in = c
             self.convs = nn.ModuleList(convs)
 

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod episodes;
 pub mod interrupt;
 pub mod learn;
+pub mod loaded_policy;
 pub mod recorder;
 pub mod report;
 pub mod robots;

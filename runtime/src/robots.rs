@@ -180,10 +180,14 @@ pub struct OperatorInputs {
 }
 
 impl OperatorInputs {
-    pub fn attach<R: Robot, C: Clock>(
+    pub fn attach<
+        R: Robot,
+        C: Clock,
+        P: Policy + CheckedWeights + Clone + Send + Sync + 'static,
+    >(
         &self,
-        control: ControlLoop<R, C, cerebellum_policies::GaussianMlpPolicy>,
-    ) -> ControlLoop<R, C, cerebellum_policies::GaussianMlpPolicy> {
+        control: ControlLoop<R, C, P>,
+    ) -> ControlLoop<R, C, P> {
         let control = control.with_estop_button(self.estop.clone());
         match &self.teleop {
             Some(teleop) => control.with_teleop(teleop.clone()),

@@ -40,6 +40,12 @@ pub struct EnvConfig {
     /// training never saw (`crate::instructions`). Tasks with one fixed
     /// instruction ignore it.
     pub instructions: InstructionSet,
+    /// An operator's instruction for every episode of a colour task
+    /// (`run --instruction`), instead of drawn ones: it must name exactly
+    /// one of the task's colours, and that colour's object is the one the
+    /// episode scores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
     /// Cameras whose images every observation carries, in this order (the
     /// spec lists them in the same order): `[[camera]]` tables, or one
     /// `[camera]` table (the older single-camera form). Names are unique.
@@ -60,6 +66,7 @@ impl Default for EnvConfig {
             cube: CubeConfig::default(),
             randomization: Randomization::default(),
             instructions: InstructionSet::Train,
+            instruction: None,
             cameras: Vec::new(),
         }
     }
@@ -76,6 +83,33 @@ impl EnvConfig {
         self.cube.validate()?;
         self.randomization.validate()?;
         crate::camera::validate_cameras(&self.cameras)?;
+        if let Some(text) = &self.instruction {
+            let colors: &[tasks::Color] = match self.task {
+                TaskKind::ReachColor => &tasks::MARKER_COLORS,
+                TaskKind::LiftColor => &tasks::CUBE_COLORS,
+                other => {
+                    return Err(cerebellum_core::bounds::refusal(
+                        "instruction",
+                        text,
+                        &format!(
+                            "task {other} has one fixed instruction; only reach-color and lift-color take one"
+                        ),
+                    ));
+                }
+            };
+            if instructions::named_color(text, colors).is_none() {
+                let names: Vec<&str> = colors.iter().map(|(n, _)| *n).collect();
+                return Err(cerebellum_core::bounds::refusal(
+                    "instruction",
+                    text,
+                    &format!(
+                        "must name exactly one of {}'s colours: {}",
+                        self.task,
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -505,11 +539,19 @@ fn color_scene(
         }
         _ => return (0, None, Vec::new()),
     };
-    let named = rng.random_range(0..colors.len());
+    let drawn = rng.random_range(0..colors.len());
+    let named = match &config.instruction {
+        // Validated: it names exactly one of the colours.
+        Some(text) => instructions::named_color(text, colors).unwrap_or(drawn),
+        None => drawn,
+    };
     if let Some(marker) = world.markers.get(named) {
         *target = marker.top();
     }
-    let instruction = instructions::draw(config.task, config.instructions, colors[named].0, rng);
+    // Drawn whether or not it is used, so the scene after it is the same.
+    let drawn_instruction =
+        instructions::draw(config.task, config.instructions, colors[named].0, rng);
+    let instruction = config.instruction.clone().or(drawn_instruction);
     (named, instruction, cubes)
 }
 

@@ -132,6 +132,24 @@ pub fn vocabulary() -> std::collections::BTreeSet<String> {
     all
 }
 
+/// The index in `colors` of the one colour `text` names (as a whole word,
+/// any case); `None` when it names none or several.
+pub fn named_color(text: &str, colors: &[crate::tasks::Color]) -> Option<usize> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut found = colors
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, _))| words.contains(name));
+    match (found.next(), found.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
 /// One instruction for the object called `color`: a template of `task`'s
 /// `set` drawn with one draw of `rng` whatever the set (so an episode's
 /// scene does not depend on the set), or `None` for a task without

@@ -28,6 +28,9 @@ pub enum BenchKind {
     /// Learned-reward inference per transition against the policy's, and
     /// the loop's jitter with and without the labeller thread.
     Reward(super::bench_reward::RewardBenchArgs),
+    /// The vision-language-action policy's batch-1 chunk latency and
+    /// behaviour-cloning throughput against PyTorch, one thread each.
+    Vla(super::bench_vla::VlaBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Loop(args) => super::bench_loop::run(args),
         BenchKind::Zenoh(args) => super::bench_zenoh::run(args),
         BenchKind::Reward(args) => super::bench_reward::run(args),
+        BenchKind::Vla(args) => super::bench_vla::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ use super::print_json;
 use crate::learn::TrainConfig;
 use crate::learn::eval;
 use crate::learn::trainer::make_envs;
+use crate::loaded_policy::{ImageAblation, LoadedPolicy};
 use crate::robots::{
     ClockMode, EnvelopeArgs, OperatorInputs, RobotChoice, ZenohArgs, connect_robot,
 };
@@ -15,6 +16,16 @@ use serde_json::json;
 use std::path::PathBuf;
 
 /// Evaluate a checkpoint on held-out starts with the deterministic policy.
+///
+/// Any policy kind: the state MLP or the vision-language policy
+/// (`train --policy vla`), as its contract says. On a colour task
+/// (reach-color, lift-color) the report adds `success_by_color` and a
+/// second evaluation on the held-out phrasings of the instructions
+/// (`success_rate_heldout_phrasings`); --blank-image is the ablation that
+/// blanks every camera frame:
+///
+///   cerebellum eval --checkpoint runs/reach-color-s0 --episodes 200 --json
+///   cerebellum eval --checkpoint runs/reach-color-s0 --episodes 200 --blank-image
 ///
 /// The checkpoint's contract (observation and action specs, units, limits,
 /// control rate) is checked against the simulated robot first; a mismatch
@@ -56,6 +67,12 @@ pub struct EvalArgs {
     /// instead of taking the mean action.
     #[arg(long)]
     pub sample: bool,
+    /// The ablation that shows whether a policy looks: every camera frame
+    /// it is given is blanked (all zero). A vision-language policy on
+    /// reach-color should then score near chance (about a third: it can
+    /// still read the colour but not see where that marker is).
+    #[arg(long)]
+    pub blank_image: bool,
     /// Save one episode as a strip of camera frames (PNG), arm tasks only.
     #[arg(long, value_name = "PATH.png")]
     pub frame_strip: Option<PathBuf>,
@@ -107,24 +124,47 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         model.clone(),
         args.envs.clamp(1, args.episodes.max(1)),
     )?;
-    let (mut policy, contract) = checkpoint::load(&args.checkpoint, Some(envs[0].spec()))?;
+    let (policy, contract) = LoadedPolicy::load(&args.checkpoint, Some(envs[0].spec()))?;
+    let mut policy = ImageAblation {
+        policy,
+        blank: args.blank_image,
+    };
     if let Some(path) = &args.frame_strip {
         let env = make_envs(&env_config, model.clone(), 1)?.remove(0);
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
+    let color_task = config.task_kind().is_color();
+    let mut heldout_phrasings = None;
     let (report, robot_loop) = match &args.robot {
-        RobotChoice::Sim => (
-            eval::evaluate_with(
+        RobotChoice::Sim => {
+            let report = eval::evaluate_with(
                 &mut policy,
                 envs,
                 args.episodes,
                 seed,
                 args.threads,
                 args.sample,
-            )?,
-            None,
-        ),
+            )?;
+            if color_task {
+                let mut held_out = env_config.clone();
+                held_out.instructions = cerebellum_sim::InstructionSet::HeldOut;
+                let envs = make_envs(
+                    &held_out,
+                    model.clone(),
+                    args.envs.clamp(1, args.episodes.max(1)),
+                )?;
+                heldout_phrasings = Some(eval::evaluate_with(
+                    &mut policy,
+                    envs,
+                    args.episodes,
+                    seed,
+                    args.threads,
+                    args.sample,
+                )?);
+            }
+            (report, None)
+        }
         remote => {
             super::seconds("--timeout", args.timeout, super::MAX_SECONDS)?;
             let mut operator = OperatorInputs::default();
@@ -148,21 +188,46 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 max_ticks: (args.timeout * spec.control_rate_hz).ceil() as u64,
             };
             let (report, summary) =
-                eval::evaluate_robot(policy, robot, clock, envelope, &operator, request)?;
+                eval::evaluate_robot(policy.clone(), robot, clock, envelope, &operator, request)?;
             let mut figures = serde_json::to_value(&summary)?;
             figures["clock"] = json!(clock);
             figures["link"] = json!(link.and_then(|l| l.get()));
             (report, Some(figures))
         }
     };
+    let colors = super::train_vla::color_words();
+    let by_color = color_task.then(|| report.success_by_color(&colors));
     println!(
-        "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy version {})",
+        "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy {} version {}{})",
         report.episodes,
         config.task,
         100.0 * report.success_rate,
         report.mean_return,
-        contract.policy_version
+        policy.policy.kind(),
+        contract.policy_version,
+        if args.blank_image {
+            ", camera frames blanked"
+        } else {
+            ""
+        }
     );
+    if let Some(by_color) = &by_color {
+        println!(
+            "by colour: {}",
+            by_color
+                .iter()
+                .map(|(c, s)| format!("{c} {:.1}%", 100.0 * s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(e) = &heldout_phrasings {
+        println!(
+            "held-out phrasings: success rate {:.1}% over {} episodes",
+            100.0 * e.success_rate,
+            e.episodes
+        );
+    }
     if args.json {
         print_json(&json!({
             "command": "eval",
@@ -177,6 +242,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "mean_return": report.mean_return,
             "episode_returns": report.episode_returns,
             "episode_successes": report.episode_successes,
+            "policy": policy.policy.kind(),
+            "blank_image": args.blank_image,
+            "success_by_color": by_color,
+            "success_rate_heldout_phrasings": heldout_phrasings.as_ref().map(|e| e.success_rate),
+            "unknown_words": policy.policy.unknown_words(),
             "loop": robot_loop,
         }));
     }
@@ -185,7 +255,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 /// One held-out episode, every tenth tick side by side.
 fn save_frame_strip(
-    policy: &mut cerebellum_policies::GaussianMlpPolicy,
+    policy: &mut dyn cerebellum_core::Policy,
     mut env: cerebellum_sim::SimEnv,
     seed: u64,
     path: &std::path::Path,

@@ -7,6 +7,7 @@ mod bench_loop;
 mod bench_physics;
 mod bench_reward;
 mod bench_train;
+mod bench_vla;
 mod bench_zenoh;
 mod checkpoint;
 mod eval;

@@ -3,12 +3,13 @@
 use super::print_json;
 use crate::control_loop::{Inference, LoopConfig, NoSink, PolicySlot};
 use crate::learn::TrainConfig;
+use crate::loaded_policy::{Instructed, LoadedPolicy};
 use crate::recorder::{EpisodeRecorder, EpisodesMeta, Existing};
 pub use crate::robots::ClockMode;
 use crate::robots::{
     EnvelopeArgs, OperatorInputs, RobotChoice, RobotLoop, ZenohArgs, connect_robot,
 };
-use cerebellum_policies::{GaussianMlpPolicy, checkpoint};
+use cerebellum_policies::checkpoint;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use std::path::PathBuf;
@@ -31,6 +32,16 @@ use std::path::PathBuf;
 /// Limits beyond the robot spec's (joint speeds, per-tick steps, an
 /// end-effector box, the stale-observation watchdog, a safe pose) come from
 /// `--envelope FILE.toml` (see docs/safety.md).
+///
+/// A vision-language policy (`train --policy vla`) reads the camera and an
+/// instruction and plans a chunk of actions per inference, on the
+/// inference worker: the chunk is played tick by tick from the index that
+/// matches its observation's age, the next one is asked for before it runs
+/// out, and an answer older than its whole chunk is refused as stale.
+/// `--json` reports the chunk latency (p50, p99) and deadline misses:
+///
+///   cerebellum run --checkpoint runs/reach-color-s0 --task reach-color \
+///       --instruction "touch the red marker" --episodes 5 --json
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -59,9 +70,17 @@ pub struct RunArgs {
     /// …or after this many episodes.
     #[arg(long)]
     pub episodes: Option<u64>,
-    /// Run the policy on the loop's thread or on a worker thread.
-    #[arg(long, value_enum, default_value_t = InferenceMode::Inline)]
-    pub inference: InferenceMode,
+    /// Run the policy on the loop's thread or on a worker thread [default:
+    /// inline for the state MLP, worker for the vision-language policy].
+    #[arg(long, value_enum)]
+    pub inference: Option<InferenceMode>,
+    /// The operator's instruction to a vision-language policy, e.g. "touch
+    /// the red marker". On the simulated colour tasks every episode then
+    /// scores the object it names (it must name one of the task's
+    /// colours); over zenoh it is what the policy reads, whatever the
+    /// robot sends. Without it the simulator draws one per episode.
+    #[arg(long, value_name = "TEXT")]
+    pub instruction: Option<String>,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
     /// Write every episode to this directory (docs/episodes.md). A
@@ -111,7 +130,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("the contract's training config: {e}"))?;
     let task = args.task.unwrap_or_else(|| config.task_kind());
-    let (env_config, model) = config.robot.load(task)?;
+    let (mut env_config, model) = config.robot.load(task)?;
+    if args.instruction.is_some() {
+        env_config.instruction = args.instruction.clone();
+        env_config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--instruction: {e}"))?;
+    }
     let mut operator = OperatorInputs::default();
     let robot = connect_robot(
         &args.robot,
@@ -123,11 +148,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let spec = robot.spec().clone();
     let link = robot.link_stats();
-    let (policy, _) = checkpoint::load(&args.checkpoint, Some(&spec))?;
+    let (policy, _) = LoadedPolicy::load(&args.checkpoint, Some(&spec))?;
+    let horizon = policy.horizon();
+    let kind = policy.kind();
+    let policy = Instructed {
+        policy,
+        instruction: args.instruction.clone(),
+    };
     let envelope = args.envelope.build(&spec, model)?;
     let period = spec.control_period();
     let slot = PolicySlot::new(policy);
-    let inference = match args.inference {
+    let mode = args.inference.unwrap_or(if horizon > 1 {
+        InferenceMode::Worker
+    } else {
+        InferenceMode::Inline
+    });
+    let inference = match mode {
         InferenceMode::Inline => Inference::inline(slot),
         InferenceMode::Worker => Inference::worker(slot),
     };
@@ -200,6 +236,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.json {
         let mut report = serde_json::to_value(&summary)?;
         report["command"] = json!("run");
+        report["policy"] = json!(kind);
+        report["chunk_length"] = json!(horizon);
+        report["instruction"] = json!(args.instruction);
+        report["inference"] = json!(format!("{mode:?}").to_lowercase());
         report["control_rate_hz"] = json!(spec.control_rate_hz);
         report["robot"] = json!(args.robot.to_string());
         report["recorded_episodes"] = json!(recorder.as_ref().map(|r| r.episodes_written));
@@ -272,7 +312,7 @@ struct Attachments<'a> {
 }
 
 fn drive(
-    control: RobotLoop<GaussianMlpPolicy>,
+    control: RobotLoop<Instructed<LoadedPolicy>>,
     attachments: Attachments<'_>,
     recorder: Option<&mut EpisodeRecorder>,
 ) -> anyhow::Result<(

@@ -118,8 +118,10 @@ pub fn evaluate_with(
 /// figures `evaluate` gives the simulator with `envs = 1`. A robot on its
 /// own clock is driven at its rate under the wall clock. At most
 /// `max_ticks` ticks run: fewer finished episodes than asked is an error.
-pub fn evaluate_robot(
-    policy: cerebellum_policies::GaussianMlpPolicy,
+pub fn evaluate_robot<
+    P: Policy + crate::control_loop::CheckedWeights + Clone + Send + Sync + 'static,
+>(
+    policy: P,
     robot: crate::robots::ConnectedRobot,
     clock: crate::robots::ClockMode,
     envelope: crate::envelope::SafetyEnvelope,
