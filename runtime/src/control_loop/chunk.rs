@@ -53,6 +53,11 @@ impl Chunk {
         self.index = skip as u32;
     }
 
+    /// Actions still to send.
+    pub(super) fn left(&self) -> usize {
+        self.actions.len()
+    }
+
     pub(super) fn next(&mut self) -> Option<(Action, Option<Action>, u32)> {
         let action = self.actions.pop_front()?;
         let sampled = self.sampled.pop_front().flatten();

@@ -68,6 +68,34 @@ impl InferenceWorker {
             handle: Some(handle),
         }
     }
+
+    /// Hands the worker `request` unless it is still answering the last
+    /// one (one request in flight at a time); whether it was sent.
+    pub(super) fn request(&mut self, request: InferenceRequest) -> bool {
+        if self.busy {
+            return false;
+        }
+        self.busy = self.requests.send(request).is_ok();
+        self.busy
+    }
+
+    /// The answer, when it has come; never waits.
+    pub(super) fn poll(&mut self) -> Option<InferenceAnswer> {
+        let answer = self.answers.try_recv().ok();
+        self.busy &= answer.is_none();
+        answer
+    }
+
+    /// The answer, waiting for it at most `timeout` (`None`: for as long
+    /// as it takes).
+    pub(super) fn wait(&mut self, timeout: Option<Duration>) -> Option<InferenceAnswer> {
+        let answer = match timeout {
+            None => self.answers.recv().ok(),
+            Some(left) => self.answers.recv_timeout(left).ok(),
+        };
+        self.busy &= answer.is_none();
+        answer
+    }
 }
 
 impl Drop for InferenceWorker {

@@ -17,12 +17,25 @@
 //! counts a miss. A fresh chunk replaces the rest of the old one, aligned by
 //! the ticks that passed since its observation was taken.
 //!
+//! By default the policy is asked for a fresh chunk at every fresh
+//! observation. With chunk playback (`with_chunk_playback(lead)`, for a
+//! policy that plans H actions per inference, such as a VLA) the loop plays
+//! each chunk out and asks for the next only once `lead` or fewer actions
+//! are left: inline, that tick runs the policy; on the worker, the request
+//! goes out and the loop keeps playing, waiting (up to the deadline) only
+//! when the chunk has run dry. The answer takes over at the index matching
+//! its observation's age; one with nothing left to play is refused
+//! (`stale_chunks`) and the current chunk plays on (`playback`). Whichever
+//! the mode, every action passes the safety envelope on the tick it is
+//! sent.
+//!
 //! New weights arrive as immutable, versioned snapshots (`PolicySlot`); the
 //! loop picks up the newest between ticks without locking.
 
 mod chunk;
 mod inference;
 mod operator;
+mod playback;
 mod sinks;
 mod slot;
 mod stats;
@@ -36,12 +49,13 @@ pub use stats::{LoopCounters, LoopStats, LoopSummary};
 use crate::envelope::{Measured, SafetyEnvelope};
 use crate::tick;
 use cerebellum_core::{
-    Action, Clock, Observation, Policy, Provenance, ResetRequest, RewardComponents, Robot,
-    RobotError, RobotSpec, Sampling,
+    Action, Clock, Observation, Policy, PolicyOutput, Provenance, ResetRequest, RewardComponents,
+    Robot, RobotError, RobotSpec, Sampling,
 };
 use cerebellum_reward_models::labeller::LEARNED_SUCCESS;
 use chunk::Chunk;
-use inference::InferenceRequest;
+use inference::{InferenceAnswer, InferenceRequest};
+use playback::Playback;
 use std::time::{Duration, Instant};
 
 /// Reward of the `safety` component at a tick where the envelope changed
@@ -95,6 +109,9 @@ pub struct ControlLoop<R, C, P> {
     /// Stopping, or the tick limit reached, cuts the open episode
     /// (`with_final_truncation`).
     truncate_at_end: bool,
+    /// Play chunks out rather than ask for one every tick
+    /// (`with_chunk_playback`).
+    playback: Option<Playback>,
     stopping: bool,
     /// The robot's spec, read once: the tick checks against it without
     /// copying it.
@@ -134,6 +151,7 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
             success_judge: None,
             stop: None,
             truncate_at_end: false,
+            playback: None,
             stopping: false,
             observation: None,
             episode_open: false,
@@ -183,6 +201,9 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         self.observation = Some(observation);
         self.observation_age = 0;
         self.chunk.clear();
+        if let Some(playback) = &mut self.playback {
+            playback.episode_began = self.tick;
+        }
         self.envelope.begin_episode();
         if let Some(judge) = &mut self.success_judge {
             judge.begin_episode();
@@ -222,6 +243,8 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
         if takeover.is_some() {
             // The operator has the arm; the policy's plan is void.
             self.chunk.clear();
+        } else if self.playback.is_some() {
+            self.infer_playing(&observation, fresh, started);
         } else if fresh {
             self.infer(&observation, started);
         }
@@ -309,77 +332,110 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// infer: a fresh chunk for a fresh observation, inline or from the
     /// worker, within the deadline.
     fn infer(&mut self, observation: &Observation, started: Instant) {
-        let sampling = self.sampling();
-        match &mut self.inference {
-            Inference::Inline { policy, .. } => {
-                let answer = tick::infer(
-                    policy,
-                    &self.spec,
-                    std::slice::from_ref(observation),
-                    sampling,
-                );
-                let delay = started.elapsed();
-                match answer {
-                    Ok(mut outputs) => {
-                        self.stats
-                            .inference_delay_us
-                            .saturating_record(delay.as_micros() as u64);
-                        let output = outputs.pop().expect("one answer per observation");
-                        self.chunk
-                            .replace(output, policy.version(), self.tick, self.tick);
-                        if self.config.inference_deadline.is_some_and(|d| delay > d) {
-                            self.stats.counters.deadline_misses += 1;
-                        }
-                    }
-                    Err(error) => {
-                        self.stats.policy_failed(error.to_string());
-                        self.chunk.clear();
-                    }
-                }
-            }
-            Inference::Worker(worker) => {
-                if !worker.busy {
-                    let request = InferenceRequest {
-                        tick: self.tick,
-                        observation: observation.clone(),
-                        sampling,
-                    };
-                    worker.busy = worker.requests.send(request).is_ok();
-                }
-                let answer = match self.config.inference_deadline {
-                    None => worker.answers.recv().ok(),
-                    Some(deadline) => {
-                        let left = deadline.saturating_sub(started.elapsed());
-                        worker.answers.recv_timeout(left).ok()
-                    }
-                };
-                match answer {
-                    None => self.stats.counters.deadline_misses += 1,
-                    Some(answer) => {
-                        worker.busy = false;
-                        self.stats
-                            .inference_delay_us
-                            .saturating_record(answer.delay.as_micros() as u64);
-                        match answer.output.and_then(|o| {
-                            self.spec
-                                .action
-                                .check_chunk(&o.chunk)
-                                .map(|_| o)
-                                .map_err(|e| cerebellum_core::PolicyError::Action(e).to_string())
-                        }) {
-                            Ok(output) => {
-                                self.chunk
-                                    .replace(output, answer.version, answer.tick, self.tick)
-                            }
-                            Err(error) => {
-                                self.stats.policy_failed(error);
-                                self.chunk.clear();
-                            }
-                        }
-                    }
+        if matches!(self.inference, Inference::Inline { .. }) {
+            return self.infer_inline(observation, started);
+        }
+        self.request(observation);
+        match self.wait_for_answer(started) {
+            None => self.stats.counters.deadline_misses += 1,
+            Some(answer) => {
+                if let Some((output, version, observed_tick)) = self.checked_answer(answer) {
+                    self.take_up(output, version, observed_tick);
                 }
             }
         }
+    }
+
+    /// The policy on this thread, now: the chunk for this tick's
+    /// observation.
+    fn infer_inline(&mut self, observation: &Observation, started: Instant) {
+        let sampling = self.sampling();
+        let Inference::Inline { policy, .. } = &mut self.inference else {
+            return;
+        };
+        let answer = tick::infer(
+            policy,
+            &self.spec,
+            std::slice::from_ref(observation),
+            sampling,
+        );
+        let version = policy.version();
+        let delay = started.elapsed();
+        match answer {
+            Ok(mut outputs) => {
+                self.stats
+                    .inference_delay_us
+                    .saturating_record(delay.as_micros() as u64);
+                let output = outputs.pop().expect("one answer per observation");
+                self.take_up(output, version, self.tick);
+                if self.config.inference_deadline.is_some_and(|d| delay > d) {
+                    self.stats.counters.deadline_misses += 1;
+                }
+            }
+            Err(error) => {
+                self.stats.policy_failed(error.to_string());
+                self.chunk.clear();
+            }
+        }
+    }
+
+    /// Hands the worker this tick's observation, unless it is still busy
+    /// with an earlier one; whether it was handed over.
+    fn request(&mut self, observation: &Observation) -> bool {
+        let sampling = self.sampling();
+        match &mut self.inference {
+            Inference::Worker(worker) => worker.request(InferenceRequest {
+                tick: self.tick,
+                observation: observation.clone(),
+                sampling,
+            }),
+            Inference::Inline { .. } => false,
+        }
+    }
+
+    /// The worker's answer, waiting for it until the deadline (counted
+    /// from the start of the tick), or for as long as it takes without one.
+    fn wait_for_answer(&mut self, started: Instant) -> Option<InferenceAnswer> {
+        let timeout = self
+            .config
+            .inference_deadline
+            .map(|deadline| deadline.saturating_sub(started.elapsed()));
+        match &mut self.inference {
+            Inference::Worker(worker) => worker.wait(timeout),
+            Inference::Inline { .. } => None,
+        }
+    }
+
+    /// A worker's answer, its latency recorded, checked against the action
+    /// spec: its chunk, the weights' version and the tick of the
+    /// observation it answers. A failure is counted and ends the current
+    /// chunk.
+    fn checked_answer(&mut self, answer: InferenceAnswer) -> Option<(PolicyOutput, u64, u64)> {
+        self.stats
+            .inference_delay_us
+            .saturating_record(answer.delay.as_micros() as u64);
+        match answer.output.and_then(|o| {
+            self.spec
+                .action
+                .check_chunk(&o.chunk)
+                .map(|_| o)
+                .map_err(|e| cerebellum_core::PolicyError::Action(e).to_string())
+        }) {
+            Ok(output) => Some((output, answer.version, answer.tick)),
+            Err(error) => {
+                self.stats.policy_failed(error);
+                self.chunk.clear();
+                None
+            }
+        }
+    }
+
+    /// A fresh chunk replaces the rest of the current one, aligned by the
+    /// ticks since its observation.
+    fn take_up(&mut self, output: PolicyOutput, version: u64, observed_tick: u64) {
+        self.chunk
+            .replace(output, version, observed_tick, self.tick);
+        self.stats.counters.chunks += 1;
     }
 
     /// envelope → send. `None` when the robot refused or failed (counted;
@@ -516,6 +572,18 @@ impl<R: Robot, C: Clock, P: Policy + CheckedWeights + Clone + Send + Sync + 'sta
     /// continue).
     pub fn with_final_truncation(mut self) -> Self {
         self.truncate_at_end = true;
+        self
+    }
+
+    /// Plays each chunk out instead of asking the policy for a fresh one at
+    /// every tick: the next chunk is asked for once `lead` or fewer actions
+    /// of the current one are left (and the observation is fresh). On the
+    /// worker the loop does not wait for it while actions are left; the
+    /// answer takes over at the index of its observation's age, or is
+    /// refused (`stale_chunks`) when all of it is already past. See
+    /// `playback`.
+    pub fn with_chunk_playback(mut self, lead: u32) -> Self {
+        self.playback = Some(Playback::new(lead));
         self
     }
 

@@ -11,7 +11,15 @@ pub struct LoopCounters {
     pub ticks: u64,
     pub episodes: u64,
     pub successes: u64,
+    /// Ticks at which inference overran the deadline: inline, the chunk
+    /// came late; on the worker, none came in time and the tick went on
+    /// without it.
     pub deadline_misses: u64,
+    /// Chunks taken up (a fresh plan replacing the rest of the last one).
+    pub chunks: u64,
+    /// Answers refused because every action of their chunk was meant for a
+    /// tick already past (chunk playback; the current chunk plays on).
+    pub stale_chunks: u64,
     /// Ticks with no action left to send (the envelope held position).
     pub holds: u64,
     pub stale_ticks: u64,
@@ -83,6 +91,7 @@ impl LoopStats {
             jitter_p99_us: q(&self.jitter_us, 0.99),
             jitter_max_us: self.jitter_us.max(),
             inference_delay_p50_us: q(&self.inference_delay_us, 0.5),
+            inference_delay_p99_us: q(&self.inference_delay_us, 0.99),
             inference_delay_max_us: self.inference_delay_us.max(),
         }
     }
@@ -109,6 +118,9 @@ pub struct LoopSummary {
     pub jitter_p50_us: u64,
     pub jitter_p99_us: u64,
     pub jitter_max_us: u64,
+    /// Percentiles of `LoopStats::inference_delay_us`: the policy's
+    /// latency per chunk.
     pub inference_delay_p50_us: u64,
+    pub inference_delay_p99_us: u64,
     pub inference_delay_max_us: u64,
 }
