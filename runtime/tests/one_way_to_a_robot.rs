@@ -21,6 +21,8 @@ const ALLOWED_APPLY: &[(&str, &str)] = &[
     // demonstrations, frame strips.
     ("runtime/src/episodes.rs", "env.apply(&command)"),
     ("runtime/src/commands/record.rs", "env.apply(&action)"),
+    // The VLA's demonstrations and DAgger rollouts (`&mut SimEnv`).
+    ("runtime/src/learn/vla.rs", "env.apply(&sent)"),
     (
         "runtime/src/commands/eval.rs",
         "env.apply(crate::tick::command(&output[0]))",

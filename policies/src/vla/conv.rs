@@ -339,7 +339,7 @@ impl FilmConv {
 
     /// The layer on candle tensors, recorded for autograd: fused on the
     /// CPU; on another device, candle's own ops.
-    pub(crate) fn apply(
+    pub(crate) fn forward(
         self,
         x: &Tensor,
         kernel: &Tensor,
@@ -530,7 +530,7 @@ mod tests {
             // The fused FiLM layer against the same in plain candle ops.
             let film = Var::from_vec(rand(b * 2 * c_out), (b, 2 * c_out), &dev).unwrap();
             let fused = FilmConv::new(op)
-                .apply(x.as_tensor(), kernel.as_tensor(), film.as_tensor())
+                .forward(x.as_tensor(), kernel.as_tensor(), film.as_tensor())
                 .unwrap();
             let gamma = film
                 .as_tensor()

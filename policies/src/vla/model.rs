@@ -277,10 +277,10 @@ impl VlaModel {
                 padding: conv.padding,
                 input_grad: k > 0,
             });
-            x = op.apply(&x, conv.weight.as_tensor(), &film.narrow(1, at, 2 * c)?)?;
+            x = op.forward(&x, conv.weight.as_tensor(), &film.narrow(1, at, 2 * c)?)?;
             at += 2 * c;
         }
-        SpatialSoftArgmax::new().apply(&x, &self.grid_x, &self.grid_y)
+        SpatialSoftArgmax::new().forward(&x, &self.grid_x, &self.grid_y)
     }
 
     pub fn forward(&self, inputs: &Inputs, values: bool) -> candle_core::Result<Forward> {

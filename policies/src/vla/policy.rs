@@ -91,6 +91,32 @@ pub struct VlaDecisions {
     pub starts: Vec<usize>,
 }
 
+impl VlaDecisions {
+    /// Adds `other`'s rows after this batch's (both encoded by one policy).
+    pub fn append(&mut self, other: VlaDecisions) -> Result<(), PolicyError> {
+        if self.first_index.is_empty() && self.frames.is_empty() {
+            *self = other;
+            return Ok(());
+        }
+        if (self.frame, self.obs, self.act, self.words)
+            != (other.frame, other.obs, other.act, other.words)
+        {
+            return Err(PolicyError::Other(
+                "decisions encoded for another policy shape".into(),
+            ));
+        }
+        let offset = self.starts.last().copied().unwrap_or(0);
+        self.frames.extend(other.frames);
+        self.word_ids.extend(other.word_ids);
+        self.states.extend(other.states);
+        self.actions.extend(other.actions);
+        self.first_index.extend(other.first_index);
+        self.starts
+            .extend(other.starts.into_iter().skip(1).map(|s| s + offset));
+        Ok(())
+    }
+}
+
 impl EncodedDecisions for VlaDecisions {
     fn len(&self) -> usize {
         self.first_index.len()

@@ -39,7 +39,7 @@ impl SpatialSoftArgmax {
 
     /// Keypoints of `x`; `grid_x`, `grid_y` (`1 × 1 × h·w`, the pixel
     /// coordinates) serve the candle-ops path off the CPU.
-    pub(crate) fn apply(
+    pub(crate) fn forward(
         self,
         x: &Tensor,
         grid_x: &Tensor,
@@ -141,7 +141,7 @@ mod tests {
         let gx = Tensor::from_vec(xs, (1, 1, h * w), &dev).unwrap();
         let gy = Tensor::from_vec(ys, (1, 1, h * w), &dev).unwrap();
         let ours = SpatialSoftArgmax::new()
-            .apply(x.as_tensor(), &gx, &gy)
+            .forward(x.as_tensor(), &gx, &gy)
             .unwrap();
         // The candle-ops path, forced by going through a reshape graph.
         let logits = x.as_tensor().reshape((b, c, h * w)).unwrap();

@@ -85,8 +85,13 @@ pub fn run(args: VlaBenchArgs) -> anyhow::Result<()> {
     let camera = &spec.observation.cameras[0];
     let observations: Vec<Observation> = (0..args.batch.max(1))
         .map(|k| Observation {
-            state: (0..spec.observation.state_len())
-                .map(|_| rng.random_range(-1.0..1.0))
+            // Within every field's limits.
+            state: spec
+                .observation
+                .fields
+                .iter()
+                .flat_map(|f| f.lower.iter().zip(&f.upper))
+                .map(|(lo, hi)| lo + (hi - lo) * rng.random::<f32>())
                 .collect(),
             images: vec![cerebellum_core::Image {
                 camera: camera.name.clone(),

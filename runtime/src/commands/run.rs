@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// robot sends. Without it the simulator draws one per episode.
     #[arg(long, value_name = "TEXT")]
     pub instruction: Option<String>,
+    /// A chunk policy: ask for the next chunk when this many actions of
+    /// the current one are left (cover the inference latency in ticks, so
+    /// the robot never waits).
+    #[arg(long, default_value_t = 2, value_name = "TICKS")]
+    pub chunk_lead: u32,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
     /// Write every episode to this directory (docs/episodes.md). A
@@ -178,6 +183,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         episodes_per_start: 1,
     };
     let control = robot.into_loop(args.clock, inference, envelope, loop_config)?;
+    // A chunk is played out, the next asked for before it runs out.
+    let control = if horizon > 1 {
+        anyhow::ensure!(
+            (args.chunk_lead as usize) < horizon,
+            "--chunk-lead {} must be less than the policy's chunk of {horizon} actions",
+            args.chunk_lead
+        );
+        control.with_chunk_playback(args.chunk_lead)
+    } else {
+        control
+    };
     let mut recorder = match &args.record {
         Some(dir) => Some(EpisodeRecorder::open(
             dir,
@@ -362,6 +378,7 @@ mod tests {
             jitter_p99_us: 0,
             jitter_max_us: 0,
             inference_delay_p50_us: 0,
+            inference_delay_p99_us: 0,
             inference_delay_max_us: 0,
         }
     }

@@ -8,7 +8,9 @@ use super::train::{TrainArgs, source_commit};
 use crate::learn::TrainConfig;
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::trainer::make_envs;
-use crate::learn::vla::{Cloning, encode_demonstrations, record_demonstrations};
+use crate::learn::vla::{
+    AuxScale, Cloning, encode_demonstrations, record_demonstrations, record_on_policy,
+};
 use cerebellum_core::Robot;
 use cerebellum_policies::TrainablePolicy;
 use cerebellum_policies::checkpoint::TrainingProvenance;
@@ -154,11 +156,13 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
         .collect();
     policy.set_statistics(&states);
     let data = encode_demonstrations(&policy, &demos)?;
-    let aux: Vec<f32> = demos.aux.iter().flatten().copied().collect();
+    let scale = AuxScale::of(&demos.aux);
+    let aux = scale.standardise(&demos.aux);
     drop(demos);
     let mut cloning = Cloning::new(&policy, data, aux, &settings, config.seed);
     let mut metrics = Metrics::create(&out)?;
-    bar.set_length(settings.steps as u64);
+    let total_steps = settings.total_steps();
+    bar.set_length(total_steps as u64);
     bar.set_position(0);
     bar.set_style(style("steps"));
     let provenance = |step: usize| -> anyhow::Result<TrainingProvenance> {
@@ -175,8 +179,39 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
     let mut curve_loss = Vec::new();
     let mut curve_success = Vec::new();
     let mut last = Default::default();
-    while cloning.step < settings.steps {
-        let n = settings.eval_every.min(settings.steps - cloning.step);
+    let mut phase_end = settings.steps;
+    let mut rounds = Vec::new();
+    while cloning.step < total_steps {
+        if cloning.step == phase_end {
+            // A DAgger round: the policy drives, the expert labels.
+            let round = rounds.len();
+            bar.set_message(format!(
+                "DAgger round {}: the policy drives, the expert labels",
+                round + 1
+            ));
+            let mut envs = make_envs(
+                &env_config,
+                model.clone(),
+                config.envs.min(settings.dagger_episodes).max(1),
+            )?;
+            let visited = record_on_policy(
+                &mut envs,
+                &mut policy,
+                settings.dagger_episodes,
+                config.seed,
+                round,
+            )?;
+            rounds.push(json!({
+                "round": round + 1,
+                "episodes": visited.episodes,
+                "policy_successes": visited.successful,
+                "ticks": visited.observations.len(),
+            }));
+            let data = encode_demonstrations(&policy, &visited)?;
+            cloning.add(data, scale.standardise(&visited.aux))?;
+            phase_end += settings.dagger_steps;
+        }
+        let n = settings.eval_every.min(phase_end - cloning.step);
         let learning_rate = settings.learning_rate_at(cloning.step);
         last = cloning.steps(&mut policy, &settings, n)?;
         let step = cloning.step;
@@ -254,7 +289,7 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
         "trained the VLA ({} parameters) on {} for {} steps of {} in {:.0} s (demonstrations {:.0} s) → {}",
         policy.param_count(),
         config.task,
-        settings.steps,
+        total_steps,
         settings.batch_size,
         total_seconds,
         demo_seconds,
@@ -289,7 +324,8 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
             "out": out,
             "parameters": policy.param_count(),
             "demonstrations": demonstrations,
-            "steps": settings.steps,
+            "steps": total_steps,
+            "dagger_rounds": rounds,
             "batch_size": settings.batch_size,
             "final_imitation_loss": last.imitation,
             "final_aux_loss": last.aux,
@@ -305,7 +341,7 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
                 "total_seconds": total_seconds,
                 "demonstration_seconds": demo_seconds,
                 "train_seconds": train_seconds,
-                "samples_per_second": (settings.steps * settings.batch_size) as f64 / train_seconds,
+                "samples_per_second": (total_steps * settings.batch_size) as f64 / train_seconds,
                 "peak_memory_mib": peak_memory_mib(),
             });
         }

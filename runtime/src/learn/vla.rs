@@ -45,6 +45,15 @@ pub struct VlaTrainConfig {
     pub eval_every: usize,
     /// Episodes of each evaluation during training.
     pub eval_episodes: usize,
+    /// DAgger rounds after the first `steps` (Ross et al. 2011): the
+    /// policy drives `dagger_episodes` fresh episodes, the scripted expert
+    /// labels every state it visits, those join the data, and
+    /// `dagger_steps` more steps follow. It teaches recovery from the
+    /// policy's own mistakes, which cloning the expert's states alone
+    /// never shows. 0 = cloning only.
+    pub dagger_rounds: usize,
+    pub dagger_episodes: usize,
+    pub dagger_steps: usize,
 }
 
 impl Default for VlaTrainConfig {
@@ -61,6 +70,9 @@ impl Default for VlaTrainConfig {
             aux_weight: 1.0,
             eval_every: 500,
             eval_episodes: 30,
+            dagger_rounds: 0,
+            dagger_episodes: 100,
+            dagger_steps: 1000,
         }
     }
 }
@@ -73,6 +85,7 @@ pub const AUGMENT_SHIFT: Limits<u32> = Limits::closed(0, 16).unit("px");
 pub const AUX_WEIGHT: Limits<f32> = Limits::closed(0.0, 100.0);
 pub const EVAL_EVERY: Limits<usize> = Limits::closed(1, 10_000_000).unit("steps");
 pub const EVAL_EPISODES: Limits<usize> = Limits::closed(0, 100_000).unit("episodes");
+pub const DAGGER_ROUNDS: Limits<usize> = Limits::closed(0, 1000).unit("rounds");
 
 impl VlaTrainConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -86,13 +99,21 @@ impl VlaTrainConfig {
         AUGMENT_SHIFT.check("vla.augment_shift", self.augment_shift)?;
         AUX_WEIGHT.check("vla.aux_weight", self.aux_weight)?;
         EVAL_EVERY.check("vla.eval_every", self.eval_every)?;
-        EVAL_EPISODES.check("vla.eval_episodes", self.eval_episodes)
+        EVAL_EPISODES.check("vla.eval_episodes", self.eval_episodes)?;
+        DAGGER_ROUNDS.check("vla.dagger_rounds", self.dagger_rounds)?;
+        EXPERT_EPISODES.check("vla.dagger_episodes", self.dagger_episodes)?;
+        STEPS.check("vla.dagger_steps", self.dagger_steps)
+    }
+
+    /// Gradient steps in all: cloning, then every DAgger round's.
+    pub fn total_steps(&self) -> usize {
+        self.steps + self.dagger_rounds * self.dagger_steps
     }
 
     /// The step size at gradient step `step` (cosine from the configured
-    /// one down to a tenth of it at the last step).
+    /// one down to a tenth of it at the last step of the last round).
     pub fn learning_rate_at(&self, step: usize) -> f64 {
-        let t = step as f64 / self.steps.max(1) as f64;
+        let t = step as f64 / self.total_steps().max(1) as f64;
         let floor = 0.1 * self.learning_rate;
         floor + (self.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
@@ -209,6 +230,46 @@ pub fn encode_demonstrations(
     Ok(policy.encode(&decisions)?)
 }
 
+/// The auxiliary targets' per-coordinate mean and std over the first
+/// demonstrations: targets are standardised with them (mean 0, std 1) so
+/// that their loss weighs as much as the chunk's whatever the workspace's
+/// size in metres (a centimetre's error is 1e-4 m²: unstandardised, the
+/// head would learn nothing).
+#[derive(Clone, Copy, Debug)]
+pub struct AuxScale {
+    mean: [f64; 3],
+    std: [f64; 3],
+}
+
+impl AuxScale {
+    pub fn of(aux: &[[f32; 3]]) -> Self {
+        let n = aux.len().max(1) as f64;
+        let mut scale = Self {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        for k in 0..3 {
+            let mean = aux.iter().map(|a| f64::from(a[k])).sum::<f64>() / n;
+            let var = aux
+                .iter()
+                .map(|a| (f64::from(a[k]) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            scale.mean[k] = mean;
+            scale.std[k] = var.sqrt().max(1e-6);
+        }
+        scale
+    }
+
+    pub fn standardise(&self, aux: &[[f32; 3]]) -> Vec<f32> {
+        aux.iter()
+            .flat_map(|a| {
+                (0..3).map(move |k| ((f64::from(a[k]) - self.mean[k]) / self.std[k]) as f32)
+            })
+            .collect()
+    }
+}
+
 /// Behaviour cloning in minibatches, one epoch's shuffled order after
 /// another, seeded.
 pub struct Cloning {
@@ -231,6 +292,16 @@ pub struct CloningLosses {
 }
 
 impl Cloning {
+    /// Adds decisions (and their standardised auxiliary targets) to the
+    /// data the next steps draw from.
+    pub fn add(&mut self, data: VlaDecisions, aux: Vec<f32>) -> anyhow::Result<()> {
+        self.data.append(data)?;
+        self.aux.extend(aux);
+        // The next step starts a new epoch over all of it.
+        self.at = self.order.len();
+        Ok(())
+    }
+
     pub fn new(
         policy: &VlaPolicy,
         data: VlaDecisions,
@@ -294,4 +365,74 @@ impl Cloning {
             grad_norm: sum.grad_norm / n,
         })
     }
+}
+
+/// DAgger's data: `policy` (deterministic, one inference per tick for all
+/// copies at once) drives `episodes` episodes from seeds of their own
+/// (`round` picks them), and the scripted expert labels every tick with
+/// the command it would send there. Every episode is kept: the states a
+/// failing policy reaches are the ones it must learn to recover from.
+pub fn record_on_policy(
+    envs: &mut [SimEnv],
+    policy: &mut VlaPolicy,
+    episodes: usize,
+    seed: u64,
+    round: usize,
+) -> anyhow::Result<Demonstrations> {
+    use cerebellum_core::{Policy, Sampling};
+    anyhow::ensure!(!envs.is_empty(), "DAgger needs at least one environment");
+    let mut experts = envs
+        .iter()
+        .map(|env| crate::episodes::make_controller(true, env).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = Demonstrations::default();
+    // Per copy: this episode's ticks, and its current observation.
+    let mut ticks: Vec<Vec<(Observation, Action, [f32; 3])>> = vec![Vec::new(); envs.len()];
+    let mut current: Vec<Option<Observation>> = vec![None; envs.len()];
+    let mut started = 0;
+    let base = seed ^ super::bc::DEMO_SEEDS ^ ((round as u64 + 1) << 40);
+    loop {
+        for (c, env) in envs.iter_mut().enumerate() {
+            if current[c].is_none() && started < episodes {
+                let seed =
+                    cerebellum_sim::vec_env::episode_seed(base, usize::MAX - 3, started as u64);
+                started += 1;
+                current[c] = Some(env.reset(&ResetRequest { seed })?);
+                experts[c].begin_episode(seed);
+            }
+        }
+        let active: Vec<usize> = (0..envs.len()).filter(|&c| current[c].is_some()).collect();
+        if active.is_empty() {
+            break;
+        }
+        let observations: Vec<Observation> = active
+            .iter()
+            .map(|&c| current[c].clone().expect("active"))
+            .collect();
+        let outputs = policy.act(&observations, Sampling::Deterministic)?;
+        for ((&c, observation), output) in active.iter().zip(observations).zip(outputs) {
+            let env = &mut envs[c];
+            let label = experts[c].act_in(&observation, env);
+            let aux = named_position(env);
+            let sent = output.chunk.actions.into_iter().next().expect("a chunk");
+            ticks[c].push((observation, label, aux));
+            let outcome = env.apply(&sent)?;
+            if outcome.done() {
+                let start = out.observations.len();
+                for (o, a, x) in ticks[c].drain(..) {
+                    out.observations.push(o);
+                    out.commands.push(a);
+                    out.aux.push(x);
+                }
+                out.episode_starts.push(start);
+                out.episodes += 1;
+                out.successful += usize::from(outcome.success.unwrap_or(false));
+                current[c] = None;
+            } else {
+                current[c] = Some(env.observe()?);
+            }
+        }
+    }
+    out.episode_starts.push(out.observations.len());
+    Ok(out)
 }
