@@ -101,6 +101,8 @@ pub struct VlaModel {
     pub(crate) convs: Vec<Conv>,
     /// `vocab × text_width`.
     pub(crate) embedding: Var,
+    /// `vocab`: how much each word counts in the instruction's embedding.
+    pub(crate) salience: Var,
     /// text → (γ, β) of every convolution, in layer order.
     pub(crate) film: Linear,
     pub(crate) actor: Vec<Linear>,
@@ -152,6 +154,7 @@ impl VlaModel {
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
         let embedding = Var::from_vec(e, (vocab, t), dev)?;
+        let salience = Var::zeros(vocab, candle_core::DType::F32, dev)?;
         let film_out = 2 * config.conv_channels.iter().sum::<usize>();
         // Small at first: every layer starts close to unconditioned.
         let film = Linear::new(t, film_out, 0.1, &mut rng, dev)?;
@@ -196,6 +199,7 @@ impl VlaModel {
             device: dev.clone(),
             convs,
             embedding,
+            salience,
             film,
             actor,
             aux,
@@ -219,7 +223,10 @@ impl VlaModel {
         for (k, c) in self.convs.iter().enumerate() {
             vision.push((format!("vision.conv{k}.weight"), &c.weight));
         }
-        let mut language = vec![("language.embedding".to_owned(), &self.embedding)];
+        let mut language = vec![
+            ("language.embedding".to_owned(), &self.embedding),
+            ("language.salience".to_owned(), &self.salience),
+        ];
         language.extend(linear("language.film", &self.film));
         let actor = self
             .actor
@@ -251,18 +258,34 @@ impl VlaModel {
             .sum()
     }
 
-    /// The instruction's embedding: the mean of its words' (`B × T`).
+    /// The instruction's embedding (`B × T`): its words' embeddings
+    /// weighted by a softmax over their learned saliences (one number per
+    /// vocabulary word). A plain mean changes with every word of a new
+    /// phrasing; the saliences let the words that matter (the colour)
+    /// dominate, whatever the words around them, which is what carries a
+    /// policy to phrasings it never saw. They start equal (the mean).
     fn text(&self, words: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let (b, l) = words.dims2()?;
         let t = self.config.text_width;
+        let flat = words.flatten_all()?;
         let each = self
             .embedding
             .as_tensor()
-            .index_select(&words.flatten_all()?, 0)?
+            .index_select(&flat, 0)?
             .reshape((b, l, t))?;
-        let summed = each.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
-        let count = mask.sum_keepdim(1)?.clamp(1.0, f64::MAX)?;
-        summed.broadcast_div(&count)
+        // Saliences are bounded (tanh) so exp never overflows: weights
+        // within e^±8 of one another.
+        let salience = (self
+            .salience
+            .as_tensor()
+            .index_select(&flat, 0)?
+            .reshape((b, l))?
+            .tanh()?
+            * 8.0)?;
+        let weights = (salience.exp()? * mask)?;
+        let total = weights.sum_keepdim(1)?.clamp(1e-12, f64::MAX)?;
+        let weights = weights.broadcast_div(&total)?;
+        each.broadcast_mul(&weights.unsqueeze(2)?)?.sum(1)
     }
 
     /// The keypoints of the image under the instruction's FiLM (`B × 2C`).

@@ -62,7 +62,7 @@ impl Default for VlaTrainConfig {
             model: VlaConfig::default(),
             expert_episodes: 400,
             expert_noise: 0.05,
-            steps: 4000,
+            steps: 10_000,
             batch_size: 64,
             learning_rate: 1e-3,
             max_grad_norm: 1.0,
