@@ -14,7 +14,7 @@ The network (every size is a flag; defaults in brackets):
     as (x / 255 - 0.5) / 0.25; instruction token ids (B, L) int64 [L = 16],
     padded with id 0, with a float mask (B, L), 1 for real tokens; a joint
     state (B, 6) float32.
-  * text: an embedding table (vocab 64 x text width 32); masked mean over the
+  * text: an embedding table (vocab 64 x text width 32); salience-weighted mean over the
     tokens -> (B, 32).
   * vision: conv layers, channels [32, 32, 32], kernels [5, 3, 3], strides
     [2, 1, 1], padding k // 2, each followed by FiLM then ReLU:
@@ -177,6 +177,10 @@ def build_policy(torch, args):
             super().__init__()
             self.channels = list(args.channels)
             self.embed = nn.Embedding(args.vocab, args.text_width)
+            # One learned salience per word: the instruction's embedding is
+            # the softmax(8 tanh(salience))-weighted mean of its words'
+            # (as policies/src/vla/model.rs).
+            self.salience = nn.Parameter(torch.zeros(args.vocab))
             self.film = nn.Linear(args.text_width, 2 * sum(self.channels))
             convs, c_in = [], 3
             for c, k, s in zip(args.channels, args.kernels, args.strides):
@@ -207,9 +211,10 @@ def build_policy(torch, args):
         def features(self, image_u8, tokens, mask, state):
             """uint8 (B,3,S,S), int64 (B,L), float (B,L), float (B,state) -> (B, 2C + text + state)."""
             x = (image_u8.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
-            # Masked mean of the token embeddings (at least one token counted).
-            emb = self.embed(tokens) * mask.unsqueeze(-1)
-            text = emb.sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+            # Salience-weighted mean of the token embeddings.
+            weights = torch.exp(8.0 * torch.tanh(self.salience[tokens])) * mask
+            weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
+            text = (self.embed(tokens) * weights.unsqueeze(-1)).sum(1)
 
             film = self.film(text)
             offset = 0

@@ -8,6 +8,7 @@ pub mod episodes;
 pub mod interrupt;
 pub mod learn;
 pub mod loaded_policy;
+pub mod memory;
 pub mod recorder;
 pub mod report;
 pub mod robots;

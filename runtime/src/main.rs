@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     use cerebellum_runtime::commands;
+    cerebellum_runtime::memory::keep_freed_memory();
     let cli = commands::Cli::parse();
     commands::init_logging(cli.verbose);
     let json = std::env::args().any(|a| a == "--json");

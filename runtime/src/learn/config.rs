@@ -228,8 +228,9 @@ impl TrainConfig {
         // Gaussian MLP reads the state only, not the camera or the
         // instruction, so on a colour task it can only guess the named
         // object (docs/tasks.md): the settings are there for policies that
-        // read both.
-        match task {
+        // read both; they are evaluated on 200 held-out starts (a third of
+        // them per colour).
+        let settings = match task {
             TaskKind::Pendulum => Self {
                 envs: 4,
                 threads: 1,
@@ -286,6 +287,14 @@ impl TrainConfig {
                 },
                 ..base
             },
+        };
+        if task.is_color() {
+            Self {
+                eval_episodes: 200,
+                ..settings
+            }
+        } else {
+            settings
         }
     }
 
