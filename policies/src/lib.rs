@@ -8,6 +8,7 @@
 //! policies, reward models) and the gradient reference for the fused path.
 
 pub mod candle_gaussian;
+mod candle_grads;
 pub mod checkpoint;
 pub mod device;
 pub mod fused_training;

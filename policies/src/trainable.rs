@@ -23,7 +23,9 @@
 
 use crate::checkpoint::{CheckpointError, Contract, TrainingProvenance};
 use crate::optim::Adam;
-use cerebellum_core::{Action, Observation, Policy, PolicyError, RobotSpec};
+use cerebellum_core::{
+    Action, ActionChunk, Evaluation, Observation, Policy, PolicyError, RobotSpec,
+};
 use std::path::Path;
 
 /// One decision of a rollout: the observation its chunk was planned from and
@@ -214,4 +216,50 @@ pub fn gradients_by_group(groups: &[ParameterGroup], buffers: &[&[f32]]) -> Vec<
             }
         })
         .collect()
+}
+
+/// `Policy::evaluate` of a chunk policy, through the learner interface:
+/// each chunk is a decision from chunk index 0, and its log-probability
+/// and entropy are those of its actions together (sums over them).
+pub fn evaluate_chunks<P: TrainablePolicy>(
+    policy: &P,
+    observations: &[Observation],
+    actions: &[ActionChunk],
+) -> Result<Vec<Evaluation>, PolicyError> {
+    if observations.len() != actions.len() {
+        return Err(PolicyError::Other(format!(
+            "{} observations but {} actions",
+            observations.len(),
+            actions.len()
+        )));
+    }
+    let decisions: Vec<Decision> = observations
+        .iter()
+        .zip(actions)
+        .map(|(observation, chunk)| Decision {
+            observation,
+            first_index: 0,
+            actions: chunk.actions.iter().collect(),
+        })
+        .collect();
+    let batch = policy.encode(&decisions)?;
+    let rows: Vec<usize> = (0..batch.len()).collect();
+    let wants = Wants {
+        log_probs: true,
+        values: true,
+        imitation: false,
+    };
+    let out = policy.forward(&batch, &rows, wants, &mut P::Workspace::default())?;
+    let offsets = action_offsets(&batch, &rows);
+    Ok(rows
+        .iter()
+        .map(|&i| {
+            let span = offsets[i]..offsets[i + 1];
+            Evaluation {
+                log_prob: out.log_probs[span.clone()].iter().sum(),
+                entropy: out.entropies[span].iter().sum(),
+                value: Some(out.values[i]),
+            }
+        })
+        .collect())
 }

@@ -12,6 +12,8 @@ use cerebellum_policies::vla::checkpoint::VLA_KIND;
 use cerebellum_policies::{GaussianMlpPolicy, TrainablePolicy, VlaPolicy};
 use std::path::Path;
 
+// One per command, loaded once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum LoadedPolicy {
     Mlp(GaussianMlpPolicy),

@@ -149,10 +149,26 @@ pub fn plot_learning_curve(
     plot_two_curves(
         title,
         "env steps",
-        ("episode return", &returns),
-        ("success rate", &successes, Some((0.0, 1.0))),
+        Curve {
+            label: "episode return",
+            points: &returns,
+            range: None,
+        },
+        Curve {
+            label: "success rate",
+            points: &successes,
+            range: Some((0.0, 1.0)),
+        },
         path,
     )
+}
+
+/// One curve of `plot_two_curves`: its y label, its points, and its y
+/// range (`None`: fitted to the points).
+pub struct Curve<'a> {
+    pub label: &'a str,
+    pub points: &'a [(f64, f64)],
+    pub range: Option<(f64, f64)>,
 }
 
 /// Two curves over one x axis, one above the other (the top one scaled to
@@ -162,8 +178,8 @@ pub fn plot_learning_curve(
 pub fn plot_two_curves(
     title: &str,
     x_desc: &str,
-    top: (&str, &[(f64, f64)]),
-    bottom: (&str, &[(f64, f64)], Option<(f64, f64)>),
+    top: Curve<'_>,
+    bottom: Curve<'_>,
     path: &Path,
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
@@ -173,7 +189,7 @@ pub fn plot_two_curves(
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 22))?;
     let (upper, lower) = root.split_vertically(300);
-    let all = top.1.iter().chain(bottom.1);
+    let all = top.points.iter().chain(bottom.points);
     let max_x = all.map(|c| c.0).fold(1.0f64, f64::max);
     let range = |points: &[(f64, f64)]| {
         let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), c| {
@@ -185,10 +201,9 @@ pub fn plot_two_curves(
         let pad = ((hi - lo) * 0.05).max(1e-3);
         (lo - pad, hi + pad)
     };
-    for (area, (desc, points, fixed), color) in
-        [(&upper, (top.0, top.1, None), BLUE), (&lower, bottom, RED)]
-    {
-        let (lo, hi) = fixed.unwrap_or_else(|| range(points));
+    for (area, curve, color) in [(&upper, top, BLUE), (&lower, bottom, RED)] {
+        let (desc, points) = (curve.label, curve.points);
+        let (lo, hi) = curve.range.unwrap_or_else(|| range(points));
         let mut chart = ChartBuilder::on(area)
             .margin(10)
             .x_label_area_size(35)

@@ -215,8 +215,9 @@ fn bad_vla_settings_and_tasks_are_refused_by_name() {
 }
 
 /// The VLA learns reach-color from its own demonstrations, and it looks:
-/// a short cloning run (untimed; about three minutes on 2 cores) succeeds
-/// far more often than the same checkpoint with every frame blanked.
+/// a short cloning run (untimed; about nine minutes on 2 cores, a quarter
+/// of the default's steps) succeeds far more often than the same
+/// checkpoint with every frame blanked, which cannot find the marker.
 #[test]
 fn the_vla_learns_reach_color_well_beyond_blank_images() {
     let dir = fresh_dir("learns");
@@ -224,8 +225,8 @@ fn the_vla_learns_reach_color_well_beyond_blank_images() {
     let config = dir.join("short.toml");
     std::fs::write(
         &config,
-        "eval_episodes = 0\n[vla]\nexpert_episodes = 150\nsteps = 2000\nbatch_size = 32\n\
-         eval_every = 2000\neval_episodes = 0\n",
+        "eval_episodes = 0\n[vla]\nexpert_episodes = 300\nsteps = 2500\n\
+         eval_every = 2500\neval_episodes = 0\n",
     )
     .unwrap();
     let out = dir.join("run");
@@ -262,7 +263,7 @@ fn the_vla_learns_reach_color_well_beyond_blank_images() {
     };
     let (seeing, blind) = (eval(false), eval(true));
     assert!(
-        seeing >= 0.3 && blind <= 0.1 && seeing >= blind + 0.25,
+        seeing >= 0.3 && blind <= 0.05 && seeing >= blind + 0.25,
         "success {seeing} with the camera, {blind} with blank frames"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -465,49 +465,15 @@ impl VlaPolicy {
         grads: &OutputGrads,
         ws: &VlaWorkspace,
     ) -> Result<Option<candle_core::backprop::GradStore>, PolicyError> {
-        let mut total: Option<Tensor> = None;
-        let dev = &self.model.device;
-        for (what, g, out) in [
-            ("log_probs", &grads.log_probs, &ws.log_probs),
-            ("imitation", &grads.imitation, &ws.imitation),
-            ("values", &grads.values, &ws.values),
-        ] {
-            if g.is_empty() {
-                continue;
-            }
-            let Some(out) = out.as_ref().filter(|o| o.elem_count() == g.len()) else {
-                return Err(PolicyError::Other(format!(
-                    "gradient of {what} has {} values but the last forward pass gave {}",
-                    g.len(),
-                    out.as_ref().map_or(0, |o| o.elem_count())
-                )));
-            };
-            let term = Tensor::from_slice(g, g.len(), dev)
-                .and_then(|g| out.mul(&g))
-                .and_then(|t| t.sum_all())
-                .map_err(candle)?;
-            total = Some(match total {
-                None => term,
-                Some(t) => t.add(&term).map_err(candle)?,
-            });
-        }
-        if grads.mean_entropy != 0.0 {
-            let Some(entropies) = &ws.entropies else {
-                return Err(PolicyError::Other(
-                    "gradient of the mean entropy, but the last forward pass computed no entropies"
-                        .into(),
-                ));
-            };
-            let term = entropies
-                .mean_all()
-                .and_then(|m| m.affine(f64::from(grads.mean_entropy), 0.0))
-                .map_err(candle)?;
-            total = Some(match total {
-                None => term,
-                Some(t) => t.add(&term).map_err(candle)?,
-            });
-        }
-        total.map(|t| t.backward().map_err(candle)).transpose()
+        let outputs = crate::candle_grads::ForwardOutputs {
+            log_probs: ws.log_probs.as_ref(),
+            entropies: ws.entropies.as_ref(),
+            imitation: ws.imitation.as_ref(),
+            values: ws.values.as_ref(),
+        };
+        crate::candle_grads::objective(grads, outputs, &self.model.device)?
+            .map(|t| t.backward().map_err(candle))
+            .transpose()
     }
 
     fn size_grads(&self, ws: &mut VlaWorkspace) {
@@ -854,40 +820,6 @@ impl Policy for VlaPolicy {
         observations: &[Observation],
         actions: &[ActionChunk],
     ) -> Result<Vec<Evaluation>, PolicyError> {
-        if observations.len() != actions.len() {
-            return Err(PolicyError::Other(format!(
-                "{} observations but {} actions",
-                observations.len(),
-                actions.len()
-            )));
-        }
-        let decisions: Vec<Decision> = observations
-            .iter()
-            .zip(actions)
-            .map(|(observation, chunk)| Decision {
-                observation,
-                first_index: 0,
-                actions: chunk.actions.iter().collect(),
-            })
-            .collect();
-        let batch = self.encode(&decisions)?;
-        let rows: Vec<usize> = (0..batch.len()).collect();
-        let wants = Wants {
-            log_probs: true,
-            values: true,
-            imitation: false,
-        };
-        let out = self.forward(&batch, &rows, wants, &mut VlaWorkspace::default())?;
-        Ok(rows
-            .iter()
-            .map(|&i| {
-                let span = batch.starts[i]..batch.starts[i + 1];
-                Evaluation {
-                    log_prob: out.log_probs[span.clone()].iter().sum(),
-                    entropy: out.entropies[span].iter().sum(),
-                    value: Some(out.values[i]),
-                }
-            })
-            .collect())
+        crate::trainable::evaluate_chunks(self, observations, actions)
     }
 }

@@ -255,8 +255,16 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
     crate::report::plot_two_curves(
         &format!("{} · vla · seed {}", config.task, config.seed),
         "gradient steps",
-        ("imitation loss", &curve_loss),
-        ("validation success", &curve_success, Some((0.0, 1.0))),
+        crate::report::Curve {
+            label: "imitation loss",
+            points: &curve_loss,
+            range: None,
+        },
+        crate::report::Curve {
+            label: "validation success",
+            points: &curve_success,
+            range: Some((0.0, 1.0)),
+        },
         &out.join("learning_curve.png"),
     )?;
     let mut evaluation = None;
