@@ -28,13 +28,17 @@ fn serve_sim(robot_id: &str) -> Served {
 }
 
 fn serve_sim_with(robot_id: &str, extra: &[&str]) -> Served {
+    serve_task(robot_id, "reach", extra)
+}
+
+fn serve_task(robot_id: &str, task: &str, extra: &[&str]) -> Served {
     let port = cerebellum_firmware_bridge::session::free_local_port();
     let endpoint = format!("tcp/127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cerebellum"))
         .args([
             "serve-sim",
             "--task",
-            "reach",
+            task,
             "--robot-id",
             robot_id,
             "--listen",
@@ -248,4 +252,77 @@ fn authentication_failures_say_so() {
     assert!(error.contains("requires authentication"), "{error}");
     let (ok, report) = eval(Some("runtime"), "runtime-secret");
     assert!(ok, "{report}");
+}
+
+/// The vision-language policy over the wire: camera frames on the camera
+/// key, the instruction from the robot's reset, chunks played by the loop;
+/// in lockstep the episodes are those of the in-process simulator.
+#[test]
+fn a_vla_plays_its_chunks_over_zenoh_as_in_the_simulator() {
+    let dir = std::env::temp_dir().join(format!("cerebellum-zenoh-vla-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tiny.toml");
+    std::fs::write(
+        &config,
+        "eval_episodes = 0\n[vla]\nexpert_episodes = 4\nsteps = 4\neval_every = 4\neval_episodes = 0\n\
+         batch_size = 16\n[vla.model]\nhorizon = 5\nconv_channels = [8]\nconv_kernels = [3]\n\
+         conv_strides = [2]\nhead_hidden = [32]\n",
+    )
+    .unwrap();
+    let checkpoint = dir.join("run");
+    let (ok, stdout, stderr) = cerebellum(&[
+        "train",
+        "--task",
+        "reach-color",
+        "--policy",
+        "vla",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        checkpoint.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let checkpoint = checkpoint.to_str().unwrap();
+    let run = |robot: &str| {
+        let (ok, stdout, stderr) = cerebellum(&[
+            "run",
+            "--checkpoint",
+            checkpoint,
+            "--robot",
+            robot,
+            "--clock",
+            "sim",
+            "--episodes",
+            "2",
+            "--duration",
+            "1000",
+            "--json",
+        ]);
+        assert!(ok, "run --robot {robot} failed: {stdout}\n{stderr}");
+        last_json(&stdout)
+    };
+    let arm = serve_task("vla0", "reach-color", &["--lockstep"]);
+    let local = run("sim");
+    let remote = run(&arm.address);
+    assert_eq!(remote["policy"], "vla");
+    assert_eq!(remote["episodes"], 2);
+    assert_eq!(remote["policy_errors"], 0, "{remote}");
+    for key in [
+        "ticks",
+        "episodes",
+        "successes",
+        "chunks",
+        "stale_chunks",
+        "holds",
+    ] {
+        assert_eq!(local[key], remote[key], "{key}: {local} vs {remote}");
+    }
+    let chunks = remote["chunks"].as_u64().unwrap();
+    assert!(
+        chunks > 0 && chunks < remote["ticks"].as_u64().unwrap() / 2,
+        "{chunks} chunks"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
