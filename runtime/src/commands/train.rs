@@ -40,6 +40,13 @@ use std::time::Instant;
 ///   cerebellum train --algo grpo --group 8 --steps 100000
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100
 ///
+/// The vision-language-action policy (camera + instruction + joints → a
+/// chunk of actions; docs/vla.md) records its own expert demonstrations and
+/// clones them (`[vla]` config table); metrics.csv and learning_curve.png
+/// then hold the cloning loss and the validation success per step:
+///
+///   cerebellum train --task reach-color --policy vla
+///
 /// Continue a run in place, or fork it into a run of its own (RUN is only
 /// read; NEW names RUN and its weights hash in its provenance):
 ///
