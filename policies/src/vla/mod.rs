@@ -17,7 +17,7 @@ mod soft_argmax;
 pub mod tokenizer;
 
 pub use config::VlaConfig;
-pub use policy::{ImitationLoss, VlaDecisions, VlaPolicy, VlaWorkspace};
+pub use policy::{Augment, ImitationLoss, VlaDecisions, VlaPolicy, VlaWorkspace};
 pub use tokenizer::InstructionTokenizer;
 
 #[cfg(test)]

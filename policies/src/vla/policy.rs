@@ -138,6 +138,17 @@ pub struct VlaWorkspace {
     grads: Vec<Vec<f32>>,
 }
 
+/// How a behaviour-cloning step perturbs its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Augment {
+    /// Each frame moved by up to this many px (edge repeated; DrQ).
+    pub shift: u32,
+    /// Each instruction word dropped with this probability (one is always
+    /// kept), so the policy does not lean on the words around the one
+    /// that matters.
+    pub word_dropout: f32,
+}
+
 /// A behaviour-cloning step's losses (means over the batch).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ImitationLoss {
@@ -327,7 +338,7 @@ impl VlaPolicy {
         &self,
         batch: &VlaDecisions,
         rows: &[usize],
-        shift: Option<(u32, &mut ChaCha8Rng)>,
+        augment: Option<(Augment, &mut ChaCha8Rng)>,
     ) -> Result<Inputs, PolicyError> {
         let (frame, obs, l) = (batch.frame, batch.obs, batch.words);
         let mut frames = Vec::with_capacity(rows.len() * frame);
@@ -344,11 +355,26 @@ impl VlaPolicy {
             words.extend_from_slice(&batch.word_ids[i * l..][..l]);
             states.extend_from_slice(&batch.states[i * obs..][..obs]);
         }
-        let shifts: Option<Vec<(i32, i32)>> = shift.map(|(max, rng)| {
-            let m = max as i32;
-            rows.iter()
+        let shifts: Option<Vec<(i32, i32)>> = augment.map(|(augment, rng)| {
+            let m = augment.shift as i32;
+            let shifts = rows
+                .iter()
                 .map(|_| (rng.random_range(-m..=m), rng.random_range(-m..=m)))
-                .collect()
+                .collect();
+            if augment.word_dropout > 0.0 {
+                for row in words.chunks_exact_mut(l) {
+                    let present: Vec<usize> = (0..l).filter(|&k| row[k] != 0).collect();
+                    let keep = present
+                        .get(rng.random_range(0..present.len().max(1)))
+                        .copied();
+                    for &k in &present {
+                        if Some(k) != keep && rng.random::<f32>() < augment.word_dropout {
+                            row[k] = 0;
+                        }
+                    }
+                }
+            }
+            shifts
         });
         self.inputs(&frames, &words, states, shifts.as_deref())
     }
@@ -386,7 +412,7 @@ impl VlaPolicy {
     /// error of the chunk means (½‖μ − a‖² per executed action, averaged),
     /// plus `aux_weight` × the auxiliary head's squared error to
     /// `aux_targets` (3 per row: the named object's position, a privileged
-    /// training signal), frames shifted by up to `shift` px.
+    /// training signal), inputs perturbed by `augment`.
     #[allow(clippy::too_many_arguments)]
     pub fn imitation_step(
         &mut self,
@@ -394,12 +420,13 @@ impl VlaPolicy {
         rows: &[usize],
         aux_targets: Option<&[f32]>,
         aux_weight: f32,
-        shift: u32,
+        augment: Augment,
         rng: &mut ChaCha8Rng,
         optimizer: &mut Adam,
         max_grad_norm: f32,
     ) -> Result<ImitationLoss, PolicyError> {
-        let inputs = self.batch_inputs(batch, rows, (shift > 0).then_some((shift, rng)))?;
+        let perturbed = augment.shift > 0 || augment.word_dropout > 0.0;
+        let inputs = self.batch_inputs(batch, rows, perturbed.then_some((augment, rng)))?;
         let dev = self.model.device.clone();
         let run = || -> candle_core::Result<(Tensor, f32, f32)> {
             let forward = self.model.forward(&inputs, false)?;

@@ -1,9 +1,9 @@
 //! The VLA's contract with its learners and its checkpoints.
 
-use super::VlaConfig;
 use super::checkpoint::{TOKENIZER_FILE, load};
 use super::policy::{VlaDecisions, VlaPolicy, VlaWorkspace};
 use super::tokenizer::{InstructionTokenizer, word_level_json};
+use super::{Augment, VlaConfig};
 use crate::checkpoint::TrainingProvenance;
 use crate::gaussian::ActionMode;
 use crate::optim::Adam;
@@ -197,7 +197,10 @@ fn every_trainable_tensor_gets_a_gradient() {
             &rows,
             Some(&targets),
             1.0,
-            2,
+            Augment {
+                shift: 2,
+                word_dropout: 0.3,
+            },
             &mut rng,
             &mut optimizer,
             1.0,
@@ -313,7 +316,10 @@ fn save_load_gives_identical_chunks_and_refuses_tampering() {
             &[0, 1, 2, 3],
             None,
             0.0,
-            1,
+            Augment {
+                shift: 1,
+                word_dropout: 0.0,
+            },
             &mut rng,
             &mut optimizer,
             1.0,
@@ -449,7 +455,10 @@ fn probe_speed() {
                 &rows,
                 Some(&targets),
                 1.0,
-                4,
+                Augment {
+                    shift: 4,
+                    word_dropout: 0.0,
+                },
                 &mut rng,
                 &mut optimizer,
                 1.0,
@@ -465,7 +474,10 @@ fn probe_speed() {
                 &rows,
                 Some(&targets),
                 1.0,
-                4,
+                Augment {
+                    shift: 4,
+                    word_dropout: 0.0,
+                },
                 &mut rng,
                 &mut optimizer,
                 1.0,

@@ -148,7 +148,10 @@ pub fn run(args: VlaBenchArgs) -> anyhow::Result<()> {
             &rows,
             Some(&targets),
             1.0,
-            4,
+            cerebellum_policies::vla::Augment {
+                shift: 4,
+                word_dropout: 0.0,
+            },
             rng,
             &mut optimizer,
             1.0,
