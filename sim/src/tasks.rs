@@ -248,6 +248,18 @@ pub const MARKER_COLORS: [Color; 3] = [
     ("green", [0.08, 0.62, 0.16]),
     ("blue", [0.10, 0.22, 0.90]),
 ];
+/// Every colour word the colour tasks name an object by, sorted.
+pub fn color_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = MARKER_COLORS
+        .iter()
+        .chain(&CUBE_COLORS)
+        .map(|(name, _)| *name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The cubes of `lift-color`: the lift cube's red and the markers' blue.
 pub const CUBE_COLORS: [Color; 2] = [MARKER_COLORS[0], MARKER_COLORS[2]];
 /// A marker is an upright cylinder standing on the table, this high (m):

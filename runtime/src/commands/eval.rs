@@ -195,7 +195,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             (report, Some(figures))
         }
     };
-    let colors = super::train_vla::color_words();
+    let colors = cerebellum_sim::tasks::color_names();
     let by_color = color_task.then(|| report.success_by_color(&colors));
     println!(
         "{} episodes of {}: success rate {:.1}%, mean return {:.3} (policy {} version {}{})",

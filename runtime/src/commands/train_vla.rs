@@ -27,18 +27,6 @@ use std::time::Instant;
 /// demonstrations' nor the final held-out evaluation's).
 const VALIDATION: u64 = 0x7A11_DA7E;
 
-/// The colour words a colour task's instructions name.
-pub(crate) fn color_words() -> Vec<&'static str> {
-    let mut words: Vec<&str> = cerebellum_sim::tasks::MARKER_COLORS
-        .iter()
-        .chain(&cerebellum_sim::tasks::CUBE_COLORS)
-        .map(|(name, _)| *name)
-        .collect();
-    words.sort();
-    words.dedup();
-    words
-}
-
 /// The process's peak resident memory (MiB), where the OS says.
 pub(crate) fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -144,6 +132,9 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
         |n| bar.set_position(n as u64),
     )?;
     let demo_seconds = started.elapsed().as_secs_f64();
+    // Ticks of data the policy is trained on (the kept demonstrations,
+    // then DAgger's): the contract's `env_steps`.
+    let mut env_steps = demos.observations.len() as u64;
     let demonstrations = json!({
         "episodes": demos.episodes,
         "successful": demos.successful,
@@ -165,11 +156,11 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
     bar.set_length(total_steps as u64);
     bar.set_position(0);
     bar.set_style(style("steps"));
-    let provenance = |step: usize| -> anyhow::Result<TrainingProvenance> {
+    let provenance = |step: usize, env_steps: u64| -> anyhow::Result<TrainingProvenance> {
         Ok(TrainingProvenance {
             config: serde_json::to_value(&config)?,
             seed: config.seed,
-            env_steps: 0,
+            env_steps,
             updates: step as u64,
             source_commit: source_commit(),
             parent: None,
@@ -207,6 +198,7 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
                 "policy_successes": visited.successful,
                 "ticks": visited.observations.len(),
             }));
+            env_steps += visited.observations.len() as u64;
             let data = encode_demonstrations(&policy, &visited)?;
             cloning.add(data, scale.standardise(&visited.aux))?;
             phase_end += settings.dagger_steps;
@@ -238,7 +230,7 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
             learning_rate,
             success,
         )?;
-        policy.save(&out, provenance(step)?)?;
+        policy.save(&out, provenance(step, env_steps)?)?;
         bar.set_position(step as u64);
         bar.set_message(format!(
             "loss {:.4}  aux {:.4}{}",
@@ -292,7 +284,7 @@ pub fn run(args: &TrainArgs, config: TrainConfig, out: PathBuf) -> anyhow::Resul
         }
     }
     let total_seconds = started.elapsed().as_secs_f64();
-    let colors = color_words();
+    let colors = cerebellum_sim::tasks::color_names();
     println!(
         "trained the VLA ({} parameters) on {} for {} steps of {} in {:.0} s (demonstrations {:.0} s) → {}",
         policy.param_count(),
