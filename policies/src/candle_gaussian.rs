@@ -467,30 +467,11 @@ impl TrainablePolicy for CandleGaussianPolicy {
             starts: vec![0],
         };
         for (d, row) in decisions.iter().zip(out.observations.chunks_exact_mut(obs)) {
-            let first = d.first_index as usize;
-            let end = first + d.actions.len();
-            if d.actions.is_empty() {
-                return Err(PolicyError::Other(
-                    "a decision has no executed actions".into(),
-                ));
-            }
-            if end > horizon {
-                return Err(PolicyError::Other(format!(
-                    "a decision of {} actions from chunk index {first} runs past the policy's chunk (horizon {horizon})",
-                    d.actions.len()
-                )));
-            }
-            self.spec().observation.check(d.observation)?;
+            let first = d.check(self.spec(), horizon, act)?;
             self.base
                 .normalizer
                 .normalize_into(&d.observation.state, row);
             for action in &d.actions {
-                if action.values.len() != act {
-                    return Err(PolicyError::Other(format!(
-                        "action has {} values, the policy has {act}",
-                        action.values.len()
-                    )));
-                }
                 out.actions
                     .extend(self.base.to_raw(&d.observation.state, &action.values));
             }

@@ -189,6 +189,38 @@ pub trait TrainablePolicy: Policy + Clone + Send + 'static {
         Self: Sized;
 }
 
+impl Decision<'_> {
+    /// Checks the decision against a chunk policy of `horizon` actions of
+    /// `act` values each and the robot `spec`; returns its first chunk index.
+    pub fn check(
+        &self,
+        spec: &RobotSpec,
+        horizon: usize,
+        act: usize,
+    ) -> Result<usize, PolicyError> {
+        let first = self.first_index as usize;
+        if self.actions.is_empty() {
+            return Err(PolicyError::Other(
+                "a decision has no executed actions".into(),
+            ));
+        }
+        if first + self.actions.len() > horizon {
+            return Err(PolicyError::Other(format!(
+                "a decision of {} actions from chunk index {first} runs past the policy's chunk (horizon {horizon})",
+                self.actions.len()
+            )));
+        }
+        spec.observation.check(self.observation)?;
+        if let Some(action) = self.actions.iter().find(|a| a.values.len() != act) {
+            return Err(PolicyError::Other(format!(
+                "action has {} values, the policy has {act}",
+                action.values.len()
+            )));
+        }
+        Ok(first)
+    }
+}
+
 /// Offsets of each row's actions in a per-action vector over `rows`.
 pub fn action_offsets<E: EncodedDecisions>(batch: &E, rows: &[usize]) -> Vec<usize> {
     let mut offsets = Vec::with_capacity(rows.len() + 1);

@@ -175,7 +175,12 @@ impl<P: Policy> Policy for Instructed<P> {
         observations: &[Observation],
         sampling: Sampling,
     ) -> Result<Vec<PolicyOutput>, PolicyError> {
-        let Some(text) = &self.instruction else {
+        // Observations are copied only when the robot said otherwise.
+        let Some(text) = self.instruction.as_ref().filter(|t| {
+            observations
+                .iter()
+                .any(|o| o.instruction.as_ref() != Some(*t))
+        }) else {
             return self.policy.act(observations, sampling);
         };
         let instructed: Vec<Observation> = observations

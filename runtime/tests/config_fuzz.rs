@@ -257,6 +257,8 @@ fn train_base(task: TaskKind) -> String {
     let mut config = TrainConfig::for_task(task);
     config.ppo.value_clip = Some(0.2);
     config.ppo.target_kl = Some(0.02);
+    // The vision-language policy's table too, so its keys are mutated.
+    config.vla = Some(Default::default());
     config.to_toml()
 }
 

@@ -564,19 +564,7 @@ impl TrainablePolicy for VlaPolicy {
             ..VlaDecisions::default()
         };
         for (d, row) in decisions.iter().zip(out.states.chunks_exact_mut(obs)) {
-            let first = d.first_index as usize;
-            if d.actions.is_empty() {
-                return Err(PolicyError::Other(
-                    "a decision has no executed actions".into(),
-                ));
-            }
-            if first + d.actions.len() > horizon {
-                return Err(PolicyError::Other(format!(
-                    "a decision of {} actions from chunk index {first} runs past the policy's chunk (horizon {horizon})",
-                    d.actions.len()
-                )));
-            }
-            self.base.spec.observation.check(d.observation)?;
+            let first = d.check(self.spec(), horizon, act)?;
             let text = d.observation.instruction.as_deref().ok_or_else(|| {
                 PolicyError::Other("a decision's observation has no instruction".into())
             })?;
@@ -587,12 +575,6 @@ impl TrainablePolicy for VlaPolicy {
                 .normalizer
                 .normalize_into(&d.observation.state, row);
             for action in &d.actions {
-                if action.values.len() != act {
-                    return Err(PolicyError::Other(format!(
-                        "action has {} values, the policy has {act}",
-                        action.values.len()
-                    )));
-                }
                 out.actions
                     .extend(self.base.to_raw(&d.observation.state, &action.values));
             }
