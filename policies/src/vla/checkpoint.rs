@@ -4,14 +4,23 @@
 //! cameras with their pixel normalisation, and the tokenizer's file and
 //! SHA-256. Loading checks all of it before a weight is used and names
 //! the field that is wrong; nothing is loaded from a checkpoint that fails.
+//!
+//! A fine-tuned checkpoint (`vla.finetune`) says what RL trained. One of
+//! `head` or `lora` with a `base` holds only the tensors it trained (the
+//! actor, log σ and critic; or the adapters, log σ and critic) and names
+//! the checkpoint the rest comes from by its path and its weights' SHA-256:
+//! it loads on its own by loading that base first, and a base whose hash
+//! differs is refused, naming both hashes.
 
 use super::config::VlaConfig;
+use super::finetune::{Finetune, TrainScope};
+use super::model::{GROUPS, trained_groups};
 use super::policy::{PIXEL_MEAN, PIXEL_STD, VlaPolicy, check_spec};
 use super::tokenizer::{InstructionTokenizer, sha256_hex};
 use crate::checkpoint::{
     self, CONTRACT_FILE, CheckpointError, Contract, TrainingProvenance, WEIGHTS_FILE,
 };
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use cerebellum_core::{Policy, RobotSpec};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -30,6 +39,29 @@ pub struct VlaContract {
     /// normalisation: (v / 255 − mean) / std per channel.
     pub cameras: Vec<CameraInput>,
     pub tokenizer: TokenizerFile,
+    /// What RL fine-tuning trained, and the base it trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneContract>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneContract {
+    pub settings: Finetune,
+    /// Where the frozen tensors come from; `None`: this checkpoint holds
+    /// every tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseWeights>,
+}
+
+/// The checkpoint a fine-tune trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseWeights {
+    /// Its directory (absolute, or relative to this checkpoint's).
+    pub path: String,
+    /// Its contract's `weights_sha256`.
+    pub weights_sha256: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,19 +98,40 @@ pub fn save(
     policy: &VlaPolicy,
     provenance: TrainingProvenance,
 ) -> Result<(), CheckpointError> {
+    save_on(dir, policy, provenance, None)
+}
+
+/// [`save`], and for a policy fine-tuning its `head` or `lora` with a
+/// `base`, only the tensors it trains, naming the base.
+pub fn save_on(
+    dir: &Path,
+    policy: &VlaPolicy,
+    provenance: TrainingProvenance,
+    base: Option<BaseWeights>,
+) -> Result<(), CheckpointError> {
     let write_error = |e: String| CheckpointError::Write {
         path: dir.join(WEIGHTS_FILE),
         source: std::io::Error::other(e),
     };
-    let mut tensors = Vec::new();
-    for (name, var) in policy.model.groups().into_iter().flatten() {
-        let values = var
-            .as_tensor()
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| write_error(e.to_string()))?;
-        tensors.push((name, var.dims().to_vec(), le_bytes(&values)));
-    }
+    let scope = policy.scope();
+    let settings = policy.adapters().unwrap_or(Finetune {
+        train: scope,
+        ..Finetune::default()
+    });
+    let base = base.filter(|_| scope != TrainScope::All);
+    let groups: Vec<usize> = if base.is_some() {
+        trained_groups(scope).to_vec()
+    } else {
+        (0..policy.model.groups().len()).collect()
+    };
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = policy
+        .named_tensors(&groups)
+        .map_err(|e| write_error(e.to_string()))?
+        .into_iter()
+        .map(|(name, shape, values)| (name, shape, le_bytes(&values)))
+        .collect();
+    let finetune = (scope != TrainScope::All || provenance.parent.is_some())
+        .then(|| FinetuneContract { settings, base });
     let camera = &policy.base.spec.observation.cameras[0];
     let config = policy.config().clone();
     let mut normalizer = policy.base.normalizer.clone();
@@ -100,6 +153,7 @@ pub fn save(
             max_words: config.max_words,
         },
         model: config.clone(),
+        finetune,
     };
     checkpoint::write_pair(
         dir,
@@ -124,12 +178,120 @@ pub fn save(
 
 /// Loads a VLA checkpoint onto `device`, checking the contract against
 /// `robot` when given, the tokenizer against its hash, and every tensor's
-/// name, shape and values, before any weight is used.
+/// name, shape and values, before any weight is used. A fine-tune on a
+/// base loads its base first (which must hash as recorded).
 pub fn load(
     dir: &Path,
     robot: Option<&RobotSpec>,
     device: &Device,
 ) -> Result<(VlaPolicy, Contract), CheckpointError> {
+    let (contract, vla, tokenizer) = checked_contract(dir, robot)?;
+    let bad = |reason: String| CheckpointError::Contract {
+        path: dir.join(CONTRACT_FILE),
+        reason,
+    };
+    let finetune = vla.finetune.clone();
+    let (mut policy, groups) = match finetune.as_ref().and_then(|f| f.base.clone()) {
+        Some(base) => {
+            let settings = finetune
+                .as_ref()
+                .expect("a base comes with settings")
+                .settings;
+            if settings.train == TrainScope::All {
+                return Err(bad(
+                    "vla.finetune.base is set but vla.finetune.settings.train is `all`: an `all` fine-tune holds every tensor".into(),
+                ));
+            }
+            let base_dir = resolve_base(dir, &base.path);
+            let (mut policy, base_contract) =
+                load_whole(&base_dir, robot, device).map_err(|e| {
+                    bad(format!(
+                        "vla.finetune.base `{}` (resolved to {}) does not load: {e}",
+                        base.path,
+                        base_dir.display()
+                    ))
+                })?;
+            if base_contract.weights_sha256 != base.weights_sha256 {
+                return Err(bad(format!(
+                    "vla.finetune.base.weights_sha256 is {} but the checkpoint at {} has weights {}: this fine-tune was trained on another base",
+                    base.weights_sha256,
+                    base_dir.display(),
+                    base_contract.weights_sha256
+                )));
+            }
+            let base_vla = base_contract.vla.as_ref().expect("a VLA contract");
+            if base_vla.model != vla.model || base_vla.tokenizer != vla.tokenizer {
+                return Err(bad(format!(
+                    "vla.model / vla.tokenizer differ from the base's at {}",
+                    base_dir.display()
+                )));
+            }
+            policy
+                .set_finetune(&settings, 0)
+                .map_err(|e| bad(e.to_string()))?;
+            (policy, trained_groups(settings.train).to_vec())
+        }
+        None => {
+            let mut policy =
+                VlaPolicy::new(&contract.spec, vla.model.clone(), tokenizer, 0, device)
+                    .map_err(|e| bad(e.to_string()))?;
+            if let Some(f) = &finetune {
+                policy
+                    .set_finetune(&f.settings, 0)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            let groups = (0..policy.model.groups().len()).collect();
+            (policy, groups)
+        }
+    };
+    read_tensors(dir, &contract, &mut policy, &groups)?;
+    policy.base.normalizer = contract.normalizer.clone();
+    policy.base.set_version(contract.policy_version);
+    Ok((policy, contract))
+}
+
+/// A checkpoint that holds every tensor (a base).
+fn load_whole(
+    dir: &Path,
+    robot: Option<&RobotSpec>,
+    device: &Device,
+) -> Result<(VlaPolicy, Contract), CheckpointError> {
+    let (contract, vla, tokenizer) = checked_contract(dir, robot)?;
+    if vla.finetune.as_ref().is_some_and(|f| f.base.is_some()) {
+        return Err(CheckpointError::Contract {
+            path: dir.join(CONTRACT_FILE),
+            reason: "it is itself a fine-tune on a base; fine-tune from a checkpoint that holds every tensor".into(),
+        });
+    }
+    let mut policy = VlaPolicy::new(&contract.spec, vla.model.clone(), tokenizer, 0, device)
+        .map_err(|e| CheckpointError::Contract {
+            path: dir.join(CONTRACT_FILE),
+            reason: e.to_string(),
+        })?;
+    let groups: Vec<usize> = (0..policy.model.groups().len()).collect();
+    read_tensors(dir, &contract, &mut policy, &groups)?;
+    policy.base.normalizer = contract.normalizer.clone();
+    policy.base.set_version(contract.policy_version);
+    Ok((policy, contract))
+}
+
+/// A base path as recorded: absolute, or relative to the fine-tune's
+/// directory.
+fn resolve_base(dir: &Path, path: &str) -> std::path::PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    }
+}
+
+/// The contract of the checkpoint in `dir`, checked in everything but the
+/// weights, and its tokenizer.
+fn checked_contract(
+    dir: &Path,
+    robot: Option<&RobotSpec>,
+) -> Result<(Contract, VlaContract, InstructionTokenizer), CheckpointError> {
     let contract_path = dir.join(CONTRACT_FILE);
     let contract = checkpoint::load_contract(dir)?;
     let bad = |reason: String| CheckpointError::Contract {
@@ -152,6 +314,11 @@ pub fn load(
     vla.model
         .validate_at("vla.model")
         .map_err(|e| bad(e.to_string()))?;
+    if let Some(f) = &vla.finetune {
+        f.settings
+            .validate_at("vla.finetune.settings")
+            .map_err(bad)?;
+    }
     check_spec(&contract.spec, &vla.model).map_err(|e| bad(e.to_string()))?;
     if contract.action_chunk as usize != vla.model.horizon {
         return Err(bad(format!(
@@ -209,35 +376,44 @@ pub fn load(
             tokenizer.vocab_size()
         )));
     }
-    let data = checkpoint::verified_weights(dir, &contract)?;
+    Ok((contract, vla, tokenizer))
+}
+
+/// Reads the tensors of `groups` (indices into [`GROUPS`]) from the
+/// checkpoint's weights file, which must hold exactly those, each of the
+/// shape the policy has and finite, and sets them.
+fn read_tensors(
+    dir: &Path,
+    contract: &Contract,
+    policy: &mut VlaPolicy,
+    groups: &[usize],
+) -> Result<(), CheckpointError> {
+    let data = checkpoint::verified_weights(dir, contract)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let corrupt = |reason: String| CheckpointError::Weights {
         path: weights_path.clone(),
         reason,
     };
     let tensors = SafeTensors::deserialize(&data).map_err(|e| corrupt(e.to_string()))?;
-    let mut policy = VlaPolicy::new(&contract.spec, vla.model.clone(), tokenizer, 0, device)
-        .map_err(|e| bad(e.to_string()))?;
-    let names: Vec<String> = policy
-        .model
-        .groups()
-        .into_iter()
-        .flatten()
-        .map(|(name, _)| name)
-        .collect();
-    if tensors.len() != names.len() {
+    let all = policy.model.groups();
+    let expected: usize = groups.iter().map(|&g| all[g].len()).sum();
+    if tensors.len() != expected {
         return Err(corrupt(format!(
-            "{} tensors; the model described by the contract has {}",
+            "{} tensors; the contract describes {expected} (groups {})",
             tensors.len(),
-            names.len()
+            groups
+                .iter()
+                .map(|&g| GROUPS[g])
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
-    let mut groups = Vec::new();
-    for group in policy.model.groups() {
+    let mut values_by_group = Vec::new();
+    for &g in groups {
         let mut values = Vec::new();
-        for (name, var) in group {
+        for (name, var) in &all[g] {
             let view = tensors
-                .tensor(&name)
+                .tensor(name)
                 .map_err(|_| corrupt(format!("tensor `{name}` is missing")))?;
             if view.dtype() != Dtype::F32 || view.shape() != var.dims() {
                 return Err(corrupt(format!(
@@ -260,13 +436,10 @@ pub fn load(
                 )));
             }
         }
-        groups.push(values);
+        values_by_group.push(values);
     }
+    drop(all);
     policy
-        .set_parameters(&groups)
-        .map_err(|e| corrupt(e.to_string()))?;
-    policy.base.normalizer = contract.normalizer.clone();
-    policy.base.set_version(contract.policy_version);
-    let _: Option<Tensor> = None;
-    Ok((policy, contract))
+        .set_groups(groups, &values_by_group)
+        .map_err(|e| corrupt(e.to_string()))
 }

@@ -17,6 +17,7 @@
 
 use super::config::VlaConfig;
 use super::conv::{Conv2d, FilmConv};
+use super::finetune::{Finetune, TrainScope};
 use super::soft_argmax::SpatialSoftArgmax;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
@@ -56,6 +57,84 @@ impl Linear {
         x.matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())
     }
+
+    /// The layer with its weight and bias as `frozen` leaves them, plus
+    /// the adapter's update when it has one.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        frozen: bool,
+        adapter: Option<&Adapter>,
+    ) -> candle_core::Result<Tensor> {
+        let weight = adapted(&self.weight, frozen, adapter)?;
+        x.matmul(&weight.t()?)?
+            .broadcast_add(&tracked(&self.bias, frozen))
+    }
+}
+
+/// A variable as the forward pass reads it: detached from the graph when
+/// it is frozen, so no gradient is computed for it.
+fn tracked(var: &Var, frozen: bool) -> Tensor {
+    if frozen {
+        var.as_tensor().detach()
+    } else {
+        var.as_tensor().clone()
+    }
+}
+
+/// A weight (any shape, `out` first) plus its low-rank update, if any.
+fn adapted(var: &Var, frozen: bool, adapter: Option<&Adapter>) -> candle_core::Result<Tensor> {
+    let base = tracked(var, frozen);
+    match adapter {
+        Some(adapter) => base.add(&adapter.delta()?.reshape(var.shape())?),
+        None => Ok(base),
+    }
+}
+
+/// A low-rank adapter of one layer (LoRA, Hu et al. 2021): ΔW = s·B·A,
+/// B `out × r` (zero at first: the adapted layer starts as the base),
+/// A `r × in` (He-uniform), s = α / r.
+#[derive(Debug)]
+pub(crate) struct Adapter {
+    pub(crate) a: Var,
+    pub(crate) b: Var,
+    pub(crate) scale: f64,
+}
+
+impl Adapter {
+    fn new(
+        outputs: usize,
+        inputs: usize,
+        finetune: &Finetune,
+        rng: &mut ChaCha8Rng,
+        dev: &Device,
+    ) -> candle_core::Result<Self> {
+        let r = finetune.lora_rank;
+        let bound = (6.0 / inputs as f32).sqrt();
+        let a: Vec<f32> = (0..r * inputs)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        Ok(Self {
+            a: Var::from_vec(a, (r, inputs), dev)?,
+            b: Var::zeros((outputs, r), candle_core::DType::F32, dev)?,
+            scale: finetune.lora_scale(),
+        })
+    }
+
+    /// s·B·A, `out × in`.
+    fn delta(&self) -> candle_core::Result<Tensor> {
+        self.b.as_tensor().matmul(self.a.as_tensor())? * self.scale
+    }
+}
+
+/// The adapters of a `lora` fine-tune: one per convolution, the FiLM layer
+/// and each actor layer.
+#[derive(Debug)]
+pub(crate) struct Adapters {
+    pub(crate) finetune: Finetune,
+    pub(crate) convs: Vec<Adapter>,
+    pub(crate) film: Adapter,
+    pub(crate) actor: Vec<Adapter>,
 }
 
 /// A convolution: kernel `out × in × k × k`. No bias: the FiLM shift β
@@ -113,10 +192,26 @@ pub struct VlaModel {
     /// Pixel-centre coordinates in [−1, 1] of the last feature map, `1 × 1 × (h·w)`.
     grid_x: Tensor,
     grid_y: Tensor,
+    /// What training moves; the rest is read detached.
+    pub(crate) scope: TrainScope,
+    /// The low-rank adapters of a `lora` fine-tune.
+    pub(crate) adapters: Option<Adapters>,
 }
 
-/// The parameter groups, in the order of [`VlaModel::groups`].
-pub const GROUPS: [&str; 6] = ["vision", "language", "actor", "aux", "log_std", "critic"];
+/// The parameter groups, in the order of [`VlaModel::groups`]; `lora`
+/// only when the model has adapters.
+pub const GROUPS: [&str; 7] = [
+    "vision", "language", "actor", "aux", "log_std", "critic", "lora",
+];
+
+/// The groups each scope trains (indices into [`GROUPS`]).
+pub fn trained_groups(scope: TrainScope) -> &'static [usize] {
+    match scope {
+        TrainScope::All => &[0, 1, 2, 3, 4, 5],
+        TrainScope::Head => &[2, 4, 5],
+        TrainScope::Lora => &[4, 5, 6],
+    }
+}
 
 impl VlaModel {
     pub fn new(
@@ -207,7 +302,87 @@ impl VlaModel {
             critic,
             grid_x: Tensor::from_vec(gx, (1, 1, side * side), dev)?,
             grid_y: Tensor::from_vec(gy, (1, 1, side * side), dev)?,
+            scope: TrainScope::All,
+            adapters: None,
         })
+    }
+
+    /// Sets what training moves; `lora` adds fresh adapters (drawn from
+    /// `seed`) unless the model has them.
+    pub(crate) fn set_scope(&mut self, finetune: &Finetune, seed: u64) -> candle_core::Result<()> {
+        self.scope = finetune.train;
+        if finetune.train != TrainScope::Lora {
+            self.adapters = None;
+            return Ok(());
+        }
+        if self.adapters.is_some() {
+            return Ok(());
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x10_4A);
+        let dev = self.device.clone();
+        let convs = self
+            .convs
+            .iter()
+            .map(|c| {
+                let dims = c.weight.dims();
+                Adapter::new(
+                    dims[0],
+                    dims[1] * dims[2] * dims[3],
+                    finetune,
+                    &mut rng,
+                    &dev,
+                )
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let linear = |l: &Linear, rng: &mut ChaCha8Rng| {
+            let dims = l.weight.dims();
+            Adapter::new(dims[0], dims[1], finetune, rng, &dev)
+        };
+        let film = linear(&self.film, &mut rng)?;
+        let actor = self
+            .actor
+            .iter()
+            .map(|l| linear(l, &mut rng))
+            .collect::<candle_core::Result<_>>()?;
+        self.adapters = Some(Adapters {
+            finetune: *finetune,
+            convs,
+            film,
+            actor,
+        });
+        Ok(())
+    }
+
+    /// Folds the adapters into the base weights (W ← W + s·B·A) and drops
+    /// them: a plain model computing the same chunks.
+    pub(crate) fn merge_adapters(&mut self) -> candle_core::Result<()> {
+        let Some(adapters) = self.adapters.take() else {
+            return Ok(());
+        };
+        let fold = |var: &Var, adapter: &Adapter| -> candle_core::Result<()> {
+            let merged = adapted(var, true, Some(adapter))?;
+            var.set(&merged)
+        };
+        for (conv, adapter) in self.convs.iter().zip(&adapters.convs) {
+            fold(&conv.weight, adapter)?;
+        }
+        fold(&self.film.weight, &adapters.film)?;
+        for (layer, adapter) in self.actor.iter().zip(&adapters.actor) {
+            fold(&layer.weight, adapter)?;
+        }
+        self.scope = TrainScope::All;
+        Ok(())
+    }
+
+    /// Whether the encoder (convolutions, words, FiLM) is frozen, so its
+    /// output can be cached per decision.
+    pub fn encoder_frozen(&self) -> bool {
+        self.scope == TrainScope::Head
+    }
+
+    /// Width of the encoder's output: keypoints and the instruction.
+    pub fn encoded_width(&self) -> usize {
+        self.config.keypoints() + self.config.text_width
     }
 
     /// The variables of each group, in [`GROUPS`] order, each with its
@@ -240,14 +415,39 @@ impl VlaModel {
             .enumerate()
             .flat_map(|(k, l)| linear(&format!("critic.{k}"), l))
             .collect();
-        vec![
+        let mut groups = vec![
             vision,
             language,
             actor,
             linear("aux", &self.aux).to_vec(),
             vec![("log_std".to_owned(), &self.log_std)],
             critic,
-        ]
+        ];
+        if let Some(adapters) = &self.adapters {
+            let named = adapters
+                .convs
+                .iter()
+                .enumerate()
+                .map(|(k, a)| (format!("vision.conv{k}"), a))
+                .chain(std::iter::once((
+                    "language.film".to_owned(),
+                    &adapters.film,
+                )))
+                .chain(
+                    adapters
+                        .actor
+                        .iter()
+                        .enumerate()
+                        .map(|(k, a)| (format!("actor.{k}"), a)),
+                );
+            let mut lora = Vec::new();
+            for (name, a) in named {
+                lora.push((format!("lora.{name}.a"), &a.a));
+                lora.push((format!("lora.{name}.b"), &a.b));
+            }
+            groups.push(lora);
+        }
+        groups
     }
 
     pub fn param_count(&self) -> usize {
@@ -265,19 +465,16 @@ impl VlaModel {
     /// dominate, whatever the words around them, which is what carries a
     /// policy to phrasings it never saw. They start equal (the mean).
     fn text(&self, words: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let frozen = self.scope != TrainScope::All;
         let (b, l) = words.dims2()?;
         let t = self.config.text_width;
         let flat = words.flatten_all()?;
-        let each = self
-            .embedding
-            .as_tensor()
+        let each = tracked(&self.embedding, frozen)
             .index_select(&flat, 0)?
             .reshape((b, l, t))?;
         // Saliences are bounded (tanh) so exp never overflows: weights
         // within e^±8 of one another.
-        let salience = (self
-            .salience
-            .as_tensor()
+        let salience = (tracked(&self.salience, frozen)
             .index_select(&flat, 0)?
             .reshape((b, l))?
             .tanh()?
@@ -290,7 +487,11 @@ impl VlaModel {
 
     /// The keypoints of the image under the instruction's FiLM (`B × 2C`).
     fn keypoints(&self, images: &Tensor, text: &Tensor) -> candle_core::Result<Tensor> {
-        let film = self.film.forward(text)?;
+        let frozen = self.scope != TrainScope::All;
+        let adapters = self.adapters.as_ref();
+        let film = self
+            .film
+            .forward_with(text, frozen, adapters.map(|a| &a.film))?;
         let mut x = images.clone();
         let mut at = 0;
         for (k, conv) in self.convs.iter().enumerate() {
@@ -300,21 +501,43 @@ impl VlaModel {
                 padding: conv.padding,
                 input_grad: k > 0,
             });
-            x = op.forward(&x, conv.weight.as_tensor(), &film.narrow(1, at, 2 * c)?)?;
+            let weight = adapted(&conv.weight, frozen, adapters.map(|a| &a.convs[k]))?;
+            x = op.forward(&x, &weight, &film.narrow(1, at, 2 * c)?)?;
             at += 2 * c;
         }
         SpatialSoftArgmax::new().forward(&x, &self.grid_x, &self.grid_y)
     }
 
-    pub fn forward(&self, inputs: &Inputs, values: bool) -> candle_core::Result<Forward> {
+    /// The encoder: keypoints of the image under the instruction, and the
+    /// instruction's embedding (`B × encoded_width`).
+    pub fn encode(&self, inputs: &Inputs) -> candle_core::Result<Tensor> {
         let text = self.text(&inputs.words, &inputs.mask)?;
         let keypoints = self.keypoints(&inputs.images, &text)?;
-        let features = Tensor::cat(&[keypoints, text, inputs.states.clone()], 1)?;
+        Tensor::cat(&[keypoints, text], 1)
+    }
+
+    pub fn forward(&self, inputs: &Inputs, values: bool) -> candle_core::Result<Forward> {
+        let encoded = self.encode(inputs)?;
+        self.heads(&encoded, &inputs.states, values)
+    }
+
+    /// The actor, auxiliary head and critic over the encoder's output
+    /// (computed now, or cached when the encoder is frozen) and the
+    /// normalised states.
+    pub fn heads(
+        &self,
+        encoded: &Tensor,
+        states: &Tensor,
+        values: bool,
+    ) -> candle_core::Result<Forward> {
+        let features = Tensor::cat(&[encoded.clone(), states.clone()], 1)?;
+        let actor_frozen = self.scope == TrainScope::Lora;
+        let adapters = self.adapters.as_ref();
         let mut h = features.clone();
         let mut first = None;
         let last = self.actor.len() - 1;
         for (k, layer) in self.actor.iter().enumerate() {
-            h = layer.forward(&h)?;
+            h = layer.forward_with(&h, actor_frozen, adapters.map(|a| &a.actor[k]))?;
             if k < last {
                 h = h.relu()?;
             }
@@ -322,9 +545,10 @@ impl VlaModel {
                 first = Some(h.clone());
             }
         }
+        let first = first.expect("at least one hidden layer");
         let aux = self
             .aux
-            .forward(&first.expect("at least one hidden layer"))?;
+            .forward_with(&first, self.scope != TrainScope::All, None)?;
         let values = if values {
             let mut v = features;
             let last = self.critic.len() - 1;
@@ -345,14 +569,17 @@ impl VlaModel {
         })
     }
 
-    /// Adds each variable's gradient in `store` to `grads` (one flat buffer
-    /// per group, in [`GROUPS`] order and variable order).
+    /// Adds each trained variable's gradient in `store` to `grads` (one
+    /// flat buffer per trained group, in [`trained_groups`] order and
+    /// variable order).
     pub(crate) fn accumulate(
         &self,
         store: &GradStore,
         grads: &mut [Vec<f32>],
     ) -> candle_core::Result<()> {
-        for (group, acc) in self.groups().iter().zip(grads.iter_mut()) {
+        let groups = self.groups();
+        for (&g, acc) in trained_groups(self.scope).iter().zip(grads.iter_mut()) {
+            let group = &groups[g];
             let len: usize = group.iter().map(|(_, v)| v.elem_count()).sum();
             acc.resize(len, 0.0);
             let mut at = 0;
@@ -366,6 +593,64 @@ impl VlaModel {
                 }
                 at += n;
             }
+        }
+        Ok(())
+    }
+
+    /// The trained groups' parameters, flat, in [`trained_groups`] order.
+    pub(crate) fn flat_trained(&self) -> candle_core::Result<Vec<Vec<f32>>> {
+        let all = self.flat()?;
+        Ok(trained_groups(self.scope)
+            .iter()
+            .map(|&g| all[g].clone())
+            .collect())
+    }
+
+    /// Overwrites the trained groups' parameters (the layout of
+    /// `flat_trained`).
+    pub(crate) fn set_trained(&self, values: &[Vec<f32>]) -> candle_core::Result<()> {
+        let trained = trained_groups(self.scope);
+        if values.len() != trained.len() {
+            candle_core::bail!(
+                "{} parameter groups, the model trains {}",
+                values.len(),
+                trained.len()
+            );
+        }
+        let groups = self.groups();
+        for (&g, values) in trained.iter().zip(values) {
+            self.set_group(&groups[g], values)?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites the groups `indices` (into [`GROUPS`]).
+    pub(crate) fn set_groups(
+        &self,
+        indices: &[usize],
+        values: &[Vec<f32>],
+    ) -> candle_core::Result<()> {
+        let groups = self.groups();
+        for (&g, values) in indices.iter().zip(values) {
+            let Some(group) = groups.get(g) else {
+                candle_core::bail!("the model has no parameter group {g}");
+            };
+            self.set_group(group, values)?;
+        }
+        Ok(())
+    }
+
+    fn set_group(&self, group: &[(String, &Var)], values: &[f32]) -> candle_core::Result<()> {
+        let len: usize = group.iter().map(|(_, v)| v.elem_count()).sum();
+        if values.len() != len {
+            candle_core::bail!("a group of {} values for {len} parameters", values.len());
+        }
+        let mut at = 0;
+        for (_, var) in group {
+            let n = var.elem_count();
+            let t = Tensor::from_slice(&values[at..at + n], var.shape(), &self.device)?;
+            var.set(&t)?;
+            at += n;
         }
         Ok(())
     }
@@ -395,17 +680,7 @@ impl VlaModel {
             );
         }
         for (group, values) in mine.iter().zip(groups) {
-            let len: usize = group.iter().map(|(_, v)| v.elem_count()).sum();
-            if values.len() != len {
-                candle_core::bail!("a group of {} values for {len} parameters", values.len());
-            }
-            let mut at = 0;
-            for (_, var) in group {
-                let n = var.elem_count();
-                let t = Tensor::from_slice(&values[at..at + n], var.shape(), &self.device)?;
-                var.set(&t)?;
-                at += n;
-            }
+            self.set_group(group, values)?;
         }
         Ok(())
     }
@@ -420,6 +695,11 @@ impl VlaModel {
             0,
             &self.device,
         )?;
+        let mut copy = copy;
+        if let Some(adapters) = &self.adapters {
+            copy.set_scope(&adapters.finetune, 0)?;
+        }
+        copy.scope = self.scope;
         copy.set_flat(&self.flat()?)?;
         Ok(copy)
     }

@@ -3,7 +3,8 @@
 //! log-probabilities of executed chunk actions, values, imitation errors).
 
 use super::config::VlaConfig;
-use super::model::{Forward, GROUPS, Inputs, VlaModel};
+use super::finetune::{Finetune, TrainScope};
+use super::model::{Forward, GROUPS, Inputs, VlaModel, trained_groups};
 use super::tokenizer::InstructionTokenizer;
 use crate::gaussian::{GaussianConfig, GaussianMlpPolicy, LOG_STD_FLOOR, diagonal_log_prob};
 use crate::optim::{Adam, clip_global_norm};
@@ -21,6 +22,14 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 const HALF_LOG_TWO_PI: f32 = 0.918_938_5;
+
+/// Rows per forward pass where a caller hands over many observations at
+/// once (values of a whole rollout, a feature cache): activations of a
+/// 64 × 64 frame are ~1 MB a row, so passes are bounded.
+const PASS_ROWS: usize = 256;
+
+/// A tensor's checkpoint name, shape and values.
+pub(crate) type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Pixels are read as (v / 255 − mean) / std, per channel.
 pub const PIXEL_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
@@ -71,15 +80,23 @@ impl Clone for VlaPolicy {
 
 /// Decisions in the VLA's coordinates: each row's camera frame (bytes),
 /// instruction words, normalised state, and its executed actions in
-/// normalised action coordinates.
+/// normalised action coordinates. A policy whose encoder is frozen
+/// (`head` fine-tuning) encodes each row's encoder output instead of its
+/// frame: the feature cache.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VlaDecisions {
     frame: usize,
     obs: usize,
     act: usize,
     words: usize,
-    /// `rows × frame` bytes (H × W × 3, as the camera sent them).
+    /// `rows × frame` bytes (H × W × 3, as the camera sent them); empty
+    /// when the rows carry cached features.
     pub frames: Vec<u8>,
+    /// `rows × encoded` cached encoder outputs (keypoints, instruction),
+    /// or empty.
+    pub features: Vec<f32>,
+    /// Width of a cached row (0 without a cache).
+    pub encoded: usize,
     /// `rows × max_words` word ids.
     pub word_ids: Vec<u32>,
     /// `rows × obs`.
@@ -98,8 +115,14 @@ impl VlaDecisions {
             *self = other;
             return Ok(());
         }
-        if (self.frame, self.obs, self.act, self.words)
-            != (other.frame, other.obs, other.act, other.words)
+        if (self.frame, self.obs, self.act, self.words, self.encoded)
+            != (
+                other.frame,
+                other.obs,
+                other.act,
+                other.words,
+                other.encoded,
+            )
         {
             return Err(PolicyError::Other(
                 "decisions encoded for another policy shape".into(),
@@ -107,6 +130,7 @@ impl VlaDecisions {
         }
         let offset = self.starts.last().copied().unwrap_or(0);
         self.frames.extend(other.frames);
+        self.features.extend(other.features);
         self.word_ids.extend(other.word_ids);
         self.states.extend(other.states);
         self.actions.extend(other.actions);
@@ -324,12 +348,74 @@ impl VlaPolicy {
 
     /// The chunk means (`rows × H × act`, normalised) for observations.
     pub fn means(&mut self, observations: &[Observation]) -> Result<Vec<f32>, PolicyError> {
-        if observations.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        for part in observations.chunks(PASS_ROWS) {
+            let inputs = self.inputs_of(part)?;
+            let forward = self.model.forward(&inputs, false).map_err(candle)?;
+            out.extend(flat(&forward.means)?);
         }
-        let inputs = self.inputs_of(observations)?;
-        let forward = self.model.forward(&inputs, false).map_err(candle)?;
-        flat(&forward.means)
+        Ok(out)
+    }
+
+    /// Sets what RL trains (`finetune.train`): `lora` adds adapters drawn
+    /// from `seed`. The observation statistics are frozen: the cloned
+    /// policy's normalisation is part of what is fine-tuned.
+    pub fn set_finetune(&mut self, finetune: &Finetune, seed: u64) -> Result<(), PolicyError> {
+        finetune
+            .validate_at("finetune")
+            .map_err(PolicyError::Other)?;
+        self.model.set_scope(finetune, seed).map_err(candle)?;
+        self.base.normalizer.frozen = true;
+        Ok(())
+    }
+
+    /// What training moves.
+    pub fn scope(&self) -> TrainScope {
+        self.model.scope
+    }
+
+    /// The adapters' settings, when the policy has adapters.
+    pub fn adapters(&self) -> Option<Finetune> {
+        self.model.adapters.as_ref().map(|a| a.finetune)
+    }
+
+    /// A copy with the adapters folded into the base weights: a plain VLA
+    /// giving the same chunks (up to float rounding), trained whole.
+    pub fn merged(&self) -> Result<VlaPolicy, PolicyError> {
+        let mut copy = self.clone();
+        copy.model.merge_adapters().map_err(candle)?;
+        Ok(copy)
+    }
+
+    /// Every parameter, group by group in [`GROUPS`] order (the adapters
+    /// last, when there are any), trained or not.
+    pub fn all_parameters(&self) -> Vec<Vec<f32>> {
+        self.model
+            .flat()
+            .expect("reading the policy's own f32 variables")
+    }
+
+    /// The checkpoint names and values of the tensors of the groups
+    /// `groups` (indices into [`GROUPS`]).
+    pub(crate) fn named_tensors(&self, groups: &[usize]) -> Result<Vec<NamedTensor>, PolicyError> {
+        let all = self.model.groups();
+        let mut out = Vec::new();
+        for &g in groups {
+            for (name, var) in &all[g] {
+                out.push((name.clone(), var.dims().to_vec(), flat(var.as_tensor())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The encoder's output for observations (`rows × encoded_width`).
+    pub fn encoded(&mut self, observations: &[Observation]) -> Result<Vec<f32>, PolicyError> {
+        let mut out = Vec::new();
+        for part in observations.chunks(PASS_ROWS) {
+            let inputs = self.inputs_of(part)?;
+            out.extend(flat(&self.model.encode(&inputs).map_err(candle)?)?);
+        }
+        Ok(out)
     }
 
     /// The rows of `batch` as inputs (`shift` > 0: each frame moved by a
@@ -341,6 +427,11 @@ impl VlaPolicy {
         augment: Option<(Augment, &mut ChaCha8Rng)>,
     ) -> Result<Inputs, PolicyError> {
         let (frame, obs, l) = (batch.frame, batch.obs, batch.words);
+        if batch.frames.len() != batch.len() * frame {
+            return Err(PolicyError::Other(
+                "these decisions carry cached encoder features, not frames: they were encoded by a policy whose encoder is frozen".into(),
+            ));
+        }
         let mut frames = Vec::with_capacity(rows.len() * frame);
         let mut words = Vec::with_capacity(rows.len() * l);
         let mut states = Vec::with_capacity(rows.len() * obs);
@@ -474,7 +565,17 @@ impl VlaPolicy {
         flat(&forward.aux)
     }
 
-    /// Overwrites the parameters, group by group.
+    /// Overwrites the groups `indices` (into [`GROUPS`]).
+    pub(crate) fn set_groups(
+        &mut self,
+        indices: &[usize],
+        values: &[Vec<f32>],
+    ) -> Result<(), PolicyError> {
+        self.model.set_groups(indices, values).map_err(candle)
+    }
+
+    /// Overwrites every parameter, group by group in [`GROUPS`] order (the
+    /// adapters last, when there are any).
     pub fn set_parameters(&mut self, groups: &[Vec<f32>]) -> Result<(), PolicyError> {
         self.model.set_flat(groups).map_err(candle)
     }
@@ -503,8 +604,65 @@ impl VlaPolicy {
             .transpose()
     }
 
+    /// Replaces the rows' frames by the frozen encoder's output: every
+    /// forward pass of the update then starts at the head.
+    fn cache_features(&self, batch: &mut VlaDecisions) -> Result<(), PolicyError> {
+        let width = self.model.encoded_width();
+        let mut features = Vec::with_capacity(batch.len() * width);
+        let rows: Vec<usize> = (0..batch.len()).collect();
+        for part in rows.chunks(PASS_ROWS) {
+            let inputs = self.batch_inputs(batch, part, None)?;
+            let encoded = self.model.encode(&inputs).map_err(candle)?;
+            features.extend(flat(&encoded)?);
+        }
+        batch.features = features;
+        batch.encoded = width;
+        batch.frames = Vec::new();
+        Ok(())
+    }
+
+    /// The network's outputs for `rows` of `batch`: from the cached
+    /// encoder features when the batch has them, else from the frames.
+    fn forward_rows(
+        &self,
+        batch: &VlaDecisions,
+        rows: &[usize],
+        values: bool,
+    ) -> Result<Forward, PolicyError> {
+        if batch.encoded == 0 {
+            let inputs = self.batch_inputs(batch, rows, None)?;
+            return self.model.forward(&inputs, values).map_err(candle);
+        }
+        if !self.model.encoder_frozen() || batch.encoded != self.model.encoded_width() {
+            return Err(PolicyError::Other(format!(
+                "these decisions carry cached encoder features; this policy trains `{}` and its encoder may move",
+                self.scope().name()
+            )));
+        }
+        let (width, obs) = (batch.encoded, batch.obs);
+        let mut features = Vec::with_capacity(rows.len() * width);
+        let mut states = Vec::with_capacity(rows.len() * obs);
+        for &i in rows {
+            if i >= batch.len() {
+                return Err(PolicyError::Other(format!(
+                    "row {i} of a batch of {}",
+                    batch.len()
+                )));
+            }
+            features.extend_from_slice(&batch.features[i * width..][..width]);
+            states.extend_from_slice(&batch.states[i * obs..][..obs]);
+        }
+        let dev = &self.model.device;
+        let run = || -> candle_core::Result<Forward> {
+            let features = Tensor::from_vec(features, (rows.len(), width), dev)?;
+            let states = Tensor::from_vec(states, (rows.len(), obs), dev)?;
+            self.model.heads(&features, &states, values)
+        };
+        run().map_err(candle)
+    }
+
     fn size_grads(&self, ws: &mut VlaWorkspace) {
-        let groups = self.parameter_groups();
+        let groups = TrainablePolicy::parameter_groups(self);
         ws.grads.resize(groups.len(), Vec::new());
         for (g, group) in ws.grads.iter_mut().zip(&groups) {
             g.resize(group.len, 0.0);
@@ -582,6 +740,9 @@ impl TrainablePolicy for VlaPolicy {
             out.starts
                 .push(out.starts.last().copied().unwrap_or(0) + d.actions.len());
         }
+        if self.model.encoder_frozen() {
+            self.cache_features(&mut out)?;
+        }
         Ok(out)
     }
 
@@ -612,11 +773,10 @@ impl TrainablePolicy for VlaPolicy {
         if rows.is_empty() {
             return Ok(out);
         }
-        let inputs = self.batch_inputs(batch, rows, None)?;
+        let forward = self.forward_rows(batch, rows, wants.values)?;
         let act = self.act_size();
         let dev = self.model.device.clone();
         let mut run = || -> candle_core::Result<()> {
-            let forward = self.model.forward(&inputs, wants.values)?;
             if wants.log_probs || wants.imitation {
                 let (means, actions, chunk_positions) =
                     self.executed_means(&forward, batch, rows)?;
@@ -647,7 +807,7 @@ impl TrainablePolicy for VlaPolicy {
                     ws.imitation = Some(imitation);
                 }
             }
-            if let Some(values) = forward.values {
+            if let Some(values) = forward.values.clone() {
                 out.values = values.to_vec1()?;
                 ws.values = Some(values);
             }
@@ -679,35 +839,37 @@ impl TrainablePolicy for VlaPolicy {
             let g: Vec<&[f32]> = ws.grads.iter().map(|g| g.as_slice()).collect();
             optimizer.step(&mut p, &g);
         }
-        let log_std = GROUPS
+        let log_std = trained_groups(self.scope())
             .iter()
-            .position(|g| *g == "log_std")
-            .expect("a log σ group");
+            .position(|&g| GROUPS[g] == "log_std")
+            .expect("every scope trains log σ");
         for s in params[log_std].iter_mut() {
             *s = s.max(LOG_STD_FLOOR);
         }
-        self.set_parameters(&params)
+        self.model
+            .set_trained(&params)
             .expect("the policy's own parameters fit its variables");
         for g in &mut ws.grads {
             g.iter_mut().for_each(|x| *x = 0.0);
         }
     }
 
+    /// The groups the policy's scope trains (all of them unless it is
+    /// fine-tuning its head or adapters).
     fn parameter_groups(&self) -> Vec<ParameterGroup> {
-        self.model
-            .groups()
+        let groups = self.model.groups();
+        trained_groups(self.scope())
             .iter()
-            .zip(GROUPS)
-            .map(|(vars, name)| ParameterGroup {
-                name,
-                len: vars.iter().map(|(_, v)| v.elem_count()).sum(),
+            .map(|&g| ParameterGroup {
+                name: GROUPS[g],
+                len: groups[g].iter().map(|(_, v)| v.elem_count()).sum(),
             })
             .collect()
     }
 
     fn parameters(&self) -> Vec<Vec<f32>> {
         self.model
-            .flat()
+            .flat_trained()
             .expect("reading the policy's own f32 variables")
     }
 
@@ -721,13 +883,14 @@ impl TrainablePolicy for VlaPolicy {
     }
 
     fn state_values(&mut self, observations: &[&Observation]) -> Result<Vec<f32>, PolicyError> {
-        if observations.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::with_capacity(observations.len());
+        for part in observations.chunks(PASS_ROWS) {
+            let owned: Vec<Observation> = part.iter().map(|o| (*o).clone()).collect();
+            let inputs = self.inputs_of(&owned)?;
+            let forward = self.model.forward(&inputs, true).map_err(candle)?;
+            out.extend(flat(&forward.values.expect("values were asked for"))?);
         }
-        let owned: Vec<Observation> = observations.iter().map(|o| (*o).clone()).collect();
-        let inputs = self.inputs_of(&owned)?;
-        let forward = self.model.forward(&inputs, true).map_err(candle)?;
-        flat(&forward.values.expect("values were asked for"))
+        Ok(out)
     }
 
     fn observe(&mut self, observations: &[&Observation]) {
@@ -747,7 +910,7 @@ impl TrainablePolicy for VlaPolicy {
     }
 
     fn is_finite(&self) -> bool {
-        self.parameters()
+        self.all_parameters()
             .iter()
             .all(|g| g.iter().all(|v| v.is_finite()))
     }

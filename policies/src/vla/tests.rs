@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 const SIDE: u32 = 16;
 
-fn spec() -> RobotSpec {
+pub(super) fn spec() -> RobotSpec {
     RobotSpec {
         name: "test-arm".into(),
         observation: ObservationSpec {
@@ -48,7 +48,7 @@ fn spec() -> RobotSpec {
     }
 }
 
-fn config() -> VlaConfig {
+pub(super) fn config() -> VlaConfig {
     VlaConfig {
         horizon: 4,
         image_size: SIDE,
@@ -64,16 +64,16 @@ fn config() -> VlaConfig {
     }
 }
 
-fn tokenizer() -> InstructionTokenizer {
+pub(super) fn tokenizer() -> InstructionTokenizer {
     InstructionTokenizer::from_json(&word_level_json(["touch", "the", "red", "green", "marker"]))
         .unwrap()
 }
 
-fn policy(seed: u64) -> VlaPolicy {
+pub(super) fn policy(seed: u64) -> VlaPolicy {
     VlaPolicy::new(&spec(), config(), tokenizer(), seed, &Device::Cpu).unwrap()
 }
 
-fn observation(rng: &mut ChaCha8Rng, color: &str) -> Observation {
+pub(super) fn observation(rng: &mut ChaCha8Rng, color: &str) -> Observation {
     Observation {
         state: vec![rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)],
         images: vec![Image {
@@ -88,7 +88,7 @@ fn observation(rng: &mut ChaCha8Rng, color: &str) -> Observation {
     }
 }
 
-fn actions(rng: &mut ChaCha8Rng, n: usize) -> Vec<Action> {
+pub(super) fn actions(rng: &mut ChaCha8Rng, n: usize) -> Vec<Action> {
     (0..n)
         .map(|_| {
             Action::new(vec![
@@ -100,7 +100,7 @@ fn actions(rng: &mut ChaCha8Rng, n: usize) -> Vec<Action> {
 }
 
 /// Observations and chunk actions with varied starting indices.
-fn decisions_data(n: usize) -> (Vec<Observation>, Vec<Vec<Action>>, Vec<u32>) {
+pub(super) fn decisions_data(n: usize) -> (Vec<Observation>, Vec<Vec<Action>>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let observations = (0..n)
         .map(|k| observation(&mut rng, if k % 2 == 0 { "red" } else { "green" }))
@@ -113,7 +113,7 @@ fn decisions_data(n: usize) -> (Vec<Observation>, Vec<Vec<Action>>, Vec<u32>) {
     (observations, acts, firsts)
 }
 
-fn encode(policy: &VlaPolicy, n: usize) -> VlaDecisions {
+pub(super) fn encode(policy: &VlaPolicy, n: usize) -> VlaDecisions {
     let (observations, acts, firsts) = decisions_data(n);
     let decisions: Vec<Decision> = observations
         .iter()
