@@ -131,7 +131,7 @@ pub fn save_on(
         .map(|(name, shape, values)| (name, shape, le_bytes(&values)))
         .collect();
     let finetune = (scope != TrainScope::All || provenance.parent.is_some())
-        .then(|| FinetuneContract { settings, base });
+        .then_some(FinetuneContract { settings, base });
     let camera = &policy.base.spec.observation.cameras[0];
     let config = policy.config().clone();
     let mut normalizer = policy.base.normalizer.clone();

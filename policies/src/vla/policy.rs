@@ -369,6 +369,14 @@ impl VlaPolicy {
         Ok(())
     }
 
+    /// Sets every chunk position's log σ (at least the floor).
+    pub fn set_log_std(&mut self, log_std: f32) -> Result<(), PolicyError> {
+        let n = self.model.log_std.elem_count();
+        let values = vec![log_std.max(LOG_STD_FLOOR); n];
+        let t = Tensor::from_vec(values, n, &self.model.device).map_err(candle)?;
+        self.model.log_std.set(&t).map_err(candle)
+    }
+
     /// What training moves.
     pub fn scope(&self) -> TrainScope {
         self.model.scope

@@ -73,6 +73,11 @@ pub struct EvalArgs {
     /// still read the colour but not see where that marker is).
     #[arg(long)]
     pub blank_image: bool,
+    /// A chunk policy plays this many actions of each chunk before it is
+    /// asked again (in the simulator) [default: as a fine-tuned run was
+    /// trained (`finetune.execute`), else 1: every tick].
+    #[arg(long, value_name = "N")]
+    pub execute: Option<usize>,
     /// Save one episode as a strip of camera frames (PNG), arm tasks only.
     #[arg(long, value_name = "PATH.png")]
     pub frame_strip: Option<PathBuf>,
@@ -134,6 +139,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         save_frame_strip(&mut policy, env, args.seed.unwrap_or(config.seed), path)?;
     }
     let seed = args.seed.unwrap_or(config.seed);
+    // Actions of each chunk played before replanning: --execute, else as
+    // a fine-tuned policy was trained, else every tick.
+    let execute = match args.execute {
+        Some(n) => {
+            crate::learn::finetune::EXECUTE
+                .check("--execute", n)
+                .map_err(anyhow::Error::msg)?;
+            n
+        }
+        None => config.finetune.as_ref().map_or(1, |f| f.execute),
+    };
     let color_task = config.task_kind().is_color();
     let mut heldout_phrasings = None;
     let (report, robot_loop) = match &args.robot {
@@ -145,6 +161,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 seed,
                 args.threads,
                 args.sample,
+                execute,
             )?;
             if color_task {
                 let mut held_out = env_config.clone();
@@ -161,6 +178,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                     seed,
                     args.threads,
                     args.sample,
+                    execute,
                 )?);
             }
             (report, None)
@@ -238,6 +256,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "seed": seed,
             "sampled": args.sample,
             "episodes": report.episodes,
+            "execute": execute,
             "success_rate": report.success_rate,
             "mean_return": report.mean_return,
             "episode_returns": report.episode_returns,

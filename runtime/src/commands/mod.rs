@@ -11,6 +11,7 @@ mod bench_vla;
 mod bench_zenoh;
 mod checkpoint;
 mod eval;
+mod finetune_vla;
 mod record;
 mod reward;
 mod run;

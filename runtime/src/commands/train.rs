@@ -333,7 +333,7 @@ fn overlay_config(base: (&Path, &str), top: (&Path, &str)) -> anyhow::Result<Str
 }
 
 /// Whether `a` and `b` name one directory (literally, or once resolved).
-fn same_dir(a: &Path, b: &Path) -> bool {
+pub(super) fn same_dir(a: &Path, b: &Path) -> bool {
     a == b
         || matches!(
             (a.canonicalize(), b.canonicalize()),
@@ -406,7 +406,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let (config, out) = resolve_config(&args)?;
     if config.policy_kind == crate::learn::config::PolicyKind::Vla {
-        return super::train_vla::run(&args, config, out);
+        return match args.resume_dir().transpose()? {
+            Some(from) => super::finetune_vla::run(&args, config, out, from),
+            None => super::train_vla::run(&args, config, out),
+        };
     }
     // The run to start from: --resume's; a fork when it is not --out.
     let resume = args.resume_dir().transpose()?;

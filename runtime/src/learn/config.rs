@@ -79,6 +79,10 @@ pub struct TrainConfig {
     /// "vla"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vla: Option<crate::learn::vla::VlaTrainConfig>,
+    /// RL fine-tuning of a cloned VLA (`train --resume VLA_RUN --out NEW`):
+    /// what trains, chunk execution, the memory budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<crate::learn::finetune::FinetuneConfig>,
     pub ppo: PpoConfig,
     pub robot: RobotSource,
 }
@@ -221,6 +225,7 @@ impl TrainConfig {
             policy_kind: PolicyKind::Mlp,
             policy: GaussianConfig::default(),
             vla: None,
+            finetune: None,
             ppo: PpoConfig::default(),
             robot: RobotSource::default(),
         };
@@ -452,7 +457,15 @@ impl TrainConfig {
         if let Some(vla) = &self.vla {
             vla.validate()?;
         }
+        if let Some(finetune) = &self.finetune {
+            finetune.validate()?;
+        }
         self.ppo.validate()
+    }
+
+    /// The `[finetune]` settings (their defaults when the config has none).
+    pub fn finetune_settings(&self) -> crate::learn::finetune::FinetuneConfig {
+        self.finetune.clone().unwrap_or_default()
     }
 
     /// The `[vla]` settings (their defaults when the config has none).

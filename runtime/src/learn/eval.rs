@@ -63,9 +63,12 @@ pub fn evaluate(
     seed: u64,
     threads: usize,
 ) -> anyhow::Result<EvalReport> {
-    evaluate_with(policy, envs, episodes, seed, threads, false)
+    evaluate_with(policy, envs, episodes, seed, threads, false, 1)
 }
 
+/// [`evaluate`], sampling when `sample`, and playing `execute` actions of
+/// each chunk before replanning (1: every tick; a chunk policy fine-tuned
+/// with `finetune.execute` is evaluated as it was trained).
 pub fn evaluate_with(
     policy: &mut dyn Policy,
     envs: Vec<SimEnv>,
@@ -73,12 +76,14 @@ pub fn evaluate_with(
     seed: u64,
     threads: usize,
     sample: bool,
+    execute: usize,
 ) -> anyhow::Result<EvalReport> {
     anyhow::ensure!(episodes > 0, "evaluation needs at least one episode");
     let copies = envs.len().min(episodes);
     let envs: Vec<SimEnv> = envs.into_iter().take(copies).collect();
     let robot_id = cerebellum_core::Robot::spec(&envs[0]).name.clone();
-    let mut collector = Collector::new(VecEnv::new(envs, seed ^ HELD_OUT, threads), robot_id)?;
+    let mut collector = Collector::new(VecEnv::new(envs, seed ^ HELD_OUT, threads), robot_id)?
+        .with_chunk_execution(execute);
     let quota: Vec<usize> = (0..copies)
         .map(|c| episodes / copies + usize::from(c < episodes % copies))
         .collect();

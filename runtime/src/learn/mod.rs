@@ -6,6 +6,7 @@ pub mod bc;
 pub mod chunk_credit;
 pub mod config;
 pub mod eval;
+pub mod finetune;
 pub mod labeller_thread;
 pub mod online;
 pub mod ppo;

@@ -1,8 +1,17 @@
 //! Collecting experience from a batch of simulated robots through the tick
 //! stages (observe → infer → send → record) under the simulation clock.
+//!
+//! A chunk policy's chunks are played out as the control loop plays them:
+//! each copy asks for a new chunk once it has run `execute` actions of the
+//! one it has (or its episode ended), and records each tick's chunk index
+//! and that action's own log-probability, which is what chunk credit
+//! (`chunk_credit`) turns into decisions. `execute = 1` (the default)
+//! replans every tick.
 
 use crate::tick;
-use cerebellum_core::{Observation, Policy, Provenance, Robot, Sampling, Transition};
+use cerebellum_core::{
+    Action, Observation, Policy, PolicyOutput, Provenance, Robot, Sampling, Transition,
+};
 use cerebellum_sim::VecEnv;
 
 /// Experience from `steps` ticks of every copy, time-major
@@ -37,6 +46,26 @@ pub struct Collector {
     lengths: Vec<u32>,
     episode_ids: Vec<u64>,
     next_episode_id: u64,
+    /// Actions of a chunk each copy runs before it replans.
+    execute: usize,
+    /// Each copy's chunk and the index of its next action.
+    playing: Vec<Option<(PolicyOutput, usize)>>,
+}
+
+/// Action `at` of a chunk: (what the policy chose, its log-probability,
+/// what is sent).
+fn chunk_action(output: &PolicyOutput, at: usize) -> (Action, Option<f32>, Action) {
+    let sent = output.chunk.actions[at].clone();
+    let chosen = output
+        .sampled
+        .as_ref()
+        .map_or_else(|| sent.clone(), |s| s.actions[at].clone());
+    let log_prob = match &output.action_log_probs {
+        Some(each) => each.get(at).copied(),
+        None if output.chunk.actions.len() == 1 => output.log_prob,
+        None => None,
+    };
+    (chosen, log_prob, sent)
 }
 
 /// A seed for the policy's noise at one tick: the same (run seed, tick)
@@ -57,7 +86,21 @@ impl Collector {
             lengths: vec![0; n],
             episode_ids: (0..n as u64).collect(),
             next_episode_id: n as u64,
+            execute: 1,
+            playing: vec![None; n],
         })
+    }
+
+    /// Plays up to `execute` actions of each chunk before replanning
+    /// (at least 1; a chunk shorter than that is replanned when it ends).
+    pub fn with_chunk_execution(mut self, execute: usize) -> Self {
+        self.set_chunk_execution(execute);
+        self
+    }
+
+    pub fn set_chunk_execution(&mut self, execute: usize) {
+        self.execute = execute.max(1);
+        self.playing.iter_mut().for_each(|p| *p = None);
     }
 
     pub fn envs(&self) -> usize {
@@ -75,6 +118,7 @@ impl Collector {
         seeds: &[u64],
     ) -> Result<(), cerebellum_core::RobotError> {
         self.observations = self.vec_env.reset_groups(group, seeds)?;
+        self.playing.iter_mut().for_each(|p| *p = None);
         self.returns.iter_mut().for_each(|r| *r = 0.0);
         self.lengths.iter_mut().for_each(|l| *l = 0);
         for id in self.episode_ids.iter_mut() {
@@ -115,12 +159,40 @@ impl Collector {
                 },
                 None => Sampling::Deterministic,
             };
-            let outputs = tick::infer(policy, &spec, &self.observations, sampling)?;
-            let commands: Vec<_> = outputs.iter().map(|o| tick::command(o).clone()).collect();
+            // infer: for the copies whose chunk is played out, in one batch.
+            let execute = self.execute;
+            let due: Vec<usize> = (0..envs)
+                .filter(|&e| {
+                    self.playing[e]
+                        .as_ref()
+                        .is_none_or(|(out, at)| *at >= execute.min(out.chunk.actions.len()))
+                })
+                .collect();
+            if !due.is_empty() {
+                let outputs = if due.len() == envs {
+                    tick::infer(policy, &spec, &self.observations, sampling)?
+                } else {
+                    let observations: Vec<Observation> =
+                        due.iter().map(|&e| self.observations[e].clone()).collect();
+                    tick::infer(policy, &spec, &observations, sampling)?
+                };
+                for (&e, output) in due.iter().zip(outputs) {
+                    self.playing[e] = Some((output, 0));
+                }
+            }
+            let mut chosen = Vec::with_capacity(envs);
+            let mut commands = Vec::with_capacity(envs);
+            for playing in self.playing.iter_mut() {
+                let (output, at) = playing.as_mut().expect("every copy has a chunk");
+                let (action, log_prob, sent) = chunk_action(output, *at);
+                chosen.push((action, log_prob, *at as u32));
+                commands.push(sent);
+                *at += 1;
+            }
             let results = self.vec_env.step(&commands)?;
             let now = tick::wall_clock_now();
-            for (e, ((output, command), result)) in
-                outputs.iter().zip(commands).zip(results).enumerate()
+            for (e, (((action, log_prob, chunk_index), command), result)) in
+                chosen.into_iter().zip(commands).zip(results).enumerate()
             {
                 let provenance = Provenance {
                     robot_id: self.robot_id.clone(),
@@ -131,15 +203,16 @@ impl Collector {
                     policy_version: policy.version(),
                 };
                 let observation = std::mem::replace(&mut self.observations[e], result.observation);
-                let transition = tick::record(
+                let mut transition = tick::record(
                     provenance,
                     observation,
-                    tick::behaviour_action(output).clone(),
-                    output.log_prob,
+                    action,
+                    log_prob,
                     command,
                     &result.outcome,
                     now,
                 );
+                transition.chunk_index = chunk_index;
                 self.returns[e] += transition
                     .rewards
                     .iter()
@@ -160,6 +233,7 @@ impl Collector {
                         });
                         self.returns[e] = 0.0;
                         self.lengths[e] = 0;
+                        self.playing[e] = None;
                         self.episode_ids[e] = self.next_episode_id;
                         self.next_episode_id += 1;
                     }
