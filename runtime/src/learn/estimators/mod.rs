@@ -28,6 +28,7 @@
 
 pub mod dr_grpo;
 pub mod grpo;
+pub mod mc_grpo;
 pub mod remax;
 pub mod rloo;
 
