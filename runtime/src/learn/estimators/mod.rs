@@ -27,10 +27,12 @@
 //! must not be trained on, and the small statistics the files share.
 
 pub mod dr_grpo;
+pub mod gdpo;
 pub mod grpo;
 pub mod mc_grpo;
 pub mod remax;
 pub mod rloo;
+pub mod stratified;
 
 /// Advantages for every rollout plus which rollouts enter the policy loss.
 /// MC-GRPO's pivot and ReMax's greedy rollout have `in_loss == false`: they
