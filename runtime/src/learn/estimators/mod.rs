@@ -32,6 +32,7 @@ pub mod grpo;
 pub mod mc_grpo;
 pub mod remax;
 pub mod rloo;
+pub mod spo;
 pub mod stratified;
 
 /// Advantages for every rollout plus which rollouts enter the policy loss.
