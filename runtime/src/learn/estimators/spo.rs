@@ -14,9 +14,9 @@
 //!                                                   on k's last rollout; first visit 0.96
 //!   weight_k = √(p̂_k (1 − p̂_k)) + 0.05            contexts sampled ∝ weight
 //!
-//! ρ forgets faster when the policy has moved (large D): a half-life of
-//! D = 0.06 nats, clipped so that at least 1/(1 − 0.96) = 25 and at most
-//! 1/(1 − 0.875) = 8 effective past outcomes are remembered.
+//! ρ forgets faster when the policy has moved (large D): ρ halves every
+//! 0.06 nats of D, clipped so that the tracker remembers between
+//! 1/(1 − 0.875) = 8 and 1/(1 − 0.96) = 25 effective past outcomes.
 //!
 //! **Prior.** Without offline estimates α0 = β0 = 0.5 (p̂ = 0.5, the most
 //! uncertain, so unseen contexts are sampled most). With s offline successes
@@ -60,7 +60,8 @@ use rand::Rng;
 
 use super::{check_eps, mean, sample_std, standardise};
 
-/// ρ never falls below this: at most 1/(1 − 0.875) = 8 effective outcomes forgotten fastest.
+/// ρ never falls below this: even after a large policy change the tracker
+/// still remembers 1/(1 − 0.875) = 8 effective outcomes.
 pub const RHO_MIN: f32 = 0.875;
 /// ρ never exceeds this: about 1/(1 − 0.96) = 25 effective outcomes remembered.
 pub const RHO_MAX: f32 = 0.96;
