@@ -5,6 +5,7 @@ pub mod advantage;
 pub mod bc;
 pub mod chunk_credit;
 pub mod config;
+pub mod estimators;
 pub mod eval;
 pub mod finetune;
 pub mod labeller_thread;
