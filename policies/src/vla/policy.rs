@@ -25,8 +25,10 @@ const HALF_LOG_TWO_PI: f32 = 0.918_938_5;
 
 /// Rows per forward pass where a caller hands over many observations at
 /// once (values of a whole rollout, a feature cache): activations of a
-/// 64 × 64 frame are ~1 MB a row, so passes are bounded.
-const PASS_ROWS: usize = 256;
+/// 64 × 64 frame are ~1.5 MB a row, so passes are bounded (and kept
+/// under the allocator's 32 MiB mmap threshold, `runtime/src/memory.rs`,
+/// so their buffers are reused rather than mapped and faulted in anew).
+const PASS_ROWS: usize = 32;
 
 /// A tensor's checkpoint name, shape and values.
 pub(crate) type NamedTensor = (String, Vec<usize>, Vec<f32>);

@@ -9,15 +9,17 @@ use crate::control_loop::{Inference, LoopConfig, LoopSummary, PolicySlot};
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::labeller_thread::{LabellerThread, RewardModelSlot, watch_models};
 use crate::learn::online::{
-    LearnerSink, LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace,
+    LearnablePolicy, LearnerSink, LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace,
 };
 use crate::learn::trainer::{TrainerState, make_envs};
 use crate::learn::{Algo, TrainConfig};
 use crate::robots::{OperatorInputs, RobotChoice, RobotLoop, connect_robot};
 use crate::success_judge::SuccessJudge;
 use cerebellum_core::Policy;
-use cerebellum_policies::GaussianMlpPolicy;
+use cerebellum_policies::TrainablePolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
+use cerebellum_policies::vla::VlaPolicy;
+use cerebellum_policies::vla::checkpoint::{BaseWeights, VLA_KIND, save_on};
 use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::labeller::{RewardModelConfig, RewardModels};
 use cerebellum_sim::{ArmModel, EnvConfig};
@@ -81,6 +83,19 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         robots.push((id, robot, operator, link));
     }
     let spec = robots[0].1.spec().clone();
+    let run = Online {
+        args,
+        from: &from,
+        contract: &contract,
+        config,
+        out,
+        env_config,
+        model,
+        robots,
+    };
+    if contract.policy_kind == VLA_KIND {
+        return online_vla(run, &spec);
+    }
     let (policy, _) = checkpoint::load(&from, Some(&spec))?;
     // The trainer state saved with this checkpoint (or refused, naming
     // both candidates, when none matches it).
@@ -89,257 +104,383 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         contract.provenance.updates,
         contract.provenance.env_steps,
     )?;
+    let chunks = Chunks {
+        lead: None,
+        execute: 1,
+    };
+    run.train(policy, state, chunks, |out, policy, provenance| {
+        Ok(checkpoint::save(out, policy, provenance)?)
+    })
+}
 
-    let before = evaluate(&policy, &config, &env_config, model.clone())?;
-    if let Some(e) = &before {
-        println!(
-            "before fine-tuning: held-out success {:.1}% over {} episodes",
-            100.0 * e.success_rate,
-            e.episodes
+/// A robot connected for an online run: its id, the robot, its operator
+/// inputs and its link figures.
+type Connected = (
+    String,
+    crate::robots::ConnectedRobot,
+    OperatorInputs,
+    Option<crate::robots::LinkStats>,
+);
+
+/// What an online run has settled before the policy is known.
+struct Online<'a> {
+    args: &'a TrainArgs,
+    from: &'a Path,
+    contract: &'a checkpoint::Contract,
+    config: TrainConfig,
+    out: std::path::PathBuf,
+    env_config: EnvConfig,
+    model: Option<Arc<ArmModel>>,
+    robots: Vec<Connected>,
+}
+
+/// How the loop plays a chunk policy's chunks: the next chunk is asked
+/// for with `lead` actions left (`None`: a per-tick policy), and the
+/// evaluations play `execute` actions of each.
+#[derive(Clone, Copy)]
+struct Chunks {
+    lead: Option<u32>,
+    execute: usize,
+}
+
+/// `train --online --resume VLA_RUN`: the `[finetune]` scope, exploration
+/// noise and chunk execution of the offline fine-tune, in the loop; the
+/// checkpoint holds what was trained on the base it names.
+fn online_vla(run: Online<'_>, spec: &cerebellum_core::RobotSpec) -> anyhow::Result<()> {
+    let (mut policy, contract) = VlaPolicy::load(run.from, Some(spec))?;
+    if let Some(base) = contract
+        .vla
+        .as_ref()
+        .and_then(|v| v.finetune.as_ref())
+        .and_then(|f| f.base.as_ref())
+    {
+        anyhow::bail!(
+            "{} is itself a fine-tune on {}: fine-tune from a run that holds every tensor",
+            run.from.display(),
+            base.path
         );
     }
+    let settings = run.config.finetune_settings();
+    let horizon = policy.horizon();
+    anyhow::ensure!(
+        settings.execute <= horizon,
+        "finetune.execute = {} but the policy plans chunks of {horizon} actions",
+        settings.execute
+    );
+    policy
+        .set_finetune(&settings.scope(), run.config.seed)
+        .map_err(|e| anyhow::anyhow!("[finetune]: {e}"))?;
+    if let Some(log_std) = settings.log_std {
+        policy.set_log_std(log_std)?;
+    }
+    let base = BaseWeights {
+        path: run
+            .from
+            .canonicalize()
+            .unwrap_or_else(|_| run.from.to_path_buf())
+            .display()
+            .to_string(),
+        weights_sha256: contract.weights_sha256.clone(),
+    };
+    let chunks = Chunks {
+        lead: Some((horizon - settings.execute) as u32),
+        execute: settings.execute,
+    };
+    run.train(policy, None, chunks, move |out, policy, provenance| {
+        Ok(save_on(out, policy, provenance, Some(base.clone()))?)
+    })
+}
 
-    let envelope = || args.envelope.build(&spec, model.clone());
-    let period = spec.control_period();
-    let start_version = policy.version();
-    let slot = PolicySlot::new(policy.clone());
-    let pace = match args.clock {
-        OnlineClock::Wall => Pace::WallTime {
-            capacity: config.online.channel_capacity,
-        },
-        OnlineClock::Sim => Pace::Lockstep,
-    };
-    let (sink, learner) = match config.algo {
-        Algo::Ppo => LearnerThread::spawn(
-            OnlinePpo::new(policy, config.clone(), state),
-            slot.clone(),
-            pace,
-        ),
-        Algo::Grpo => {
-            LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
+impl Online<'_> {
+    /// The loop on every robot with the learner beside it, then the
+    /// evaluation and the checkpoint (`save`).
+    fn train<P>(
+        self,
+        policy: P,
+        state: Option<TrainerState>,
+        chunks: Chunks,
+        save: impl Fn(&Path, &P, TrainingProvenance) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>
+    where
+        P: LearnablePolicy + Clone,
+    {
+        let Online {
+            args,
+            from,
+            contract,
+            config,
+            out,
+            env_config,
+            model,
+            robots,
+        } = self;
+        let from = from.to_path_buf();
+        let spec = robots[0].1.spec().clone();
+        let before = evaluate(&policy, &config, &env_config, model.clone(), chunks.execute)?;
+        if let Some(e) = &before {
+            println!(
+                "before fine-tuning: held-out success {:.1}% over {} episodes",
+                100.0 * e.success_rate,
+                e.episodes
+            );
         }
-    };
-    // Learned rewards: a labeller thread in front of the learner, and a
-    // watcher that reloads retrained models.
-    // In the loop, success is the loop's own judge (it ends episodes); the
-    // labeller scores progress.
-    let progress_only = RewardModelConfig {
-        success: None,
-        ..config.reward.clone()
-    };
-    let (sink, labeller) = if progress_only.is_empty() {
-        (sink, None)
-    } else {
-        let load = {
-            let (reward, observation) = (progress_only, spec.observation.clone());
-            let (instruction, gamma) = (config.task_kind().instruction(), config.gamma as f64);
-            move || {
-                let expected = Expected {
-                    observation: &observation,
-                    instruction: Some(instruction),
-                };
-                RewardModels::load(&reward, expected, gamma)
+
+        let envelope = || args.envelope.build(&spec, model.clone());
+        let period = spec.control_period();
+        let start_version = policy.version();
+        let slot = PolicySlot::new(policy.clone());
+        let pace = match args.clock {
+            OnlineClock::Wall => Pace::WallTime {
+                capacity: config.online.channel_capacity,
+            },
+            OnlineClock::Sim => Pace::Lockstep,
+        };
+        let (sink, learner) = match config.algo {
+            Algo::Ppo => LearnerThread::spawn(
+                OnlinePpo::new(policy, config.clone(), state),
+                slot.clone(),
+                pace,
+            ),
+            Algo::Grpo => {
+                LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
             }
         };
-        let models = load()?;
-        println!(
-            "learned rewards: {} (version {})",
-            config
-                .reward_weights
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-            models.version
-        );
-        let mut loaded_version = models.version;
-        let reward_slot = RewardModelSlot::new(models);
-        let dirs = config.reward.progress.clone();
-        watch_models(
-            reward_slot.clone(),
-            move || {
-                // Only the contracts are read until a version moved.
-                let version: u64 = dirs
-                    .iter()
-                    .map(|d| read_contract(d).map_or(0, |c| c.model_version))
-                    .sum();
-                if version == loaded_version {
-                    return None;
-                }
-                let models = load()
-                    .inspect_err(|e| tracing::warn!("reward models: {e}"))
-                    .ok()?;
-                loaded_version = models.version;
-                Some(models)
-            },
-            std::time::Duration::from_secs(2),
-        );
-        let (sink, thread) = LabellerThread::spawn(reward_slot, sink, pace);
-        (sink, Some(thread))
-    };
-    let loop_config = |index: usize, robot_id: &str| LoopConfig {
-        // Each robot of a fleet starts from its own task instances.
-        seed: config.seed.wrapping_add(index as u64 * 0x9E37_79B9),
-        stochastic: true,
-        max_episodes: None,
-        max_ticks: None,
-        // Set by the clock (`ConnectedRobot::into_loop`).
-        inference_deadline: None,
-        robot_id: robot_id.to_owned(),
-        episodes_per_start: if config.algo == Algo::Grpo {
-            config.group as u64
+        // Learned rewards: a labeller thread in front of the learner, and a
+        // watcher that reloads retrained models.
+        // In the loop, success is the loop's own judge (it ends episodes); the
+        // labeller scores progress.
+        let progress_only = RewardModelConfig {
+            success: None,
+            ..config.reward.clone()
+        };
+        let (sink, labeller) = if progress_only.is_empty() {
+            (sink, None)
         } else {
-            1
-        },
-    };
-    let total_ticks = (args.duration / period.as_secs_f64()).ceil() as u64;
-    std::fs::create_dir_all(&out)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-    let drive = Drive {
-        sink,
-        learner,
-        total_ticks,
-        window_ticks: ((WINDOW_SECONDS / period.as_secs_f64()) as u64).max(1),
-        period,
-        out: &out,
-        json: args.json,
-    };
-    // One loop per robot, each on its own thread, all feeding the learner;
-    // the first reports the windows.
-    let mut loops = Vec::new();
-    for (index, (id, robot, operator, link)) in robots.into_iter().enumerate() {
-        let loop_settings = loop_config(index, &id);
-        let inference = Inference::inline(slot.clone());
-        let judge = || -> anyhow::Result<Option<SuccessJudge>> {
-            let reward = &config.reward;
-            let Some(dir) = &reward.success else {
-                return Ok(None);
+            let load = {
+                let (reward, observation) = (progress_only, spec.observation.clone());
+                let (instruction, gamma) = (config.task_kind().instruction(), config.gamma as f64);
+                move || {
+                    let expected = Expected {
+                        observation: &observation,
+                        instruction: Some(instruction),
+                    };
+                    RewardModels::load(&reward, expected, gamma)
+                }
             };
-            let expected = Expected {
-                observation: &spec.observation,
-                instruction: Some(config.task_kind().instruction()),
-            };
-            Ok(Some(crate::success_judge::load(
-                dir,
-                expected,
-                reward.success_threshold,
-                reward.success_frames,
-                args.clock == OnlineClock::Sim,
-                reward.success_lag_ticks,
-            )?))
+            let models = load()?;
+            println!(
+                "learned rewards: {} (version {})",
+                config
+                    .reward_weights
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                models.version
+            );
+            let mut loaded_version = models.version;
+            let reward_slot = RewardModelSlot::new(models);
+            let dirs = config.reward.progress.clone();
+            watch_models(
+                reward_slot.clone(),
+                move || {
+                    // Only the contracts are read until a version moved.
+                    let version: u64 = dirs
+                        .iter()
+                        .map(|d| read_contract(d).map_or(0, |c| c.model_version))
+                        .sum();
+                    if version == loaded_version {
+                        return None;
+                    }
+                    let models = load()
+                        .inspect_err(|e| tracing::warn!("reward models: {e}"))
+                        .ok()?;
+                    loaded_version = models.version;
+                    Some(models)
+                },
+                std::time::Duration::from_secs(2),
+            );
+            let (sink, thread) = LabellerThread::spawn(reward_slot, sink, pace);
+            (sink, Some(thread))
         };
-        let mut control =
-            operator.attach(robot.into_loop(args.clock, inference, envelope()?, loop_settings)?);
-        if let Some(j) = judge()? {
-            control = control.with_success_judge(j);
+        let loop_config = |index: usize, robot_id: &str| LoopConfig {
+            // Each robot of a fleet starts from its own task instances.
+            seed: config.seed.wrapping_add(index as u64 * 0x9E37_79B9),
+            stochastic: true,
+            max_episodes: None,
+            max_ticks: None,
+            // Set by the clock (`ConnectedRobot::into_loop`).
+            inference_deadline: None,
+            robot_id: robot_id.to_owned(),
+            episodes_per_start: if config.algo == Algo::Grpo {
+                config.group as u64
+            } else {
+                1
+            },
+        };
+        let total_ticks = (args.duration / period.as_secs_f64()).ceil() as u64;
+        std::fs::create_dir_all(&out)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+        let drive = Drive {
+            sink,
+            learner,
+            total_ticks,
+            window_ticks: ((WINDOW_SECONDS / period.as_secs_f64()) as u64).max(1),
+            period,
+            out: &out,
+            json: args.json,
+        };
+        // One loop per robot, each on its own thread, all feeding the learner;
+        // the first reports the windows.
+        let mut loops = Vec::new();
+        for (index, (id, robot, operator, link)) in robots.into_iter().enumerate() {
+            let loop_settings = loop_config(index, &id);
+            // A chunk policy is asked on the inference worker, as `run` asks
+            // it: the loop plays the chunk it has meanwhile.
+            let inference = match chunks.lead {
+                None => Inference::inline(slot.clone()),
+                Some(_) => Inference::worker(slot.clone()),
+            };
+            let judge = || -> anyhow::Result<Option<SuccessJudge>> {
+                let reward = &config.reward;
+                let Some(dir) = &reward.success else {
+                    return Ok(None);
+                };
+                let expected = Expected {
+                    observation: &spec.observation,
+                    instruction: Some(config.task_kind().instruction()),
+                };
+                Ok(Some(crate::success_judge::load(
+                    dir,
+                    expected,
+                    reward.success_threshold,
+                    reward.success_frames,
+                    args.clock == OnlineClock::Sim,
+                    reward.success_lag_ticks,
+                )?))
+            };
+            let mut control = operator.attach(robot.into_loop(
+                args.clock,
+                inference,
+                envelope()?,
+                loop_settings,
+            )?);
+            if let Some(j) = judge()? {
+                control = control.with_success_judge(j);
+            }
+            if let Some(lead) = chunks.lead {
+                control = control.with_chunk_playback(lead);
+            }
+            let control = FleetMember {
+                control,
+                link: link.clone(),
+            };
+            loops.push((id, control));
         }
-        let control = FleetMember {
-            control,
-            link: link.clone(),
-        };
-        loops.push((id, control));
-    }
-    let (first_id, first) = loops.remove(0);
-    let others: Vec<_> = loops
-        .into_iter()
-        .map(|(id, mut control)| {
-            let mut sink = drive.sink.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("loop-{id}"))
-                .spawn(move || {
-                    control.run_to(total_ticks, &mut sink)?;
-                    Ok::<_, anyhow::Error>(control.finish())
-                })
-                .expect("spawn a control loop thread");
-            (id, thread)
-        })
-        .collect();
-    let ((summary, first_link), status, windows, fleet) = drive.run(first, others)?;
-    let labeller = labeller.map(LabellerThread::join);
-    let mut per_robot = vec![
-        json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate, "clamps": summary.clamps, "link": first_link}),
-    ];
-    per_robot.extend(fleet.iter().map(|(id, (s, link))| {
+        let (first_id, first) = loops.remove(0);
+        let others: Vec<_> = loops
+            .into_iter()
+            .map(|(id, mut control)| {
+                let mut sink = drive.sink.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("loop-{id}"))
+                    .spawn(move || {
+                        control.run_to(total_ticks, &mut sink)?;
+                        Ok::<_, anyhow::Error>(control.finish())
+                    })
+                    .expect("spawn a control loop thread");
+                (id, thread)
+            })
+            .collect();
+        let ((summary, first_link), status, windows, fleet) = drive.run(first, others)?;
+        let labeller = labeller.map(LabellerThread::join);
+        let mut per_robot = vec![
+            json!({"robot_id": first_id, "ticks": summary.counters.ticks, "episodes": summary.counters.episodes, "success_rate": summary.success_rate, "clamps": summary.clamps, "link": first_link}),
+        ];
+        per_robot.extend(fleet.iter().map(|(id, (s, link))| {
         json!({"robot_id": id, "ticks": s.counters.ticks, "episodes": s.counters.episodes, "success_rate": s.success_rate, "clamps": s.clamps, "link": link})
     }));
-    let tuned = (*slot.load()).clone();
-    let after = evaluate(&tuned, &config, &env_config, model)?;
-    crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    checkpoint::save(
-        &out,
-        &tuned,
-        TrainingProvenance {
-            config: serde_json::to_value(&config)?,
-            seed: config.seed,
-            env_steps: summary.counters.ticks,
-            updates: status.counters.updates,
-            source_commit: source_commit(),
-            parent: Some(parent_run(&from, &contract)),
-        },
-    )?;
+        let tuned = (*slot.load()).clone();
+        let after = evaluate(&tuned, &config, &env_config, model, chunks.execute)?;
+        crate::recorder::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
+        save(
+            &out,
+            &tuned,
+            TrainingProvenance {
+                config: serde_json::to_value(&config)?,
+                seed: config.seed,
+                env_steps: summary.counters.ticks,
+                updates: status.counters.updates,
+                source_commit: source_commit(),
+                parent: Some(parent_run(&from, &contract)),
+            },
+        )?;
 
-    let first = window_success(windows.iter().take(WINDOWS_COMPARED));
-    let last = window_success(windows.iter().rev().take(WINDOWS_COMPARED));
-    println!(
-        "fine-tuned {} for {:.0} s of robot time ({} ticks, {} episodes): {} updates, policy v{} → v{}; {} deadline misses, {} clamps, {} dropped transitions → {}",
-        config.task,
-        summary.counters.ticks as f64 * period.as_secs_f64(),
-        summary.counters.ticks,
-        summary.counters.episodes,
-        status.counters.updates,
-        start_version,
-        tuned.version(),
-        summary.counters.deadline_misses,
-        summary.clamps,
-        summary.counters.dropped_transitions,
-        out.display()
-    );
-    if let Some(failure) = &status.failure {
-        println!("learner failed: {failure} (the loop kept the last good weights)");
-    }
-    if let (Some(b), Some(a)) = (&before, &after) {
+        let first = window_success(windows.iter().take(WINDOWS_COMPARED));
+        let last = window_success(windows.iter().rev().take(WINDOWS_COMPARED));
         println!(
-            "held-out success {:.1}% → {:.1}% ({:+.1} points)",
-            100.0 * b.success_rate,
-            100.0 * a.success_rate,
-            100.0 * (a.success_rate - b.success_rate)
+            "fine-tuned {} for {:.0} s of robot time ({} ticks, {} episodes): {} updates, policy v{} → v{}; {} deadline misses, {} clamps, {} dropped transitions → {}",
+            config.task,
+            summary.counters.ticks as f64 * period.as_secs_f64(),
+            summary.counters.ticks,
+            summary.counters.episodes,
+            status.counters.updates,
+            start_version,
+            tuned.version(),
+            summary.counters.deadline_misses,
+            summary.clamps,
+            summary.counters.dropped_transitions,
+            out.display()
         );
-    }
-    if args.json {
-        let mut report = json!({
-            "command": "train",
-            "mode": "online",
-            "clock": format!("{:?}", args.clock).to_lowercase(),
-            "task": config.task,
-            "algo": config.algo,
-            "seed": config.seed,
-            "from": from,
-            "out": out,
-            "control_rate_hz": spec.control_rate_hz,
-            "success_rate_before": before.as_ref().map(|e| e.success_rate),
-            "success_rate": after.as_ref().map(|e| e.success_rate),
-            "success_gain": before.as_ref().zip(after.as_ref()).map(|(b, a)| a.success_rate - b.success_rate),
-            "eval_episodes": after.as_ref().map(|e| e.episodes),
-            "loop_success_first_windows": first,
-            "loop_success_last_windows": last,
-            "policy_version": tuned.version(),
-            "learner": status,
-            "labeller": labeller,
-            "robots": per_robot,
-        });
-        report["loop"] = serde_json::to_value(&summary)?;
-        for key in [
-            "deadline_misses",
-            "dropped_transitions",
-            "ticks",
-            "episodes",
-        ] {
-            report[key] = report["loop"][key].clone();
+        if let Some(failure) = &status.failure {
+            println!("learner failed: {failure} (the loop kept the last good weights)");
         }
-        report["clamps"] = json!(summary.clamps);
-        print_json(&report);
+        if let (Some(b), Some(a)) = (&before, &after) {
+            println!(
+                "held-out success {:.1}% → {:.1}% ({:+.1} points)",
+                100.0 * b.success_rate,
+                100.0 * a.success_rate,
+                100.0 * (a.success_rate - b.success_rate)
+            );
+        }
+        if args.json {
+            let mut report = json!({
+                "command": "train",
+                "mode": "online",
+                "clock": format!("{:?}", args.clock).to_lowercase(),
+                "task": config.task,
+                "algo": config.algo,
+                "seed": config.seed,
+                "from": from,
+                "out": out,
+                "control_rate_hz": spec.control_rate_hz,
+                "success_rate_before": before.as_ref().map(|e| e.success_rate),
+                "success_rate": after.as_ref().map(|e| e.success_rate),
+                "success_gain": before.as_ref().zip(after.as_ref()).map(|(b, a)| a.success_rate - b.success_rate),
+                "eval_episodes": after.as_ref().map(|e| e.episodes),
+                "loop_success_first_windows": first,
+                "loop_success_last_windows": last,
+                "policy_version": tuned.version(),
+                "learner": status,
+                "labeller": labeller,
+                "robots": per_robot,
+            });
+            report["loop"] = serde_json::to_value(&summary)?;
+            for key in [
+                "deadline_misses",
+                "dropped_transitions",
+                "ticks",
+                "episodes",
+            ] {
+                report[key] = report["loop"][key].clone();
+            }
+            report["clamps"] = json!(summary.clamps);
+            report["chunks"] = json!(summary.counters.chunks);
+            report["stale_chunks"] = json!(summary.counters.stale_chunks);
+            print_json(&report);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Windows at each end of the run whose in-loop success is compared.
@@ -358,23 +499,26 @@ fn window_success<'a>(windows: impl Iterator<Item = &'a Window>) -> Option<f64> 
 
 /// Held-out success of the deterministic policy under the run's
 /// environment (the randomisation it is being fine-tuned for).
-fn evaluate(
-    policy: &GaussianMlpPolicy,
+fn evaluate<P: Policy + Clone>(
+    policy: &P,
     config: &TrainConfig,
     env_config: &EnvConfig,
     model: Option<Arc<ArmModel>>,
+    execute: usize,
 ) -> anyhow::Result<Option<EvalReport>> {
     if config.eval_episodes == 0 {
         return Ok(None);
     }
     let envs = make_envs(env_config, model, config.envs.min(config.eval_episodes))?;
     let mut policy = policy.clone();
-    Ok(Some(eval::evaluate(
+    Ok(Some(eval::evaluate_with(
         &mut policy,
         envs,
         config.eval_episodes,
         config.seed,
         config.threads,
+        false,
+        execute,
     )?))
 }
 
@@ -391,12 +535,12 @@ struct Drive<'a> {
 
 /// One robot's loop (a fleet's loops share one type whatever the clock)
 /// and its link figures.
-struct FleetMember {
-    control: RobotLoop<GaussianMlpPolicy>,
+struct FleetMember<P: LearnablePolicy + Clone> {
+    control: RobotLoop<P>,
     link: Option<crate::robots::LinkStats>,
 }
 
-impl FleetMember {
+impl<P: LearnablePolicy + Clone> FleetMember<P> {
     fn run_to(&mut self, ticks: u64, sink: &mut LearnerSink) -> anyhow::Result<()> {
         self.control.config.max_ticks = Some(ticks);
         self.control.run(sink)?;
@@ -429,9 +573,9 @@ impl Drive<'_> {
     /// fleet run on their threads; returns the first loop's figures, the
     /// learner's, the windows and the others' figures.
     #[allow(clippy::type_complexity)]
-    fn run(
+    fn run<P: LearnablePolicy + Clone>(
         mut self,
-        mut control: FleetMember,
+        mut control: FleetMember<P>,
         others: Vec<FleetLoop>,
     ) -> anyhow::Result<(Figures, LearnerStatus, Vec<Window>, Vec<(String, Figures)>)> {
         let bar = if self.json {

@@ -97,7 +97,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// provenance, allocator overhead), measured order of magnitude.
 const TRANSITION_OVERHEAD: f64 = 1500.0;
 /// Rows of the largest inference pass (`VlaPolicy` bounds passes to this).
-const PASS_ROWS: f64 = 256.0;
+const PASS_ROWS: f64 = 32.0;
 
 /// The estimate for collecting `ticks` transitions per iteration and
 /// updating in minibatches of `minibatch` with `scope` on `model`.

@@ -927,10 +927,23 @@ pub fn gae_batch<P: TrainablePolicy>(
     let steps = chunk_credit::chunk_steps(envs, transitions, &rewards, &valid, config.gamma);
     // Values of every tick in one pass (a decision's state is its plan
     // tick's observation, its next state its last tick's next observation).
+    // The observation after tick t is tick t + 1's, except where an
+    // episode ended and on the rollout's last tick: only those are
+    // evaluated again (a VLA's encoder pass is most of an update).
     let states: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
-    let next: Vec<&Observation> = rollout.next_observations.iter().collect();
     let tick_values = policy.state_values(&states)?;
-    let tick_next_values = policy.state_values(&next)?;
+    let own_next: Vec<usize> = (0..n).filter(|&i| ended[i] || i + envs >= n).collect();
+    let next: Vec<&Observation> = own_next
+        .iter()
+        .map(|&i| &rollout.next_observations[i])
+        .collect();
+    let own_values = policy.state_values(&next)?;
+    let mut tick_next_values: Vec<f32> = (0..n)
+        .map(|i| tick_values.get(i + envs).copied().unwrap_or(0.0))
+        .collect();
+    for (&i, v) in own_next.iter().zip(own_values) {
+        tick_next_values[i] = v;
+    }
     let values: Vec<f32> = steps
         .steps
         .iter()
