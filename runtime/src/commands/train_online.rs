@@ -412,7 +412,7 @@ impl Online<'_> {
                 env_steps: summary.counters.ticks,
                 updates: status.counters.updates,
                 source_commit: source_commit(),
-                parent: Some(parent_run(&from, &contract)),
+                parent: Some(parent_run(&from, contract)),
             },
         )?;
 
