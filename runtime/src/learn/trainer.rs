@@ -925,24 +925,39 @@ pub fn gae_batch<P: TrainablePolicy>(
         reward_scale.apply(envs, &mut rewards, &ended, config.gamma);
     }
     let steps = chunk_credit::chunk_steps(envs, transitions, &rewards, &valid, config.gamma);
-    // Values of every tick in one pass (a decision's state is its plan
-    // tick's observation, its next state its last tick's next observation).
-    // The observation after tick t is tick t + 1's, except where an
-    // episode ended and on the rollout's last tick: only those are
-    // evaluated again (a VLA's encoder pass is most of an update).
-    let states: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
-    let tick_values = policy.state_values(&states)?;
-    let own_next: Vec<usize> = (0..n).filter(|&i| ended[i] || i + envs >= n).collect();
+    // Values of the states a decision starts from and of those its last
+    // tick leads to, and of no other tick: every tick for a per-tick
+    // policy, about two in `execute` for a chunk policy (a VLA's encoder
+    // pass is most of its update). The observation after tick t is tick
+    // t + 1's, except where an episode ended and on the rollout's last
+    // tick: only those next observations are evaluated on their own.
+    let follows = |row: usize| !ended[row] && row + envs < n;
+    let mut needed = vec![false; n];
+    for s in &steps.steps {
+        needed[s.plan_row] = true;
+        if follows(s.last_row()) {
+            needed[s.last_row() + envs] = true;
+        }
+    }
+    let rows: Vec<usize> = (0..n).filter(|&i| needed[i]).collect();
+    let states: Vec<&Observation> = rows.iter().map(|&i| &transitions[i].observation).collect();
+    let mut tick_values = vec![0.0f32; n];
+    for (&i, v) in rows.iter().zip(policy.state_values(&states)?) {
+        tick_values[i] = v;
+    }
+    let own_next: Vec<usize> = steps
+        .steps
+        .iter()
+        .map(|s| s.last_row())
+        .filter(|&row| !follows(row))
+        .collect();
     let next: Vec<&Observation> = own_next
         .iter()
         .map(|&i| &rollout.next_observations[i])
         .collect();
-    let own_values = policy.state_values(&next)?;
-    let mut tick_next_values: Vec<f32> = (0..n)
-        .map(|i| tick_values.get(i + envs).copied().unwrap_or(0.0))
-        .collect();
-    for (&i, v) in own_next.iter().zip(own_values) {
-        tick_next_values[i] = v;
+    let mut own_values = vec![0.0f32; n];
+    for (&i, v) in own_next.iter().zip(policy.state_values(&next)?) {
+        own_values[i] = v;
     }
     let values: Vec<f32> = steps
         .steps
@@ -952,7 +967,14 @@ pub fn gae_batch<P: TrainablePolicy>(
     let next_values: Vec<f32> = steps
         .steps
         .iter()
-        .map(|s| tick_next_values[s.last_row()])
+        .map(|s| {
+            let last = s.last_row();
+            if follows(last) {
+                tick_values[last + envs]
+            } else {
+                own_values[last]
+            }
+        })
         .collect();
     let (advantages, returns) = chunk_credit::chunk_gae(
         &steps.steps,
