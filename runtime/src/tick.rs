@@ -42,15 +42,6 @@ pub fn command(output: &PolicyOutput) -> &Action {
     &output.chunk.actions[0]
 }
 
-/// The action an output's log-probability refers to: the sampled first
-/// action, or the planned one for a deterministic policy.
-pub fn behaviour_action(output: &PolicyOutput) -> &Action {
-    output
-        .sampled
-        .as_ref()
-        .map_or(&output.chunk.actions[0], |s| &s.actions[0])
-}
-
 /// record: one transition with its provenance and every reward component.
 /// `policy_action` is what the policy chose (what `log_prob` refers to),
 /// `sent` what the robot received.

@@ -445,13 +445,8 @@ impl VlaPolicy {
         let mut frames = Vec::with_capacity(rows.len() * frame);
         let mut words = Vec::with_capacity(rows.len() * l);
         let mut states = Vec::with_capacity(rows.len() * obs);
+        check_rows(batch, rows)?;
         for &i in rows {
-            if i >= batch.len() {
-                return Err(PolicyError::Other(format!(
-                    "row {i} of a batch of {}",
-                    batch.len()
-                )));
-            }
             frames.extend_from_slice(&batch.frames[i * frame..][..frame]);
             words.extend_from_slice(&batch.word_ids[i * l..][..l]);
             states.extend_from_slice(&batch.states[i * obs..][..obs]);
@@ -652,13 +647,8 @@ impl VlaPolicy {
         let (width, obs) = (batch.encoded, batch.obs);
         let mut features = Vec::with_capacity(rows.len() * width);
         let mut states = Vec::with_capacity(rows.len() * obs);
+        check_rows(batch, rows)?;
         for &i in rows {
-            if i >= batch.len() {
-                return Err(PolicyError::Other(format!(
-                    "row {i} of a batch of {}",
-                    batch.len()
-                )));
-            }
             features.extend_from_slice(&batch.features[i * width..][..width]);
             states.extend_from_slice(&batch.states[i * obs..][..obs]);
         }
@@ -677,6 +667,17 @@ impl VlaPolicy {
         for (g, group) in ws.grads.iter_mut().zip(&groups) {
             g.resize(group.len, 0.0);
         }
+    }
+}
+
+/// Every row index is one of `batch`'s.
+fn check_rows(batch: &VlaDecisions, rows: &[usize]) -> Result<(), PolicyError> {
+    match rows.iter().find(|&&i| i >= batch.len()) {
+        Some(i) => Err(PolicyError::Other(format!(
+            "row {i} of a batch of {}",
+            batch.len()
+        ))),
+        None => Ok(()),
     }
 }
 

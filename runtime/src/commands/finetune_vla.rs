@@ -11,7 +11,7 @@
 //! names by weights hash; `eval --checkpoint NEW` loads it on its own.
 
 use super::print_json;
-use super::train::{TrainArgs, parent_run, same_dir, source_commit};
+use super::train::{TrainArgs, parent_run, same_dir, source_commit, steps_bar};
 use super::train_vla::peak_memory_mib;
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::finetune::{self, FinetuneConfig};
@@ -24,7 +24,6 @@ use cerebellum_policies::checkpoint::{ParentRun, TrainingProvenance};
 use cerebellum_policies::vla::VlaPolicy;
 use cerebellum_policies::vla::checkpoint::{BaseWeights, save_on};
 use cerebellum_sim::{ArmModel, EnvConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,16 +165,7 @@ pub fn run(
         None
     };
     let total = trainer.total_iterations() * trainer.steps_per_iteration();
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = steps_bar(total, args.json);
     if let Some(b) = &before {
         bar.println(format!(
             "fine-tuning `{}` ({trained_parameters} of {} parameters) from {}: held-out success {:.1}% before",

@@ -47,6 +47,13 @@ use std::time::Instant;
 ///
 ///   cerebellum train --task reach-color --policy vla
 ///
+/// Fine-tune a cloned VLA with RL (PPO or GRPO; `[finetune] train = "head"
+/// | "lora" | "all"`, docs/vla.md): NEW holds what was trained on the base
+/// it names by weights hash, and is evaluated before and after:
+///
+///   cerebellum train --resume runs/reach-color-s0 --out runs/reach-color-rl \
+///       --config bench/vla-finetune/lora-grpo.toml
+///
 /// Continue a run in place, or fork it into a run of its own (RUN is only
 /// read; NEW names RUN and its weights hash in its provenance):
 ///
@@ -490,16 +497,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .state
         .env_steps
         .saturating_add(remaining.saturating_mul(trainer.steps_per_iteration()));
-    let bar = if args.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = steps_bar(total, args.json);
     bar.set_position(trainer.state.env_steps);
     let started = Instant::now();
     let bc = if resume.is_some() {
@@ -635,6 +633,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         None => Ok(()),
         Some(failure) => Err(super::Reported(failure).into()),
     }
+}
+
+/// The progress bar of a training run over `total` env steps (hidden
+/// under `--json`).
+pub(super) fn steps_bar(total: u64, json: bool) -> ProgressBar {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Behaviour cloning before RL when the config asks for it, and how well
