@@ -4,7 +4,7 @@
 # and GRPO in each scope (head, lora, all), then through the control loop.
 # Resumes if stopped: a run whose directory holds a checkpoint is skipped.
 #
-#   bench/vla-finetune/run.sh [OUT_DIR]   (default runs/vla-finetune; ~80 min on 2 cores)
+#   bench/vla-finetune/run.sh [OUT_DIR]   (default runs/vla-finetune; ~90 min on 2 cores)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${CEREBELLUM:-$here/../../target/release/cerebellum}"
@@ -23,4 +23,6 @@ run base train --task reach-color --policy vla --config "$here/base.toml"
 for r in all-grpo lora-grpo head-grpo all-ppo lora-ppo head-ppo; do
   run "$r" train --resume "$out/base" --config "$here/$r.toml"
 done
-run online train --online --resume "$out/base" --config "$here/online.toml" --duration 1200
+for r in online online-lora; do
+  run "$r" train --online --resume "$out/base" --config "$here/$r.toml" --duration 1200
+done
