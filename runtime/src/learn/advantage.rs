@@ -62,7 +62,9 @@ pub fn gae(
 
 /// GRPO group normalisation (Shao et al. 2024, "DeepSeekMath"):
 /// A_i = (r_i − mean_g r) / (std_g r + ε), over consecutive groups of
-/// `group` returns (population std, as the reference implementations).
+/// `group` returns, with the population std. The reference
+/// implementations (verl, TRL) use the sample (n − 1) std, which
+/// `estimators::grpo` computes; `--algo grpo` moves to it with issue 22.
 pub fn group_normalized(returns: &[f32], group: usize, epsilon: f32) -> Vec<f32> {
     assert!(
         group > 0 && returns.len().is_multiple_of(group),
