@@ -259,6 +259,8 @@ fn train_base(task: TaskKind) -> String {
     config.ppo.target_kl = Some(0.02);
     // The vision-language policy's table too, so its keys are mutated.
     config.vla = Some(Default::default());
+    // And the VLA fine-tune's.
+    config.finetune = Some(Default::default());
     config.to_toml()
 }
 
@@ -268,6 +270,19 @@ fn train_case(text: &str) -> Result<(), String> {
     let config = TrainConfig::from_toml(None, Some(text))?;
     config.validate().expect("from_toml validated it");
     config.check_with_env(&EnvConfig::default(), false)?;
+    // An accepted [finetune] sizes a run without panicking: finite, and
+    // refused or not by its budget.
+    let finetune = config.finetune_settings();
+    let memory = cerebellum_runtime::learn::finetune::estimate(
+        &config.vla_settings().model,
+        finetune.train,
+        config.envs.saturating_mul(config.rollout_steps),
+        finetune.execute,
+        config.ppo.minibatch_size,
+        100.0,
+    );
+    assert!(memory.total_mib.is_finite(), "{memory:?}");
+    let _ = cerebellum_runtime::learn::finetune::check_fits(&memory, finetune.memory_budget_mib);
     let spec = spec(config.task_kind());
     let mut policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)
         .map_err(|e| e.to_string())?;

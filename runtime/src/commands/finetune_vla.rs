@@ -11,14 +11,13 @@
 //! names by weights hash; `eval --checkpoint NEW` loads it on its own.
 
 use super::print_json;
-use super::train::{TrainArgs, parent_run, same_dir, source_commit, steps_bar};
+use super::train::{TrainArgs, all_rolled_back, parent_run, same_dir, source_commit, steps_bar};
 use super::train_vla::peak_memory_mib;
+use crate::learn::TrainConfig;
 use crate::learn::eval::{self, EvalReport};
 use crate::learn::finetune::{self, FinetuneConfig};
 use crate::learn::trainer::{Trainer, make_envs};
-use crate::learn::{Algo, TrainConfig};
 use crate::report::{self, RunFiles};
-use cerebellum_core::Robot;
 use cerebellum_policies::TrainablePolicy;
 use cerebellum_policies::checkpoint::{ParentRun, TrainingProvenance};
 use cerebellum_policies::vla::VlaPolicy;
@@ -87,65 +86,31 @@ pub fn run(
     );
     let settings: FinetuneConfig = config.finetune_settings();
     let (env_config, model) = config.load_env(false)?;
-    let probe = make_envs(&env_config, model.clone(), 1)?.remove(0);
-    let spec = probe.spec().clone();
-    let episode_ticks = match &probe {
-        cerebellum_sim::SimEnv::Arm(arm) => arm.horizon() as usize,
-        cerebellum_sim::SimEnv::Pendulum(_) => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
-    };
-    drop(probe);
-    let (mut policy, contract) = VlaPolicy::load(&from, Some(&spec))?;
-    if let Some(base) = contract
-        .vla
-        .as_ref()
-        .and_then(|v| v.finetune.as_ref())
-        .and_then(|f| f.base.as_ref())
-    {
-        anyhow::bail!(
-            "{} is itself a fine-tune on {}: fine-tune from a run that holds every tensor",
-            from.display(),
-            base.path
-        );
-    }
-    anyhow::ensure!(
-        settings.execute <= policy.horizon(),
-        "finetune.execute = {} but the policy plans chunks of {} actions",
-        settings.execute,
-        policy.horizon()
-    );
-    policy
-        .set_finetune(&settings.scope(), config.seed)
-        .map_err(|e| anyhow::anyhow!("[finetune]: {e}"))?;
-    if let Some(log_std) = settings.log_std {
-        policy.set_log_std(log_std)?;
-    }
+    let mut loaded = None;
+    let mut trainer =
+        Trainer::with_policy(config.clone(), &env_config, model.clone(), |spec, c| {
+            let (policy, contract, base) = finetune::prepare(&from, spec, &settings, c.seed)?;
+            loaded = Some((contract, base));
+            Ok(policy)
+        })?;
+    let (contract, base) = loaded.expect("the trainer made its policy");
     // Sized before anything trains: refused now, not killed later.
-    let ticks = match config.algo {
-        Algo::Ppo => config.rollout_steps * config.envs,
-        Algo::Grpo => episode_ticks * config.envs,
-    };
     let memory = finetune::estimate(
-        policy.config(),
+        trainer.policy.config(),
         settings.train,
-        ticks,
+        trainer.steps_per_iteration() as usize,
         settings.execute,
         config.ppo.minibatch_size,
         finetune::resident_mib().unwrap_or(0.0),
     );
     finetune::check_fits(&memory, settings.memory_budget_mib).map_err(anyhow::Error::msg)?;
-    let base = BaseWeights {
-        path: from
-            .canonicalize()
-            .unwrap_or_else(|_| from.clone())
-            .display()
-            .to_string(),
-        weights_sha256: contract.weights_sha256.clone(),
-    };
     let parent = parent_run(&from, &contract);
-    let trained_parameters: usize = policy.parameter_groups().iter().map(|g| g.len).sum();
-    let mut trainer = Trainer::with_policy(config.clone(), &env_config, model.clone(), |_, _| {
-        Ok(policy)
-    })?;
+    let trained_parameters: usize = trainer
+        .policy
+        .parameter_groups()
+        .iter()
+        .map(|g| g.len)
+        .sum();
     trainer.collector.set_chunk_execution(settings.execute);
     std::fs::create_dir_all(&out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
@@ -243,11 +208,7 @@ pub fn run(
             100.0 * a.success_rate
         );
     }
-    let failure = (updates_run > 0 && updates_rolled_back == updates_run).then(|| {
-        format!(
-            "every one of the {updates_run} updates had a non-finite loss and was rolled back: the policy did not learn"
-        )
-    });
+    let failure = all_rolled_back(updates_run, updates_rolled_back);
     if let Some(failure) = &failure {
         println!("{failure}");
     }

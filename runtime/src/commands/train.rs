@@ -588,11 +588,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     // A run in which every update was rolled back (a non-finite loss each
     // time) learned nothing: it says so and fails, whatever it saved.
-    let failure = (updates_run > 0 && updates_rolled_back == updates_run).then(|| {
-        format!(
-            "every one of the {updates_run} updates this run made had a non-finite loss and was rolled back: the policy did not learn (lower the learning rate, or check the rewards)"
-        )
-    });
+    let failure = all_rolled_back(updates_run, updates_rolled_back);
     if let Some(failure) = &failure {
         println!("{failure}");
     }
@@ -633,6 +629,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         None => Ok(()),
         Some(failure) => Err(super::Reported(failure).into()),
     }
+}
+
+/// A run in which every update was rolled back (a non-finite loss each
+/// time) learned nothing: the failure it reports, if so.
+pub(super) fn all_rolled_back(updates: u64, rolled_back: u64) -> Option<String> {
+    (updates > 0 && rolled_back == updates).then(|| {
+        format!(
+            "every one of the {updates} updates this run made had a non-finite loss and was rolled back: the policy did not learn (lower the learning rate, or check the rewards)"
+        )
+    })
 }
 
 /// The progress bar of a training run over `total` env steps (hidden

@@ -12,14 +12,12 @@ use crate::learn::online::{
     LearnablePolicy, LearnerSink, LearnerStatus, LearnerThread, OnlineGrpo, OnlinePpo, Pace,
 };
 use crate::learn::trainer::{TrainerState, make_envs};
-use crate::learn::{Algo, TrainConfig};
+use crate::learn::{Algo, TrainConfig, finetune};
 use crate::robots::{OperatorInputs, RobotChoice, RobotLoop, connect_robot};
 use crate::success_judge::SuccessJudge;
 use cerebellum_core::Policy;
-use cerebellum_policies::TrainablePolicy;
 use cerebellum_policies::checkpoint::{self, TrainingProvenance};
-use cerebellum_policies::vla::VlaPolicy;
-use cerebellum_policies::vla::checkpoint::{BaseWeights, VLA_KIND, save_on};
+use cerebellum_policies::vla::checkpoint::{VLA_KIND, save_on};
 use cerebellum_reward_models::contract::{Expected, read_contract};
 use cerebellum_reward_models::labeller::{RewardModelConfig, RewardModels};
 use cerebellum_sim::{ArmModel, EnvConfig};
@@ -147,41 +145,9 @@ struct Chunks {
 /// noise and chunk execution of the offline fine-tune, in the loop; the
 /// checkpoint holds what was trained on the base it names.
 fn online_vla(run: Online<'_>, spec: &cerebellum_core::RobotSpec) -> anyhow::Result<()> {
-    let (mut policy, contract) = VlaPolicy::load(run.from, Some(spec))?;
-    if let Some(base) = contract
-        .vla
-        .as_ref()
-        .and_then(|v| v.finetune.as_ref())
-        .and_then(|f| f.base.as_ref())
-    {
-        anyhow::bail!(
-            "{} is itself a fine-tune on {}: fine-tune from a run that holds every tensor",
-            run.from.display(),
-            base.path
-        );
-    }
     let settings = run.config.finetune_settings();
+    let (policy, _, base) = finetune::prepare(run.from, spec, &settings, run.config.seed)?;
     let horizon = policy.horizon();
-    anyhow::ensure!(
-        settings.execute <= horizon,
-        "finetune.execute = {} but the policy plans chunks of {horizon} actions",
-        settings.execute
-    );
-    policy
-        .set_finetune(&settings.scope(), run.config.seed)
-        .map_err(|e| anyhow::anyhow!("[finetune]: {e}"))?;
-    if let Some(log_std) = settings.log_std {
-        policy.set_log_std(log_std)?;
-    }
-    let base = BaseWeights {
-        path: run
-            .from
-            .canonicalize()
-            .unwrap_or_else(|_| run.from.to_path_buf())
-            .display()
-            .to_string(),
-        weights_sha256: contract.weights_sha256.clone(),
-    };
     let chunks = Chunks {
         lead: Some((horizon - settings.execute) as u32),
         execute: settings.execute,

@@ -7,9 +7,14 @@
 //! interface; this module sizes the run and refuses one that would not fit
 //! its memory budget before anything trains.
 
+use cerebellum_core::RobotSpec;
 use cerebellum_core::bounds::Limits;
-use cerebellum_policies::vla::{Finetune, TrainScope, VlaConfig};
+use cerebellum_policies::TrainablePolicy;
+use cerebellum_policies::checkpoint::Contract;
+use cerebellum_policies::vla::checkpoint::BaseWeights;
+use cerebellum_policies::vla::{Finetune, TrainScope, VlaConfig, VlaPolicy};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// From the policies' log σ floor to σ = e.
 pub const LOG_STD: Limits<f32> = Limits::closed(cerebellum_policies::gaussian::LOG_STD_FLOOR, 1.0);
@@ -74,6 +79,53 @@ impl FinetuneConfig {
             lora_alpha: self.lora_alpha,
         }
     }
+}
+
+/// The cloned VLA in `from`, made ready to fine-tune as `settings` say
+/// (scope, adapters drawn from `seed`, exploration noise), with its
+/// contract and the base a fine-tune of it names. A checkpoint that is
+/// itself a fine-tune on a base is refused: a fine-tune starts from one
+/// that holds every tensor.
+pub fn prepare(
+    from: &Path,
+    spec: &RobotSpec,
+    settings: &FinetuneConfig,
+    seed: u64,
+) -> anyhow::Result<(VlaPolicy, Contract, BaseWeights)> {
+    let (mut policy, contract) = VlaPolicy::load(from, Some(spec))?;
+    if let Some(base) = contract
+        .vla
+        .as_ref()
+        .and_then(|v| v.finetune.as_ref())
+        .and_then(|f| f.base.as_ref())
+    {
+        anyhow::bail!(
+            "{} is itself a fine-tune on {}: fine-tune from a run that holds every tensor",
+            from.display(),
+            base.path
+        );
+    }
+    anyhow::ensure!(
+        settings.execute <= policy.horizon(),
+        "finetune.execute = {} but the policy plans chunks of {} actions",
+        settings.execute,
+        policy.horizon()
+    );
+    policy
+        .set_finetune(&settings.scope(), seed)
+        .map_err(|e| anyhow::anyhow!("[finetune]: {e}"))?;
+    if let Some(log_std) = settings.log_std {
+        policy.set_log_std(log_std)?;
+    }
+    let base = BaseWeights {
+        path: from
+            .canonicalize()
+            .unwrap_or_else(|_| from.to_path_buf())
+            .display()
+            .to_string(),
+        weights_sha256: contract.weights_sha256.clone(),
+    };
+    Ok((policy, contract, base))
 }
 
 /// What a fine-tuning run holds at its peak, estimated before it starts.
