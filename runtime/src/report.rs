@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return,success_rate,policy_loss,value_loss,entropy,approx_kl,clip_fraction,grad_norm,rolled_back,rejected,reward_version,progress_std,learned_successes,learned_truth_pearson,progress_mean";
+pub const METRICS_HEADER: &str = "iteration,env_steps,episodes,mean_return,success_rate,policy_loss,value_loss,entropy,approx_kl,clip_fraction,grad_norm,rolled_back,rejected,reward_version,progress_std,learned_successes,learned_truth_pearson,progress_mean,discarded_starts,resample_rounds";
 pub const TIMING_HEADER: &str =
     "iteration,env_steps,collect_seconds,update_seconds,steps_per_second";
 
@@ -81,7 +81,7 @@ impl RunFiles {
         let u = &r.update;
         writeln!(
             self.metrics,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.iteration,
             r.env_steps,
             r.episodes,
@@ -99,7 +99,9 @@ impl RunFiles {
             opt(r.progress_std),
             r.learned_successes,
             opt(r.learned_truth_pearson),
-            opt(r.progress_mean)
+            opt(r.progress_mean),
+            r.discarded_starts,
+            r.resample_rounds
         )?;
         let seconds = r.collect_seconds + r.update_seconds;
         writeln!(

@@ -300,6 +300,7 @@ fn train_case(text: &str) -> Result<(), String> {
         old_log_probs: vec![-1.0; rows],
         action_starts: (0..=rows).collect(),
         advantages: (0..rows).map(|i| wave(i + 3)).collect(),
+        loss_weights: Vec::new(),
         returns: (0..rows).map(|i| wave(i + 5)).collect(),
         old_values: vec![0.0; rows],
     };

@@ -350,6 +350,7 @@ pub fn tiny_batch(
         old_log_probs: vec![-1.0; n],
         action_starts: (0..=n).collect(),
         advantages: (0..n).map(|i| wave(i + 3)).collect(),
+        loss_weights: Vec::new(),
         returns: (0..n).map(|i| wave(i + 5)).collect(),
         old_values: vec![0.0; n],
     }

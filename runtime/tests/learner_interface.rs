@@ -13,8 +13,8 @@ use cerebellum_policies::{
     CandleGaussianPolicy, Decision, EncodedDecisions, GaussianConfig, GaussianMlpPolicy,
     TrainablePolicy, Wants,
 };
-use cerebellum_runtime::learn::advantage;
 use cerebellum_runtime::learn::ppo::{self, Batch, PpoConfig};
+use cerebellum_runtime::learn::{advantage, estimators};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -113,6 +113,7 @@ impl Rollout {
             old_log_probs: self.old_log_probs.clone(),
             action_starts: (0..=n).collect(),
             advantages: self.advantages.clone(),
+            loss_weights: Vec::new(),
             returns: self.returns.clone(),
             old_values: self.old_values.clone(),
         }
@@ -194,7 +195,7 @@ fn grpo_rollout(policy: &mut GaussianMlpPolicy, starts: &[Observation]) -> Rollo
         observations: obs,
         actions,
         old_log_probs,
-        advantages: advantage::group_normalized(&rewards, group, 1e-8),
+        advantages: estimators::grpo::grpo(&rewards, group, 1e-8).unwrap(),
         returns: vec![0.0; n],
         old_values: vec![0.0; n],
     }
@@ -406,6 +407,7 @@ fn ppo_on_a_chunk_policy_clips_per_executed_action() {
         old_log_probs: now.clone(),
         action_starts,
         advantages: advantages.clone(),
+        loss_weights: Vec::new(),
         returns: rewards,
         old_values: values,
     };

@@ -407,7 +407,7 @@ fn training_on_learned_rewards_from_recordings_end_to_end() {
                 .lines()
                 .next()
                 .unwrap()
-                .ends_with("learned_truth_pearson,progress_mean")
+                .contains("learned_truth_pearson,progress_mean")
     );
     let monitor = report["learned_truth_pearson_last"].as_f64().unwrap();
     assert!((-1.0..=1.0).contains(&monitor), "{report}");

@@ -98,6 +98,7 @@ fn saturating_learner(
         old_log_probs: vec![-5.0; n],
         action_starts: (0..=n).collect(),
         advantages: (0..n).map(|_| rng.random::<f32>() - 0.5).collect(),
+        loss_weights: Vec::new(),
         returns: (0..n).map(|_| rng.random::<f32>()).collect(),
         old_values: vec![0.0; n],
     };

@@ -297,6 +297,7 @@ fn update_throughput() -> anyhow::Result<f64> {
         old_log_probs: uniform(n).iter().map(|v| v - 1.0).collect(),
         action_starts: (0..=n).collect(),
         advantages: uniform(n),
+        loss_weights: Vec::new(),
         returns: uniform(n),
         old_values: uniform(n),
     };

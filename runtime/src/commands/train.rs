@@ -98,9 +98,33 @@ pub struct TrainArgs {
     /// would have.
     #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
-    /// ppo (GAE and a critic) or grpo (group-relative, no critic).
-    #[arg(long, value_parser = parse_algo)]
+    /// The learner: ppo (GAE and a critic) or one of the critic-free GRPO
+    /// family, each an advantage estimator in front of the same clipped
+    /// loss (docs/learning.md, "Which learner"):
+    ///   grpo        (r − group mean) / group std, G rollouts per start
+    ///   dr-grpo     r − group mean, no std; every action weighs the same
+    ///   rloo        r − the mean of the group's other rollouts
+    ///   mc-grpo     G + 1 rollouts, median baseline, MAD scale; the median
+    ///               rollout out of the loss (small groups: --group 2)
+    ///   spo         one rollout per start from a pool of 256 recurring
+    ///               starts, each start's tracked return the baseline
+    ///   gdpo        each reward component normalised in its group first
+    ///   stratified  grpo within nuisance strata (intervened, clamped, …)
+    ///   remax       G sampled + 1 mean-action rollout, the baseline
+    /// `envs` is rounded up to whole starts (G, or G + 1), and the run
+    /// says so.
+    #[arg(long, value_parser = parse_algo, verbatim_doc_comment)]
     pub algo: Option<Algo>,
+    /// DAPO's clip-higher: the ratio's upper clip is 1 + this (0.28 in the
+    /// paper) while the lower stays 1 − ppo.clip (0.2); any --algo.
+    #[arg(long, value_name = "EPS")]
+    pub clip_high: Option<f32>,
+    /// DAPO's dynamic sampling: a start whose rollouts all returned the
+    /// same carries no gradient; it is discarded and more starts are
+    /// collected (at most estimator.max_resample_rounds more collections
+    /// per update; metrics.csv counts both). Any critic-free --algo.
+    #[arg(long)]
+    pub dynamic_sampling: bool,
     /// mlp (the state MLP, trained by --algo) or vla (the
     /// vision-language-action policy: camera, instruction and joints in,
     /// a chunk of actions out; cloned from demonstrations it records with
@@ -111,7 +135,8 @@ pub struct TrainArgs {
     ///   cerebellum train --task reach-color --policy vla
     #[arg(long, value_name = "KIND")]
     pub policy: Option<crate::learn::config::PolicyKind>,
-    /// Rollouts per group for grpo, all from one simulator snapshot.
+    /// Sampled rollouts per start (G) for the GRPO family, all from one
+    /// simulator snapshot (mc-grpo and remax run one more).
     #[arg(long, value_name = "G")]
     pub group: Option<usize>,
     /// Held-out evaluation episodes at the end (0 skips it).
@@ -227,11 +252,7 @@ impl TrainArgs {
 }
 
 fn parse_algo(s: &str) -> Result<Algo, String> {
-    match s {
-        "ppo" => Ok(Algo::Ppo),
-        "grpo" => Ok(Algo::Grpo),
-        other => Err(format!("unknown algorithm `{other}`; known: ppo, grpo")),
-    }
+    s.parse()
 }
 
 pub(super) fn read(path: &Path) -> anyhow::Result<String> {
@@ -292,8 +313,19 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
             .clone()
             .or_else(|| config.reward.progress.first().cloned());
     }
+    if let Some(high) = args.clip_high {
+        config.ppo.clip_high = Some(high);
+    }
+    if args.dynamic_sampling {
+        config.estimator.dynamic_sampling = true;
+    }
     args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
+    if !args.is_online()
+        && let Some(note) = config.round_envs_to_starts()
+    {
+        eprintln!("note: {note}");
+    }
     let out = match (&args.out, &resume) {
         (Some(out), _) => out.clone(),
         (None, Some(dir)) if args.is_online() => {

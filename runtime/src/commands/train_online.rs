@@ -48,12 +48,34 @@ struct Window {
     clamps: u64,
 }
 
+/// What each learner needs from a robot, and the two it cannot have here:
+/// the group estimators need `rollouts_per_start` consecutive episodes from
+/// one commanded start (the loop's `episodes_per_start`), which any robot
+/// that can be reset to a start gives.
+fn check_online_algo(algo: Algo) -> anyhow::Result<()> {
+    let why = match algo {
+        Algo::Spo => {
+            "spo draws each episode's start from a pool of recurring starts it tracks, \
+             and the loop commands starts in order; train spo in the simulator"
+        }
+        Algo::Remax => {
+            "remax needs one deterministic episode per start beside the sampled ones, \
+             and the loop samples every episode of a run alike; train remax in the simulator"
+        }
+        _ => return Ok(()),
+    };
+    anyhow::bail!(
+        "--online --algo {algo}: {why} (on a robot: ppo, grpo, dr-grpo, rloo, mc-grpo, gdpo, stratified)"
+    )
+}
+
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let from = args.resume_dir().ok_or_else(|| {
         anyhow::anyhow!("--online needs --resume DIR: the checkpoint to fine-tune")
     })??;
     super::seconds("--duration", args.duration, super::MAX_SECONDS)?;
     let (config, out) = resolve_config(args)?;
+    check_online_algo(config.algo)?;
     let (env_config, model) = config.load_env(true)?;
     let contract = checkpoint::load_contract(&from)?;
     let choices = if args.robots.is_empty() {
@@ -207,9 +229,8 @@ impl Online<'_> {
                 slot.clone(),
                 pace,
             ),
-            Algo::Grpo => {
-                LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace)
-            }
+            Algo::Spo | Algo::Remax => unreachable!("refused by check_online_algo"),
+            _ => LearnerThread::spawn(OnlineGrpo::new(policy, config.clone()), slot.clone(), pace),
         };
         // Learned rewards: a labeller thread in front of the learner, and a
         // watcher that reloads retrained models.
@@ -278,11 +299,7 @@ impl Online<'_> {
             // Set by the clock (`ConnectedRobot::into_loop`).
             inference_deadline: None,
             robot_id: robot_id.to_owned(),
-            episodes_per_start: if config.algo == Algo::Grpo {
-                config.group as u64
-            } else {
-                1
-            },
+            episodes_per_start: config.algo.rollouts_per_start(config.group) as u64,
         };
         let total_ticks = (args.duration / period.as_secs_f64()).ceil() as u64;
         std::fs::create_dir_all(&out)

@@ -60,42 +60,6 @@ pub fn gae(
     (advantages, returns)
 }
 
-/// GRPO group normalisation (Shao et al. 2024, "DeepSeekMath"):
-/// A_i = (r_i − mean_g r) / (std_g r + ε), over consecutive groups of
-/// `group` returns, with the population std. The reference
-/// implementations (verl, TRL) use the sample (n − 1) std, which
-/// `estimators::grpo` computes; `--algo grpo` moves to it with issue 22.
-pub fn group_normalized(returns: &[f32], group: usize, epsilon: f32) -> Vec<f32> {
-    assert!(
-        group > 0 && returns.len().is_multiple_of(group),
-        "whole groups"
-    );
-    returns
-        .chunks_exact(group)
-        .flat_map(|g| {
-            let mean = g.iter().sum::<f32>() / group as f32;
-            let std = (g.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / group as f32).sqrt();
-            g.iter().map(move |r| (r - mean) / (std + epsilon))
-        })
-        .collect()
-}
-
-/// REINFORCE leave-one-out baseline (Kool et al. 2019; Ahmadian et al. 2024):
-/// A_i = r_i − mean_{j≠i} r_j.
-pub fn leave_one_out(returns: &[f32], group: usize) -> Vec<f32> {
-    assert!(
-        group > 1 && returns.len().is_multiple_of(group),
-        "whole groups of at least two"
-    );
-    returns
-        .chunks_exact(group)
-        .flat_map(|g| {
-            let sum: f32 = g.iter().sum();
-            g.iter().map(move |r| r - (sum - r) / (group - 1) as f32)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,20 +125,5 @@ mod tests {
             1.0,
         );
         close(&adv, &[1.0, 0.9, 0.0, 1.0]);
-    }
-
-    #[test]
-    fn group_normalisation_by_hand() {
-        // Group (1, 3): mean 2, std 1 → (−1, 1). Group (5, 5): std 0 → 0.
-        close(
-            &group_normalized(&[1.0, 3.0, 5.0, 5.0], 2, 0.0 + 1e-6),
-            &[-1.0, 1.0, 0.0, 0.0],
-        );
-    }
-
-    #[test]
-    fn leave_one_out_by_hand() {
-        // (1, 2, 6): 1 − 4 = −3, 2 − 3.5 = −1.5, 6 − 1.5 = 4.5
-        close(&leave_one_out(&[1.0, 2.0, 6.0], 3), &[-3.0, -1.5, 4.5]);
     }
 }

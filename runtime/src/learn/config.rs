@@ -15,23 +15,103 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The learners `train --algo` knows: PPO with a critic, and the
+/// critic-free GRPO family (docs/learning.md, "Which learner"), each an
+/// advantage estimator (`learn::estimators`, one file each) in front of
+/// the one clipped loss (`learn::ppo`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Algo {
     /// PPO with GAE and a learned value function.
     Ppo,
-    /// Group-relative advantages over `group` rollouts from one snapshot,
-    /// with the PPO clipped loss and no critic.
+    /// (r − mean_g) / (std_g + ε) over `group` rollouts from one snapshot.
     Grpo,
+    /// r − mean_g, no std; the loss over a constant count of actions.
+    DrGrpo,
+    /// r − the mean of the group's other rollouts.
+    Rloo,
+    /// `group` + 1 rollouts, median-centred and MAD-scaled; the median
+    /// rollout (the pivot) out of the loss.
+    McGrpo,
+    /// Single rollouts from a recurring pool of starts, each tracked for a
+    /// baseline; batch-normalised, entropy-shaped.
+    Spo,
+    /// Each named reward component normalised within its group, then
+    /// summed with its weight and normalised over the batch.
+    Gdpo,
+    /// GRPO normalised within nuisance strata (intervened, clamped, length
+    /// bucket, sim or real), blended with the group's own.
+    Stratified,
+    /// `group` sampled rollouts and one deterministic (mean-action) rollout
+    /// from the same start, whose return is the baseline.
+    Remax,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBaseline {
-    /// (r − mean) / (std + ε)
-    Normalized,
-    /// r − mean of the others (RLOO)
-    LeaveOneOut,
+impl Algo {
+    pub const ALL: [Algo; 9] = [
+        Algo::Ppo,
+        Algo::Grpo,
+        Algo::DrGrpo,
+        Algo::Rloo,
+        Algo::McGrpo,
+        Algo::Spo,
+        Algo::Gdpo,
+        Algo::Stratified,
+        Algo::Remax,
+    ];
+
+    /// The name `--algo` and `algo = "…"` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ppo => "ppo",
+            Algo::Grpo => "grpo",
+            Algo::DrGrpo => "dr-grpo",
+            Algo::Rloo => "rloo",
+            Algo::McGrpo => "mc-grpo",
+            Algo::Spo => "spo",
+            Algo::Gdpo => "gdpo",
+            Algo::Stratified => "stratified",
+            Algo::Remax => "remax",
+        }
+    }
+
+    /// PPO trains a critic and cuts rollouts every `rollout_steps`; the
+    /// others are critic-free and learn from whole episodes.
+    pub fn has_critic(self) -> bool {
+        self == Algo::Ppo
+    }
+
+    /// Copies run from one start: `group` for the group estimators, one
+    /// more for MC-GRPO (the pivot) and ReMax (the greedy rollout), 1 for
+    /// SPO and PPO. `envs` is a multiple of it.
+    pub fn rollouts_per_start(self, group: usize) -> usize {
+        match self {
+            Algo::Ppo | Algo::Spo => 1,
+            Algo::McGrpo | Algo::Remax => group + 1,
+            Algo::Grpo | Algo::DrGrpo | Algo::Rloo | Algo::Gdpo | Algo::Stratified => group,
+        }
+    }
+
+    /// Every name, for an error message.
+    pub fn known() -> String {
+        Self::ALL.map(Algo::name).join(", ")
+    }
+}
+
+impl std::fmt::Display for Algo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Algo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("unknown algorithm `{s}`; known: {}", Self::known()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,9 +130,13 @@ pub struct TrainConfig {
     pub rollout_steps: usize,
     pub gamma: f32,
     pub gae_lambda: f32,
-    /// Rollouts per group (GRPO); `envs` must be a multiple of it.
+    /// Sampled rollouts per start (the GRPO family's G); `envs` must be a
+    /// multiple of `Algo::rollouts_per_start` (G, or G + 1 for mc-grpo and
+    /// remax).
     pub group: usize,
-    pub group_baseline: GroupBaseline,
+    /// The critic-free estimators' own settings (`[estimator]`).
+    #[serde(default)]
+    pub estimator: crate::learn::group_advantages::EstimatorConfig,
     /// Weight of each reward component in the scalar the learner optimises.
     pub reward_weights: BTreeMap<String, f32>,
     /// Scale rewards by the running std of the discounted return (PPO).
@@ -215,7 +299,7 @@ impl TrainConfig {
             gamma: 0.99,
             gae_lambda: 0.95,
             group: 8,
-            group_baseline: GroupBaseline::Normalized,
+            estimator: Default::default(),
             reward_weights,
             normalize_rewards: true,
             eval_episodes: 100,
@@ -352,7 +436,7 @@ impl TrainConfig {
                 self.envs.saturating_mul(self.rollout_steps),
                 "envs × rollout_steps",
             ),
-            Algo::Grpo => {
+            _ => {
                 let horizon = match task.arm_horizon_s() {
                     None => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
                     Some(seconds) => (seconds * env.physics.control_rate_hz()).round() as usize,
@@ -441,13 +525,7 @@ impl TrainConfig {
         GAMMA.check("gamma", self.gamma)?;
         GAE_LAMBDA.check("gae_lambda", self.gae_lambda)?;
         GROUP.check("group", self.group)?;
-        if self.algo == Algo::Grpo && !self.envs.is_multiple_of(self.group) {
-            return Err(refusal(
-                "group",
-                self.group,
-                &format!("must divide `envs` = {} with algo = \"grpo\"", self.envs),
-            ));
-        }
+        self.estimator.validate()?;
         EVAL_EPISODES.check("eval_episodes", self.eval_episodes)?;
         self.check_reward_weights()?;
         self.bc.validate()?;
@@ -461,6 +539,46 @@ impl TrainConfig {
             finetune.validate()?;
         }
         self.ppo.validate()
+    }
+
+    /// `envs` is a whole number of starts for the algorithm (G copies, or
+    /// G + 1 for mc-grpo and remax, from each); `round_envs_to_starts`
+    /// makes it one. Checked where a run is built (`Trainer`), after
+    /// `train` has rounded.
+    pub fn check_starts(&self) -> Result<(), String> {
+        let per_start = self.algo.rollouts_per_start(self.group);
+        if self.envs.is_multiple_of(per_start) {
+            return Ok(());
+        }
+        let what = match self.algo {
+            Algo::McGrpo | Algo::Remax => format!("group + 1 = {per_start}"),
+            _ => format!("group = {per_start}"),
+        };
+        Err(refusal(
+            "envs",
+            self.envs,
+            &format!(
+                "must be a multiple of {what} with algo = \"{}\" (`train` rounds it up)",
+                self.algo
+            ),
+        ))
+    }
+
+    /// Rounds `envs` up to a whole number of starts for the algorithm
+    /// (`Algo::rollouts_per_start`); the sentence to tell the user when it
+    /// changed, `None` when it did not.
+    pub fn round_envs_to_starts(&mut self) -> Option<String> {
+        let per_start = self.algo.rollouts_per_start(self.group);
+        let rounded = self.envs.div_ceil(per_start) * per_start;
+        if rounded == self.envs {
+            return None;
+        }
+        let note = format!(
+            "envs {} rounded up to {rounded}: algo {} runs {per_start} copies from each start",
+            self.envs, self.algo
+        );
+        self.envs = rounded;
+        Some(note)
     }
 
     /// The `[finetune]` settings (their defaults when the config has none).

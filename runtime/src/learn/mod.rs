@@ -8,6 +8,7 @@ pub mod config;
 pub mod estimators;
 pub mod eval;
 pub mod finetune;
+pub mod group_advantages;
 pub mod labeller_thread;
 pub mod online;
 pub mod ppo;

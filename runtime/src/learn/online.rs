@@ -23,12 +23,12 @@
 //! loop: the slot refuses non-finite weights, the loop keeps the last good
 //! ones, and the failure is reported in `LearnerStatus`.
 
-use super::advantage;
 use super::chunk_credit::chunk_steps;
-use super::config::{GroupBaseline, LEARNING_RATE, TrainConfig};
+use super::config::{LEARNING_RATE, TrainConfig};
+use super::group_advantages::{self, EpisodeOutcome};
 use super::ppo::{self, UpdateStats};
 use super::rollout::Rollout;
-use super::trainer::{RewardScale, TrainerState, decision_batch, gae_batch, reward};
+use super::trainer::{RewardScale, TrainerState, decision_batch, gae_batch};
 use crate::control_loop::{CheckedWeights, PolicySlot, TransitionSink};
 use cerebellum_core::bounds::Limits;
 use cerebellum_core::{Observation, Policy, Transition};
@@ -97,8 +97,11 @@ pub struct LearnerCounters {
     /// Without a sampled action and its log-probability (holds, later
     /// actions of a chunk, operator commands).
     pub unusable: u64,
-    /// Episodes or groups left incomplete by drops (GRPO).
+    /// Episodes or groups left incomplete by drops, or discarded for a
+    /// non-finite return (the GRPO family).
     pub broken: u64,
+    /// Groups discarded by dynamic sampling: their returns did not differ.
+    pub no_spread: u64,
     pub updates: u64,
     /// Updates whose loss went non-finite (weights restored, nothing
     /// published).
@@ -373,14 +376,18 @@ impl<P: LearnablePolicy> Learning<P> {
 
     /// One PPO update at the online step size; the new weights, one version
     /// up, unless it rolled back.
-    fn update(&mut self, batch: &ppo::Batch<P::Encoded>, value_coef: f32) -> Option<P> {
+    /// `critic`: PPO's value term (at `ppo.value_coef`); without it, the
+    /// advantages are the estimator's own, not renormalised per minibatch
+    /// (as `Trainer::update`).
+    fn update(&mut self, batch: &ppo::Batch<P::Encoded>, critic: bool) -> Option<P> {
         if batch.is_empty() {
             return None;
         }
-        let ppo_config = ppo::PpoConfig {
-            value_coef,
-            ..self.config.ppo.clone()
-        };
+        let mut ppo_config = self.config.ppo.clone();
+        if !critic {
+            ppo_config.value_coef = 0.0;
+            ppo_config.normalize_advantages = false;
+        }
         let stats = ppo::update(
             &mut self.policy,
             &mut self.adam,
@@ -480,8 +487,7 @@ impl<P: LearnablePolicy> OnlinePpo<P> {
                 return None;
             }
         };
-        let value_coef = learning.config.ppo.value_coef;
-        learning.update(&batch, value_coef)
+        learning.update(&batch, true)
     }
 }
 
@@ -521,13 +527,17 @@ impl<P: LearnablePolicy> OnlineLearner for OnlinePpo<P> {
     }
 }
 
-/// Group-relative advantages on the board (ALGORITHMS.md §1.2): the loop
-/// runs `group` consecutive episodes from one start (`LoopConfig::
-/// episodes_per_start`, which gives them one `group_id`); when a group is
-/// complete, each episode's return is normalised within it (or given the
-/// leave-one-out baseline) and every step of the episode takes that
-/// advantage. No critic. A group an episode of which lost transitions is
-/// discarded whole: its baseline would be wrong.
+/// Group-relative advantages on the board (ALGORITHMS.md §1): the loop
+/// runs `Algo::rollouts_per_start` consecutive episodes from one commanded
+/// start (`LoopConfig::episodes_per_start`, which gives them one
+/// `group_id`): G for grpo, dr-grpo, rloo, gdpo and stratified, G + 1 for
+/// mc-grpo. When a group is complete its episodes are scored by the
+/// configured estimator (`group_advantages`) and every step of an episode
+/// takes its advantage. No critic. A group an episode of which lost
+/// transitions, or with a non-finite return, is discarded whole (its
+/// baseline would be wrong); under dynamic sampling so is a group whose
+/// returns do not differ, and the next group is the resample. SPO and
+/// ReMax are not run on a robot (`train --online` says why).
 pub struct OnlineGrpo<P: LearnablePolicy = GaussianMlpPolicy> {
     learning: Learning<P>,
     /// Finished episodes by group, and whether each is whole.
@@ -564,40 +574,62 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
         }
         let members = self.groups.entry(group_id).or_default();
         members.push((episode, whole));
-        if members.len() < group {
+        if members.len() < learning.config.algo.rollouts_per_start(group) {
             return None;
         }
         let members = self.groups.remove(&group_id).expect("just filled");
         let rows: Vec<Transition> = members.iter().flat_map(|(e, _)| e.clone()).collect();
         learning.note_reward_version(&rows);
-        let returns: Vec<f32> = members
-            .iter()
-            .map(|(e, _)| e.iter().map(|t| reward(&learning.config, t)).sum())
-            .collect();
-        if members.iter().any(|(_, whole)| !whole) || returns.iter().any(|r| !r.is_finite()) {
+        if members.iter().any(|(_, whole)| !whole) {
             learning.counters.broken += 1;
             return None;
         }
-        let per_episode = match learning.config.group_baseline {
-            GroupBaseline::Normalized => advantage::group_normalized(&returns, group, 1e-6),
-            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
+        let horizon = members.iter().map(|(e, _)| e.len()).max().unwrap_or(1);
+        let outcomes: Vec<EpisodeOutcome> = members
+            .iter()
+            .map(|(e, _)| {
+                let episode: Vec<&Transition> = e.iter().collect();
+                EpisodeOutcome::of(&learning.config, &episode, horizon)
+            })
+            .collect();
+        let estimate = match group_advantages::episode_advantages(&learning.config, &outcomes, None)
+        {
+            Ok(estimate) => estimate,
+            Err(e) => {
+                tracing::error!("online {}: the group is dropped: {e}", learning.config.algo);
+                learning.counters.broken += 1;
+                return None;
+            }
         };
+        learning.counters.broken += estimate.non_finite as u64;
+        learning.counters.no_spread += estimate.no_spread as u64;
+        if estimate.kept == 0 {
+            return None;
+        }
+        let members: Vec<_> = members
+            .into_iter()
+            .zip(&estimate.in_loss)
+            .map(|(member, &in_loss)| (member, in_loss))
+            .collect();
         let mut transitions = Vec::new();
         let mut episode_of = Vec::new();
-        for (k, (episode, _)) in members.into_iter().enumerate() {
+        let mut valid = Vec::new();
+        for (k, ((episode, _), in_loss)) in members.into_iter().enumerate() {
             episode_of.extend(std::iter::repeat_n(k, episode.len()));
+            // MC-GRPO's pivot gives the baseline only.
+            valid.extend(
+                episode
+                    .iter()
+                    .map(|t| in_loss && t.observation.state.iter().all(|v| v.is_finite())),
+            );
             transitions.extend(episode);
         }
-        let valid: Vec<bool> = transitions
-            .iter()
-            .map(|t| t.observation.state.iter().all(|v| v.is_finite()))
-            .collect();
         let zeros = vec![0.0; transitions.len()];
         let steps = chunk_steps(1, &transitions, &zeros, &valid, learning.config.gamma);
         let advantages: Vec<f32> = steps
             .steps
             .iter()
-            .map(|s| per_episode[episode_of[s.plan_row]])
+            .map(|s| estimate.advantages[episode_of[s.plan_row]])
             .collect();
         let zeros = vec![0.0; steps.steps.len()];
         let batch = match decision_batch(
@@ -608,14 +640,22 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
             &zeros,
             &zeros,
         ) {
-            Ok(batch) => batch,
+            // One robot's episodes in order: decisions stay in step order.
+            Ok(batch) => ppo::Batch {
+                loss_weights: steps
+                    .steps
+                    .iter()
+                    .map(|s| estimate.loss_weights[episode_of[s.plan_row]])
+                    .collect(),
+                ..batch
+            },
             Err(e) => {
                 tracing::error!("online GRPO: cannot build the batch, the group is dropped: {e}");
                 learning.counters.broken += 1;
                 return None;
             }
         };
-        learning.update(&batch, 0.0)
+        learning.update(&batch, false)
     }
 }
 

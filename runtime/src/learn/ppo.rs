@@ -39,6 +39,13 @@ pub struct PpoConfig {
     pub epochs: usize,
     pub minibatch_size: usize,
     pub clip: f32,
+    /// DAPO's clip-higher (Yu et al. 2025, arXiv 2503.14476): the upper
+    /// bound of the ratio is 1 + `clip_high` while the lower stays
+    /// 1 − `clip`, so an unlikely action that turned out good can gain
+    /// more probability in one update (0.28 in the paper); `None`: `clip`
+    /// both ways.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_high: Option<f32>,
     /// Clip the value update to ±this around the old value; `None` = plain.
     pub value_clip: Option<f32>,
     pub value_coef: f32,
@@ -57,6 +64,7 @@ impl Default for PpoConfig {
             epochs: 10,
             minibatch_size: 64,
             clip: 0.2,
+            clip_high: None,
             value_clip: None,
             value_coef: 0.5,
             entropy_coef: 0.0,
@@ -69,6 +77,8 @@ impl Default for PpoConfig {
 
 /// The surrogate's ε: ρ is clamped to [1 − ε, 1 + ε].
 pub const CLIP: Limits<f32> = Limits::open(0.0, 1.0);
+/// Clip-higher's ε_high: ρ ≤ 1 + ε_high.
+pub const CLIP_HIGH: Limits<f32> = Limits::open(0.0, 10.0);
 /// The value clip's ±ε_V around the old value (`f32::clamp` needs ε_V ≥ 0).
 pub const VALUE_CLIP: Limits<f32> = Limits::open_closed(0.0, 1000.0);
 pub const VALUE_COEF: Limits<f32> = Limits::closed(0.0, 100.0);
@@ -82,6 +92,9 @@ impl PpoConfig {
         EPOCHS.check("ppo.epochs", self.epochs)?;
         MINIBATCH_SIZE.check("ppo.minibatch_size", self.minibatch_size)?;
         CLIP.check("ppo.clip", self.clip)?;
+        if let Some(high) = self.clip_high {
+            CLIP_HIGH.check("ppo.clip_high", high)?;
+        }
         if let Some(eps) = self.value_clip {
             VALUE_CLIP.check("ppo.value_clip", eps)?;
         }
@@ -107,6 +120,11 @@ pub struct Batch<E> {
     pub action_starts: Vec<usize>,
     /// One advantage per decision (every executed action of it shares it).
     pub advantages: Vec<f32>,
+    /// Per decision, the weight of its actions in the policy loss (GRPO's
+    /// 1/|episode| normalisation, `group_advantages`); empty: every
+    /// action weighs 1 and the loss is the mean over the minibatch's
+    /// actions.
+    pub loss_weights: Vec<f32>,
     /// Value targets; ignored when `value_coef` is 0 (critic-free learners).
     pub returns: Vec<f32>,
     pub old_values: Vec<f32>,
@@ -136,6 +154,7 @@ impl<E: EncodedDecisions> Batch<E> {
             || self.returns.len() != n
             || self.old_values.len() != n
             || self.old_log_probs.len() != actions
+            || !(self.loss_weights.is_empty() || self.loss_weights.len() == n)
             || !starts_fit
         {
             return Err(format!(
@@ -228,20 +247,24 @@ pub fn loss_and_grad<P: TrainablePolicy>(
         ..OutputGrads::default()
     };
     let (mut policy_loss, mut approx_kl, mut clipped) = (0.0f32, 0.0f32, 0usize);
+    let (low, high) = (
+        1.0 - config.clip,
+        1.0 + config.clip_high.unwrap_or(config.clip),
+    );
     let mut at = 0;
     for (r, &i) in index.iter().enumerate() {
-        let a = advantages[r];
+        let a = advantages[r] * batch.loss_weights.get(i).copied().unwrap_or(1.0);
         let old = &batch.old_log_probs[batch.action_starts[i]..batch.action_starts[i + 1]];
         for &old_log_prob in old {
             let log_ratio = out.log_probs[at] - old_log_prob;
             let ratio = log_ratio.exp();
             let unclipped = -a * ratio;
-            let clipped_loss = -a * ratio.clamp(1.0 - config.clip, 1.0 + config.clip);
+            let clipped_loss = -a * ratio.clamp(low, high);
             policy_loss += unclipped.max(clipped_loss);
             approx_kl += (ratio - 1.0) - log_ratio;
-            clipped += ((ratio - 1.0).abs() > config.clip) as usize;
+            clipped += !(low..=high).contains(&ratio) as usize;
             // Gradient flows only through the branch the max picked, and
-            // the clipped branch is flat outside [1 − ε, 1 + ε].
+            // the clipped branch is flat outside [1 − ε, 1 + ε_high].
             if unclipped >= clipped_loss {
                 grads.log_probs[at] = -a * ratio * inv_n;
             }
@@ -458,6 +481,7 @@ mod tests {
             old_log_probs: now.iter().zip(offsets).map(|(l, o)| l + o).collect(),
             action_starts: (0..=n).collect(),
             advantages: vec![0.5, -1.0, 2.0, -0.3, 0.9, -1.7],
+            loss_weights: Vec::new(),
             returns: (0..n).map(|k| f(k, 4.0)).collect(),
             old_values: (0..n).map(|k| f(k, 4.3) * 0.5).collect(),
         }
@@ -661,6 +685,7 @@ mod tests {
             old_log_probs: vec![log_prob - 0.5],
             action_starts: vec![0, 1],
             advantages: vec![1.0],
+            loss_weights: Vec::new(),
             returns: vec![2.0],
             old_values: vec![0.0],
         };

@@ -50,6 +50,9 @@ pub struct Collector {
     execute: usize,
     /// Each copy's chunk and the index of its next action.
     playing: Vec<Option<(PolicyOutput, usize)>>,
+    /// Copies that run the deterministic (mean-action) policy even when the
+    /// others sample: ReMax's baseline rollout of each group.
+    greedy: Vec<bool>,
 }
 
 /// Action `at` of a chunk: (what the policy chose, its log-probability,
@@ -88,6 +91,7 @@ impl Collector {
             next_episode_id: n as u64,
             execute: 1,
             playing: vec![None; n],
+            greedy: vec![false; n],
         })
     }
 
@@ -101,6 +105,13 @@ impl Collector {
     pub fn set_chunk_execution(&mut self, execute: usize) {
         self.execute = execute.max(1);
         self.playing.iter_mut().for_each(|p| *p = None);
+    }
+
+    /// Marks the copies that act deterministically while the others sample
+    /// (`collect` with noise); all `false` by default.
+    pub fn set_greedy(&mut self, greedy: Vec<bool>) {
+        assert_eq!(greedy.len(), self.envs(), "one flag per copy");
+        self.greedy = greedy;
     }
 
     pub fn envs(&self) -> usize {
@@ -168,15 +179,29 @@ impl Collector {
                         .is_none_or(|(out, at)| *at >= execute.min(out.chunk.actions.len()))
                 })
                 .collect();
-            if !due.is_empty() {
-                let outputs = if due.len() == envs {
+            // Greedy copies are asked apart, deterministically; a
+            // batch of one kind keeps the noise a copy draws independent of
+            // whether any copy is greedy.
+            let greedy_due: Vec<usize> = due.iter().copied().filter(|&e| self.greedy[e]).collect();
+            let sampled_due: Vec<usize> =
+                due.iter().copied().filter(|&e| !self.greedy[e]).collect();
+            for (copies, sampling) in [
+                (sampled_due, sampling),
+                (greedy_due, Sampling::Deterministic),
+            ] {
+                if copies.is_empty() {
+                    continue;
+                }
+                let outputs = if copies.len() == envs {
                     tick::infer(policy, &spec, &self.observations, sampling)?
                 } else {
-                    let observations: Vec<Observation> =
-                        due.iter().map(|&e| self.observations[e].clone()).collect();
+                    let observations: Vec<Observation> = copies
+                        .iter()
+                        .map(|&e| self.observations[e].clone())
+                        .collect();
                     tick::infer(policy, &spec, &observations, sampling)?
                 };
-                for (&e, output) in due.iter().zip(outputs) {
+                for (&e, output) in copies.iter().zip(outputs) {
                     self.playing[e] = Some((output, 0));
                 }
             }

@@ -4,10 +4,11 @@
 //! rollouts that start from one snapshot and no critic. Both share the
 //! rollout code and the loss.
 
-use super::advantage;
 use super::bc::{self, BcReport};
 use super::chunk_credit::{self, ChunkStep};
-use super::config::{Algo, GroupBaseline, TrainConfig};
+use super::config::{Algo, TrainConfig};
+use super::estimators::spo::{self, ContextTracker};
+use super::group_advantages::{self, EpisodeOutcome, SpoInputs};
 use super::ppo::{self, Batch, UpdateStats};
 use super::rollout::{Collector, Rollout};
 use cerebellum_core::{Observation, Robot, Transition};
@@ -50,6 +51,11 @@ pub struct IterationReport {
     /// Mean learned potential Φ(s′) over the batch: rising while the
     /// ground-truth return falls is the other face of reward hacking.
     pub progress_mean: Option<f64>,
+    /// Starts left out of the update: a non-finite return, or no spread
+    /// under dynamic sampling (`group_advantages`).
+    pub discarded_starts: usize,
+    /// Extra collections dynamic sampling made for starts with spread.
+    pub resample_rounds: usize,
     pub collect_seconds: f64,
     pub update_seconds: f64,
 }
@@ -63,6 +69,26 @@ pub struct TrainerState {
     pub adam: Adam,
     pub shuffle_rng: ChaCha8Rng,
     pub reward_scale: RewardScale,
+    /// SPO's per-start tracker and start sampler (`algo = "spo"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spo: Option<SpoState>,
+}
+
+/// What SPO carries from one update to the next: the tracked return of
+/// each start of its pool, the generator that samples starts, and how far
+/// the policy has moved. The policy's change since a start was last seen
+/// (ρ's D) is the sum of the updates' mean |Δ log π| over their batches
+/// since then: the tracker forgets a start's old outcomes as fast as the
+/// policy has moved away from the one that earned them (SPO measures D on
+/// the start's own last rollout; this needs no rollouts kept).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpoState {
+    pub tracker: ContextTracker,
+    pub rng: ChaCha8Rng,
+    /// Σ over updates of the batch's mean |log π_new − log π_old|.
+    pub drift: f64,
+    /// `drift` when each start was last seen; `None`: never.
+    pub drift_at_visit: Vec<Option<f64>>,
 }
 
 /// The file `TrainerState::save` writes into a run directory.
@@ -444,6 +470,7 @@ impl<P: TrainablePolicy> Trainer<P> {
         make: impl FnOnce(&cerebellum_core::RobotSpec, &TrainConfig) -> anyhow::Result<P>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        config.check_starts().map_err(anyhow::Error::msg)?;
         config
             .check_with_env(env_config, false)
             .map_err(anyhow::Error::msg)?;
@@ -466,10 +493,19 @@ impl<P: TrainablePolicy> Trainer<P> {
         };
         let policy = make(&spec, &config)?;
         let adam = policy.optimizer(config.ppo.learning_rate);
-        let collector = Collector::new(
+        let mut collector = Collector::new(
             VecEnv::new(envs, config.seed, config.threads),
             spec.name.clone(),
         )?;
+        if config.algo == Algo::Remax {
+            // The last copy of each start runs the mean action: the baseline.
+            let per_start = config.algo.rollouts_per_start(config.group);
+            collector.set_greedy(
+                (0..config.envs)
+                    .map(|e| e % per_start == per_start - 1)
+                    .collect(),
+            );
+        }
         Ok(Self {
             state: TrainerState {
                 iteration: 0,
@@ -478,6 +514,12 @@ impl<P: TrainablePolicy> Trainer<P> {
                 adam,
                 shuffle_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_4FF1E),
                 reward_scale: RewardScale::default(),
+                spo: (config.algo == Algo::Spo).then(|| SpoState {
+                    tracker: ContextTracker::real_valued(config.estimator.spo_contexts, 0.0),
+                    rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_9050),
+                    drift: 0.0,
+                    drift_at_visit: vec![None; config.estimator.spo_contexts],
+                }),
             },
             config,
             policy,
@@ -568,7 +610,7 @@ impl<P: TrainablePolicy> Trainer<P> {
     pub fn steps_per_iteration(&self) -> u64 {
         let per_copy = match self.config.algo {
             Algo::Ppo => self.config.rollout_steps,
-            Algo::Grpo => self.horizon,
+            _ => self.horizon,
         };
         (per_copy * self.config.envs) as u64
     }
@@ -591,33 +633,16 @@ impl<P: TrainablePolicy> Trainer<P> {
     /// One collect-and-update iteration.
     pub fn iterate(&mut self) -> anyhow::Result<IterationReport> {
         let started = Instant::now();
-        let rollout = match self.config.algo {
-            Algo::Ppo => {
-                let steps = self.config.rollout_steps;
-                let r = self.collector.collect(
-                    &mut self.policy,
-                    steps,
-                    Some((self.config.seed, self.state.tick)),
-                )?;
-                self.state.tick += steps as u64;
-                r
-            }
-            Algo::Grpo => {
-                let groups = self.config.envs / self.config.group;
-                let seeds: Vec<u64> = (0..groups)
-                    .map(|k| episode_seed(self.config.seed ^ 0x6_2090, k, self.state.iteration))
-                    .collect();
-                self.collector.reset_groups(self.config.group, &seeds)?;
-                let r = self.collector.collect(
-                    &mut self.policy,
-                    self.horizon,
-                    Some((self.config.seed, self.state.tick)),
-                )?;
-                self.state.tick += self.horizon as u64;
-                r
-            }
-        };
-        let mut rollout = rollout;
+        if !self.config.algo.has_critic() {
+            return self.iterate_from_starts(started);
+        }
+        let steps = self.config.rollout_steps;
+        let mut rollout = self.collector.collect(
+            &mut self.policy,
+            steps,
+            Some((self.config.seed, self.state.tick)),
+        )?;
+        self.state.tick += steps as u64;
         let labelled = match self.labeller.as_mut() {
             Some(labeller) => Some(label_rollout(labeller, &mut rollout)?),
             None => None,
@@ -625,22 +650,47 @@ impl<P: TrainablePolicy> Trainer<P> {
         let usable = labelled.as_ref().map(|l| l.usable.as_slice());
         let collect_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let (batch, rejected, episodes) = match self.config.algo {
-            Algo::Ppo => {
-                let (batch, rejected) = gae_batch(
-                    &mut self.policy,
-                    &self.config,
-                    &mut self.state.reward_scale,
-                    &rollout,
-                    usable,
-                )?;
-                (batch, rejected, finished_stats(&rollout))
-            }
-            Algo::Grpo => self.group_batch(&rollout, usable)?,
-        };
+        let (batch, rejected) = gae_batch(
+            &mut self.policy,
+            &self.config,
+            &mut self.state.reward_scale,
+            &rollout,
+            usable,
+        )?;
+        let episodes = finished_stats(&rollout);
+        let update = self.update(&batch)?;
+        self.finish_iteration(&rollout.transitions, &update)?;
+        Ok(IterationReport {
+            iteration: self.state.iteration,
+            env_steps: self.state.env_steps,
+            episodes: episodes.0,
+            mean_return: episodes.1,
+            success_rate: episodes.2,
+            update,
+            rejected,
+            reward_version: labelled.as_ref().map(|l| l.version),
+            progress_std: labelled.as_ref().and_then(|l| l.progress_std),
+            learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
+            learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
+            progress_mean: labelled.as_ref().and_then(|l| l.progress_mean),
+            discarded_starts: 0,
+            resample_rounds: 0,
+            collect_seconds,
+            update_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The PPO loss on `batch` (critic-free learners without the value
+    /// term), at this iteration's step size.
+    fn update(&mut self, batch: &Batch<P::Encoded>) -> anyhow::Result<UpdateStats> {
         let mut ppo_config = self.config.ppo.clone();
-        if self.config.algo == Algo::Grpo {
+        if !self.config.algo.has_critic() {
+            // No critic; the estimator is the advantages' normalisation
+            // (GRPO's group std, SPO's and GDPO's batch std, Dr. GRPO's
+            // and ReMax's none), as each paper has it: the minibatch's
+            // would undo it.
             ppo_config.value_coef = 0.0;
+            ppo_config.normalize_advantages = false;
         }
         let frac = if ppo_config.anneal_lr {
             let start = self.run_start_iteration;
@@ -655,12 +705,22 @@ impl<P: TrainablePolicy> Trainer<P> {
             ppo::update(
                 &mut self.policy,
                 &mut self.state.adam,
-                &batch,
+                batch,
                 &ppo_config,
                 ppo_config.learning_rate * frac,
                 &mut self.state.shuffle_rng,
             )
         };
+        Ok(update)
+    }
+
+    /// After an update: the cloning term, the policy's version, the
+    /// observation statistics and the counters.
+    fn finish_iteration(
+        &mut self,
+        transitions: &[Transition],
+        update: &UpdateStats,
+    ) -> anyhow::Result<()> {
         let bc = &self.config.bc;
         let weight = bc.rl_weight * bc.rl_decay.powf(self.state.iteration as f64);
         if let Some(set) = self
@@ -683,17 +743,157 @@ impl<P: TrainablePolicy> Trainer<P> {
         }
         // The statistics move only between updates, so every rollout and
         // the update after it see one normalisation.
-        let observations: Vec<&Observation> =
-            rollout.transitions.iter().map(|t| &t.observation).collect();
+        let observations: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
         self.policy.observe(&observations);
         self.state.iteration += 1;
-        self.state.env_steps += rollout.transitions.len() as u64;
+        self.state.env_steps += transitions.len() as u64;
+        Ok(())
+    }
+
+    /// One iteration of a critic-free learner (`group_advantages`): whole
+    /// episodes from starts (`Algo::rollouts_per_start` copies from one
+    /// snapshot each; SPO: one copy per start, drawn from its pool), each
+    /// copy's first episode scored, every decision of an episode given the
+    /// episode's advantage. Under dynamic sampling, starts without spread
+    /// are discarded and more starts collected, at most
+    /// `estimator.max_resample_rounds` times.
+    fn iterate_from_starts(&mut self, started: Instant) -> anyhow::Result<IterationReport> {
+        let algo = self.config.algo;
+        let envs = self.config.envs;
+        let per_start = algo.rollouts_per_start(self.config.group);
+        let estimator = &self.config.estimator;
+        let max_rounds = if estimator.dynamic_sampling && algo != Algo::Spo {
+            1 + estimator.max_resample_rounds
+        } else {
+            1
+        };
+        let mut rounds: Vec<StartRound> = Vec::new();
+        let mut with_spread = 0;
+        while rounds.len() < max_rounds {
+            let round = self.collect_starts(rounds.len())?;
+            with_spread += round
+                .outcomes
+                .chunks(per_start)
+                .filter(|start| group_advantages::start_has_spread(algo, start))
+                .count();
+            rounds.push(round);
+            if with_spread >= envs / per_start {
+                break;
+            }
+        }
+        let collect_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+
+        // The rounds as one time-major rollout of `envs` copies: round k's
+        // rows follow round k − 1's, each copy's first episode still its own.
+        let resample_rounds = rounds.len() - 1;
+        let rows_per_round = self.horizon * envs;
+        let mut transitions = Vec::with_capacity(rounds.len() * rows_per_round);
+        let (mut outcomes, mut rows_of, mut contexts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut true_returns, mut successes, mut rejected) = (Vec::new(), Vec::new(), 0);
+        let mut labelled: Option<LabelledRollout> = None;
+        for round in rounds {
+            let offset = transitions.len();
+            rows_of.extend(
+                round
+                    .rows
+                    .into_iter()
+                    .map(|rows| rows.into_iter().map(|i| i + offset).collect::<Vec<_>>()),
+            );
+            transitions.extend(round.rollout.transitions);
+            outcomes.extend(round.outcomes);
+            contexts.extend(round.contexts);
+            true_returns.extend(round.true_returns);
+            successes.extend(round.successes);
+            rejected += round.rejected;
+            labelled = match (labelled, round.labelled) {
+                (Some(mut all), Some(this)) => {
+                    all.usable.extend(this.usable);
+                    all.successes += this.successes;
+                    Some(LabelledRollout {
+                        usable: all.usable,
+                        successes: all.successes,
+                        ..this
+                    })
+                }
+                (_, this) => this,
+            };
+        }
+
+        let spo_inputs = match self.state.spo.as_ref() {
+            Some(spo_state) => Some((
+                spo_baselines(&spo_state.tracker, &contexts, &outcomes),
+                match transitions.first() {
+                    Some(t) => entropy_surrogate(&self.policy, t)?,
+                    None => 0.0,
+                },
+            )),
+            None => None,
+        };
+        let estimate = group_advantages::episode_advantages(
+            &self.config,
+            &outcomes,
+            spo_inputs.as_ref().map(|(baselines, entropy)| SpoInputs {
+                baselines,
+                entropy_surrogate: *entropy,
+            }),
+        )
+        .map_err(anyhow::Error::msg)?;
+
+        let n = transitions.len();
+        let mut in_batch = vec![false; n];
+        for (rows, _) in rows_of.iter().zip(&estimate.in_loss).filter(|(_, l)| **l) {
+            rows.iter().for_each(|&i| in_batch[i] = true);
+        }
+        let zeros = vec![0.0f32; n];
+        let steps =
+            chunk_credit::chunk_steps(envs, &transitions, &zeros, &in_batch, self.config.gamma);
+        let copy_of = |s: &ChunkStep| s.plan_row / rows_per_round * envs + s.env;
+        let advantages: Vec<f32> = steps
+            .steps
+            .iter()
+            .map(|s| estimate.advantages[copy_of(s)])
+            .collect();
+        let zeros = vec![0.0f32; steps.steps.len()];
+        let mut batch = decision_batch(
+            &self.policy,
+            &transitions,
+            &steps.steps,
+            &advantages,
+            &zeros,
+            &zeros,
+        )?;
+        // `decision_batch` orders decisions by their first tick.
+        let mut weights: Vec<(usize, f32)> = steps
+            .steps
+            .iter()
+            .map(|s| (s.rows[0], estimate.loss_weights[copy_of(s)]))
+            .collect();
+        weights.sort_by_key(|(first, _)| *first);
+        batch.loss_weights = weights.into_iter().map(|(_, w)| w).collect();
+        rejected += steps.intervention_ticks;
+
+        let update = self.update(&batch)?;
+        if let Some(spo_state) = self.state.spo.as_mut() {
+            let change = if update.rolled_back || batch.is_empty() {
+                0.0
+            } else {
+                mean_abs_log_prob_change(&self.policy, &batch)?
+            };
+            let kept = |c: usize| {
+                outcomes[c].weighted_return.is_finite()
+                    && outcomes[c].components.iter().all(|v| v.is_finite())
+            };
+            spo_state.track(&contexts, &outcomes, kept, change)?;
+        }
+        self.finish_iteration(&transitions, &update)?;
+        let copies = true_returns.len().max(1) as f64;
         Ok(IterationReport {
             iteration: self.state.iteration,
             env_steps: self.state.env_steps,
-            episodes: episodes.0,
-            mean_return: episodes.1,
-            success_rate: episodes.2,
+            episodes: true_returns.len(),
+            mean_return: Some(true_returns.iter().sum::<f64>() / copies),
+            success_rate: Some(successes.iter().filter(|&&s| s).count() as f64 / copies),
             update,
             rejected,
             reward_version: labelled.as_ref().map(|l| l.version),
@@ -701,39 +901,69 @@ impl<P: TrainablePolicy> Trainer<P> {
             learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
             learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
             progress_mean: labelled.as_ref().and_then(|l| l.progress_mean),
+            discarded_starts: estimate.non_finite + estimate.no_spread,
+            resample_rounds,
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
         })
     }
 
-    /// One advantage per rollout from its group, given to each of its steps.
-    /// Each copy contributes its first episode (the one that started from
-    /// the group's snapshot).
-    fn group_batch(
-        &mut self,
-        rollout: &Rollout,
-        usable: Option<&[bool]>,
-    ) -> anyhow::Result<(Batch<P::Encoded>, usize, EpisodeStats)> {
-        let envs = rollout.envs;
-        let mut returns = vec![0.0f32; envs];
-        let mut true_returns = vec![0.0f64; envs];
-        let mut successes = vec![false; envs];
-        let mut open = vec![true; envs];
+    /// Starts `envs` copies (groups from one snapshot, or SPO's drawn
+    /// starts), runs them a horizon and scores each copy's first episode.
+    /// `round` > 0: a resample of this iteration, from new starts.
+    fn collect_starts(&mut self, round: usize) -> anyhow::Result<StartRound> {
+        let envs = self.config.envs;
+        let per_start = self.config.algo.rollouts_per_start(self.config.group);
+        let starts = envs / per_start;
+        let (seeds, contexts): (Vec<u64>, Vec<usize>) = match self.state.spo.as_mut() {
+            Some(spo_state) => {
+                let contexts = spo_state.tracker.sample_contexts(envs, &mut spo_state.rng);
+                let seed = self.config.seed ^ 0x5_9050;
+                let seeds = contexts.iter().map(|&k| episode_seed(seed, k, 0)).collect();
+                (seeds, contexts)
+            }
+            None => {
+                let seeds = (0..starts)
+                    .map(|k| {
+                        let k = round * starts + k;
+                        episode_seed(self.config.seed ^ 0x6_2090, k, self.state.iteration)
+                    })
+                    .collect();
+                (seeds, Vec::new())
+            }
+        };
+        self.collector.reset_groups(per_start, &seeds)?;
+        let mut rollout = self.collector.collect(
+            &mut self.policy,
+            self.horizon,
+            Some((self.config.seed, self.state.tick)),
+        )?;
+        self.state.tick += self.horizon as u64;
+        let labelled = match self.labeller.as_mut() {
+            Some(labeller) => Some(label_rollout(labeller, &mut rollout)?),
+            None => None,
+        };
+        let usable = labelled.as_ref().map(|l| l.usable.as_slice());
+
+        // Each copy's first episode; a bad tick in it (a state or reward
+        // that is not finite, a learned reward missing) makes its return
+        // NaN, which discards its start whole (`group_advantages`).
         let mut rows: Vec<Vec<usize>> = vec![Vec::new(); envs];
+        let mut bad = vec![false; envs];
+        let mut open = vec![true; envs];
+        let (mut true_returns, mut successes) = (vec![0.0f64; envs], vec![false; envs]);
         let mut rejected = 0;
         for (i, t) in rollout.transitions.iter().enumerate() {
             let e = i % envs;
             if !open[e] {
                 continue;
             }
-            let r = reward(&self.config, t);
-            if r.is_finite()
+            rows[e].push(i);
+            let fine = reward(&self.config, t).is_finite()
                 && t.observation.state.iter().all(|v| v.is_finite())
-                && usable.is_none_or(|u| u[i])
-            {
-                returns[e] += r;
-                rows[e].push(i);
-            } else {
+                && usable.is_none_or(|u| u[i]);
+            if !fine {
+                bad[e] = true;
                 rejected += 1;
             }
             true_returns[e] += t.rewards.iter().map(|(_, r)| r as f64).sum::<f64>();
@@ -746,41 +976,146 @@ impl<P: TrainablePolicy> Trainer<P> {
                     > 0.5;
             }
         }
-        let group = self.config.group;
-        let per_rollout = match self.config.group_baseline {
-            GroupBaseline::Normalized => advantage::group_normalized(&returns, group, 1e-6),
-            GroupBaseline::LeaveOneOut => advantage::leave_one_out(&returns, group),
-        };
-        // Each copy's first episode, as decisions (`chunk_credit`); every
-        // decision of a rollout takes the rollout's advantage.
-        let n = rollout.transitions.len();
-        let mut in_batch = vec![false; n];
-        for &i in rows.iter().flatten() {
-            in_batch[i] = true;
-        }
-        let zeros = vec![0.0f32; n];
-        let steps = chunk_credit::chunk_steps(
-            envs,
-            &rollout.transitions,
-            &zeros,
-            &in_batch,
-            self.config.gamma,
-        );
-        let advantages: Vec<f32> = steps.steps.iter().map(|s| per_rollout[s.env]).collect();
-        let zeros = vec![0.0f32; steps.steps.len()];
-        let batch = decision_batch(
-            &self.policy,
-            &rollout.transitions,
-            &steps.steps,
-            &advantages,
-            &zeros,
-            &zeros,
-        )?;
-        rejected += steps.dropped_ticks + steps.intervention_ticks;
-        let mean_return = true_returns.iter().sum::<f64>() / envs as f64;
-        let success = successes.iter().filter(|&&s| s).count() as f64 / envs as f64;
-        Ok((batch, rejected, (envs, Some(mean_return), Some(success))))
+        let outcomes = rows
+            .iter()
+            .zip(&bad)
+            .map(|(rows, &bad)| {
+                let episode: Vec<&Transition> =
+                    rows.iter().map(|&i| &rollout.transitions[i]).collect();
+                let mut outcome = EpisodeOutcome::of(&self.config, &episode, self.horizon);
+                if bad {
+                    outcome.weighted_return = f32::NAN;
+                }
+                outcome
+            })
+            .collect();
+        Ok(StartRound {
+            rollout,
+            labelled,
+            rows,
+            outcomes,
+            contexts,
+            true_returns,
+            successes,
+            rejected,
+        })
     }
+}
+
+/// One collection of whole episodes from starts (`collect_starts`).
+struct StartRound {
+    rollout: Rollout,
+    labelled: Option<LabelledRollout>,
+    /// Per copy, the rows of its first episode.
+    rows: Vec<Vec<usize>>,
+    outcomes: Vec<EpisodeOutcome>,
+    /// SPO: the start of the pool each copy ran.
+    contexts: Vec<usize>,
+    /// Per copy, the first episode's return over every reward component
+    /// (ground truth in sim) and its success.
+    true_returns: Vec<f64>,
+    successes: Vec<bool>,
+    rejected: usize,
+}
+
+impl SpoState {
+    /// Folds this batch's returns into the tracker, each start forgetting
+    /// at the ρ of the policy's change since its last visit
+    /// (`spo::rho_from_change`); `change` is this update's mean |Δ log π|.
+    fn track(
+        &mut self,
+        contexts: &[usize],
+        outcomes: &[EpisodeOutcome],
+        kept: impl Fn(usize) -> bool,
+        change: f32,
+    ) -> anyhow::Result<()> {
+        for (c, (&k, outcome)) in contexts.iter().zip(outcomes).enumerate() {
+            if !kept(c) {
+                continue;
+            }
+            let since = self.drift_at_visit[k].map(|at| (self.drift - at) as f32);
+            let rho = spo::rho_from_change(since);
+            self.tracker
+                .update(k, outcome.weighted_return, rho)
+                .map_err(anyhow::Error::msg)?;
+            self.drift_at_visit[k] = Some(self.drift);
+        }
+        self.drift += f64::from(change);
+        Ok(())
+    }
+}
+
+/// Each episode's SPO baseline: its start's tracked return, read before
+/// this batch updates it; a start never visited has none yet, and takes
+/// the mean return of this batch's first visits (the tracker's 0 would be
+/// in reward units and arbitrary).
+fn spo_baselines(
+    tracker: &ContextTracker,
+    contexts: &[usize],
+    outcomes: &[EpisodeOutcome],
+) -> Vec<f32> {
+    let first: Vec<f32> = contexts
+        .iter()
+        .zip(outcomes)
+        .filter(|(k, o)| tracker.visits(**k) == 0 && o.weighted_return.is_finite())
+        .map(|(_, o)| o.weighted_return)
+        .collect();
+    let fallback = first.iter().sum::<f32>() / first.len().max(1) as f32;
+    contexts
+        .iter()
+        .map(|&k| {
+            if tracker.visits(k) == 0 {
+                fallback
+            } else {
+                tracker.baseline(k)
+            }
+        })
+        .collect()
+}
+
+/// MSSR's entropy term for the policy now: the non-negative surrogate of
+/// its Gaussian's entropy (`spo::gaussian_entropy_surrogate`), from the
+/// entropy the policy reports for one action: H − d·(½ log 2πe + log σ_floor)
+/// is Σ_d (log σ_d − log σ_floor), the surrogate, while every σ_d is at or
+/// above the floor (the policies clamp it there).
+fn entropy_surrogate<P: TrainablePolicy>(policy: &P, t: &Transition) -> anyhow::Result<f32> {
+    let decision = Decision::single(&t.observation, &t.policy_action);
+    let encoded = policy.encode(&[decision])?;
+    let wants = cerebellum_policies::Wants {
+        log_probs: true,
+        ..Default::default()
+    };
+    let out = policy.forward(&encoded, &[0], wants, &mut P::Workspace::default())?;
+    let entropy = out.entropies.first().copied().unwrap_or(0.0);
+    let dims = t.policy_action.values.len() as f32;
+    let floor = cerebellum_policies::gaussian::LOG_STD_FLOOR;
+    let at_floor = dims * (0.5 + 0.5 * (2.0 * std::f32::consts::PI).ln() + floor);
+    Ok((entropy - at_floor).max(0.0))
+}
+
+/// The mean over `batch`'s actions of |log π_now − log π_old|: how far an
+/// update moved the policy on the actions it was trained on (SPO's D).
+fn mean_abs_log_prob_change<P: TrainablePolicy>(
+    policy: &P,
+    batch: &Batch<P::Encoded>,
+) -> anyhow::Result<f32> {
+    let wants = cerebellum_policies::Wants {
+        log_probs: true,
+        ..Default::default()
+    };
+    let rows: Vec<usize> = (0..batch.len()).collect();
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for chunk in rows.chunks(256) {
+        let out = policy.forward(&batch.decisions, chunk, wants, &mut P::Workspace::default())?;
+        let old = chunk.iter().flat_map(|&i| {
+            &batch.old_log_probs[batch.action_starts[i]..batch.action_starts[i + 1]]
+        });
+        for (now, old) in out.log_probs.iter().zip(old) {
+            sum += f64::from((now - old).abs());
+            count += 1;
+        }
+    }
+    Ok((sum / count.max(1) as f64) as f32)
 }
 
 /// What labelling a rollout with learned rewards gave.
@@ -1055,6 +1390,7 @@ pub fn decision_batch<P: TrainablePolicy>(
             .collect(),
         action_starts,
         advantages: pick(advantages),
+        loss_weights: Vec::new(),
         returns: pick(returns),
         old_values: pick(values),
     })

@@ -8,7 +8,7 @@
 //! **Which std.** verl (`compute_grpo_outcome_advantage`: `torch.std`) and TRL
 //! (`GRPOTrainer`: `.std(dim=1)`) both use torch's default, the *sample* std
 //! with n − 1 in the denominator; so does this function. The population std
-//! (n in the denominator, `advantage::group_normalized`) is smaller by
+//! (n in the denominator, which `--algo grpo` used before issue 22) is smaller by
 //! √((G − 1)/G), so its advantages are larger by √(G/(G − 1)). The gap is
 //! largest at G = 2: for returns (a, b), a < b, the deviations are ∓Δ/2, the
 //! sample std is Δ/√2 and A = ∓1/√2 ≈ ∓0.707, while the population std Δ/2
@@ -66,7 +66,8 @@ mod tests {
     #[test]
     fn differs_from_the_population_std_by_root_g_over_g_minus_one() {
         // Population std of (0, 1) is 0.5, giving ∓1; sample gives ∓1/√2.
-        let population = crate::learn::advantage::group_normalized(&[0.0, 1.0], 2, 0.0);
+        // The population std of (0, 1) is 0.5: ∓0.5/0.5.
+        let population = [-1.0f32, 1.0];
         let sample = grpo(&[0.0, 1.0], 2, 0.0).unwrap();
         close(&population, &[-1.0, 1.0], 1e-6);
         close(&[sample[1] * 2f32.sqrt()], &[population[1]], 1e-6);

@@ -76,7 +76,7 @@ pub const MSSR_ENTROPY_COEF: f32 = 0.4;
 /// MSSR's 1/κ with κ = 2: ψ is at most half of |A|.
 pub const MSSR_MAX_FRACTION: f32 = 0.5;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Estimate {
     /// Beta(α, β) over the success probability.
     Beta { alpha: f64, beta: f64 },
@@ -85,7 +85,7 @@ enum Estimate {
 }
 
 /// One estimate per context, all of the same kind (binary or real-valued).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContextTracker {
     estimates: Vec<Estimate>,
     visits: Vec<u32>,
