@@ -148,10 +148,16 @@ for setting in $settings; do
           args=(train --task reach --config "$here/reach-scratch.toml" "${aflags[@]}" --seed "$seed"
             --steps "$(steps 300000)" --eval-episodes 400) ;;
         pendulum)
-          args=(train --task pendulum "${aflags[@]}" --seed "$seed" --steps "$(steps 200000)"
-            --eval-episodes 20) ;;
+          # PPO keeps the pendulum defaults (4 envs x 1,024 ticks); a
+          # critic-free learner gets 32 envs, 4 starts of G = 8 (36 for
+          # G + 1 = 9) a update: 4 envs would be half of one start.
+          family=()
+          [ "${aflags[1]}" = ppo ] || family=(--envs 32)
+          args=(train --task pendulum "${aflags[@]}" "${family[@]}" --seed "$seed"
+            --steps "$(steps 200000)" --eval-episodes 20) ;;
         reach-dr)
-          args=(train --resume "$runs/reach-default" --env-config "$dr_config" "${aflags[@]}"
+          args=(train --resume "$runs/reach-default" --env-config "$dr_config"
+            --config "$here/reach-dr.toml" "${aflags[@]}"
             --seed "$seed" --steps "$(steps 100000)" --eval-episodes 400) ;;
       esac
       run_cmd "$setting" "$id" "$dir" -- "${args[@]}" --out "$dir" --json --timings "${train_args[@]}" || true

@@ -270,7 +270,11 @@ fn transitions_older_than_the_staleness_bound_are_dropped() {
 #[test]
 fn online_grpo_updates_once_per_group_of_episodes_from_one_start() {
     let (log, summary, status, version) = run_with(
-        |p| OnlineGrpo::new(p, train_config(128)),
+        |p| {
+            let mut config = train_config(128);
+            config.algo = cerebellum_runtime::learn::Algo::Grpo;
+            OnlineGrpo::new(p, config)
+        },
         Pace::Lockstep,
         loop_config(8, 4),
     );

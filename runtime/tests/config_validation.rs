@@ -668,13 +668,14 @@ fn train_flags_pass_the_same_validation() {
     let dir = temp_dir("flags");
     let out = dir.join("run");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--envs", "0"], "envs"),
         (&["--envs", "1000000"], "envs"),
         (&["--threads", "0"], "threads"),
         (&["--steps", "0"], "total_steps"),
         (&["--eval-episodes", "1000000000"], "eval_episodes"),
-        (&["--algo", "grpo", "--group", "3"], "group"),
+        (&["--algo", "mc-grpo", "--group", "1"], "group"),
+        (&["--clip-high", "0"], "ppo.clip_high"),
         (&["--algo", "grpo", "--group", "1000000"], "group"),
     ];
     for (flags, key) in cases {

@@ -710,6 +710,61 @@ mod tests {
     }
 
     #[test]
+    fn clip_higher_lets_a_good_action_gain_past_one_plus_clip() {
+        // ρ = e^{0.25} ≈ 1.284, A = 1: clipped at 1.2 by the symmetric clip
+        // (no gradient), inside 1 + 0.28 with clip-higher (gradient −ρ).
+        // A negative advantage at ρ = e^{−0.25} ≈ 0.779 stays clipped below
+        // at 1 − 0.2 either way.
+        let mut p = policy();
+        for v in p.actor.params_mut() {
+            *v = 0.0;
+        }
+        p.log_std = vec![0.0, 0.0];
+        let log_prob = 2.0 * (-0.5 - 0.918_938_5);
+        let one_row = |offset: f32, advantage: f32, weight: Vec<f32>| Batch {
+            decisions: encoded(&p, &[0.0; 3], &[1.0, 1.0]),
+            old_log_probs: vec![log_prob - offset],
+            action_starts: vec![0, 1],
+            advantages: vec![advantage],
+            loss_weights: weight,
+            returns: vec![0.0],
+            old_values: vec![0.0],
+        };
+        let symmetric = PpoConfig {
+            normalize_advantages: false,
+            value_coef: 0.0,
+            ..PpoConfig::default()
+        };
+        let higher = PpoConfig {
+            clip_high: Some(0.28),
+            ..symmetric.clone()
+        };
+        let loss = |batch: &Batch<MlpDecisions>, config: &PpoConfig| {
+            let mut ws = FusedWorkspace::default();
+            let out = loss_and_grad(&p, batch, &[0], config, &mut ws).unwrap();
+            let moved = p.gradients(&ws)[0].iter().any(|&g| g != 0.0);
+            (out.policy_loss, out.clip_fraction, moved)
+        };
+        let good = one_row(0.25, 1.0, Vec::new());
+        let (l, clipped, moved) = loss(&good, &symmetric);
+        assert!((l + 1.2).abs() < 1e-6 && clipped == 1.0 && !moved, "{l}");
+        let (l, clipped, moved) = loss(&good, &higher);
+        assert!(
+            (l + 0.25f32.exp()).abs() < 1e-5 && clipped == 0.0 && moved,
+            "{l}"
+        );
+        let bad = one_row(-0.25, -1.0, Vec::new());
+        for config in [&symmetric, &higher] {
+            let (l, clipped, moved) = loss(&bad, config);
+            assert!((l - 0.8).abs() < 1e-6 && clipped == 1.0 && !moved, "{l}");
+        }
+        // A loss weight scales the row's term (GRPO's 1/|episode|).
+        let weighted = one_row(0.25, 1.0, vec![0.5]);
+        let (l, ..) = loss(&weighted, &higher);
+        assert!((l + 0.5 * 0.25f32.exp()).abs() < 1e-5, "{l}");
+    }
+
+    #[test]
     fn a_non_finite_loss_rolls_back_to_the_last_good_weights() {
         let mut p = policy();
         let mut b = batch(&mut p);

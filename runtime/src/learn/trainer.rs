@@ -743,8 +743,11 @@ impl<P: TrainablePolicy> Trainer<P> {
         }
         // The statistics move only between updates, so every rollout and
         // the update after it see one normalisation.
-        let observations: Vec<&Observation> = transitions.iter().map(|t| &t.observation).collect();
-        self.policy.observe(&observations);
+        if !self.config.freeze_observation_statistics {
+            let observations: Vec<&Observation> =
+                transitions.iter().map(|t| &t.observation).collect();
+            self.policy.observe(&observations);
+        }
         self.state.iteration += 1;
         self.state.env_steps += transitions.len() as u64;
         Ok(())
