@@ -514,12 +514,7 @@ impl<P: TrainablePolicy> Trainer<P> {
                 adam,
                 shuffle_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_4FF1E),
                 reward_scale: RewardScale::default(),
-                spo: (config.algo == Algo::Spo).then(|| SpoState {
-                    tracker: ContextTracker::real_valued(config.estimator.spo_contexts, 0.0),
-                    rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_9050),
-                    drift: 0.0,
-                    drift_at_visit: vec![None; config.estimator.spo_contexts],
-                }),
+                spo: (config.algo == Algo::Spo).then(|| SpoState::new(&config)),
             },
             config,
             policy,
@@ -918,6 +913,17 @@ impl<P: TrainablePolicy> Trainer<P> {
         let envs = self.config.envs;
         let per_start = self.config.algo.rollouts_per_start(self.config.group);
         let starts = envs / per_start;
+        // A run forked from another learner's (or with another pool size)
+        // starts its tracker afresh; one forked from SPO's into another
+        // learner drops it.
+        let pool = self.config.estimator.spo_contexts;
+        if self.config.algo != Algo::Spo {
+            self.state.spo = None;
+        } else if self.state.spo.as_ref().is_none_or(|spo_state| {
+            spo_state.tracker.len() != pool || spo_state.drift_at_visit.len() != pool
+        }) {
+            self.state.spo = Some(SpoState::new(&self.config));
+        }
         let (seeds, contexts): (Vec<u64>, Vec<usize>) = match self.state.spo.as_mut() {
             Some(spo_state) => {
                 let contexts = spo_state.tracker.sample_contexts(envs, &mut spo_state.rng);
@@ -1022,6 +1028,17 @@ struct StartRound {
 }
 
 impl SpoState {
+    /// A tracker that has seen none of the pool's starts yet.
+    pub fn new(config: &TrainConfig) -> Self {
+        let contexts = config.estimator.spo_contexts;
+        Self {
+            tracker: ContextTracker::real_valued(contexts, 0.0),
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_9050),
+            drift: 0.0,
+            drift_at_visit: vec![None; contexts],
+        }
+    }
+
     /// Folds this batch's returns into the tracker, each start forgetting
     /// at the ρ of the policy's change since its last visit
     /// (`spo::rho_from_change`); `change` is this update's mean |Δ log π|.
