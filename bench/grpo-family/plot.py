@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 ORDER = ["ppo", "grpo", "dr-grpo", "rloo", "mc-grpo", "spo", "gdpo", "stratified", "remax"]
-SETTINGS = ["reach-scratch", "pendulum", "reach-dr"]
+SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-cloned"]
 RETURN_ONLY = {"pendulum"}
 GRID = 200  # points of the common env-steps grid per algorithm
 SMOOTH = 9  # moving-average window, in grid points

@@ -9,9 +9,10 @@
 # Environment (all optional):
 #   CEREBELLUM   the binary (default: target/release/cerebellum of this repo)
 #   RUNS         the output root (default: runs/grpo-family, in the repo root)
-#   SETTINGS     subset of: reach-scratch pendulum reach-dr
+#   SETTINGS     subset of: reach-scratch pendulum reach-dr reach-cloned
 #   ALGOS        subset of: ppo grpo dr-grpo rloo mc-grpo spo gdpo stratified
-#                remax mc-grpo-g2 grpo-g2 (NAME-gN = algo NAME with --group N)
+#                remax mc-grpo-g2 grpo-g2 grpo-dapo (NAME-gN = algo NAME with
+#                --group N; NAME-dapo = with --clip-high 0.28 --dynamic-sampling)
 #   SEEDS        default: 0 1 2
 #   STEPS_SCALE  divide every step budget by this integer (smoke tests)
 #   TRAIN_ARGS   extra flags appended to every per-algorithm train command
@@ -39,8 +40,8 @@ runs="${RUNS:-}"
 if [ -z "$runs" ]; then runs="$root/runs/grpo-family"; else runs="$(abspath "$runs")"; fi
 cd "$root"
 
-settings="${SETTINGS:-reach-scratch pendulum reach-dr}"
-algos="${ALGOS:-ppo grpo dr-grpo rloo mc-grpo spo gdpo stratified remax mc-grpo-g2 grpo-g2}"
+settings="${SETTINGS:-reach-scratch pendulum reach-dr reach-cloned}"
+algos="${ALGOS:-ppo grpo dr-grpo rloo mc-grpo spo gdpo stratified remax mc-grpo-g2 grpo-g2 grpo-dapo}"
 seeds="${SEEDS:-0 1 2}"
 scale="${STEPS_SCALE:-1}"
 read -r -a train_args <<< "${TRAIN_ARGS:-}"
@@ -53,7 +54,7 @@ fi
 command -v jq > /dev/null || { echo "jq is needed" >&2; exit 2; }
 [ -x "$bin" ] || command -v "$bin" > /dev/null || { echo "no binary at $bin (set CEREBELLUM)" >&2; exit 2; }
 for s in $settings; do
-  case "$s" in reach-scratch | pendulum | reach-dr) ;; *) echo "unknown setting '$s'" >&2; exit 2 ;; esac
+  case "$s" in reach-scratch | pendulum | reach-dr | reach-cloned) ;; *) echo "unknown setting '$s'" >&2; exit 2 ;; esac
 done
 
 steps() { local n=$(($1 / scale)); [ "$n" -ge 1 ] || n=1; echo "$n"; }
@@ -102,9 +103,12 @@ run_cmd() {
 }
 
 # algo_flags NAME: the --algo (and --group) flags of an algorithm name.
+# NAME-dapo: with DAPO's clip-higher (0.28) and dynamic sampling.
 algo_flags() {
   if [[ "$1" =~ ^(.+)-g([0-9]+)$ ]]; then
     echo "--algo ${BASH_REMATCH[1]} --group ${BASH_REMATCH[2]}"
+  elif [[ "$1" =~ ^(.+)-dapo$ ]]; then
+    echo "--algo ${BASH_REMATCH[1]} --clip-high 0.28 --dynamic-sampling"
   else
     echo "--algo $1"
   fi
@@ -112,6 +116,7 @@ algo_flags() {
 algo_meta() { # NAME SEED
   local algo="$1" group=null
   if [[ "$1" =~ ^(.+)-g([0-9]+)$ ]]; then algo="${BASH_REMATCH[1]}" group="${BASH_REMATCH[2]}"; fi
+  if [[ "$1" =~ ^(.+)-dapo$ ]]; then algo="${BASH_REMATCH[1]}"; fi
   jq -nc --arg name "$1" --arg algo "$algo" --argjson group "$group" --argjson seed "$2" \
     --argjson scale "$scale" '{name: $name, algo: $algo, group: $group, seed: $seed, steps_scale: $scale}'
 }
@@ -159,6 +164,12 @@ for setting in $settings; do
           args=(train --resume "$runs/reach-default" --env-config "$dr_config"
             --config "$here/reach-dr.toml" "${aflags[@]}"
             --seed "$seed" --steps "$(steps 100000)" --eval-episodes 400) ;;
+        reach-cloned)
+          # Fine-tuning a weak clone (reach-cloned.toml): every run clones
+          # the same 100 expert episodes (per seed) first; its evaluation
+          # before RL is the start row.
+          args=(train --task reach --config "$here/reach-cloned.toml" "${aflags[@]}" --seed "$seed"
+            --steps "$(steps 120000)" --eval-episodes 400) ;;
       esac
       run_cmd "$setting" "$id" "$dir" -- "${args[@]}" --out "$dir" --json --timings "${train_args[@]}" || true
     done

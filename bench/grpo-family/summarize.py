@@ -18,8 +18,8 @@ import statistics
 import sys
 
 ORDER = ["start", "ppo", "grpo", "dr-grpo", "rloo", "mc-grpo", "spo", "gdpo", "stratified",
-         "remax", "mc-grpo-g2", "grpo-g2"]
-SETTINGS = ["reach-scratch", "pendulum", "reach-dr"]
+         "remax", "mc-grpo-g2", "grpo-g2", "grpo-dapo"]
+SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-cloned"]
 # Settings without a success criterion: the mean return is the measure.
 RETURN_ONLY = {"pendulum"}
 # (a, b, what it answers): a − b of the measure's seed means.
@@ -28,8 +28,9 @@ COMPARISONS = [
     ("ppo", "grpo", "PPO against GRPO (G=8)"),
     ("mc-grpo-g2", "grpo-g2", "MC-GRPO against GRPO, both G=2"),
     ("mc-grpo", "grpo", "MC-GRPO against GRPO, both G=8"),
+    ("grpo-dapo", "grpo", "GRPO with DAPO's clip-higher and dynamic sampling against plain GRPO"),
 ]
-LABELS = {"start": "start (checkpoint, not fine-tuned)"}
+LABELS = {"start": "start (before RL: the checkpoint, or the clone)"}
 
 
 def load(runs):
@@ -60,6 +61,15 @@ def load(runs):
             "steps": steps - parent if steps is not None else 0,
             "wall": d.get("wall_s"),
         })
+        # reach-cloned: every run clones the same demonstrations first (per
+        # seed); its held-out evaluation before RL is the start row.
+        bc = r.get("bc") or {}
+        if setting == "reach-cloned" and bc.get("success_rate") is not None:
+            starts = by_setting[setting].setdefault("start", [])
+            if all(x["seed"] != seed for x in starts):
+                starts.append({"seed": seed, "success": bc["success_rate"],
+                               "ret": bc.get("mean_return"),
+                               "episodes": r.get("eval_episodes"), "steps": 0, "wall": None})
     for algos in by_setting.values():
         for rows in algos.values():
             rows.sort(key=lambda x: (x["seed"] is None, x["seed"]))

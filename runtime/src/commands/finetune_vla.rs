@@ -171,7 +171,7 @@ pub fn run(
         report::plot_learning_curve(
             &curve,
             &format!(
-                "{} · vla {} · {:?} · seed {}",
+                "{} · vla {} · {} · seed {}",
                 config.task,
                 settings.train.name(),
                 config.algo,

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Train a policy with PPO (or GRPO) in the simulation.
+/// Train a policy with PPO (or the critic-free GRPO family, --algo) in the
+/// simulation.
 ///
 /// With no arguments: PPO teaches the SO-101 arm to reach targets, then the
 /// policy is evaluated on 100 held-out targets. The run directory (--out)
@@ -38,6 +39,7 @@ use std::time::Instant;
 ///   cerebellum train
 ///   cerebellum train --task pendulum --seed 1 --out runs/pendulum1
 ///   cerebellum train --algo grpo --group 8 --steps 100000
+///   cerebellum train --algo mc-grpo --group 2 --clip-high 0.28
 ///   cerebellum eval --checkpoint runs/reach-s0 --episodes 100
 ///
 /// The vision-language-action policy (camera + instruction + joints → a
@@ -581,7 +583,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if !curve.is_empty() {
         report::plot_learning_curve(
             &curve,
-            &format!("{} · {:?} · seed {}", config.task, config.algo, config.seed),
+            &format!("{} · {} · seed {}", config.task, config.algo, config.seed),
             &out.join("learning_curve.png"),
         )?;
     }

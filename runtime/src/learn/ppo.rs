@@ -711,7 +711,7 @@ mod tests {
 
     #[test]
     fn clip_higher_lets_a_good_action_gain_past_one_plus_clip() {
-        // ρ = e^{0.25} ≈ 1.284, A = 1: clipped at 1.2 by the symmetric clip
+        // ρ = e^{0.2} ≈ 1.221, A = 1: clipped at 1.2 by the symmetric clip
         // (no gradient), inside 1 + 0.28 with clip-higher (gradient −ρ).
         // A negative advantage at ρ = e^{−0.25} ≈ 0.779 stays clipped below
         // at 1 − 0.2 either way.
@@ -745,12 +745,12 @@ mod tests {
             let moved = p.gradients(&ws)[0].iter().any(|&g| g != 0.0);
             (out.policy_loss, out.clip_fraction, moved)
         };
-        let good = one_row(0.25, 1.0, Vec::new());
+        let good = one_row(0.2, 1.0, Vec::new());
         let (l, clipped, moved) = loss(&good, &symmetric);
         assert!((l + 1.2).abs() < 1e-6 && clipped == 1.0 && !moved, "{l}");
         let (l, clipped, moved) = loss(&good, &higher);
         assert!(
-            (l + 0.25f32.exp()).abs() < 1e-5 && clipped == 0.0 && moved,
+            (l + 0.2f32.exp()).abs() < 1e-5 && clipped == 0.0 && moved,
             "{l}"
         );
         let bad = one_row(-0.25, -1.0, Vec::new());
@@ -759,9 +759,9 @@ mod tests {
             assert!((l - 0.8).abs() < 1e-6 && clipped == 1.0 && !moved, "{l}");
         }
         // A loss weight scales the row's term (GRPO's 1/|episode|).
-        let weighted = one_row(0.25, 1.0, vec![0.5]);
+        let weighted = one_row(0.2, 1.0, vec![0.5]);
         let (l, ..) = loss(&weighted, &higher);
-        assert!((l + 0.5 * 0.25f32.exp()).abs() < 1e-5, "{l}");
+        assert!((l + 0.5 * 0.2f32.exp()).abs() < 1e-5, "{l}");
     }
 
     #[test]
