@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 ORDER = ["ppo", "grpo", "dr-grpo", "rloo", "mc-grpo", "spo", "gdpo", "stratified", "remax"]
-SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-cloned"]
+SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-dr-hard", "reach-cloned"]
 RETURN_ONLY = {"pendulum"}
 GRID = 200  # points of the common env-steps grid per algorithm
 SMOOTH = 9  # moving-average window, in grid points
@@ -134,7 +134,7 @@ def main():
             if std is not None:
                 std = smooth(std, SMOOTH)
                 ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.08, lw=0)
-        if setting == "reach-dr":
+        if setting in ("reach-dr", "reach-dr-hard"):
             start = []
             for p in glob.glob(os.path.join(runs, setting, "start-s*.json")):
                 try:
@@ -146,7 +146,7 @@ def main():
                 ax.axhline(np.mean(start), color="grey", ls=":", lw=1.2,
                            label=f"start, held-out ({np.mean(start):.1f}%)")
         ax.set_title(setting)
-        ax.set_xlabel("env steps" + (" (of the fork)" if setting == "reach-dr" else ""))
+        ax.set_xlabel("env steps" + (" (of the fork)" if setting in ("reach-dr", "reach-dr-hard") else ""))
         ax.set_ylabel("mean return" if setting in RETURN_ONLY else "training success rate (%)")
         if setting not in RETURN_ONLY:
             ax.set_ylim(-2, 102)

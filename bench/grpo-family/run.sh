@@ -9,7 +9,8 @@
 # Environment (all optional):
 #   CEREBELLUM   the binary (default: target/release/cerebellum of this repo)
 #   RUNS         the output root (default: runs/grpo-family, in the repo root)
-#   SETTINGS     subset of: reach-scratch pendulum reach-dr reach-cloned
+#   SETTINGS     subset of: reach-scratch pendulum reach-dr reach-dr-hard
+#                reach-cloned
 #   ALGOS        subset of: ppo grpo dr-grpo rloo mc-grpo spo gdpo stratified
 #                remax mc-grpo-g2 grpo-g2 grpo-dapo (NAME-gN = algo NAME with
 #                --group N; NAME-dapo = with --clip-high 0.28 --dynamic-sampling)
@@ -40,12 +41,11 @@ runs="${RUNS:-}"
 if [ -z "$runs" ]; then runs="$root/runs/grpo-family"; else runs="$(abspath "$runs")"; fi
 cd "$root"
 
-settings="${SETTINGS:-reach-scratch pendulum reach-dr reach-cloned}"
+settings="${SETTINGS:-reach-scratch pendulum reach-dr reach-dr-hard reach-cloned}"
 algos="${ALGOS:-ppo grpo dr-grpo rloo mc-grpo spo gdpo stratified remax mc-grpo-g2 grpo-g2 grpo-dapo}"
 seeds="${SEEDS:-0 1 2}"
 scale="${STEPS_SCALE:-1}"
 read -r -a train_args <<< "${TRAIN_ARGS:-}"
-dr_config="bench/reach-unseen-dr.toml"
 
 if ! [[ "$scale" =~ ^[1-9][0-9]*$ ]]; then
   echo "STEPS_SCALE must be a positive integer, got '$scale'" >&2
@@ -54,7 +54,7 @@ fi
 command -v jq > /dev/null || { echo "jq is needed" >&2; exit 2; }
 [ -x "$bin" ] || command -v "$bin" > /dev/null || { echo "no binary at $bin (set CEREBELLUM)" >&2; exit 2; }
 for s in $settings; do
-  case "$s" in reach-scratch | pendulum | reach-dr | reach-cloned) ;; *) echo "unknown setting '$s'" >&2; exit 2 ;; esac
+  case "$s" in reach-scratch | pendulum | reach-dr | reach-dr-hard | reach-cloned) ;; *) echo "unknown setting '$s'" >&2; exit 2 ;; esac
 done
 
 steps() { local n=$(($1 / scale)); [ "$n" -ge 1 ] || n=1; echo "$n"; }
@@ -123,7 +123,9 @@ algo_meta() { # NAME SEED
 
 for setting in $settings; do
   mkdir -p "$runs/$setting"
-  if [ "$setting" = reach-dr ]; then
+  dr_config="bench/reach-unseen-dr.toml"
+  [ "$setting" != reach-dr-hard ] || dr_config="bench/reach-unseen-dr-hard.toml"
+  if [ "$setting" = reach-dr ] || [ "$setting" = reach-dr-hard ]; then
     # The starting checkpoint: the default reach recipe (cloning + PPO,
     # 1,000,000 steps), once for all forks.
     default_flags=()
@@ -160,7 +162,7 @@ for setting in $settings; do
           [ "${aflags[1]}" = ppo ] || family=(--envs 32)
           args=(train --task pendulum "${aflags[@]}" "${family[@]}" --seed "$seed"
             --steps "$(steps 200000)" --eval-episodes 20) ;;
-        reach-dr)
+        reach-dr | reach-dr-hard)
           args=(train --resume "$runs/reach-default" --env-config "$dr_config"
             --config "$here/reach-dr.toml" "${aflags[@]}"
             --seed "$seed" --steps "$(steps 100000)" --eval-episodes 400) ;;

@@ -19,7 +19,7 @@ import sys
 
 ORDER = ["start", "ppo", "grpo", "dr-grpo", "rloo", "mc-grpo", "spo", "gdpo", "stratified",
          "remax", "mc-grpo-g2", "grpo-g2", "grpo-dapo"]
-SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-cloned"]
+SETTINGS = ["reach-scratch", "pendulum", "reach-dr", "reach-dr-hard", "reach-cloned"]
 # Settings without a success criterion: the mean return is the measure.
 RETURN_ONLY = {"pendulum"}
 # (a, b, what it answers): a − b of the measure's seed means.
