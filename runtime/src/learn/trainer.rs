@@ -663,16 +663,11 @@ impl<P: TrainablePolicy> Trainer<P> {
             success_rate: episodes.2,
             update,
             rejected,
-            reward_version: labelled.as_ref().map(|l| l.version),
-            progress_std: labelled.as_ref().and_then(|l| l.progress_std),
-            learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
-            learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
-            progress_mean: labelled.as_ref().and_then(|l| l.progress_mean),
-            discarded_starts: 0,
-            resample_rounds: 0,
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
-        })
+            ..IterationReport::default()
+        }
+        .with_labels(labelled.as_ref()))
     }
 
     /// The PPO loss on `batch` (critic-free learners without the value
@@ -894,16 +889,13 @@ impl<P: TrainablePolicy> Trainer<P> {
             success_rate: Some(successes.iter().filter(|&&s| s).count() as f64 / copies),
             update,
             rejected,
-            reward_version: labelled.as_ref().map(|l| l.version),
-            progress_std: labelled.as_ref().and_then(|l| l.progress_std),
-            learned_successes: labelled.as_ref().map_or(0, |l| l.successes),
-            learned_truth_pearson: labelled.as_ref().and_then(|l| l.truth_pearson),
-            progress_mean: labelled.as_ref().and_then(|l| l.progress_mean),
             discarded_starts: estimate.non_finite + estimate.no_spread,
             resample_rounds,
             collect_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
-        })
+            ..IterationReport::default()
+        }
+        .with_labels(labelled.as_ref()))
     }
 
     /// Starts `envs` copies (groups from one snapshot, or SPO's drawn
@@ -1136,6 +1128,24 @@ fn mean_abs_log_prob_change<P: TrainablePolicy>(
         }
     }
     Ok((sum / count.max(1) as f64) as f32)
+}
+
+impl IterationReport {
+    /// The figures of the learned rewards that labelled the iteration's
+    /// rollouts (`--reward`), where they did.
+    fn with_labels(self, labelled: Option<&LabelledRollout>) -> Self {
+        let Some(l) = labelled else {
+            return self;
+        };
+        Self {
+            reward_version: Some(l.version),
+            progress_std: l.progress_std,
+            learned_successes: l.successes,
+            learned_truth_pearson: l.truth_pearson,
+            progress_mean: l.progress_mean,
+            ..self
+        }
+    }
 }
 
 /// What labelling a rollout with learned rewards gave.
