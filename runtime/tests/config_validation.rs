@@ -668,7 +668,7 @@ fn train_flags_pass_the_same_validation() {
     let dir = temp_dir("flags");
     let out = dir.join("run");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--envs", "0"], "envs"),
         (&["--envs", "1000000"], "envs"),
         (&["--threads", "0"], "threads"),
@@ -676,6 +676,10 @@ fn train_flags_pass_the_same_validation() {
         (&["--eval-episodes", "1000000000"], "eval_episodes"),
         (&["--algo", "mc-grpo", "--group", "1"], "group"),
         (&["--clip-high", "0"], "ppo.clip_high"),
+        (
+            &["--algo", "spo", "--dynamic-sampling"],
+            "estimator.dynamic_sampling",
+        ),
         (&["--algo", "grpo", "--group", "1000000"], "group"),
     ];
     for (flags, key) in cases {

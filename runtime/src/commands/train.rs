@@ -124,7 +124,8 @@ pub struct TrainArgs {
     /// DAPO's dynamic sampling: a start whose rollouts all returned the
     /// same carries no gradient; it is discarded and more starts are
     /// collected (at most estimator.max_resample_rounds more collections
-    /// per update; metrics.csv counts both). Any critic-free --algo.
+    /// per update; metrics.csv counts both). Any --algo with groups (not
+    /// ppo or spo, which are refused with it).
     #[arg(long)]
     pub dynamic_sampling: bool,
     /// mlp (the state MLP, trained by --algo) or vla (the
@@ -323,11 +324,14 @@ pub(super) fn resolve_config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, P
     }
     args.robot.overlay(&mut config.robot);
     config.validate().map_err(anyhow::Error::msg)?;
-    if !args.is_online()
-        && let Some(note) = config.round_envs_to_starts()
+    // Online, the loop runs the starts one after the other: the envs of a
+    // simulated batch do not matter there.
+    if let Some(note) = config.round_envs_to_starts()
+        && !args.is_online()
     {
         eprintln!("note: {note}");
     }
+    config.check_for_algo().map_err(anyhow::Error::msg)?;
     let out = match (&args.out, &resume) {
         (Some(out), _) => out.clone(),
         (None, Some(dir)) if args.is_online() => {

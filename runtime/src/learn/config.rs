@@ -550,11 +550,24 @@ impl TrainConfig {
         self.ppo.validate()
     }
 
-    /// `envs` is a whole number of starts for the algorithm (G copies, or
-    /// G + 1 for mc-grpo and remax, from each); `round_envs_to_starts`
-    /// makes it one. Checked where a run is built (`Trainer`), after
-    /// `train` has rounded.
-    pub fn check_starts(&self) -> Result<(), String> {
+    /// The checks that depend on the algorithm once the flags are laid
+    /// over the file: `envs` is a whole number of starts (G copies, or
+    /// G + 1 for mc-grpo and remax, from each; `round_envs_to_starts` makes
+    /// it one), and dynamic sampling is asked of a learner with groups to
+    /// discard. `train` calls it after rounding, `Trainer` when it builds a
+    /// run.
+    pub fn check_for_algo(&self) -> Result<(), String> {
+        if self.estimator.dynamic_sampling && matches!(self.algo, Algo::Ppo | Algo::Spo) {
+            return Err(refusal(
+                "estimator.dynamic_sampling",
+                true,
+                &format!(
+                    "algo = \"{}\" has no groups of rollouts to discard; \
+                     dynamic sampling works with grpo, dr-grpo, rloo, mc-grpo, gdpo, stratified, remax",
+                    self.algo
+                ),
+            ));
+        }
         let per_start = self.algo.rollouts_per_start(self.group);
         if self.envs.is_multiple_of(per_start) {
             return Ok(());

@@ -470,7 +470,7 @@ impl<P: TrainablePolicy> Trainer<P> {
         make: impl FnOnce(&cerebellum_core::RobotSpec, &TrainConfig) -> anyhow::Result<P>,
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        config.check_starts().map_err(anyhow::Error::msg)?;
+        config.check_for_algo().map_err(anyhow::Error::msg)?;
         config
             .check_with_env(env_config, false)
             .map_err(anyhow::Error::msg)?;
