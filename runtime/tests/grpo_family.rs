@@ -202,7 +202,9 @@ fn envs_are_rounded_up_to_whole_starts_and_the_run_says_so() {
             stderr.contains(&format!("envs {envs} rounded up to {rounded}")),
             "{stderr}"
         );
-        assert_eq!(last_json(&stdout)["algo"], algo);
+        let report = last_json(&stdout);
+        assert_eq!(report["algo"], algo);
+        assert_eq!(report["discarded_starts"], 0, "{report}");
         let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
         assert!(config.contains(&format!("envs = {rounded}\n")), "{config}");
     }

@@ -549,6 +549,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut learned_successes = 0;
     let mut truth_pearson: (Option<f64>, Option<f64>) = (None, None);
     let (mut updates_run, mut updates_rolled_back) = (0u64, 0u64);
+    let (mut discarded_starts, mut resample_rounds) = (0usize, 0usize);
     while !trainer.done() {
         let report = trainer.iterate()?;
         if let Some(p) = report.learned_truth_pearson {
@@ -559,6 +560,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         files.write(&report, trainer.steps_per_iteration())?;
         updates_run += 1;
         updates_rolled_back += u64::from(report.update.rolled_back);
+        discarded_starts += report.discarded_starts;
+        resample_rounds += report.resample_rounds;
         if report.update.rolled_back {
             bar.println(format!(
                 "iteration {}: non-finite loss, update rolled back to the last good weights",
@@ -651,6 +654,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "learned_truth_pearson_first": truth_pearson.0,
             "learned_truth_pearson_last": truth_pearson.1,
             "updates_rolled_back": updates_rolled_back,
+            // The GRPO family: starts left out (a non-finite return, or
+            // no spread under dynamic sampling) and extra collections.
+            "discarded_starts": discarded_starts,
+            "resample_rounds": resample_rounds,
             "parent": parent,
         });
         if args.timings {
