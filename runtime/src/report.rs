@@ -77,7 +77,7 @@ impl RunFiles {
         })
     }
 
-    pub fn write(&mut self, r: &IterationReport, steps_this_iteration: u64) -> anyhow::Result<()> {
+    pub fn write(&mut self, r: &IterationReport) -> anyhow::Result<()> {
         let u = &r.update;
         writeln!(
             self.metrics,
@@ -111,7 +111,7 @@ impl RunFiles {
             r.env_steps,
             r.collect_seconds,
             r.update_seconds,
-            steps_this_iteration as f64 / seconds.max(1e-9)
+            r.steps as f64 / seconds.max(1e-9)
         )?;
         self.metrics.flush()?;
         self.timing.flush()?;

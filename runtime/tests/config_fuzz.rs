@@ -261,6 +261,8 @@ fn train_base(task: TaskKind) -> String {
     config.vla = Some(Default::default());
     // And the VLA fine-tune's.
     config.finetune = Some(Default::default());
+    // And clip-higher, which is left out of the file when unset.
+    config.ppo.clip_high = Some(0.28);
     config.to_toml()
 }
 
@@ -283,6 +285,7 @@ fn train_case(text: &str) -> Result<(), String> {
     );
     assert!(memory.total_mib.is_finite(), "{memory:?}");
     let _ = cerebellum_runtime::learn::finetune::check_fits(&memory, finetune.memory_budget_mib);
+    estimators_case(&config);
     let spec = spec(config.task_kind());
     let mut policy = GaussianMlpPolicy::new(&spec, config.policy.clone(), config.seed)
         .map_err(|e| e.to_string())?;
@@ -320,6 +323,64 @@ fn train_case(text: &str) -> Result<(), String> {
         &mut rng,
     );
     Ok(())
+}
+
+/// Every critic-free learner with the accepted `group` and `[estimator]`:
+/// `envs` rounded and checked as `train` does, then advantages over three
+/// starts (one without spread, one with spread, one with a non-finite
+/// return), which are finite whenever they are given.
+fn estimators_case(config: &TrainConfig) {
+    use cerebellum_runtime::learn::Algo;
+    use cerebellum_runtime::learn::group_advantages::{
+        EpisodeOutcome, SpoInputs, episode_advantages,
+    };
+    let components = config
+        .reward_weights
+        .values()
+        .filter(|w| **w != 0.0)
+        .count();
+    for algo in Algo::ALL.into_iter().filter(|a| !a.has_critic()) {
+        let mut config = config.clone();
+        config.algo = algo;
+        config.round_envs_to_starts();
+        let _ = config.check_for_algo();
+        let per_start = algo.rollouts_per_start(config.group);
+        let outcomes: Vec<EpisodeOutcome> = (0..3 * per_start)
+            .map(|i| {
+                let r = match i / per_start {
+                    0 => 1.0,
+                    1 => 50.0 * ((i as f32) * 0.37).sin(),
+                    _ if i % per_start == 0 => f32::NAN,
+                    _ => 2.0,
+                };
+                EpisodeOutcome {
+                    weighted_return: r,
+                    components: vec![r; components],
+                    flags: Default::default(),
+                    length: 1 + i % 100,
+                }
+            })
+            .collect();
+        let baselines = vec![0.5; outcomes.len()];
+        let spo = SpoInputs {
+            baselines: &baselines,
+            entropy_surrogate: 1.0,
+        };
+        if let Ok(estimate) = episode_advantages(&config, &outcomes, Some(spo)) {
+            assert!(
+                estimate
+                    .advantages
+                    .iter()
+                    .chain(&estimate.loss_weights)
+                    .all(|v| v.is_finite()),
+                "{algo}: {estimate:?}"
+            );
+            assert!(
+                estimate.non_finite >= 1,
+                "{algo}: the NaN start is discarded"
+            );
+        }
+    }
 }
 
 fn env_base(task: TaskKind) -> String {

@@ -98,7 +98,7 @@ pub fn run(
     let memory = finetune::estimate(
         trainer.policy.config(),
         settings.train,
-        trainer.steps_per_iteration() as usize,
+        trainer.max_steps_per_iteration() as usize,
         settings.execute,
         config.ppo.minibatch_size,
         finetune::resident_mib().unwrap_or(0.0),
@@ -146,7 +146,7 @@ pub fn run(
     let mut last_success = None;
     while !trainer.done() {
         let report = trainer.iterate()?;
-        files.write(&report, trainer.steps_per_iteration())?;
+        files.write(&report)?;
         collect_seconds += report.collect_seconds;
         update_seconds += report.update_seconds;
         updates_run += 1;

@@ -557,7 +557,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         reward_version = report.reward_version.or(reward_version);
         learned_successes += report.learned_successes;
-        files.write(&report, trainer.steps_per_iteration())?;
+        files.write(&report)?;
         updates_run += 1;
         updates_rolled_back += u64::from(report.update.rolled_back);
         discarded_starts += report.discarded_starts;
@@ -576,7 +576,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "return {:>8.2}  success {:>5.1}%  {:>6.0} steps/s",
             last_return.unwrap_or(f64::NAN),
             100.0 * last_success.unwrap_or(0.0),
-            trainer.steps_per_iteration() as f64 / seconds.max(1e-9)
+            report.steps as f64 / seconds.max(1e-9)
         ));
         tracing::debug!(?report, "iteration");
         if report.iteration % 20 == 0 || trainer.done() {

@@ -64,9 +64,8 @@ fn check_online_algo(algo: Algo) -> anyhow::Result<()> {
         }
         _ => return Ok(()),
     };
-    anyhow::bail!(
-        "--online --algo {algo}: {why} (on a robot: ppo, grpo, dr-grpo, rloo, mc-grpo, gdpo, stratified)"
-    )
+    let on_a_robot = Algo::named(|a| !matches!(a, Algo::Spo | Algo::Remax));
+    anyhow::bail!("--online --algo {algo}: {why} (on a robot: {on_a_robot})")
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {

@@ -94,7 +94,17 @@ impl Algo {
 
     /// Every name, for an error message.
     pub fn known() -> String {
-        Self::ALL.map(Algo::name).join(", ")
+        Self::named(|_| true)
+    }
+
+    /// The names of the algorithms `which` picks, for an error message.
+    pub fn named(which: impl Fn(Algo) -> bool) -> String {
+        Self::ALL
+            .into_iter()
+            .filter(|&a| which(a))
+            .map(Algo::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -434,25 +444,34 @@ impl TrainConfig {
     }
 
     /// The bounds that need the environment too: the transitions one
-    /// iteration holds (PPO: `envs × rollout_steps`; GRPO: `envs` × the
-    /// task's horizon at the configured control rate), and the memory their
+    /// iteration holds (PPO: `envs × rollout_steps`; the GRPO family: `envs`
+    /// × the task's horizon at the configured control rate, times every
+    /// collection dynamic sampling may make), and the memory their
     /// camera images take: in a rollout, or (`online`) in an online batch
     /// and the channel to the learner.
     pub fn check_with_env(&self, env: &EnvConfig, online: bool) -> Result<(), String> {
         let task = self.task_kind();
+        let horizon = match task.arm_horizon_s() {
+            None => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
+            Some(seconds) => (seconds * env.physics.control_rate_hz()).round() as usize,
+        };
+        // What one update may hold: under dynamic sampling, every
+        // collection it may make.
         let (rows, rows_key) = match self.algo {
             Algo::Ppo => (
                 self.envs.saturating_mul(self.rollout_steps),
                 "envs × rollout_steps",
             ),
-            _ => {
-                let horizon = match task.arm_horizon_s() {
-                    None => cerebellum_sim::pendulum::Pendulum::HORIZON as usize,
-                    Some(seconds) => (seconds * env.physics.control_rate_hz()).round() as usize,
-                };
-                let key = "envs × the task's horizon in ticks (physics.dt × physics.substeps)";
-                (self.envs.saturating_mul(horizon), key)
-            }
+            _ if self.estimator.dynamic_sampling => (
+                self.envs
+                    .saturating_mul(horizon)
+                    .saturating_mul(1 + self.estimator.max_resample_rounds),
+                "envs × the task's horizon in ticks × (1 + estimator.max_resample_rounds)",
+            ),
+            _ => (
+                self.envs.saturating_mul(horizon),
+                "envs × the task's horizon in ticks (physics.dt × physics.substeps)",
+            ),
         };
         if !ROLLOUT_ROWS.contains(rows) {
             return Err(refusal(
@@ -562,9 +581,9 @@ impl TrainConfig {
                 "estimator.dynamic_sampling",
                 true,
                 &format!(
-                    "algo = \"{}\" has no groups of rollouts to discard; \
-                     dynamic sampling works with grpo, dr-grpo, rloo, mc-grpo, gdpo, stratified, remax",
-                    self.algo
+                    "algo = \"{}\" has no groups of rollouts to discard; dynamic sampling works with {}",
+                    self.algo,
+                    Algo::named(|a| a.rollouts_per_start(2) > 1)
                 ),
             ));
         }
@@ -584,6 +603,20 @@ impl TrainConfig {
                 self.algo
             ),
         ))
+    }
+
+    /// The clipped loss's settings for this learner: `ppo.*`, and for the
+    /// critic-free ones no value term and no per-minibatch renormalisation
+    /// of the advantages: the estimator is their normalisation (GRPO's
+    /// group std, SPO's and GDPO's batch std, Dr. GRPO's and ReMax's
+    /// none), as each paper has it, and the minibatch's would undo it.
+    pub fn loss_settings(&self) -> PpoConfig {
+        let mut loss = self.ppo.clone();
+        if !self.algo.has_critic() {
+            loss.value_coef = 0.0;
+            loss.normalize_advantages = false;
+        }
+        loss
     }
 
     /// Rounds `envs` up to a whole number of starts for the algorithm

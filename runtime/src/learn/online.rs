@@ -374,20 +374,14 @@ impl<P: LearnablePolicy> Learning<P> {
         }
     }
 
-    /// One PPO update at the online step size; the new weights, one version
-    /// up, unless it rolled back.
-    /// `critic`: PPO's value term (at `ppo.value_coef`); without it, the
-    /// advantages are the estimator's own, not renormalised per minibatch
-    /// (as `Trainer::update`).
-    fn update(&mut self, batch: &ppo::Batch<P::Encoded>, critic: bool) -> Option<P> {
+    /// One update of the clipped loss (`TrainConfig::loss_settings`) at
+    /// the online step size; the new weights, one version up, unless it
+    /// rolled back.
+    fn update(&mut self, batch: &ppo::Batch<P::Encoded>) -> Option<P> {
         if batch.is_empty() {
             return None;
         }
-        let mut ppo_config = self.config.ppo.clone();
-        if !critic {
-            ppo_config.value_coef = 0.0;
-            ppo_config.normalize_advantages = false;
-        }
+        let ppo_config = self.config.loss_settings();
         let stats = ppo::update(
             &mut self.policy,
             &mut self.adam,
@@ -487,7 +481,7 @@ impl<P: LearnablePolicy> OnlinePpo<P> {
                 return None;
             }
         };
-        learning.update(&batch, true)
+        learning.update(&batch)
     }
 }
 
@@ -606,15 +600,11 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
         if estimate.kept == 0 {
             return None;
         }
-        let members: Vec<_> = members
-            .into_iter()
-            .zip(&estimate.in_loss)
-            .map(|(member, &in_loss)| (member, in_loss))
-            .collect();
         let mut transitions = Vec::new();
         let mut episode_of = Vec::new();
         let mut valid = Vec::new();
-        for (k, ((episode, _), in_loss)) in members.into_iter().enumerate() {
+        for (k, ((episode, _), &in_loss)) in members.into_iter().zip(&estimate.in_loss).enumerate()
+        {
             episode_of.extend(std::iter::repeat_n(k, episode.len()));
             // MC-GRPO's pivot gives the baseline only.
             valid.extend(
@@ -631,6 +621,11 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
             .iter()
             .map(|s| estimate.advantages[episode_of[s.plan_row]])
             .collect();
+        let weights: Vec<f32> = steps
+            .steps
+            .iter()
+            .map(|s| estimate.loss_weights[episode_of[s.plan_row]])
+            .collect();
         let zeros = vec![0.0; steps.steps.len()];
         let batch = match decision_batch(
             &learning.policy,
@@ -639,23 +634,16 @@ impl<P: LearnablePolicy> OnlineGrpo<P> {
             &advantages,
             &zeros,
             &zeros,
+            &weights,
         ) {
-            // One robot's episodes in order: decisions stay in step order.
-            Ok(batch) => ppo::Batch {
-                loss_weights: steps
-                    .steps
-                    .iter()
-                    .map(|s| estimate.loss_weights[episode_of[s.plan_row]])
-                    .collect(),
-                ..batch
-            },
+            Ok(batch) => batch,
             Err(e) => {
                 tracing::error!("online GRPO: cannot build the batch, the group is dropped: {e}");
                 learning.counters.broken += 1;
                 return None;
             }
         };
-        learning.update(&batch, false)
+        learning.update(&batch)
     }
 }
 

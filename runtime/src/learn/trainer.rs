@@ -30,6 +30,9 @@ use std::time::Instant;
 pub struct IterationReport {
     pub iteration: u64,
     pub env_steps: u64,
+    /// Env steps this iteration collected (more than
+    /// `Trainer::steps_per_iteration` when dynamic sampling collected again).
+    pub steps: u64,
     pub episodes: usize,
     pub mean_return: Option<f64>,
     pub success_rate: Option<f64>,
@@ -514,7 +517,8 @@ impl<P: TrainablePolicy> Trainer<P> {
                 adam,
                 shuffle_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5_4FF1E),
                 reward_scale: RewardScale::default(),
-                spo: (config.algo == Algo::Spo).then(|| SpoState::new(&config)),
+                // Made by the first SPO iteration (`collect_starts`).
+                spo: None,
             },
             config,
             policy,
@@ -601,7 +605,19 @@ impl<P: TrainablePolicy> Trainer<P> {
         })
     }
 
-    /// Env steps one iteration collects.
+    /// The most env steps one iteration may hold: every collection
+    /// dynamic sampling may make (what a run's memory is sized for).
+    pub fn max_steps_per_iteration(&self) -> u64 {
+        let collections = if self.config.estimator.dynamic_sampling {
+            1 + self.config.estimator.max_resample_rounds as u64
+        } else {
+            1
+        };
+        self.steps_per_iteration().saturating_mul(collections)
+    }
+
+    /// Env steps one iteration collects (once: dynamic sampling may
+    /// collect again).
     pub fn steps_per_iteration(&self) -> u64 {
         let per_copy = match self.config.algo {
             Algo::Ppo => self.config.rollout_steps,
@@ -658,6 +674,7 @@ impl<P: TrainablePolicy> Trainer<P> {
         Ok(IterationReport {
             iteration: self.state.iteration,
             env_steps: self.state.env_steps,
+            steps: rollout.transitions.len() as u64,
             episodes: episodes.0,
             mean_return: episodes.1,
             success_rate: episodes.2,
@@ -673,15 +690,7 @@ impl<P: TrainablePolicy> Trainer<P> {
     /// The PPO loss on `batch` (critic-free learners without the value
     /// term), at this iteration's step size.
     fn update(&mut self, batch: &Batch<P::Encoded>) -> anyhow::Result<UpdateStats> {
-        let mut ppo_config = self.config.ppo.clone();
-        if !self.config.algo.has_critic() {
-            // No critic; the estimator is the advantages' normalisation
-            // (GRPO's group std, SPO's and GDPO's batch std, Dr. GRPO's
-            // and ReMax's none), as each paper has it: the minibatch's
-            // would undo it.
-            ppo_config.value_coef = 0.0;
-            ppo_config.normalize_advantages = false;
-        }
+        let ppo_config = self.config.loss_settings();
         let frac = if ppo_config.anneal_lr {
             let start = self.run_start_iteration;
             let done = self.state.iteration.saturating_sub(start);
@@ -847,23 +856,21 @@ impl<P: TrainablePolicy> Trainer<P> {
             .iter()
             .map(|s| estimate.advantages[copy_of(s)])
             .collect();
+        let weights: Vec<f32> = steps
+            .steps
+            .iter()
+            .map(|s| estimate.loss_weights[copy_of(s)])
+            .collect();
         let zeros = vec![0.0f32; steps.steps.len()];
-        let mut batch = decision_batch(
+        let batch = decision_batch(
             &self.policy,
             &transitions,
             &steps.steps,
             &advantages,
             &zeros,
             &zeros,
+            &weights,
         )?;
-        // `decision_batch` orders decisions by their first tick.
-        let mut weights: Vec<(usize, f32)> = steps
-            .steps
-            .iter()
-            .map(|s| (s.rows[0], estimate.loss_weights[copy_of(s)]))
-            .collect();
-        weights.sort_by_key(|(first, _)| *first);
-        batch.loss_weights = weights.into_iter().map(|(_, w)| w).collect();
         rejected += steps.intervention_ticks;
 
         let update = self.update(&batch)?;
@@ -873,17 +880,14 @@ impl<P: TrainablePolicy> Trainer<P> {
             } else {
                 mean_abs_log_prob_change(&self.policy, &batch)?
             };
-            let kept = |c: usize| {
-                outcomes[c].weighted_return.is_finite()
-                    && outcomes[c].components.iter().all(|v| v.is_finite())
-            };
-            spo_state.track(&contexts, &outcomes, kept, change)?;
+            spo_state.track(&contexts, &outcomes, &estimate.in_loss, change)?;
         }
         self.finish_iteration(&transitions, &update)?;
         let copies = true_returns.len().max(1) as f64;
         Ok(IterationReport {
             iteration: self.state.iteration,
             env_steps: self.state.env_steps,
+            steps: transitions.len() as u64,
             episodes: true_returns.len(),
             mean_return: Some(true_returns.iter().sum::<f64>() / copies),
             success_rate: Some(successes.iter().filter(|&&s| s).count() as f64 / copies),
@@ -1034,17 +1038,16 @@ impl SpoState {
     /// Folds this batch's returns into the tracker, each start forgetting
     /// at the ρ of the policy's change since its last visit
     /// (`spo::rho_from_change`); `change` is this update's mean |Δ log π|.
+    /// Episodes left out of the estimate (`kept` false: a non-finite
+    /// return) are left out of the tracker too.
     fn track(
         &mut self,
         contexts: &[usize],
         outcomes: &[EpisodeOutcome],
-        kept: impl Fn(usize) -> bool,
+        kept: &[bool],
         change: f32,
     ) -> anyhow::Result<()> {
-        for (c, (&k, outcome)) in contexts.iter().zip(outcomes).enumerate() {
-            if !kept(c) {
-                continue;
-            }
+        for ((&k, outcome), _) in contexts.iter().zip(outcomes).zip(kept).filter(|(_, k)| **k) {
             let since = self.drift_at_visit[k].map(|at| (self.drift - at) as f32);
             let rho = spo::rho_from_change(since);
             self.tracker
@@ -1355,6 +1358,7 @@ pub fn gae_batch<P: TrainablePolicy>(
         &advantages,
         &returns,
         &values,
+        &[],
     )?;
     let used: usize = steps.steps.iter().map(|s| s.rows.len()).sum();
     Ok((batch, n - used))
@@ -1364,7 +1368,8 @@ pub fn gae_batch<P: TrainablePolicy>(
 /// the executed actions as sampled, encoded by the policy, the behaviour
 /// log-probability of each action recorded at acting time (where none was,
 /// the current one: the rollout was collected by these weights), and the
-/// decision's advantage, return and value.
+/// decision's advantage, return, value and the weight of its actions in
+/// the loss (`loss_weights`, per step; empty: every action weighs 1).
 pub fn decision_batch<P: TrainablePolicy>(
     policy: &P,
     transitions: &[Transition],
@@ -1372,6 +1377,7 @@ pub fn decision_batch<P: TrainablePolicy>(
     advantages: &[f32],
     returns: &[f32],
     values: &[f32],
+    loss_weights: &[f32],
 ) -> anyhow::Result<Batch<P::Encoded>> {
     // Decisions in the time-major order of their first tick: for a policy
     // acting one tick at a time, the rollout's own row order.
@@ -1420,7 +1426,11 @@ pub fn decision_batch<P: TrainablePolicy>(
             .collect(),
         action_starts,
         advantages: pick(advantages),
-        loss_weights: Vec::new(),
+        loss_weights: if loss_weights.is_empty() {
+            Vec::new()
+        } else {
+            pick(loss_weights)
+        },
         returns: pick(returns),
         old_values: pick(values),
     })
